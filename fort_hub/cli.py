@@ -1,0 +1,145 @@
+"""``fort-hub``: the command line.
+
+Subcommands are small; the ones that belong to a part of fort-hub live in that part and are
+imported only when used, so ``fort-hub check-policy`` stays fast and has no heavy imports.
+
+- ``fort-hub check-policy FILE``
+- ``fort-hub audit verify|export|head --db URL``
+- ``fort-hub demo [--reset]``                      (fort_hub.dev.demo)
+- ``fort-hub facebook-standin --port P --identities FILE``   (fort_hub.dev.facebook)
+- ``fort-hub facebook-callback ...``               (fort_hub.dev.facebook)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+#: subcommand -> "module:function" taking argv (list[str]) and returning an exit code
+DELEGATED = {
+    "demo": ("fort_hub.dev.demo:main", "run the whole platform on this machine"),
+    "facebook-standin": (
+        "fort_hub.dev.facebook:main",
+        "run the local Facebook stand-in (dev only)",
+    ),
+    "facebook-callback": (
+        "fort_hub.dev.facebook:callback_main",
+        "send a signed deauthorize or data-deletion callback (dev only)",
+    ),
+}
+
+
+def _check_policy(args) -> int:
+    from .policy import PolicyError, load_policy
+
+    try:
+        policy = load_policy(args.file)
+    except PolicyError as e:
+        for err in e.errors:
+            print(err)
+        print(f"{len(e.errors)} error(s)", file=sys.stderr)
+        return 1
+    print(
+        f"OK: {len(policy.groups)} groups, {len(policy.datasets)} datasets, "
+        f"{len(policy.grants)} grants, {len(policy.profiles)} profiles"
+    )
+    return 0
+
+
+def _open_store(url: str):
+    from .store import Store, StoreError
+
+    try:
+        return Store(url, create=False)
+    except StoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
+def _audit(args) -> int:
+    from .store import StoreError
+
+    store = _open_store(args.db)
+    if store is None:
+        return 2
+    try:
+        if args.audit_cmd == "verify":
+            expect = None
+            if args.expect_head:
+                seq, _, digest = args.expect_head.partition(":")
+                expect = (int(seq), digest)
+            result = store.audit.verify(expect_head=expect)
+            print(result)
+            return 0 if result.ok else 1
+        if args.audit_cmd == "head":
+            seq, digest = store.audit.head()
+            print(f"{seq}:{digest}")
+            return 0
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+        try:
+            n = 0
+            for rec in store.audit.iter_all():
+                if args.user and rec.actor != args.user:
+                    continue
+                if args.action and rec.action != args.action:
+                    continue
+                if args.since and rec.ts < args.since:
+                    continue
+                out.write(json.dumps(rec.as_dict(), sort_keys=True) + "\n")
+                n += 1
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        print(f"exported {n} record(s)", file=sys.stderr)
+        return 0
+    except (StoreError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fort-hub", description=__doc__.split("\n")[0])
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"fort-hub {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-policy", help="validate a policy file")
+    p.add_argument("file")
+    p.set_defaults(func=_check_policy)
+
+    a = sub.add_parser("audit", help="verify or export the audit log")
+    asub = a.add_subparsers(dest="audit_cmd", required=True)
+    v = asub.add_parser("verify", help="walk the hash chain; exit 1 naming the first bad record")
+    v.add_argument("--db", required=True, help="store URL, e.g. sqlite:///fort.sqlite")
+    v.add_argument("--expect-head", help="SEQ:HASH printed earlier by 'fort-hub audit head'")
+    h = asub.add_parser("head", help="print the newest record's SEQ:HASH, to keep elsewhere")
+    h.add_argument("--db", required=True)
+    e = asub.add_parser("export", help="write records as JSON lines")
+    e.add_argument("--db", required=True)
+    e.add_argument("--user")
+    e.add_argument("--action")
+    e.add_argument("--since", help="ISO-8601 UTC time, e.g. 2026-11-01T00:00:00")
+    e.add_argument("--output", "-o", help="file to write (default: standard output)")
+    a.set_defaults(func=_audit)
+
+    for name, (target, help_text) in DELEGATED.items():
+        d = sub.add_parser(name, help=help_text, add_help=False)
+        d.set_defaults(delegate=target)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        module, _, func = DELEGATED[argv[0]][0].partition(":")
+        return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""The access policy as plain, immutable data, and the decisions made over it.
+
+Everything here is pure: no I/O, no clock reads except where ``now`` is left out (then
+``datetime.now(UTC)`` is used, and tests inject ``now``). Every fort-hub plugin asks the same
+questions of the same :class:`Policy`:
+
+- :meth:`Policy.authorize` -- may *user* in *groups* do *action* on *resource*?
+- :meth:`Policy.profiles_for` -- which image profiles may they pick?
+- :meth:`Policy.roles_for` -- which AWS roles may their notebook assume?
+- :meth:`Policy.quota_for` -- which usage limits apply?
+- :meth:`Policy.user_prefix` -- where is their own storage?
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+UTC = dt.UTC
+
+#: Actions a grant can give on a dataset.
+DATASET_ACTIONS = ("query", "s3:read", "s3:write")
+#: Every action :meth:`Policy.authorize` understands.
+ACTIONS = (*DATASET_ACTIONS, "spawn", "assume-role")
+
+GroupsArg = Iterable[str] | Mapping[str, "dt.datetime | dt.date | None"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to one authorization question. Truthy when allowed."""
+
+    allowed: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+@dataclass(frozen=True)
+class Member:
+    username: str
+    expires: dt.datetime | None = None  # the first instant the membership is no longer valid
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    description: str = ""
+    members: tuple[Member, ...] = ()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    engine: str  # "duckdb" or "athena"
+    description: str = ""
+    tables: tuple[str, ...] = ()
+    #: duckdb: {"paths": {table: path}} or {"database": path};
+    #: athena: {"catalog", "database", "workgroup", optional "output_location"}
+    location: Mapping[str, Any] = field(default_factory=dict)
+    s3_prefixes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Grant:
+    group: str
+    datasets: tuple[str, ...]
+    actions: tuple[str, ...]
+    index: int = 0  # position in the file, for reasons
+
+
+@dataclass(frozen=True)
+class Profile:
+    slug: str
+    display_name: str
+    image: str
+    description: str = ""
+    cpu_guarantee: float | None = None
+    cpu_limit: float | None = None
+    mem_guarantee: str | None = None
+    mem_limit: str | None = None
+    gpu: int = 0
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    #: groups allowed to use it; empty means every user who may log in
+    groups: tuple[str, ...] = ()
+    default: bool = False
+    #: {"display_name", "validation_regex"} when the user may type their own image
+    unlisted_choice: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    region: str = "us-east-1"
+    #: group name -> IAM role ARN
+    roles: Mapping[str, str] = field(default_factory=dict)
+    bucket: str = ""
+    user_prefix: str = "users/{username}/"
+
+
+@dataclass(frozen=True)
+class Quota:
+    max_concurrent_queries: int = 2
+    queries_per_day: int = 1000
+    bytes_scanned_per_day: int = 1_000_000_000_000
+    max_result_rows: int = 1_000_000
+    credential_requests_per_minute: int = 60
+
+    FIELDS = (
+        "max_concurrent_queries",
+        "queries_per_day",
+        "bytes_scanned_per_day",
+        "max_result_rows",
+        "credential_requests_per_minute",
+    )
+
+    def as_dict(self) -> dict[str, int]:
+        return {f: getattr(self, f) for f in self.FIELDS}
+
+
+def role_name(arn: str) -> str:
+    """``arn:aws:iam::123:role/path/fort-x`` -> ``fort-x``."""
+    return arn.rsplit("/", 1)[-1]
+
+
+def _as_expiry(value: dt.datetime | dt.date | None) -> dt.datetime | None:
+    """A date means 'valid through that day (UTC)'; a naive datetime is UTC."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return dt.datetime.combine(value + dt.timedelta(days=1), dt.time(), tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated policy. Build it with :func:`fort_hub.policy.load_policy`."""
+
+    version: int = 1
+    groups: Mapping[str, Group] = field(default_factory=dict)
+    datasets: Mapping[str, Dataset] = field(default_factory=dict)
+    grants: tuple[Grant, ...] = ()
+    profiles: tuple[Profile, ...] = ()
+    aws: AwsSettings = field(default_factory=AwsSettings)
+    default_quota: Quota = field(default_factory=Quota)
+    group_quotas: Mapping[str, Quota] = field(default_factory=dict)
+    source: str = "<memory>"
+
+    def __post_init__(self):
+        # indexes for fast decisions: dataset -> action -> {group: grant index}
+        index: dict[str, dict[str, dict[str, int]]] = {}
+        for grant in self.grants:
+            for ds in grant.datasets:
+                per_action = index.setdefault(ds, {})
+                for action in grant.actions:
+                    per_action.setdefault(action, {}).setdefault(grant.group, grant.index)
+        expiries = {
+            (g.name, m.username): m.expires for g in self.groups.values() for m in g.members
+        }
+        object.__setattr__(self, "_grant_index", index)
+        object.__setattr__(self, "_static_expiry", expiries)
+
+    # ----- membership -------------------------------------------------------------------------
+
+    def static_members(self, group: str) -> tuple[Member, ...]:
+        g = self.groups.get(group)
+        return g.members if g else ()
+
+    def groups_of(self, username: str, now: dt.datetime | None = None) -> list[str]:
+        """Groups the policy itself lists *username* in, without expired memberships."""
+        now = now or dt.datetime.now(UTC)
+        return [
+            g.name
+            for g in self.groups.values()
+            for m in g.members
+            if m.username == username and (m.expires is None or m.expires > now)
+        ]
+
+    def effective_groups(
+        self, user: str, groups: GroupsArg, now: dt.datetime | None = None
+    ) -> list[str]:
+        """The groups in *groups* that the policy declares and that have not expired for *user*.
+
+        *groups* is a list of group names, or a mapping of group name to that membership's expiry
+        (a ``date`` counts as valid through that day, UTC). A membership also expires when the
+        policy lists *user* statically in that group with a past ``expires``.
+        """
+        now = now or dt.datetime.now(UTC)
+        items = groups.items() if isinstance(groups, Mapping) else ((g, None) for g in groups)
+        result = []
+        for name, expires in items:
+            if name not in self.groups:
+                continue
+            exp = _as_expiry(expires)
+            if exp is not None and exp <= now:
+                continue
+            static = self._static_expiry.get((name, user))
+            if static is not None and static <= now:
+                continue
+            result.append(name)
+        return result
+
+    # ----- decisions --------------------------------------------------------------------------
+
+    def authorize(
+        self,
+        user: str,
+        groups: GroupsArg,
+        action: str,
+        resource: str,
+        now: dt.datetime | None = None,
+    ) -> Decision:
+        """May *user*, a member of *groups*, do *action* on *resource*?
+
+        - ``query``: *resource* is ``dataset`` or ``dataset.table``.
+        - ``s3:read`` / ``s3:write``: *resource* is a dataset name or an ``s3://bucket/key`` URI
+          (the user's own prefix is always readable and writable by them).
+        - ``spawn``: *resource* is a profile slug.  ``assume-role``: a role name (or its ARN).
+        """
+        eff = self.effective_groups(user, groups, now)
+        if action in DATASET_ACTIONS:
+            if action != "query" and resource.startswith("s3://"):
+                return self._authorize_s3_uri(user, eff, action, resource)
+            return self._authorize_dataset(eff, action, resource)
+        if action == "spawn":
+            allowed = {p.slug for p in self.profiles_for(eff, user=user, now=now)}
+            if resource in allowed:
+                return Decision(True, f"profile '{resource}' is available to {sorted(eff)}")
+            return Decision(False, f"profile '{resource}' is not available to groups {sorted(eff)}")
+        if action == "assume-role":
+            roles = self.roles_for(eff, user=user, now=now)
+            if resource in roles or resource in roles.values():
+                return Decision(True, f"role '{resource}' belongs to one of {sorted(eff)}")
+            return Decision(False, f"role '{resource}' is not given to groups {sorted(eff)}")
+        return Decision(False, f"unknown action '{action}' (known: {', '.join(ACTIONS)})")
+
+    def _authorize_dataset(self, eff: list[str], action: str, resource: str) -> Decision:
+        ds_name, _, table = resource.partition(".")
+        dataset = self.datasets.get(ds_name)
+        if dataset is None:
+            return Decision(False, f"unknown dataset '{ds_name}'")
+        if table and table not in dataset.tables:
+            return Decision(False, f"dataset '{ds_name}' has no table '{table}'")
+        granted = self._grant_index.get(ds_name, {}).get(action, {})
+        for group in eff:
+            if group in granted:
+                return Decision(
+                    True, f"grants[{granted[group]}] gives '{action}' on '{ds_name}' to '{group}'"
+                )
+        return Decision(
+            False, f"no grant gives '{action}' on dataset '{ds_name}' to groups {sorted(eff)}"
+        )
+
+    def _authorize_s3_uri(self, user: str, eff: list[str], action: str, uri: str) -> Decision:
+        own = self.user_prefix(user)
+        if own and uri.startswith(own):
+            return Decision(True, f"'{uri}' is under the user's own prefix")
+        for name in self.datasets_for(eff, action):
+            for prefix in self.datasets[name].s3_prefixes:
+                if uri.startswith(prefix):
+                    return self._authorize_dataset(eff, action, name)
+        return Decision(False, f"no grant gives '{action}' on '{uri}' to groups {sorted(eff)}")
+
+    def datasets_for(self, groups: Iterable[str], action: str = "query") -> list[str]:
+        """Names of datasets on which one of *groups* (already effective) has *action*."""
+        gs = set(groups)
+        return [
+            ds
+            for ds, per_action in self._grant_index.items()
+            if gs.intersection(per_action.get(action, ()))
+        ]
+
+    def grants_for(self, groups: Iterable[str]) -> dict[str, list[str]]:
+        """dataset -> sorted actions granted to any of *groups* (already effective)."""
+        gs = set(groups)
+        out: dict[str, set[str]] = {}
+        for ds, per_action in self._grant_index.items():
+            for action, holders in per_action.items():
+                if gs.intersection(holders):
+                    out.setdefault(ds, set()).add(action)
+        return {ds: sorted(a) for ds, a in sorted(out.items())}
+
+    def profiles_for(
+        self, groups: GroupsArg, *, user: str | None = None, now: dt.datetime | None = None
+    ) -> list[Profile]:
+        """Profiles usable by members of *groups*, in policy order.
+
+        When *user* is given, *groups* is first narrowed with :meth:`effective_groups`.
+        """
+        gs = set(self.effective_groups(user, groups, now) if user is not None else groups)
+        return [p for p in self.profiles if not p.groups or gs.intersection(p.groups)]
+
+    def roles_for(
+        self, groups: GroupsArg, *, user: str | None = None, now: dt.datetime | None = None
+    ) -> dict[str, str]:
+        """role name -> ARN for the roles of *groups*, in group order."""
+        gs = self.effective_groups(user, groups, now) if user is not None else list(groups)
+        out: dict[str, str] = {}
+        for g in gs:
+            arn = self.aws.roles.get(g)
+            if arn:
+                out.setdefault(role_name(arn), arn)
+        return out
+
+    def role_groups(self, role: str) -> list[str]:
+        """Groups whose role is *role* (a name or an ARN)."""
+        return [g for g, arn in self.aws.roles.items() if role in (arn, role_name(arn))]
+
+    def quota_for(self, groups: Iterable[str]) -> Quota:
+        """The limits for a member of *groups*: for each limit, the most generous override among
+        the groups that have one, else the default."""
+        overrides = [self.group_quotas[g] for g in groups if g in self.group_quotas]
+        if not overrides:
+            return self.default_quota
+        return Quota(**{f: max(getattr(q, f) for q in overrides) for f in Quota.FIELDS})
+
+    def user_prefix(self, username: str) -> str:
+        """``s3://bucket/users/alice/`` (empty when no bucket is configured)."""
+        if not self.aws.bucket:
+            return ""
+        key = self.aws.user_prefix.format(username=username)
+        return f"s3://{self.aws.bucket}/{key}"

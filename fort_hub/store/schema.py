@@ -1,0 +1,134 @@
+"""The fort store's tables: one schema shared by the audit log, usage counters, group
+memberships, query records and identity bindings. Created idempotently; ``SCHEMA_VERSION`` is
+recorded in ``fort_meta`` and checked at start-up (see :meth:`fort_hub.store.Store.create_schema`).
+
+Times are stored as ISO-8601 UTC strings (``2026-11-25T17:56:34.123456+00:00``) so that the
+audit chain's canonical encoding is byte-identical on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "fort_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# ---- audit log -------------------------------------------------------------------------------
+audit_log = Table(
+    "fort_audit_log",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    ),
+    Column("ts", String(40), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("action", String(128), nullable=False),
+    Column("resource", Text, nullable=False, default=""),
+    Column("decision", String(8), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("details", Text, nullable=False, default="{}"),
+    Column("request_id", String(128), nullable=False, default=""),
+    Column("client", String(128), nullable=False, default=""),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_fort_audit_actor", "actor", "seq"),
+    Index("ix_fort_audit_action", "action", "seq"),
+)
+
+#: one row (id=1): the newest record's seq and hash, updated in the same transaction as the
+#: insert, so that a truncated tail is detected and appends need no max() scan.
+audit_head = Table(
+    "fort_audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# ---- usage counters (quotas, rate limits) -------------------------------------------------------
+usage = Table(
+    "fort_usage",
+    metadata,
+    Column("subject", String(255), primary_key=True),  # usually a username
+    Column("metric", String(64), primary_key=True),  # e.g. queries, bytes_scanned, credentials
+    Column("window", String(40), primary_key=True),  # e.g. 2026-11-25 or 2026-11-25T17:56
+    Column("value", BigInteger, nullable=False, default=0),
+)
+
+# ---- group memberships managed by fort-groups ---------------------------------------------------
+memberships = Table(
+    "fort_memberships",
+    metadata,
+    Column("group_name", String(255), primary_key=True),
+    Column("username", String(255), primary_key=True),
+    Column("expires", String(40), nullable=True),  # ISO UTC, NULL = no expiry
+    Column("source", String(16), nullable=False),  # "policy" or "api"
+    Column("updated_by", String(255), nullable=False, default=""),
+    Column("updated", String(40), nullable=False),
+)
+
+# ---- query records (fort-query) ---------------------------------------------------------------
+queries = Table(
+    "fort_queries",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("username", String(255), nullable=False),
+    Column("dataset", String(255), nullable=False),
+    Column("engine", String(32), nullable=False),
+    Column("sql", Text, nullable=False),
+    Column("state", String(16), nullable=False),  # queued running succeeded failed cancelled
+    Column("submitted", String(40), nullable=False),
+    Column("started", String(40), nullable=True),
+    Column("finished", String(40), nullable=True),
+    Column("rows", BigInteger, nullable=True),
+    Column("bytes_scanned", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("engine_id", String(255), nullable=True),  # e.g. Athena QueryExecutionId
+    Column("result_path", Text, nullable=True),
+    Column("expires", String(40), nullable=True),  # when the stored result is removed
+    Index("ix_fort_queries_user", "username", "submitted"),
+    Index("ix_fort_queries_state", "state"),
+)
+
+# ---- external identities bound to hub usernames (the Facebook app-scoped id) -----------------------
+identities = Table(
+    "fort_identities",
+    metadata,
+    Column("provider", String(32), primary_key=True),
+    Column("subject", String(255), primary_key=True),
+    Column("username", String(255), nullable=False),
+    Column("created", String(40), nullable=False),
+    Column("revoked", String(40), nullable=True),  # set by a deauthorize callback
+    UniqueConstraint("provider", "username", name="uq_fort_identities_username"),
+)
+
+# ---- data deletion requests (Facebook's data deletion callback) ----------------------------------
+deletions = Table(
+    "fort_deletions",
+    metadata,
+    Column("code", String(64), primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("username", String(255), nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("requested", String(40), nullable=False),
+    Column("completed", String(40), nullable=True),
+)

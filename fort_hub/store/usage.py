@@ -1,0 +1,80 @@
+"""Atomic usage counters for quotas and rate limits, in the fort store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from . import schema
+
+if TYPE_CHECKING:
+    from .core import Store
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """Result of :meth:`UsageCounters.try_consume`."""
+
+    allowed: bool
+    used: int  # the counter after the call (unchanged when not allowed)
+    limit: int
+
+
+class UsageCounters:
+    """``store.usage``: counters keyed by (subject, metric, window).
+
+    A *window* is any string naming a period, e.g. ``"2026-11-25"`` for a daily quota or
+    ``"2026-11-25T17:56"`` for a per-minute rate limit; old windows are removed with
+    :meth:`prune`.
+    """
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def get(self, subject: str, metric: str, window: str) -> int:
+        t = schema.usage
+        with self.store.reading() as conn:
+            row = conn.execute(
+                select(t.c.value).where(
+                    t.c.subject == subject, t.c.metric == metric, t.c.window == window
+                )
+            ).first()
+        return int(row[0]) if row else 0
+
+    def _add(self, conn, subject: str, metric: str, window: str, amount: int) -> int:
+        t = schema.usage
+        stmt = self.store.insert(t).values(
+            subject=subject, metric=metric, window=window, value=amount
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.subject, t.c.metric, t.c.window],
+            set_={"value": t.c.value + amount},
+        ).returning(t.c.value)
+        return int(conn.execute(stmt).scalar_one())
+
+    def add(self, subject: str, metric: str, window: str, amount: int = 1) -> int:
+        """Add *amount* (may be negative) and return the new value."""
+        with self.store.transaction() as conn:
+            return self._add(conn, subject, metric, window, amount)
+
+    def try_consume(
+        self, subject: str, metric: str, window: str, amount: int, limit: int
+    ) -> Consumed:
+        """Atomically add *amount* unless that would take the counter over *limit*."""
+        with self.store.transaction() as conn:
+            used = self._add(conn, subject, metric, window, amount)
+            if used > limit:
+                conn.rollback()
+                return Consumed(False, used - amount, limit)
+        return Consumed(True, used, limit)
+
+    def prune(self, metric: str, keep_from_window: str) -> int:
+        """Delete windows of *metric* that sort before *keep_from_window*."""
+        t = schema.usage
+        with self.store.transaction() as conn:
+            res = conn.execute(
+                t.delete().where(t.c.metric == metric, t.c.window < keep_from_window)
+            )
+            return res.rowcount or 0

@@ -1,0 +1,101 @@
+"""Shared fixtures.
+
+- ``store_url`` / ``store``: parametrized over SQLite and PostgreSQL, for contract suites.
+  PostgreSQL comes from ``FORT_TEST_POSTGRES_URL`` (default: the local server,
+  ``postgresql://postgres@127.0.0.1:5432/test``). Locally an unreachable server skips those
+  tests; under CI (``CI=true``) it fails them, so a silent skip cannot pass CI.
+- ``pg_url``: a fresh PostgreSQL schema for one test (each test gets its own ``search_path``).
+- ``example_policy`` / ``example_policy_path``: the example policy shipped in fort_hub/dev/data.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fort_hub.policy import load_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_POLICY = ROOT / "fort_hub" / "dev" / "data" / "example-policy.yaml"
+PG_URL = os.environ.get("FORT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _pg_reachable() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3):
+            return None
+    except Exception as e:  # any failure means "not reachable"
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def require_postgres() -> None:
+    problem = _pg_reachable()
+    if problem:
+        msg = f"PostgreSQL at {PG_URL} is not reachable: {problem}"
+        if IN_CI:
+            pytest.fail(msg + " (CI must run the PostgreSQL tests)")
+        pytest.skip(msg)
+
+
+@pytest.fixture
+def pg_url():
+    """A PostgreSQL URL whose default schema is fresh and dropped afterwards."""
+    require_postgres()
+    import psycopg
+
+    schema_name = "t_" + secrets.token_hex(6)
+    raw = PG_URL.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(raw, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema_name}"')
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema_name}"
+    with psycopg.connect(raw, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema_name}" CASCADE')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'fort.sqlite'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fort.sqlite'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def store(store_url):
+    from fort_hub.store import Store
+
+    s = Store(store_url)
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def example_policy_path(tmp_path) -> Path:
+    """A copy of the example policy in a temp dir (safe to edit)."""
+    dst = tmp_path / "policy.yaml"
+    shutil.copy(EXAMPLE_POLICY, dst)
+    return dst
+
+
+@pytest.fixture
+def example_policy(example_policy_path):
+    return load_policy(example_policy_path)
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    d = ROOT / "tests" / "artifacts"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
