@@ -1,0 +1,107 @@
+"""Group memberships with expiry and provenance (``policy`` or ``api``), kept by fort-groups and
+read by every plugin. JupyterHub groups hold *who* is a member; this table holds *until when*
+and *where it came from*."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from . import schema
+from .core import isoformat, parse_time, utcnow
+
+if TYPE_CHECKING:
+    from .core import Store
+
+SOURCES = ("policy", "api")
+
+
+@dataclass(frozen=True)
+class Membership:
+    group: str
+    username: str
+    expires: dt.datetime | None
+    source: str
+    updated_by: str
+    updated: dt.datetime
+
+    def active(self, now: dt.datetime | None = None) -> bool:
+        return self.expires is None or self.expires > (now or utcnow())
+
+
+def _row(r) -> Membership:
+    m = r._mapping
+    return Membership(
+        m["group_name"], m["username"], parse_time(m["expires"]), m["source"], m["updated_by"],
+        parse_time(m["updated"]),
+    )  # fmt: skip
+
+
+class Memberships:
+    """``Memberships(store)``: the ``fort_memberships`` table."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def upsert(
+        self,
+        group: str,
+        username: str,
+        expires: dt.datetime | None = None,
+        source: str = "api",
+        updated_by: str = "",
+    ) -> Membership:
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+        t = schema.memberships
+        now = utcnow()
+        values = {
+            "group_name": group, "username": username, "expires": isoformat(expires),
+            "source": source, "updated_by": updated_by, "updated": isoformat(now),
+        }  # fmt: skip
+        stmt = self.store.insert(t).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.group_name, t.c.username],
+            set_={k: v for k, v in values.items() if k not in ("group_name", "username")},
+        )
+        with self.store.transaction() as conn:
+            conn.execute(stmt)
+        return Membership(group, username, expires, source, updated_by, now)
+
+    def remove(self, group: str, username: str) -> bool:
+        t = schema.memberships
+        with self.store.transaction() as conn:
+            res = conn.execute(t.delete().where(t.c.group_name == group, t.c.username == username))
+        return bool(res.rowcount)
+
+    def get(self, group: str, username: str) -> Membership | None:
+        t = schema.memberships
+        with self.store.reading() as conn:
+            r = conn.execute(
+                select(t).where(t.c.group_name == group, t.c.username == username)
+            ).first()
+        return _row(r) if r else None
+
+    def list(self, group: str | None = None, username: str | None = None) -> list[Membership]:
+        t = schema.memberships
+        stmt = select(t).order_by(t.c.group_name, t.c.username)
+        if group is not None:
+            stmt = stmt.where(t.c.group_name == group)
+        if username is not None:
+            stmt = stmt.where(t.c.username == username)
+        with self.store.reading() as conn:
+            return [_row(r) for r in conn.execute(stmt)]
+
+    def for_user(
+        self, username: str, now: dt.datetime | None = None
+    ) -> dict[str, dt.datetime | None]:
+        """Active memberships of *username*: group -> expiry (None = no expiry)."""
+        now = now or utcnow()
+        return {m.group: m.expires for m in self.list(username=username) if m.active(now)}
+
+    def expired(self, now: dt.datetime | None = None) -> list[Membership]:
+        now = now or utcnow()
+        return [m for m in self.list() if not m.active(now)]
