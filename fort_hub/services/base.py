@@ -1,0 +1,579 @@
+"""What every fort hub service shares: the traitlets ``Application``, the authenticated handler
+base, the hub API client and the ``python -m`` launcher.
+
+A service is a subclass of :class:`FortServiceApp` that lists its handlers::
+
+    class MyService(FortServiceApp):
+        name = "fort-mine"
+        default_service_name = "fort-mine"
+
+        def handlers(self):
+            return [("api/v1/thing", ThingHandler)]   # relative to the service prefix
+
+    class ThingHandler(FortHandler):
+        required_scopes = ("custom:fort-mine:use",)
+
+        async def get(self):
+            self.write_json({"user": self.current_user["name"]})
+
+and a ``__main__.py`` calling ``MyService.launch_instance()``. Run by the hub
+(``c.JupyterHub.services`` entry with ``url`` and ``command``) it binds to
+``$JUPYTERHUB_SERVICE_URL``, serves under ``$JUPYTERHUB_SERVICE_PREFIX`` and authenticates with
+``HubOAuth`` configured from the ``$JUPYTERHUB_*`` environment (or ``c.HubOAuth.*``).
+
+Handler contract (:class:`FortHandler`):
+
+- every request gets a request id (a well-formed incoming ``X-Request-Id`` or a fresh one),
+  echoed in the ``X-Request-Id`` response header, in error bodies and in audit records;
+- ``prepare()`` identifies the caller through the hub (token header or OAuth cookie), requires
+  the service's access scope and then at least one of ``required_scopes``; API handlers answer
+  ``401``/``403`` JSON, page handlers (``is_api = False``) redirect to the hub login;
+- state-changing cookie-authenticated requests must carry the ``_xsrf`` form field or header
+  (token-authenticated API calls need not);
+- every error is JSON ``{"error": {"status", "message", "request_id"}}`` (HTML for pages) and
+  never contains a traceback: unexpected exceptions are logged with the request id and answered
+  with a generic message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import re
+import signal
+import time
+import traceback
+import uuid
+from typing import Any
+from urllib.parse import quote, urlencode, urlparse
+
+from jupyterhub.services.auth import (
+    HubOAuth,
+    HubOAuthCallbackHandler,
+    HubOAuthenticated,
+    UserNotAllowed,
+    check_scopes,
+)
+from jupyterhub.utils import url_path_join
+from tornado import web
+from tornado.escape import xhtml_escape
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
+from traitlets import Bytes, Float, Integer, Unicode, default, validate
+from traitlets import Callable as CallableTrait
+from traitlets.config import Application, catch_config_error
+
+from ..config import FortSettings, shared_watcher, user_groups
+from ..policy import Policy, PolicyError
+from ..store import StoreError
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class HubApiError(Exception):
+    """A hub REST API call failed; ``status`` is the hub's status (599 when unreachable)."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        super().__init__(message)
+
+
+class HubApi:
+    """A small async client for the JupyterHub REST API with the service's own token."""
+
+    def __init__(self, api_url: str, token: str, timeout: float = 20):
+        self.api_url = api_url.rstrip("/") + "/"
+        self.token = token
+        self.timeout = timeout
+
+    async def request(
+        self, method: str, path: str, body: Any = None, params: dict | None = None
+    ) -> Any:
+        url = self.api_url + path.lstrip("/")
+        if params:
+            url += "?" + urlencode(params)
+        req = HTTPRequest(
+            url,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+            body=None if body is None and method in ("GET", "DELETE") else json.dumps(body or {}),
+            allow_nonstandard_methods=True,
+            request_timeout=self.timeout,
+        )
+        try:
+            resp = await AsyncHTTPClient().fetch(req)
+        except HTTPClientError as e:
+            message = ""
+            if e.response is not None and e.response.body:
+                try:
+                    message = json.loads(e.response.body).get("message", "")
+                except (ValueError, AttributeError):
+                    message = e.response.body[:200].decode("utf8", "replace")
+            raise HubApiError(e.code, f"hub API {method} {path}: {e.code} {message}") from None
+        except OSError as e:
+            raise HubApiError(599, f"hub API {method} {path}: hub unreachable ({e})") from None
+        return json.loads(resp.body) if resp.body else None
+
+
+class FortHandler(HubOAuthenticated, web.RequestHandler):
+    """Base of every fort service handler (see the module docstring for the contract)."""
+
+    #: the caller needs at least one of these (besides the service's access scope)
+    required_scopes: tuple[str, ...] = ()
+    #: False for browser pages: unauthenticated visitors are sent to the hub login
+    is_api: bool = True
+
+    @property
+    def app(self) -> FortServiceApp:
+        return self.settings["fort_app"]
+
+    @property
+    def hub_auth(self):
+        return self.settings["hub_auth"]
+
+    @hub_auth.setter
+    def hub_auth(self, value):  # HubAuthenticated declares a setter; keep the settings one
+        pass
+
+    @property
+    def log(self):
+        return self.app.log
+
+    def initialize(self) -> None:
+        rid = self.request.headers.get("X-Request-Id", "")
+        self.request_id = rid if REQUEST_ID_RE.match(rid) else uuid.uuid4().hex
+        self.set_header("X-Request-Id", self.request_id)
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    def check_xsrf_cookie(self) -> None:
+        """Tornado checks XSRF before ``prepare``; we check it in ``prepare``, once we know
+        whether the request is token-authenticated (then no XSRF check is needed)."""
+
+    @property
+    def client(self) -> str:
+        return self.request.remote_ip or ""
+
+    async def prepare(self) -> None:
+        model = None
+        try:
+            model = await self.hub_auth.get_user(self, sync=False)
+        except web.HTTPError as e:
+            self.log.error("[%s] hub authentication failed: %s", self.request_id, e)
+            raise web.HTTPError(502, "the hub could not be asked who you are; try again") from None
+        user = None
+        if model:
+            try:
+                user = self.check_hub_user(model)
+            except UserNotAllowed:
+                raise web.HTTPError(
+                    403,
+                    f"{model.get('kind', 'user')} {model.get('name')!r} may not use "
+                    f"{self.app.service_name}: the token lacks "
+                    f"{' or '.join(sorted(self.hub_scopes or ()))}",
+                ) from None
+        self._hub_auth_user_cache = user
+        if self.request.method not in SAFE_METHODS:
+            self.hub_auth.check_xsrf_cookie(self)
+        if user is None:
+            if self.is_api:
+                raise web.HTTPError(401, "authentication required: send 'Authorization: token …'")
+            if self.request.method in SAFE_METHODS:
+                self.redirect(self.get_login_url())
+                return
+            raise web.HTTPError(401, "log in first")
+        if self.required_scopes and not self.has_scope(*self.required_scopes):
+            raise web.HTTPError(
+                403,
+                f"{user.get('kind', 'user')} {user['name']!r} lacks the scope "
+                f"{' or '.join(self.required_scopes)}",
+            )
+
+    def has_scope(self, *scopes: str) -> bool:
+        user = self.current_user
+        return bool(user) and bool(check_scopes(set(scopes), set(user.get("scopes", ()))))
+
+    @property
+    def username(self) -> str:
+        return self.current_user["name"]
+
+    # ----- bodies and errors ------------------------------------------------------------------
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(data, default=str))
+
+    def json_body(self) -> dict:
+        ctype = self.request.headers.get("Content-Type", "application/json")
+        if "json" not in ctype:
+            raise web.HTTPError(415, "send a JSON body (Content-Type: application/json)")
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError as e:
+            raise web.HTTPError(400, f"the body is not valid JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "the body must be a JSON object")
+        return body
+
+    def get_login_url(self) -> str:
+        if self.is_api:
+            raise web.HTTPError(401, "authentication required")
+        return super().get_login_url()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, web.HTTPError) and exc.log_message:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+        elif isinstance(exc, web.HTTPError) or exc is None:
+            message = self._reason
+        else:
+            message = f"internal error (request id {self.request_id})"
+        if status_code >= 500 and exc is not None and not isinstance(exc, web.HTTPError):
+            self.log.error(
+                "[%s] unhandled error: %s",
+                self.request_id,
+                "".join(traceback.format_exception(exc)),
+            )
+        self.clear_header("Content-Type")
+        err = {"status": status_code, "message": message, "request_id": self.request_id}
+        if self.is_api:
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.finish(json.dumps({"error": err}))
+        else:
+            self.set_header("Content-Type", "text/html; charset=UTF-8")
+            self.finish(
+                f"<!doctype html><title>{status_code}</title><h1>{status_code} "
+                f"{xhtml_escape(self._reason)}</h1><p>{xhtml_escape(message)}</p>"
+                f"<p><small>request id {xhtml_escape(self.request_id)}</small></p>"
+            )
+
+
+class FortPageHandler(FortHandler):
+    """Browser pages: OAuth login through the hub, XSRF-protected forms, HTML errors."""
+
+    is_api = False
+
+
+class OAuthCallbackHandler(HubOAuthCallbackHandler):
+    @property
+    def hub_auth(self):
+        return self.settings["hub_auth"]
+
+    @hub_auth.setter
+    def hub_auth(self, value):
+        pass
+
+
+class NotFoundHandler(FortHandler):
+    async def prepare(self) -> None:
+        raise web.HTTPError(404, f"no such endpoint: {self.request.path}")
+
+
+def log_request(handler: web.RequestHandler) -> None:
+    """Access log without query strings (they may hold tokens)."""
+    status = handler.get_status()
+    log = handler.settings["fort_app"].log
+    level = log.info if status < 400 else log.warning if status < 500 else log.error
+    user = getattr(handler, "_hub_auth_user_cache", None) or {}
+    level(
+        "%s %s %s %.1fms user=%s rid=%s",
+        status,
+        handler.request.method,
+        handler.request.path,
+        1000.0 * handler.request.request_time(),
+        user.get("name", "-"),
+        getattr(handler, "request_id", "-"),
+    )
+
+
+class FortServiceApp(Application, FortSettings):
+    """Base of the fort services (a traitlets Application with a ``python -m`` entry)."""
+
+    name = "fort-service"
+    #: the hub service name used when ``$JUPYTERHUB_SERVICE_NAME`` is not set
+    default_service_name = "fort-service"
+
+    aliases = {
+        "config": "FortServiceApp.config_file",
+        "log-level": "Application.log_level",
+        "bind-url": "FortServiceApp.bind_url",
+        "policy-file": "FortSettings.policy_file",
+        "store-url": "FortSettings.store_url",
+    }
+
+    config_file = Unicode(
+        "",
+        help="""A Python config file (``c.<Class>.<trait> = ...``) to load at start.
+
+            python -m fort_hub.services.groups --config /etc/fort/groups_config.py
+        """,
+    ).tag(config=True)
+
+    service_name = Unicode(
+        help="""The hub service name. Defaults to `$JUPYTERHUB_SERVICE_NAME`.
+
+            c.FortServiceApp.service_name = "fort-groups"
+        """
+    ).tag(config=True)
+
+    @default("service_name")
+    def _default_service_name(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_NAME") or self.default_service_name
+
+    bind_url = Unicode(
+        help="""Where to listen. Defaults to `$JUPYTERHUB_SERVICE_URL` (set by the hub from the
+        service's `url`), else http://127.0.0.1:10100.
+
+            c.FortServiceApp.bind_url = "http://0.0.0.0:10101"
+        """
+    ).tag(config=True)
+
+    @default("bind_url")
+    def _default_bind_url(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_URL") or "http://127.0.0.1:10100"
+
+    @validate("bind_url")
+    def _validate_bind_url(self, proposal):
+        u = urlparse(proposal["value"])
+        if u.scheme != "http" or not u.port:
+            raise ValueError(
+                f"FortServiceApp.bind_url must be http://HOST:PORT, not {proposal['value']!r}"
+            )
+        return proposal["value"]
+
+    service_prefix = Unicode(
+        help="""URL path the service is served under. Defaults to `$JUPYTERHUB_SERVICE_PREFIX`,
+        else /services/<service_name>/.
+
+            c.FortServiceApp.service_prefix = "/services/fort-groups/"
+        """
+    ).tag(config=True)
+
+    @default("service_prefix")
+    def _default_service_prefix(self):
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or f"/services/{self.service_name}/"
+        return prefix if prefix.endswith("/") else prefix + "/"
+
+    policy_reload_interval = Float(
+        5.0,
+        help="""Seconds between checks of the policy file; a valid new policy takes effect
+        without a restart (an invalid one is logged and the last good one stays).
+
+            c.FortServiceApp.policy_reload_interval = 10
+        """,
+    ).tag(config=True)
+
+    @validate("policy_reload_interval")
+    def _validate_reload(self, proposal):
+        if proposal["value"] < 0.1:
+            raise ValueError("FortServiceApp.policy_reload_interval must be at least 0.1 s")
+        return proposal["value"]
+
+    groups_cache_seconds = Float(
+        5.0,
+        help="""How long a user's group memberships (policy + fort store) are cached before
+        being read again. 0 reads them on every request.
+
+            c.FortServiceApp.groups_cache_seconds = 2
+        """,
+    ).tag(config=True)
+
+    hub_user_cache_seconds = Integer(
+        60,
+        help="""How long the hub's answer to "whose token is this?" is cached (HubAuth
+        cache_max_age). A revoked token keeps working for at most this long.
+
+            c.FortServiceApp.hub_user_cache_seconds = 30
+        """,
+    ).tag(config=True)
+
+    cookie_secret = Bytes(
+        help="""Secret signing the OAuth and XSRF cookies. Defaults to `$FORT_COOKIE_SECRET`
+        (hex), else a random one (browser sessions then end when the service restarts).
+
+            c.FortServiceApp.cookie_secret = bytes.fromhex(open("/etc/fort/secret").read())
+        """
+    ).tag(config=True)
+
+    @default("cookie_secret")
+    def _default_cookie_secret(self):
+        env = os.environ.get("FORT_COOKIE_SECRET")
+        return bytes.fromhex(env) if env else os.urandom(32)
+
+    max_body_size = Integer(1024 * 1024, help="Largest request body accepted, in bytes.").tag(
+        config=True
+    )
+    max_header_size = Integer(16 * 1024, help="Largest request header block, in bytes.").tag(
+        config=True
+    )
+
+    #: the clock every time decision uses (tests inject one; not configurable from files)
+    clock = CallableTrait(utcnow)
+
+    def handlers(self) -> list[tuple]:
+        """(path relative to the service prefix, handler[, kwargs]) tuples. Override."""
+        return []
+
+    def on_policy_change(self, policy: Policy) -> None:
+        """Called on the event loop after a new valid policy took effect. Override."""
+
+    async def on_start(self) -> None:
+        """Called once the server listens. Override (e.g. to start background work)."""
+
+    # ----- lifecycle --------------------------------------------------------------------------
+
+    @catch_config_error
+    def initialize(self, argv: list[str] | None = None) -> None:
+        super().initialize(argv)
+        if self.config_file:
+            self.load_config_file(self.config_file)
+            self.update_config(self.config)
+        try:
+            self.fort_policy  # noqa: B018 - load now so a broken policy stops the start
+        except (ValueError, PolicyError) as e:
+            self.log.critical("cannot start %s: %s", self.service_name, e)
+            self.exit(1)
+        try:
+            self.fort_store.ping()
+        except StoreError as e:
+            # not fatal: the service answers 503 until the store is back
+            self.log.error("the fort store (FortSettings.store_url) is unavailable: %s", e)
+        self.hub_auth = HubOAuth(parent=self, cache_max_age=self.hub_user_cache_seconds)
+        if not self.hub_auth.api_token:
+            self.log.warning("no hub API token ($JUPYTERHUB_API_TOKEN / c.HubOAuth.api_token)")
+        self.hub_api = HubApi(self.hub_auth.api_url, self.hub_auth.api_token)
+        self._groups_cache: dict[str, tuple[float, dict]] = {}
+        self._stopping: asyncio.Event | None = None
+
+    def make_app(self) -> web.Application:
+        prefix = self.service_prefix
+        routes: list[tuple] = [(url_path_join(prefix, "oauth_callback"), OAuthCallbackHandler)]
+        for spec in self.handlers():
+            path, *rest = spec
+            routes.append((url_path_join(prefix, path), *rest))
+        routes.append((r".*", NotFoundHandler))
+        return web.Application(
+            routes,
+            fort_app=self,
+            hub_auth=self.hub_auth,
+            cookie_secret=self.cookie_secret,
+            xsrf_cookies=True,
+            login_url=self.hub_auth.login_url,
+            log_function=log_request,
+            serve_traceback=False,
+            debug=False,
+            template_path=self.template_path(),
+        )
+
+    def template_path(self) -> str | None:
+        return None
+
+    async def start_serving(self) -> None:
+        """Listen and start the periodic work (usable from tests without ``start()``)."""
+        u = urlparse(self.bind_url)
+        self.web_app = self.make_app()
+        self.http_server = HTTPServer(
+            self.web_app,
+            xheaders=True,
+            max_body_size=self.max_body_size,
+            max_header_size=self.max_header_size,
+        )
+        self.http_server.listen(u.port, u.hostname or "127.0.0.1")
+        self.loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        watcher = shared_watcher(self.policy_file)
+        watcher.on_change(
+            lambda policy: self.loop.call_soon_threadsafe(self._policy_changed, policy)
+        )
+        self._policy_timer = PeriodicCallback(
+            self._check_policy, self.policy_reload_interval * 1000
+        )
+        self._policy_timer.start()
+        self.log.info(
+            "%s listening on %s, serving %s", self.service_name, self.bind_url, self.service_prefix
+        )
+        await self.on_start()
+
+    def _check_policy(self) -> None:
+        try:
+            shared_watcher(self.policy_file).check()
+        except Exception:
+            self.log.exception("policy check failed")
+
+    def _policy_changed(self, policy: Policy) -> None:
+        self._groups_cache.clear()
+        self.on_policy_change(policy)
+
+    async def serve(self) -> None:
+        await self.start_serving()
+        await self._stopping.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        self._policy_timer.stop()
+        self.http_server.stop()
+        await self.http_server.close_all_connections()
+
+    def stop(self) -> None:
+        """Thread-safe request to stop :meth:`serve`."""
+        if self._stopping is not None:
+            self.loop.call_soon_threadsafe(self._stopping.set)
+
+    def start(self) -> None:
+        async def main():
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+            await self.serve()
+
+        asyncio.run(main())
+
+    # ----- helpers for handlers ---------------------------------------------------------------
+
+    async def groups_of(self, username: str) -> dict[str, dt.datetime | None]:
+        """*username*'s active groups (policy static members + fort store memberships), cached
+        for ``groups_cache_seconds``. Raises StoreError when the store is down."""
+        now = time.monotonic()
+        hit = self._groups_cache.get(username)
+        if hit and now - hit[0] < self.groups_cache_seconds:
+            return hit[1]
+        policy = self.fort_policy
+        groups = await self.fort_store.run(
+            user_groups, username, policy, self.fort_store, self.clock()
+        )
+        if self.groups_cache_seconds > 0:
+            if len(self._groups_cache) > 100_000:
+                self._groups_cache.clear()
+            self._groups_cache[username] = (now, groups)
+        return groups
+
+    def service_url(self, *parts: str, **query: str) -> str:
+        path = url_path_join(self.service_prefix, *(quote(p, safe="") for p in parts))
+        return path + ("?" + urlencode(query) if query else "")
+
+
+def launch(app_class: type[FortServiceApp], argv: list[str] | None = None) -> None:
+    """The ``python -m`` entry: ``launch(MyService)`` in ``__main__.py``."""
+    app_class.launch_instance(argv)
+
+
+__all__ = [
+    "FortHandler",
+    "FortPageHandler",
+    "FortServiceApp",
+    "HubApi",
+    "HubApiError",
+    "launch",
+    "utcnow",
+]
