@@ -74,15 +74,17 @@ def server_token_scopes() -> list[str]:
     ]
 
 
-def load_roles(admin_group: str = "admins") -> list[dict]:
+def load_roles(admin_group: str = "admins", services: tuple[str, ...] = SERVICES) -> list[dict]:
     """``c.JupyterHub.load_roles`` for a fort deployment.
 
     - ``user``: the default role of every user, plus the fort researcher scopes.
     - ``fort-admin``: members of *admin_group* manage memberships, read the audit log and see all
       queries.
-    - one role per service with the hub API scopes that service itself needs.
+    - one role per service with the hub API scopes that service itself needs, for each of
+      *services* (the hub refuses roles naming services it does not define, so list only the
+      services the deployment runs).
     """
-    return [
+    roles = [
         {"name": "user", "scopes": user_scopes()},
         {
             "name": "fort-admin",
@@ -108,7 +110,8 @@ def load_roles(admin_group: str = "admins") -> list[dict]:
         },
         {
             "name": "fort-query-service",
-            "scopes": ["read:users:groups", "list:users", GROUPS_AUTHORIZE],
+            "scopes": ["read:users:groups", "list:users", GROUPS_AUTHORIZE, access(GROUPS_SERVICE)],
             "services": [QUERY_SERVICE],
         },
     ]
+    return [r for r in roles if not set(r.get("services", ())) - set(services)]

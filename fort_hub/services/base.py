@@ -123,6 +123,14 @@ class HubApi:
         return json.loads(resp.body) if resp.body else None
 
 
+class FortHTTPError(web.HTTPError):
+    """An HTTPError whose response carries extra *headers* (e.g. ``Retry-After``)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(status, "%s", message)
+        self.headers = headers or {}
+
+
 class FortHandler(HubOAuthenticated, web.RequestHandler):
     """Base of every fort service handler (see the module docstring for the contract)."""
 
@@ -226,6 +234,16 @@ class FortHandler(HubOAuthenticated, web.RequestHandler):
             raise web.HTTPError(400, "the body must be a JSON object")
         return body
 
+    def log_exception(self, typ, value, tb) -> None:
+        """Like tornado's, without the query string (it may hold a token)."""
+        where = f"{self.request.method} {self.request.path} rid={self.request_id}"
+        if isinstance(value, web.HTTPError):
+            if value.log_message:
+                msg = value.log_message % value.args if value.args else value.log_message
+                self.log.warning("%d %s: %s", value.status_code, where, msg)
+        else:
+            self.log.error("Uncaught exception %s", where, exc_info=(typ, value, tb))
+
     def get_login_url(self) -> str:
         if self.is_api:
             raise web.HTTPError(401, "authentication required")
@@ -246,6 +264,8 @@ class FortHandler(HubOAuthenticated, web.RequestHandler):
                 "".join(traceback.format_exception(exc)),
             )
         self.clear_header("Content-Type")
+        for name, value in getattr(exc, "headers", {}).items():
+            self.set_header(name, value)
         err = {"status": status_code, "message": message, "request_id": self.request_id}
         if self.is_api:
             self.set_header("Content-Type", "application/json; charset=UTF-8")
@@ -450,6 +470,9 @@ class FortServiceApp(Application, FortSettings):
             # not fatal: the service answers 503 until the store is back
             self.log.error("the fort store (FortSettings.store_url) is unavailable: %s", e)
         self.hub_auth = HubOAuth(parent=self, cache_max_age=self.hub_user_cache_seconds)
+        if not self.hub_auth.access_scopes:
+            # never "allow every hub user": require access to this service at least
+            self.hub_auth.access_scopes = {f"access:services!service={self.service_name}"}
         if not self.hub_auth.api_token:
             self.log.warning("no hub API token ($JUPYTERHUB_API_TOKEN / c.HubOAuth.api_token)")
         self.hub_api = HubApi(self.hub_auth.api_url, self.hub_auth.api_token)
@@ -569,6 +592,7 @@ def launch(app_class: type[FortServiceApp], argv: list[str] | None = None) -> No
 
 
 __all__ = [
+    "FortHTTPError",
     "FortHandler",
     "FortPageHandler",
     "FortServiceApp",

@@ -1,0 +1,128 @@
+"""Test helpers for the fort services: run a service app in-process (in a thread with its own
+event loop) next to a real hub that knows it as an external service, and mint user tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from pathlib import Path
+
+import requests
+from traitlets.config import Config
+
+from fort_hub import scopes
+from tests.hubproc import RunningHub, free_port
+
+
+class ServiceThread:
+    """Runs ``app.start_serving()`` on a private event loop in a daemon thread."""
+
+    def __init__(self, app):
+        self.app = app
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        async def main():
+            try:
+                await self.app.start_serving()
+            except BaseException as e:
+                self.error = e
+                self.ready.set()
+                raise
+            self.ready.set()
+            await self.app._stopping.wait()
+            await self.app.shutdown()
+
+        asyncio.run(main())
+
+    def call(self, coro_fn, *args, timeout=30):
+        """Run ``coro_fn(*args)`` on the service's loop and return its result."""
+        fut = asyncio.run_coroutine_threadsafe(coro_fn(*args), self.app.loop)
+        return fut.result(timeout)
+
+    def start(self):
+        self.thread.start()
+        if not self.ready.wait(30) or self.error:
+            raise RuntimeError(f"service did not start: {self.error}")
+        return self
+
+    def stop(self):
+        self.app.stop()
+        self.thread.join(15)
+
+
+class ServiceSlot:
+    """One external service known to the hub: name, port, token."""
+
+    def __init__(self, name: str, hub_url_attr: str = ""):
+        self.name = name
+        self.port = free_port()
+        self.token = secrets.token_hex(24)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def hub_entry(self, public_url: str) -> dict:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "api_token": self.token,
+            "oauth_client_id": f"service-{self.name}",
+            "oauth_redirect_uri": f"{public_url}/services/{self.name}/oauth_callback",
+            "oauth_no_confirm": True,
+        }
+
+    def config(self, hub: RunningHub, policy_file: Path | str, store_url: str) -> Config:
+        c = Config()
+        c.FortSettings.policy_file = str(policy_file)
+        c.FortSettings.store_url = store_url
+        c.FortServiceApp.bind_url = self.url
+        c.FortServiceApp.service_name = self.name
+        c.FortServiceApp.policy_reload_interval = 0.2
+        c.HubOAuth.api_token = self.token
+        c.HubOAuth.api_url = hub.hub_api_url
+        c.HubOAuth.oauth_client_id = f"service-{self.name}"
+        c.HubOAuth.oauth_redirect_uri = f"{hub.url}/services/{self.name}/oauth_callback"
+        c.HubOAuth.base_url = f"/services/{self.name}/"
+        c.HubOAuth.hub_prefix = "/hub/"
+        c.HubOAuth.hub_host = ""
+        c.HubOAuth.access_scopes = {scopes.access(self.name)}
+        return c
+
+
+def hub_config(slots: list[ServiceSlot], public_url: str, extra: str = "") -> str:
+    """Hub config text: dummy auth, the fort custom scopes and roles, and *slots* as services."""
+    entries = [s.hub_entry(public_url) for s in slots]
+    names = tuple(s.name for s in slots)
+    return f"""
+from fort_hub import scopes
+SERVICES = {names!r}
+c.JupyterHub.authenticator_class = "dummy"
+c.JupyterHub.custom_scopes = scopes.CUSTOM_SCOPES
+c.JupyterHub.load_roles = c.JupyterHub.load_roles + scopes.load_roles(services=SERVICES)
+c.JupyterHub.services = c.JupyterHub.services + {entries!r}
+{extra}
+"""
+
+
+def make_users(hub: RunningHub, *names: str) -> None:
+    r = requests.post(
+        hub.api("users"), json={"usernames": list(names)}, headers=hub.admin_headers, timeout=30
+    )
+    assert r.status_code in (201, 409), r.text
+
+
+def user_token(hub: RunningHub, name: str, token_scopes: list[str] | None = None) -> str:
+    body = {"note": "test"}
+    if token_scopes is not None:
+        body["scopes"] = token_scopes
+    r = requests.post(
+        hub.api(f"users/{name}/tokens"), json=body, headers=hub.admin_headers, timeout=30
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["token"]
+
+
+def auth(token: str) -> dict:
+    return {"Authorization": f"token {token}"}

@@ -1,0 +1,281 @@
+"""fort-credentials through a real hub (the service in-process with the stub STS backend, so the
+tests can count STS calls): authorization, bad input, audit-first, caching, single-flight,
+retries, STS outages and the rate limit."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import json
+import shutil
+
+import pytest
+import requests
+
+from fort_hub import scopes
+from fort_hub.services.credentials import CredentialsService, StsError, StubStsBackend
+from fort_hub.store import Store
+from fort_hub.store.memberships import Memberships
+from tests.conftest import EXAMPLE_POLICY
+from tests.fortsvc import ServiceSlot, ServiceThread, auth, hub_config, make_users, user_token
+from tests.hubproc import RunningHub
+
+pytestmark = pytest.mark.hub
+USER_SCOPES = [scopes.access(scopes.CREDENTIALS_SERVICE), scopes.CREDENTIALS_AWS]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    work = tmp_path_factory.mktemp("credhub")
+    policy = work / "policy.yaml"
+    shutil.copy(EXAMPLE_POLICY, policy)
+    store_url = f"sqlite:///{work / 'fort.sqlite'}"
+    slot = ServiceSlot(scopes.CREDENTIALS_SERVICE)
+    hub = RunningHub(work / "hub")
+    hub.extra_config = hub_config([slot], hub.url)
+    hub.start()
+    try:
+        make_users(hub, "alice", "bob", "carol", "erin", "mallory", "rate")
+        cfg = slot.config(hub, policy, store_url)
+        cfg.CredentialsService.sts_backend_class = StubStsBackend
+        cfg.CredentialsService.backoff_base = 0.01
+        cfg.FortServiceApp.groups_cache_seconds = 0
+        app = CredentialsService(config=cfg)
+        app.initialize([])
+        svc = ServiceThread(app).start()
+        expired = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+        Memberships(app.fort_store).upsert("urls-study", "erin", expires=expired, source="api")
+        tokens = {u: user_token(hub, u, USER_SCOPES) for u in ("alice", "bob", "erin", "mallory")}
+        yield {"hub": hub, "app": app, "svc": svc, "tokens": tokens, "policy": policy}
+        svc.stop()
+    finally:
+        hub.stop()
+
+
+def creds_url(env, query="role=fort-urls-study"):
+    return f"{env['hub'].url}/services/fort-credentials/api/v1/aws/credentials?{query}"
+
+
+def get(env, user="alice", query="role=fort-urls-study", headers=None, token=None):
+    h = auth(token or env["tokens"][user])
+    h.update(headers or {})
+    return requests.get(creds_url(env, query), headers=h, timeout=30)
+
+
+def error_of(r) -> str:
+    body = r.json()
+    assert set(body) == {"error"}, body
+    assert "Traceback" not in r.text
+    return body["error"]["message"]
+
+
+@pytest.fixture
+def backend(env):
+    b = env["app"].backend
+    env["app"]._cache.clear()
+    env["app"]._windows.clear()
+    b.failures.clear()
+    b.down = False
+    return b
+
+
+def test_issue_returns_credential_process_json_and_session_policy(env, backend):
+    before = backend.calls
+    r = get(env)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"Version", "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration"}
+    assert body["Version"] == 1 and body["Expiration"].endswith("Z")
+    assert backend.calls == before + 1
+    req = backend.requests[-1]
+    assert req.role_arn == "arn:aws:iam::123456789012:role/fort-urls-study"
+    assert req.session_name == "fort-alice" and req.source_identity == "alice"
+    assert req.tags == {"fort-user": "alice", "fort-group": "urls-study"}
+    assert req.duration_seconds == 3600
+    doc = json.loads(req.policy)
+    resources = sorted(r for s in doc["Statement"] for r in _list(s["Resource"]))
+    assert resources == [
+        "arn:aws:s3:::fort-datasets",
+        "arn:aws:s3:::fort-datasets/url_shares/*",
+        "arn:aws:s3:::fort-user-data",
+        "arn:aws:s3:::fort-user-data/users/alice/*",
+    ]
+    # audited before issuing, with the same session policy
+    rec = env["app"].fort_store.audit.query(user="alice", action="credentials.issue", limit=1)[0]
+    assert rec.decision == "allow" and rec.details["session_policy"] == req.policy
+    assert rec.request_id == r.headers["X-Request-Id"]
+
+
+def _list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def test_cached_until_margin_then_reissued(env, backend):
+    first = get(env).json()
+    calls = backend.calls
+    assert get(env).json() == first
+    assert backend.calls == calls
+    app = env["app"]
+    real_clock = app.clock
+    app.clock = lambda: real_clock() + dt.timedelta(seconds=3600 - 299)
+    try:
+        again = get(env).json()
+    finally:
+        app.clock = real_clock
+    assert again["AccessKeyId"] != first["AccessKeyId"]
+    assert backend.calls == calls + 1
+
+
+def test_single_flight(env, backend):
+    backend.latency = 0.5
+    try:
+        calls = backend.calls
+        with concurrent.futures.ThreadPoolExecutor(30) as pool:
+            results = list(pool.map(lambda _: get(env), range(30)))
+    finally:
+        backend.latency = 0.0
+    assert all(r.status_code == 200 for r in results), [r.text for r in results]
+    assert len({r.json()["AccessKeyId"] for r in results}) == 1
+    assert backend.calls == calls + 1
+
+
+def test_token_without_scope_is_refused(env, backend):
+    hub = env["hub"]
+    only_access = user_token(hub, "alice", [scopes.access(scopes.CREDENTIALS_SERVICE)])
+    r = get(env, token=only_access)
+    assert r.status_code == 403 and scopes.CREDENTIALS_AWS in error_of(r)
+    no_access = user_token(hub, "alice", [scopes.CREDENTIALS_AWS])
+    r = get(env, token=no_access)
+    assert r.status_code == 403, r.text
+    r = requests.get(creds_url(env), timeout=30)
+    assert r.status_code == 401
+    r = requests.get(creds_url(env), headers=auth("not-a-token"), timeout=30)
+    assert r.status_code == 401
+    assert backend.calls == 0 or all(q.source_identity != "mallory" for q in backend.requests)
+
+
+def test_only_own_user(env, backend):
+    r = get(env, query="role=fort-ads-study&user=bob")
+    assert r.status_code == 400 and "own user" in error_of(r)
+    r = get(env, query="role=fort-ads-study")  # alice is not in ads-study
+    assert r.status_code == 403 and "not given to your groups" in error_of(r)
+
+
+def test_unknown_role_non_member_and_expired(env, backend):
+    calls = backend.calls
+    r = get(env, query="role=fort-nope")
+    assert r.status_code == 404 and "unknown role" in error_of(r)
+    r = get(env, user="mallory")
+    assert r.status_code == 403 and "[]" in error_of(r)
+    r = get(env, user="erin")  # membership expired yesterday
+    assert r.status_code == 403
+    assert backend.calls == calls
+    denies = env["app"].fort_store.audit.query(user="erin", action="credentials.issue")
+    assert denies and denies[0].decision == "deny"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["", "role=", "role=a&role=b", "role=%ff%fe", "role=../../etc", "role=" + "x" * 5000, "a=b"],
+)
+def test_malformed_query(env, backend, query):
+    r = get(env, query=query)
+    assert r.status_code == 400, r.text
+    assert error_of(r)
+
+
+def test_huge_header_is_refused_and_service_survives(env, backend):
+    try:
+        r = get(env, headers={"X-Big": "x" * 200_000})
+        assert r.status_code in (400, 413, 431, 502, 503)
+    except requests.ConnectionError:
+        pass  # connection closed: also a refusal
+    assert get(env).status_code == 200
+
+
+def test_audit_down_means_503_and_no_sts_call(env, backend, monkeypatch):
+    app = env["app"]
+    broken = Store("sqlite:////nonexistent-dir/x.sqlite", create=False)
+    monkeypatch.setattr(type(app), "fort_store", property(lambda self: broken))
+    calls = backend.calls
+    r = get(env)
+    assert r.status_code == 503, r.text
+    assert "audit" in error_of(r) or "store" in error_of(r)
+    assert backend.calls == calls
+
+
+def test_throttling_is_retried(env, backend):
+    backend.failures = [StsError("Rate exceeded", True, "Throttling")] * 2
+    calls = backend.calls
+    r = get(env)
+    assert r.status_code == 200
+    assert backend.calls == calls + 3
+
+
+def test_sts_down_without_cache_is_503(env, backend):
+    backend.down = True
+    calls = backend.calls
+    r = get(env)
+    assert r.status_code == 503 and "STS is unavailable" in error_of(r)
+    assert backend.calls == calls + env["app"].sts_attempts
+
+
+def test_sts_down_with_cache_serves_cached(env, backend):
+    first = get(env).json()
+    backend.down = True
+    app = env["app"]
+    real_clock = app.clock
+    app.clock = lambda: real_clock() + dt.timedelta(seconds=3600 - 200)  # past the margin
+    try:
+        r = get(env)
+    finally:
+        app.clock = real_clock
+    assert r.status_code == 200 and r.json()["AccessKeyId"] == first["AccessKeyId"]
+
+
+def test_non_retryable_sts_error_is_503_at_once(env, backend):
+    backend.failures = [StsError("STS AccessDenied: no", False, "AccessDenied")]
+    calls = backend.calls
+    r = get(env)
+    assert r.status_code == 503 and "AccessDenied" in error_of(r)
+    assert backend.calls == calls + 1
+
+
+def test_rate_limit(env, backend):
+    policy = env["policy"]
+    text = policy.read_text()
+    policy.write_text(
+        text.replace("credential_requests_per_minute: 60", "credential_requests_per_minute: 3")
+    )
+    app = env["app"]
+    try:
+        import time
+
+        deadline = time.monotonic() + 10
+        while app.fort_policy.default_quota.credential_requests_per_minute != 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        codes = [get(env).status_code for _ in range(5)]
+        assert codes[:3] == [200, 200, 200] or 429 in codes
+        r = get(env)
+        assert r.status_code == 429
+        assert 1 <= int(r.headers["Retry-After"]) <= 60
+        assert "limit" in error_of(r)
+        # another user is not affected
+        app._windows.pop("bob", None)
+        assert get(env, user="bob", query="role=fort-ads-study").status_code == 200
+    finally:
+        policy.write_text(text)
+        while app.fort_policy.default_quota.credential_requests_per_minute != 60:
+            time.sleep(0.1)
+
+
+def test_service_tokens_get_no_credentials(env, backend):
+    hub = env["hub"]
+    r = requests.get(creds_url(env), headers=hub.admin_headers, timeout=30)
+    assert r.status_code == 403
+
+
+def test_unknown_path_is_json_404(env):
+    r = requests.get(f"{env['hub'].url}/services/fort-credentials/nope", timeout=30)
+    assert r.status_code == 404 and error_of(r)
