@@ -1,0 +1,278 @@
+"""Behaviour both fort spawners share: group-filtered profiles, server-side enforcement, the
+audit record of every spawn and stop, and the notebook's environment.
+
+Whose groups count: the fort policy's static members plus the fort store's memberships
+(``fort_hub.config.user_groups``), which carry expiry. JupyterHub's own groups are not
+consulted: they hold no expiry, and fort-groups keeps them in step with the store anyway.
+Groups are read again at every spawn, so a membership that expired or changed since the last
+spawn takes effect at the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyterhub.utils import maybe_future
+from tornado import web
+from traitlets import Unicode, default
+
+from .. import scopes
+from ..config import FortSettings, user_groups
+from ..policy import Policy, PolicyError
+from ..store.audit import AuditError
+from .identity import aws_config_text
+from .profiles import ProfileError, Selection, build_profile_list, validate_user_options
+
+
+def _summarize(options: Any) -> dict[str, str]:
+    """What was asked for, bounded in size, for the audit record of a refusal."""
+    if not isinstance(options, dict):
+        return {"_type": type(options).__name__}
+    return {str(k)[:64]: str(v)[:200] for k, v in list(options.items())[:20]}
+
+
+class SpawnDenied(web.HTTPError):
+    """A spawn the policy does not allow (403), or one that could not be audited (503)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(status, message)
+        self.jupyterhub_message = message
+
+
+@dataclass
+class SpawnPlan:
+    """What one start resolved to, for the manifests, the environment and the audit log."""
+
+    groups: list[str]
+    profile_list: list[dict[str, Any]]
+    selection: Selection
+    roles: dict[str, str]
+    region: str
+    user_prefix: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class FortSpawnerMixin(FortSettings):
+    """Mixed into a JupyterHub spawner (before it in the bases)."""
+
+    identity_mode_name = "vending"
+
+    services_url = Unicode(
+        help="""Base URL of the fort services as the notebook reaches them, ending in `/`.
+
+        The notebook gets `FORT_SERVICES_URL` and `FORT_GROUPS_URL`, `FORT_CREDENTIALS_URL`,
+        `FORT_QUERY_URL` (this URL + service name + `/`). Empty: derived from
+        `JupyterHub.public_url` when that is set.
+
+            c.FortKubeSpawner.services_url = "http://proxy-public/services/"
+        """,
+    ).tag(config=True)
+
+    aws_credentials_command = Unicode(
+        "fort-aws-credentials",
+        help="""The `credential_process` command in the notebook's AWS config file.
+
+            c.FortKubeSpawner.aws_credentials_command = "/opt/conda/bin/fort-aws-credentials"
+        """,
+    ).tag(config=True)
+
+    @default("server_token_scopes")
+    def _fort_server_token_scopes(self):
+        return scopes.server_token_scopes()
+
+    _fort_plan: SpawnPlan | None = None
+    _fort_running = False
+
+    # ----- groups and profiles -----------------------------------------------------------------
+
+    def fort_base_tolerations(self) -> list[dict[str, Any]]:
+        """Tolerations every pod has (the chart's); profile tolerations are added to them."""
+        return []
+
+    def _policy(self) -> Policy:
+        try:
+            return self.fort_policy
+        except (PolicyError, ValueError, OSError) as e:
+            self.log.error("fort policy unavailable: %s", e)
+            raise SpawnDenied(
+                503, "spawning is unavailable: the fort policy could not be read"
+            ) from None
+
+    async def fort_groups(self, policy: Policy, now: dt.datetime | None = None) -> list[str]:
+        """The user's effective groups right now (expired memberships excluded)."""
+        store = self.fort_store
+        memberships = await store.run(user_groups, self.user.name, policy, store, now)
+        return policy.effective_groups(self.user.name, memberships, now)
+
+    async def fort_profile_list(self, spawner=None) -> list[dict[str, Any]]:
+        """The ``profile_list`` for this user (a kubespawner ``profile_list`` callable)."""
+        if self._fort_plan is not None:
+            return self._fort_plan.profile_list
+        policy = self._policy()
+        groups = await self.fort_groups(policy)
+        return build_profile_list(
+            policy, groups, user=self.user.name, base_tolerations=self.fort_base_tolerations()
+        )
+
+    # ----- enforcement and audit ---------------------------------------------------------------
+
+    def _audit_base(self, plan: SpawnPlan | None) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "user": self.user.name,
+            "server": self.name or "",
+            "identity_mode": self.identity_mode_name,
+        }
+        if plan is not None:
+            s = plan.selection
+            d.update(
+                profile=s.slug, image=s.image, unlisted_image=s.unlisted,
+                resources=s.resources(), groups=plan.groups, roles=list(plan.roles),
+            )  # fmt: skip
+        return d
+
+    async def fort_audit(self, action: str, decision: str, reason: str, details: dict) -> None:
+        await self.fort_store.audit.arecord(
+            self.user.name, action, f"server:{self.user.name}/{self.name or ''}", decision,
+            reason, details, client=type(self).__name__,
+        )  # fmt: skip
+
+    async def fort_prepare(self) -> SpawnPlan:
+        """Resolve and check this start: fresh groups, the user's profile list, the request
+        validated against it, and the ``spawn.start`` audit record (fail closed)."""
+        self._fort_plan = None
+        policy = self._policy()
+        groups = await self.fort_groups(policy)
+        profile_list = build_profile_list(
+            policy, groups, user=self.user.name, base_tolerations=self.fort_base_tolerations()
+        )
+        try:
+            selection = validate_user_options(self.user_options, profile_list)
+        except ProfileError as e:
+            details = {**self._audit_base(None), "groups": groups, "outcome": "refused"}
+            details["requested"] = _summarize(self.user_options)
+            try:
+                await self.fort_audit("spawn.start", "deny", str(e), details)
+            except AuditError:
+                self.log.error("audit log unavailable while refusing a spawn for %s", self.user)
+            raise SpawnDenied(403, f"Spawn refused: {e}") from None
+        plan = SpawnPlan(
+            groups=groups,
+            profile_list=profile_list,
+            selection=selection,
+            roles=policy.roles_for(groups),
+            region=policy.aws.region,
+            user_prefix=policy.user_prefix(self.user.name),
+        )
+        plan.details = {**self._audit_base(plan), **self.fort_identity_details(plan)}
+        try:
+            await self.fort_audit(
+                "spawn.start", "allow", f"profile '{selection.slug}' is available to {groups}",
+                {**plan.details, "outcome": "starting"},
+            )  # fmt: skip
+        except AuditError as e:
+            self.log.error("refusing spawn for %s: audit log unavailable: %s", self.user.name, e)
+            raise SpawnDenied(503, "Spawn refused: the audit log is unavailable") from None
+        self._fort_plan = plan
+        return plan
+
+    def fort_identity_details(self, plan: SpawnPlan) -> dict[str, Any]:
+        """Extra identity facts for the audit record (the IRSA role, say)."""
+        return {}
+
+    async def fort_run_start(self, start) -> Any:
+        """Run the underlying ``start`` and audit a failure (the refusal was audited already)."""
+        try:
+            result = await maybe_future(start())
+        except SpawnDenied:
+            raise
+        except (Exception, asyncio.CancelledError) as e:
+            plan = self._fort_plan
+            details = {**(plan.details if plan else self._audit_base(None)), "outcome": "failed"}
+            try:
+                await self.fort_audit("spawn.start", "allow", f"start failed: {e}"[:500], details)
+            except AuditError:
+                self.log.error("audit log unavailable recording a failed spawn of %s", self.user)
+            raise
+        self._fort_running = True
+        return result
+
+    async def fort_audit_stop(self) -> None:
+        """Record ``spawn.stop`` once per started server. A stop is never blocked by the audit
+        log (refusing to stop a server would be worse); a failure to record is logged."""
+        if not self._fort_running:
+            return
+        self._fort_running = False
+        plan = self._fort_plan
+        known = plan.details if plan else self._audit_base_restored() or self._audit_base(None)
+        details = {**known, "outcome": "stopped"}
+        try:
+            await self.fort_audit("spawn.stop", "allow", "server stopped", details)
+        except AuditError as e:
+            self.log.error("could not audit the stop of %s's server: %s", self.user.name, e)
+
+    # ----- notebook environment ----------------------------------------------------------------
+
+    def fort_services_url(self) -> str:
+        if self.services_url:
+            return self.services_url.rstrip("/") + "/"
+        public = getattr(self, "public_hub_url", "") or ""
+        if public:
+            root = public.rstrip("/")
+            root = root[: -len("/hub")] if root.endswith("/hub") else root
+            return root + "/services/"
+        return ""
+
+    def fort_credentials_command(self) -> str:
+        return self.aws_credentials_command
+
+    def fort_aws_config(self) -> str:
+        plan = self._fort_plan
+        command = self.fort_credentials_command()
+        if plan is None:
+            return aws_config_text({}, "", command)
+        return aws_config_text(plan.roles, plan.region, command)
+
+    def fort_env(self) -> dict[str, str]:
+        """``FORT_*`` and AWS variables (the pinned notebook environment)."""
+        plan = self._fort_plan
+        env = {"FORT_USER": self.user.name}
+        if plan is not None:
+            env["FORT_GROUPS"] = ",".join(plan.groups)
+            env["FORT_USER_PREFIX"] = plan.user_prefix
+            env["FORT_PROFILE"] = plan.selection.slug
+            if plan.region:
+                env["AWS_DEFAULT_REGION"] = plan.region
+        url = self.fort_services_url()
+        if url:
+            env["FORT_SERVICES_URL"] = url
+            env["FORT_GROUPS_URL"] = f"{url}{scopes.GROUPS_SERVICE}/"
+            env["FORT_CREDENTIALS_URL"] = f"{url}{scopes.CREDENTIALS_SERVICE}/"
+            env["FORT_QUERY_URL"] = f"{url}{scopes.QUERY_SERVICE}/"
+        return env
+
+    def get_env(self):
+        env = super().get_env()
+        env.update(self.fort_env())
+        return env
+
+    # ----- state -------------------------------------------------------------------------------
+
+    def get_state(self):
+        state = super().get_state()
+        if self._fort_running and self._fort_plan is not None:
+            state["fort_plan"] = self._fort_plan.details
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        details = state.get("fort_plan") if state else None
+        if details:
+            # after a hub restart: enough to audit the eventual stop
+            self._fort_running = True
+            self._fort_restored_details = details
+
+    def _audit_base_restored(self) -> dict[str, Any] | None:
+        return getattr(self, "_fort_restored_details", None)

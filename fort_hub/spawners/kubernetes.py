@@ -1,0 +1,231 @@
+"""``FortKubeSpawner``: kubespawner 7 with policy-filtered profiles and per-user AWS identity.
+
+Plug it into a stock Zero-to-JupyterHub hub::
+
+    hub:
+      config:
+        JupyterHub:
+          spawner_class: fort-kubernetes
+        FortSettings:
+          policy_file: /etc/fort/policy.yaml
+          store_url: postgresql://fort@fort-db:5432/fort
+
+Every ``c.KubeSpawner.*`` setting the chart writes still applies (this is a subclass). The
+``profile_list`` comes from the fort policy, filtered by the user's groups at every spawn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from typing import Any
+
+from kubernetes_asyncio.client.rest import ApiException
+from kubespawner import KubeSpawner
+from traitlets import Float, Unicode, validate
+
+from .base import FortSpawnerMixin, SpawnDenied, SpawnPlan
+from .identity import IDENTITY_MODES, ROLE_ARN_ANNOTATION, irsa_role
+from .manifests import (
+    AWS_CONFIG_ANNOTATION,
+    AWS_CONFIG_PATH,
+    aws_config_mount,
+    aws_config_volume,
+    fort_annotations,
+    fort_labels,
+    role_patch,
+    service_account_manifest,
+)
+
+#: settings a profile may override; restored before every spawn, because JupyterHub keeps one
+#: spawner object per server across restarts and kubespawner merges dict overrides into it
+OVERRIDABLE = (
+    "image", "cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit", "extra_resource_limits",
+    "node_selector", "tolerations", "service_account", "automount_service_account_token",
+)  # fmt: skip
+
+
+class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
+    """KubeSpawner whose profiles, identity and audit follow the fort policy."""
+
+    aws_identity_mode = Unicode(
+        "vending",
+        help="""How a notebook pod gets AWS credentials: `vending` or `irsa`.
+
+        - `vending` (default): the pod has no cloud identity. An AWS config file (mounted at
+          `/etc/fort/aws/config`, `AWS_CONFIG_FILE`) has one profile per role of the user's
+          groups with `credential_process = fort-aws-credentials --role NAME`, which asks the
+          fort-credentials service with the server's own API token. No IAM role per user.
+        - `irsa`: a per-user ServiceAccount annotated `eks.amazonaws.com/role-arn` with the role
+          of the user's first group that has one. The hub needs the RBAC in
+          `helm-values/irsa-rbac.yaml`.
+
+            c.FortKubeSpawner.aws_identity_mode = "irsa"
+        """,
+    ).tag(config=True)
+
+    @validate("aws_identity_mode")
+    def _validate_mode(self, proposal):
+        if proposal["value"] not in IDENTITY_MODES:
+            raise ValueError(
+                f"FortKubeSpawner.aws_identity_mode must be one of {IDENTITY_MODES}, "
+                f"not {proposal['value']!r}"
+            )
+        return proposal["value"]
+
+    service_account_name_template = Unicode(
+        "fort-{username}",
+        help="""Name of the per-user ServiceAccount in `irsa` mode. `{username}` is
+        kubespawner's safe slug of the user name (valid as a Kubernetes name).
+
+            c.FortKubeSpawner.service_account_name_template = "fort-user-{username}"
+        """,
+    ).tag(config=True)
+
+    irsa_settle_time = Float(
+        1.0,
+        help="""Seconds to wait after creating or re-annotating a ServiceAccount before the pod
+        is created, so the EKS pod-identity webhook's cache sees the new role (the webhook
+        race). The ServiceAccount is also read back until it carries the role.
+
+            c.FortKubeSpawner.irsa_settle_time = 2
+        """,
+    ).tag(config=True)
+
+    @property
+    def identity_mode_name(self):
+        return self.aws_identity_mode
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.profile_list and not callable(self.profile_list):
+            self.log.warning(
+                "FortKubeSpawner ignores the configured KubeSpawner.profile_list: profiles "
+                "come from the fort policy (%s)",
+                self.policy_file or "$FORT_POLICY_FILE",
+            )
+        self.profile_list = self.fort_profile_list
+        self._fort_base = {name: copy.deepcopy(getattr(self, name)) for name in OVERRIDABLE}
+
+    def fort_base_tolerations(self) -> list[dict[str, Any]]:
+        return list(self._sorted_dict_values(self._fort_base["tolerations"]) or [])
+
+    @property
+    def service_account_name(self) -> str:
+        return self._expand_user_properties(self.service_account_name_template)
+
+    def fort_identity_details(self, plan: SpawnPlan) -> dict[str, Any]:
+        if self.aws_identity_mode != "irsa":
+            return {}
+        return {
+            "service_account": self.service_account_name,
+            "role_arn": irsa_role(self.fort_policy, plan.groups),
+        }
+
+    # ----- spawn -------------------------------------------------------------------------------
+
+    async def start(self):
+        self._fort_plan = None
+        return await self.fort_run_start(super().start)
+
+    async def load_user_options(self):
+        for name, value in self._fort_base.items():
+            setattr(self, name, copy.deepcopy(value))
+        plan = self._fort_plan or await self.fort_prepare()
+        await super().load_user_options()
+        if self.aws_identity_mode == "irsa":
+            self.service_account = self.service_account_name
+            self.automount_service_account_token = True
+            await self.ensure_service_account(plan.details.get("role_arn"))
+
+    async def get_pod_manifest(self):
+        pod = await super().get_pod_manifest()
+        plan = self._fort_plan
+        if plan is None:
+            return pod
+        slug = plan.selection.slug
+        pod.metadata.labels.update(fort_labels(self.user.name, plan.groups, slug))
+        pod.metadata.annotations.update(fort_annotations(self.user.name, plan.groups, slug))
+        if self.aws_identity_mode == "vending":
+            pod.metadata.annotations[AWS_CONFIG_ANNOTATION] = self.fort_aws_config()
+            pod.spec.volumes = [*(pod.spec.volumes or []), aws_config_volume()]
+            notebook = pod.spec.containers[0]
+            notebook.volume_mounts = [*(notebook.volume_mounts or []), aws_config_mount()]
+        return pod
+
+    def fort_env(self) -> dict[str, str]:
+        env = super().fort_env()
+        if self.aws_identity_mode == "vending":
+            env["AWS_CONFIG_FILE"] = AWS_CONFIG_PATH
+        return env
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        await self.fort_audit_stop()
+
+    # ----- irsa ServiceAccount -----------------------------------------------------------------
+
+    async def _k8s(self, call, *args, **kwargs):
+        return await asyncio.wait_for(call(*args, **kwargs), self.k8s_api_request_timeout)
+
+    async def ensure_service_account(self, role_arn: str | None) -> dict:
+        """Create the user's ServiceAccount or patch its role, then wait until the API serves
+        it with that role (and ``irsa_settle_time`` for the webhook's cache)."""
+        name, ns = self.service_account_name, self.namespace
+        labels = self._build_common_labels({})
+        try:
+            current = await self._k8s(self.api.read_namespaced_service_account, name, ns)
+            current_arn = (current.metadata.annotations or {}).get(ROLE_ARN_ANNOTATION)
+            changed = current_arn != role_arn
+            if changed:
+                self.log.info(
+                    "ServiceAccount %s/%s: role %s -> %s", ns, name, current_arn, role_arn
+                )
+                await self._k8s(
+                    self.api.patch_namespaced_service_account, name, ns, role_patch(role_arn)
+                )
+        except ApiException as e:
+            if e.status != 404:
+                raise SpawnDenied(503, f"Spawn failed: cannot read ServiceAccount {name}") from e
+            manifest = service_account_manifest(name, ns, self.user.name, role_arn, labels)
+            self.log.info("Creating ServiceAccount %s/%s (role %s)", ns, name, role_arn)
+            try:
+                await self._k8s(self.api.create_namespaced_service_account, ns, manifest)
+            except ApiException as e2:
+                if e2.status != 409:
+                    raise SpawnDenied(503, f"Spawn failed: cannot create {name}") from e2
+            changed = True
+        return await self._wait_service_account(name, ns, role_arn, changed)
+
+    async def _wait_service_account(self, name, ns, role_arn, changed) -> dict:
+        deadline = time.monotonic() + self.k8s_api_request_retry_timeout
+        delay = 0.05
+        while True:
+            try:
+                sa = await self._k8s(self.api.read_namespaced_service_account, name, ns)
+                if (sa.metadata.annotations or {}).get(ROLE_ARN_ANNOTATION) == role_arn:
+                    break
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+            if time.monotonic() > deadline:
+                raise SpawnDenied(503, f"Spawn failed: ServiceAccount {name} did not appear")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        if changed and self.irsa_settle_time > 0:
+            await asyncio.sleep(self.irsa_settle_time)
+        return sa.to_dict()
+
+    async def delete_forever(self):
+        """On user deletion, also remove the user's ServiceAccount (``irsa`` mode)."""
+        await super().delete_forever()
+        if self.aws_identity_mode != "irsa" or self.name:
+            return  # named servers share the user's ServiceAccount
+        name = self.service_account_name
+        try:
+            await self._k8s(self.api.delete_namespaced_service_account, name, self.namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        self.log.info("Deleted ServiceAccount %s/%s of %s", self.namespace, name, self.user.name)

@@ -1,0 +1,161 @@
+"""``FortLocalSpawner``: the fort spawner's behaviour with local ``jupyterhub-singleuser``
+processes (the embedded default: ``fort-hub demo`` and the tests).
+
+Same profile filtering, enforcement, audit and ``vending`` AWS identity as ``FortKubeSpawner``;
+a profile's image selects a local environment through ``image_environments``::
+
+    c.JupyterHub.spawner_class = "fort-local"
+    c.FortLocalSpawner.image_environments = {
+        "quay.io/jupyter/pytorch-notebook:*": "/opt/envs/torch",   # a Python prefix
+        "*": sys.prefix,                                           # everything else: this env
+    }
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader
+from jupyterhub.spawner import LocalProcessSpawner
+from kubespawner.slugs import safe_slug
+from traitlets import Dict, List, Unicode, Union, default
+
+from .base import FortSpawnerMixin, SpawnDenied
+from .profiles import ProfileError, options_from_form, validate_user_options
+
+
+def _form_environment() -> Environment:
+    loader = ChoiceLoader([FileSystemLoader([]), PackageLoader("kubespawner")])
+    env = Environment(loader=loader, autoescape=True)
+    env.policies["json.dumps_kwargs"] = {"sort_keys": False}
+    return env
+
+
+class FortLocalSpawner(FortSpawnerMixin, LocalProcessSpawner):
+    """LocalProcessSpawner whose profiles, environment and audit follow the fort policy."""
+
+    image_environments = Dict(
+        key_trait=Unicode(),
+        value_trait=Union([Unicode(), List(Unicode())]),
+        help="""Which local environment runs a profile's image: `{image glob: environment}`.
+
+        An environment is a Python prefix (a directory with `bin/jupyterhub-singleuser`) or a
+        full command (a list). The first glob (in order) matching the image wins; an image with
+        no match is refused. Default: every image runs in the hub's own environment.
+
+            c.FortLocalSpawner.image_environments = {"*": "/opt/conda"}
+        """,
+    ).tag(config=True)
+
+    @default("image_environments")
+    def _default_image_environments(self):
+        return {"*": sys.prefix}
+
+    aws_config_dir = Unicode(
+        help="""Directory under which each server's AWS config file is written
+        (`<dir>/<user>[--<server>]/config`, removed when the server stops).
+        Default: `fort-hub-aws` in the system temp directory.
+
+            c.FortLocalSpawner.aws_config_dir = "/var/lib/fort/aws"
+        """,
+    ).tag(config=True)
+
+    @default("aws_config_dir")
+    def _default_aws_config_dir(self):
+        return os.path.join(tempfile.gettempdir(), "fort-hub-aws")
+
+    @default("options_form")
+    def _default_options_form(self):
+        return self._render_form
+
+    @default("options_from_form")
+    def _default_options_from_form(self):
+        return self._options_from_form
+
+    _fort_prefix: str | None = None
+
+    async def _render_form(self, spawner=None) -> str:
+        profile_list = await self.fort_profile_list()
+        template = _form_environment().get_template("form.html")
+        return template.render(profile_list=profile_list, user_options=self.user_options or {})
+
+    async def _options_from_form(self, formdata):
+        """Parse kubespawner's form fields and refuse at once what this user may not pick, so
+        the form is shown again with the reason."""
+        options = options_from_form(formdata)
+        try:
+            validate_user_options(options, await self.fort_profile_list())
+        except ProfileError as e:
+            raise SpawnDenied(403, f"Spawn refused: {e}") from None
+        return options
+
+    def environment_for(self, image: str) -> str | list[str] | None:
+        for pattern, target in self.image_environments.items():
+            if fnmatch.fnmatchcase(image, pattern):
+                return target
+        return None
+
+    @property
+    def aws_config_path(self) -> Path:
+        slug = safe_slug(self.user.name)
+        if self.name:
+            slug += "--" + safe_slug(self.name)
+        return Path(self.aws_config_dir) / slug / "config"
+
+    async def start(self):
+        self._fort_plan = None
+        plan = await self.fort_prepare()
+        target = self.environment_for(plan.selection.image)
+        if target is None:
+            await self.fort_audit(
+                "spawn.start", "deny", f"no local environment for image {plan.selection.image}",
+                {**plan.details, "outcome": "refused"},
+            )  # fmt: skip
+            raise SpawnDenied(403, f"Spawn refused: image {plan.selection.image} is not available")
+        if isinstance(target, list):
+            self.cmd, self._fort_prefix = list(target), None
+        else:
+            self.cmd = [str(Path(target) / "bin" / "jupyterhub-singleuser")]
+            self._fort_prefix = target
+        self._write_aws_config()
+        return await self.fort_run_start(super().start)
+
+    def _write_aws_config(self) -> None:
+        path = self.aws_config_path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.fort_aws_config())
+        tmp.replace(path)
+
+    def fort_credentials_command(self) -> str:
+        """The matched environment's own ``fort-aws-credentials`` when the command is left at its
+        default (a local environment's ``bin`` need not be on the notebook's PATH)."""
+        if self.aws_credentials_command == "fort-aws-credentials" and self._fort_prefix:
+            candidate = Path(self._fort_prefix) / "bin" / "fort-aws-credentials"
+            if candidate.exists():
+                return str(candidate)
+        return self.aws_credentials_command
+
+    def fort_env(self) -> dict[str, str]:
+        env = super().fort_env()
+        env["AWS_CONFIG_FILE"] = str(self.aws_config_path)
+        if self._fort_plan is not None:
+            env["JUPYTER_IMAGE"] = env["JUPYTER_IMAGE_SPEC"] = self._fort_plan.selection.image
+        return env
+
+    def get_env(self):
+        env = super().get_env()
+        if self._fort_prefix:
+            bindir = str(Path(self._fort_prefix) / "bin")
+            env["PATH"] = os.pathsep.join([bindir, env.get("PATH", os.defpath)])
+        return env
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        shutil.rmtree(self.aws_config_path.parent, ignore_errors=True)
+        await self.fort_audit_stop()
