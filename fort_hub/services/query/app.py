@@ -1,0 +1,415 @@
+"""fort-query: the audited, quota'd, authorized door between notebooks and the warehouse.
+
+Run by the hub as the ``fort-query`` service::
+
+    c.JupyterHub.services.append({
+        "name": "fort-query",
+        "url": "http://127.0.0.1:10103",
+        "command": [sys.executable, "-m", "fort_hub.services.query"],
+    })
+
+The request flow of ``POST api/v1/queries`` is: the caller's groups (policy + fort-groups
+memberships) -> a grant to query the dataset -> :func:`.sqlcheck.check_sql` (one read-only
+statement over granted tables) -> quotas -> an audit record (committed, else 503: fail closed)
+-> the engine, in the background. The result is stored as an Arrow IPC stream file and served
+as Arrow, JSON pages or CSV until it expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import uuid
+from typing import Any
+
+from tornado.ioloop import PeriodicCallback
+from traitlets import Float, Integer, Type, Unicode, default, validate
+
+from ...policy.model import Dataset, Policy
+from ...store import StoreError
+from ...store.core import isoformat
+from ..base import FortServiceApp
+from .engines.athena import AthenaEngine
+from .engines.base import EngineError, EngineJob, QueryCancelled, QueryEngine, ResultTooLarge
+from .engines.duckdb import DuckDBEngine
+from .quotas import Quotas
+from .records import INFLIGHT, QueryRecord, QueryRecords
+from .results import ResultStore
+from .sqlcheck import CheckedQuery, SqlRejected, check_sql
+
+RESTART_REASON = "fort-query restarted while this query was in flight; run it again"
+
+
+class Refused(Exception):
+    """A request refused with an HTTP status and a message (plus optional JSON details)."""
+
+    def __init__(self, status: int, message: str, **details: Any):
+        super().__init__(message)
+        self.status, self.message, self.details = status, message, details
+
+
+class QueryService(FortServiceApp):
+    """The fort-query service (``python -m fort_hub.services.query``)."""
+
+    name = "fort-query"
+    default_service_name = "fort-query"
+    description = "fort-query: the authorized, audited SQL proxy to the data warehouse"
+
+    duckdb_engine_class = Type(
+        DuckDBEngine,
+        klass=QueryEngine,
+        help="""Engine for datasets with `engine: duckdb` (see fort_hub.services.query.engines.base
+        for the contract).
+
+            c.QueryService.duckdb_engine_class = "mypackage.MyDuckDBEngine"
+        """,
+    ).tag(config=True)
+
+    athena_engine_class = Type(
+        AthenaEngine,
+        klass=QueryEngine,
+        help="""Engine for datasets with `engine: athena`.
+
+            c.QueryService.athena_engine_class = "fort_hub.services.query.engines.athena.AthenaEngine"
+        """,
+    ).tag(config=True)
+
+    results_dir = Unicode(
+        help="""Directory for stored query results (Arrow IPC stream files, mode 0700).
+        Defaults to ./fort-query-results.
+
+            c.QueryService.results_dir = "/var/lib/fort/query-results"
+        """,
+    ).tag(config=True)
+
+    @default("results_dir")
+    def _default_results_dir(self):
+        return os.path.abspath("fort-query-results")
+
+    result_ttl = Float(
+        24 * 3600,
+        help="""Seconds a query's result is kept for download; then the file is removed (the
+        query record stays, with `result_available: false`).
+
+            c.QueryService.result_ttl = 7 * 24 * 3600
+        """,
+    ).tag(config=True)
+
+    query_timeout = Float(
+        300,
+        help="""Seconds a query may run before it is interrupted and marked failed.
+
+            c.QueryService.query_timeout = 900
+        """,
+    ).tag(config=True)
+
+    max_result_rows = Integer(
+        50_000_000,
+        help="""Hard cap on result rows for everyone (the policy's per-user `max_result_rows`
+        applies below it).
+
+            c.QueryService.max_result_rows = 10_000_000
+        """,
+    ).tag(config=True)
+
+    max_result_bytes = Integer(
+        4 * 1024**3,
+        help="""Cap on a result's size in bytes (Arrow, uncompressed).
+
+            c.QueryService.max_result_bytes = 1024**3
+        """,
+    ).tag(config=True)
+
+    cleanup_interval = Float(
+        60,
+        help="""Seconds between sweeps that remove expired results.
+
+            c.QueryService.cleanup_interval = 300
+        """,
+    ).tag(config=True)
+
+    @validate(
+        "result_ttl", "query_timeout", "cleanup_interval", "max_result_rows", "max_result_bytes"
+    )
+    def _positive(self, proposal):
+        if proposal["value"] <= 0:
+            raise ValueError(f"QueryService.{proposal['trait'].name} must be positive")
+        return proposal["value"]
+
+    # ----- lifecycle --------------------------------------------------------------------------
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        super().initialize(argv)
+        self.records = QueryRecords(self.fort_store)
+        self.quotas = Quotas(self.fort_store, lambda: self.clock())
+        self.results = ResultStore(self.results_dir)
+        self.engines: dict[str, QueryEngine] = {
+            "duckdb": self.duckdb_engine_class(parent=self),
+            "athena": self.athena_engine_class(parent=self),
+        }
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._cancel_requested: set[str] = set()
+
+    def handlers(self) -> list[tuple]:
+        from .handlers import handlers
+
+        return handlers()
+
+    async def on_start(self) -> None:
+        await self.recover()
+        self._cleanup = PeriodicCallback(self._cleanup_tick, self.cleanup_interval * 1000)
+        self._cleanup.start()
+
+    async def shutdown(self) -> None:
+        if getattr(self, "_cleanup", None):
+            self._cleanup.stop()
+        for task in list(self._tasks.values()):
+            task.cancel()
+        for engine in self.engines.values():
+            engine.close()
+        await super().shutdown()
+
+    async def recover(self) -> None:
+        """At start: fail the queries a previous process left in flight, sweep results."""
+        try:
+            failed = await self.fort_store.run(
+                self.records.fail_inflight, RESTART_REASON, self.clock()
+            )
+            for rec in failed:
+                self.log.warning(
+                    "query %s of %s was in flight at restart: failed", rec.id, rec.username
+                )
+                self.results.remove(rec.id)
+            known = await self.fort_store.run(self.records.ids_with_results)
+            self.results.sweep_orphans(known)
+            await self.remove_expired()
+        except StoreError as e:
+            self.log.error("could not recover in-flight queries (store unavailable): %s", e)
+
+    def _cleanup_tick(self) -> None:
+        self._cleanup_task = asyncio.ensure_future(self.remove_expired())
+
+    async def remove_expired(self) -> int:
+        try:
+            expired = await self.fort_store.run(self.records.expired_results, self.clock())
+            for rec in expired:
+                self.results.remove(rec.id)
+                await self.fort_store.run(self.records.update, rec.id, result_path=None)
+            return len(expired)
+        except StoreError as e:
+            self.log.error("result cleanup failed: %s", e)
+            return 0
+
+    # ----- decisions --------------------------------------------------------------------------
+
+    async def effective_groups(self, username: str) -> tuple[Policy, list[str]]:
+        policy = self.fort_policy
+        groups = await self.groups_of(username)
+        return policy, policy.effective_groups(username, groups, self.clock())
+
+    def engine_for(self, dataset: Dataset) -> QueryEngine:
+        engine = self.engines.get(dataset.engine)
+        if engine is None:
+            raise Refused(400, f"dataset '{dataset.name}' uses unknown engine '{dataset.engine}'")
+        return engine
+
+    def authorize(
+        self, policy: Policy, username: str, groups: list[str], sql: str, dataset_name: str
+    ) -> tuple[Dataset, CheckedQuery]:
+        dataset = policy.datasets.get(dataset_name)
+        decision = policy.authorize(username, groups, "query", dataset_name, self.clock())
+        if dataset is None or not decision:
+            raise Refused(403, f"you may not query dataset '{dataset_name}': {decision.reason}")
+        engine = self.engine_for(dataset)
+        try:
+            checked = check_sql(
+                sql,
+                dataset=dataset.name,
+                tables={d.name: d.tables for d in policy.datasets.values()},
+                granted=policy.datasets_for(groups, "query"),
+                dialect=engine.dialect,
+                target=engine.target(dataset),
+            )
+        except SqlRejected as e:
+            raise Refused(e.status, e.message) from None
+        return dataset, checked
+
+    def role_for(self, policy: Policy, groups: list[str], dataset: str) -> str:
+        holders = [g for g in groups if dataset in policy.datasets_for([g], "query")]
+        roles = policy.roles_for(holders)
+        return next(iter(roles.values()), "")
+
+    # ----- submission -------------------------------------------------------------------------
+
+    async def submit(
+        self, user: dict, sql: Any, dataset_name: Any, request_id: str, client: str
+    ) -> QueryRecord:
+        """Authorize, count, audit (fail closed) and start one query."""
+        username = user["name"]
+        if not isinstance(sql, str) or not isinstance(dataset_name, str) or not dataset_name:
+            raise Refused(400, "send a JSON object with string fields 'sql' and 'dataset'")
+        store = self.fort_store
+        audit = {"actor": username, "action": "query.submit", "resource": dataset_name,
+                     "request_id": request_id, "client": client}  # fmt: skip
+        try:
+            policy, groups = await self.effective_groups(username)
+        except StoreError as e:
+            raise Refused(503, f"the fort store is unavailable: {e}") from None
+        qid = uuid.uuid4().hex
+        details = {"query_id": qid, "sql": sql[:10_000], "groups": groups}
+        try:
+            dataset, checked = self.authorize(policy, username, groups, sql, dataset_name)
+            quota = policy.quota_for(groups)
+            rec = QueryRecord(
+                id=qid, username=username, dataset=dataset.name, engine=dataset.engine,
+                sql=sql, state="queued", submitted=isoformat(self.clock()),
+            )  # fmt: skip
+            await self._admit(rec, quota)
+        except Refused as refusal:
+            try:
+                await store.audit.arecord(**audit, decision="deny", reason=refusal.message,
+                                          details=details)  # fmt: skip
+            except StoreError as e:
+                raise Refused(503, f"the audit log is unavailable, query refused: {e}") from None
+            raise
+        try:
+            await store.audit.arecord(
+                **audit, decision="allow",
+                reason=f"tables {', '.join(checked.tables) or '(none)'} granted to {groups}",
+                details={**details, "tables": list(checked.tables)},
+            )  # fmt: skip
+        except StoreError as e:
+            await self._abandon(rec, f"the audit log is unavailable: {e}")
+            raise Refused(503, f"the audit log is unavailable, query refused: {e}") from None
+        job = EngineJob(
+            id=qid, sql=checked.sql, dataset=dataset, username=username, groups=groups,
+            role_arn=self.role_for(policy, groups, dataset.name) if dataset.engine == "athena" else "",
+            extra={"region": policy.aws.region},
+        )  # fmt: skip
+        max_rows = min(quota.max_result_rows, self.max_result_rows)
+        self._tasks[qid] = asyncio.ensure_future(self._execute(rec, job, max_rows, request_id))
+        return rec
+
+    async def _admit(self, rec: QueryRecord, quota) -> None:
+        from .quotas import QuotaExceeded
+
+        try:
+            await self.fort_store.run(self.quotas.admit, rec.username, quota)
+        except QuotaExceeded as q:
+            raise Refused(429, str(q), quota=q.as_dict()) from None
+        except StoreError as e:
+            raise Refused(503, f"the fort store is unavailable: {e}") from None
+        try:
+            busy = await self.fort_store.run(
+                self.records.insert_if_below, rec, quota.max_concurrent_queries
+            )
+        except StoreError as e:
+            await self._refund(rec.username)
+            raise Refused(503, f"the fort store is unavailable: {e}") from None
+        if busy is not None:
+            await self._refund(rec.username)
+            q = QuotaExceeded("max_concurrent_queries", busy, quota.max_concurrent_queries, None)
+            raise Refused(429, str(q), quota=q.as_dict())
+
+    async def _refund(self, username: str) -> None:
+        try:
+            await self.fort_store.run(self.quotas.refund, username)
+        except StoreError as e:
+            self.log.error("could not refund a query to %s: %s", username, e)
+
+    async def _abandon(self, rec: QueryRecord, reason: str) -> None:
+        await self._refund(rec.username)
+        try:
+            await self.fort_store.run(
+                self.records.update, rec.id, state="failed", error=reason,
+                finished=isoformat(self.clock()),
+            )  # fmt: skip
+        except StoreError as e:
+            self.log.error("query %s: could not record its failure: %s", rec.id, e)
+
+    # ----- execution --------------------------------------------------------------------------
+
+    async def _execute(self, rec: QueryRecord, job: EngineJob, max_rows: int, request_id: str):
+        engine = self.engines[rec.engine]
+        store = self.fort_store
+        sink = self.results.sink(rec.id, max_rows, self.max_result_bytes)
+        state, error, outcome = "failed", None, None
+        try:
+            await store.run(
+                self.records.update, rec.id, ("queued",), state="running",
+                started=isoformat(self.clock()),
+            )  # fmt: skip
+            run = asyncio.ensure_future(engine.run(job, sink))
+            done, _ = await asyncio.wait({run}, timeout=self.query_timeout)
+            if not done:
+                await engine.cancel(rec.id)
+                with contextlib.suppress(EngineError):
+                    await run
+                raise EngineError(
+                    f"the query ran longer than {self.query_timeout:g} s (query_timeout)"
+                )
+            outcome = run.result()
+            await asyncio.get_running_loop().run_in_executor(None, sink.commit)
+            state = "succeeded"
+        except QueryCancelled:
+            state, error = "cancelled", "cancelled by the user"
+        except ResultTooLarge as e:
+            error = str(e)
+            await engine.cancel(rec.id)
+        except EngineError as e:
+            error = str(e)
+        except asyncio.CancelledError:
+            error = "fort-query shut down while this query was running"
+            await engine.cancel(rec.id)
+        except Exception as e:  # never lose a query silently
+            self.log.exception("query %s failed unexpectedly", rec.id)
+            error = f"internal error ({type(e).__name__})"
+        finally:
+            self._tasks.pop(rec.id, None)
+        if rec.id in self._cancel_requested:
+            state, error = "cancelled", "cancelled by the user"
+            self._cancel_requested.discard(rec.id)
+        if state != "succeeded":
+            sink.discard()
+        await self._finish(rec, state, error, outcome, sink.rows, request_id)
+
+    async def _finish(self, rec, state, error, outcome, rows, request_id) -> None:
+        now = self.clock()
+        scanned = outcome.bytes_scanned if outcome else 0
+        values = {
+            "state": state, "error": error, "finished": isoformat(now), "rows": rows,
+            "bytes_scanned": scanned, "engine_id": (outcome.engine_id or None) if outcome else None,
+        }  # fmt: skip
+        if state == "succeeded":
+            values["result_path"] = self.results.path(rec.id)
+            values["expires"] = isoformat(now + dt.timedelta(seconds=self.result_ttl))
+        try:
+            await self.fort_store.run(self.records.update, rec.id, INFLIGHT, **values)
+            await self.fort_store.run(self.quotas.add_scanned, rec.username, scanned)
+            await self.fort_store.audit.arecord(
+                actor=rec.username, action="query.complete", resource=rec.dataset,
+                decision="allow" if state == "succeeded" else "deny",
+                reason=error or f"{rows} rows", request_id=request_id,
+                details={"query_id": rec.id, "state": state, "rows": rows, "bytes_scanned": scanned},
+            )  # fmt: skip
+        except StoreError as e:
+            self.log.error("query %s finished (%s) but could not be recorded: %s", rec.id, state, e)
+
+    async def cancel(self, rec: QueryRecord) -> None:
+        """Stop *rec* (queued or running)."""
+        self._cancel_requested.add(rec.id)
+        await self.engines[rec.engine].cancel(rec.id)
+        if rec.id not in self._tasks:  # not running in this process: just mark it
+            self._cancel_requested.discard(rec.id)
+            await self.fort_store.run(
+                self.records.update, rec.id, INFLIGHT, state="cancelled",
+                error="cancelled by the user", finished=isoformat(self.clock()),
+            )  # fmt: skip
+
+    async def wait(self, query_id: str) -> None:
+        """Wait until *query_id*'s background task is done (tests, benchmarks)."""
+        task = self._tasks.get(query_id)
+        if task is not None:
+            await asyncio.shield(task)

@@ -1,0 +1,96 @@
+"""The engine contract: what fort-query needs from a warehouse engine.
+
+An engine is a :class:`QueryEngine` subclass chosen by ``c.QueryService.engine_classes``
+(dataset ``engine`` name -> class). It must provide:
+
+- ``dialect``: the sqlglot dialect its SQL is parsed and authorized in;
+- :meth:`QueryEngine.target`: the (catalog, schema) under which a dataset's tables are named in
+  the SQL it runs (fort-query qualifies every real table with it);
+- :meth:`QueryEngine.describe`: the tables of a dataset and their columns;
+- :meth:`QueryEngine.run`: run one authorized query, writing its result batch by batch into a
+  :class:`ResultSink` (which enforces the row and byte caps), and return an :class:`Outcome`;
+- :meth:`QueryEngine.cancel`: stop a running query (called on ``DELETE`` and on timeout); ``run``
+  must then raise :class:`QueryCancelled` promptly.
+
+``run`` and ``describe`` are coroutines; blocking engines run their work in a thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+from traitlets.config import LoggingConfigurable
+
+from ....policy.model import Dataset
+
+
+class EngineError(Exception):
+    """The engine refused or failed the query; the message is shown to the user."""
+
+
+class QueryCancelled(EngineError):
+    """The query was stopped by :meth:`QueryEngine.cancel`."""
+
+
+class ResultTooLarge(EngineError):
+    """The result went over a row or byte cap."""
+
+
+@dataclass
+class EngineJob:
+    """One authorized query handed to an engine."""
+
+    id: str
+    sql: str  # already checked and qualified by sqlcheck
+    dataset: Dataset
+    username: str
+    groups: Sequence[str] = ()
+    role_arn: str = ""  # the caller's AWS role for this dataset (Athena)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    rows: int
+    bytes_scanned: int = 0
+    engine_id: str = ""
+
+
+class ResultSink:
+    """Where an engine writes result batches. Implementations enforce ``max_rows`` and
+    ``max_bytes`` and raise :class:`ResultTooLarge` naming the cap."""
+
+    max_rows: int
+    max_bytes: int
+    rows: int
+
+    def write(self, batch: pa.RecordBatch) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def set_schema(self, schema: pa.Schema) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class QueryEngine(LoggingConfigurable):
+    """Base class of fort-query engines (see the module docstring for the contract)."""
+
+    dialect = "duckdb"
+
+    def target(self, dataset: Dataset) -> tuple[str | None, str | None]:
+        raise NotImplementedError
+
+    async def describe(self, dataset: Dataset, job: EngineJob | None = None) -> dict[str, list]:
+        """table -> [{"name": column, "type": type}, ...]"""
+        raise NotImplementedError
+
+    async def run(self, job: EngineJob, sink: ResultSink) -> Outcome:
+        raise NotImplementedError
+
+    async def cancel(self, job_id: str) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources at shutdown."""

@@ -1,0 +1,262 @@
+"""HTTP API v1 of fort-query (described by ``openapi.json`` next to this module)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from tornado.iostream import StreamClosedError
+
+from ...scopes import QUERY_ADMIN, QUERY_USE
+from ...store import StoreError
+from ..base import FortHandler
+from . import results as R
+from .app import QueryService, Refused
+from .engines.base import EngineError, EngineJob
+from .records import INFLIGHT, QueryRecord
+
+ID_RE = re.compile(r"^[0-9a-f]{32}$")
+OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.json")
+ARROW = "application/vnd.apache.arrow.stream"
+FORMATS = {"arrow": ARROW, "json": "application/json", "csv": "text/csv"}
+MAX_PAGE_ROWS = 10_000
+
+
+class QueryHandlerBase(FortHandler):
+    required_scopes = (QUERY_USE, QUERY_ADMIN)
+
+    @property
+    def app(self) -> QueryService:
+        return self.settings["fort_app"]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.has_scope(QUERY_ADMIN)
+
+    def refuse(self, r: Refused) -> None:
+        self.set_status(r.status)
+        if r.status == 429 and r.details.get("quota", {}).get("resets"):
+            self.set_header("Retry-After", "3600")
+        body = {
+            "status": r.status,
+            "message": r.message,
+            "request_id": self.request_id,
+            **r.details,
+        }
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"error": body}))
+
+    async def load(self, query_id: str) -> QueryRecord:
+        """The caller's query (or anyone's, for admins); 404 otherwise (no existence leak)."""
+        rec = None
+        if ID_RE.match(query_id):
+            rec = await self.store_call(self.app.records.get, query_id)
+        if rec is None or (rec.username != self.username and not self.is_admin):
+            raise Refused(404, f"no query '{query_id[:64]}' of yours")
+        return rec
+
+    async def store_call(self, fn, *args, **kwargs):
+        try:
+            return await self.app.fort_store.run(fn, *args, **kwargs)
+        except StoreError as e:
+            raise Refused(503, f"the fort store is unavailable: {e}") from None
+
+    async def audit(self, action: str, resource: str, reason: str, details: dict) -> None:
+        try:
+            await self.app.fort_store.audit.arecord(
+                actor=self.username, action=action, resource=resource, decision="allow",
+                reason=reason, details=details, request_id=self.request_id, client=self.client,
+            )  # fmt: skip
+        except StoreError as e:
+            raise Refused(503, f"the audit log is unavailable, request refused: {e}") from None
+
+    def int_arg(self, name: str, default: int, lo: int, hi: int) -> int:
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return default
+        if not re.fullmatch(r"\d{1,12}", raw) or not lo <= int(raw) <= hi:
+            raise Refused(400, f"'{name}' must be an integer from {lo} to {hi}")
+        return int(raw)
+
+
+def refusals(method):
+    async def wrapper(self, *args, **kwargs):
+        try:
+            return await method(self, *args, **kwargs)
+        except Refused as r:
+            if not self._finished:
+                self.refuse(r)
+
+    wrapper.__name__ = method.__name__
+    return wrapper
+
+
+class QueriesHandler(QueryHandlerBase):
+    @refusals
+    async def post(self):
+        body = self.json_body()
+        extra = sorted(set(body) - {"sql", "dataset"})
+        if extra:
+            raise Refused(400, f"unknown field(s) {', '.join(extra)}: send 'sql' and 'dataset'")
+        rec = await self.app.submit(
+            self.current_user, body.get("sql"), body.get("dataset"), self.request_id, self.client
+        )
+        self.set_header("Location", self.app.service_url("api/v1/queries", rec.id))
+        self.write_json({"id": rec.id, "state": rec.state}, status=202)
+
+    @refusals
+    async def get(self):
+        who = self.get_query_argument("user", None)
+        if who is not None and who != self.username and not self.is_admin:
+            raise Refused(403, f"listing other users' queries needs the scope {QUERY_ADMIN}")
+        if self.get_query_argument("all", "") in ("1", "true") and self.is_admin:
+            who = None
+        elif who is None:
+            who = self.username
+        limit = self.int_arg("limit", 50, 1, 1000)
+        before = self.get_query_argument("before", None)
+        recs = await self.store_call(self.app.records.list, who, limit, before)
+        self.write_json({"queries": [r.public() for r in recs]})
+
+
+class QueryHandler(QueryHandlerBase):
+    @refusals
+    async def get(self, query_id):
+        rec = await self.load(query_id)
+        self.write_json(rec.public())
+
+    @refusals
+    async def delete(self, query_id):
+        rec = await self.load(query_id)
+        if rec.state not in INFLIGHT:
+            raise Refused(409, f"query {rec.id} is already {rec.state}")
+        await self.audit("query.cancel", rec.dataset, "cancelled by request", {"query_id": rec.id})
+        await self.app.cancel(rec)
+        self.write_json({"id": rec.id, "state": "cancelling"}, status=202)
+
+
+class ResultsHandler(QueryHandlerBase):
+    @refusals
+    async def get(self, query_id):
+        rec = await self.load(query_id)
+        if rec.state in INFLIGHT:
+            raise Refused(409, f"query {rec.id} is still {rec.state}; poll GET queries/{rec.id}")
+        if rec.state != "succeeded":
+            raise Refused(409, f"query {rec.id} {rec.state}: {rec.error or 'no result'}")
+        if not rec.result_path or not os.path.exists(rec.result_path):
+            raise Refused(410, f"the result of query {rec.id} has expired; run the query again")
+        fmt = self.pick_format()
+        offset = self.page_offset() if fmt == "json" else 0
+        max_rows = self.int_arg("max_rows", 1000, 1, MAX_PAGE_ROWS) if fmt == "json" else 0
+        await self.audit(
+            "query.download", rec.dataset, f"result as {fmt}",
+            {"query_id": rec.id, "format": fmt, "owner": rec.username, "offset": offset},
+        )  # fmt: skip
+        if fmt == "json":
+            data = await self.app.fort_store.run(R.page, rec.result_path, offset, max_rows)
+            nxt = data.pop("next_offset")
+            data["next_page_token"] = None if nxt is None else str(nxt)
+            data["id"] = rec.id
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.finish(R.json_dumps(data))
+            return
+        self.set_header("Content-Type", FORMATS[fmt] + ("; charset=UTF-8" if fmt == "csv" else ""))
+        chunks = R.iter_bytes(rec.result_path) if fmt == "arrow" else R.iter_csv(rec.result_path)
+        try:
+            for chunk in chunks:
+                self.write(chunk)
+                await self.flush()
+        except StreamClosedError:
+            return
+        finally:
+            chunks.close()
+        self.finish()
+
+    def pick_format(self) -> str:
+        fmt = self.get_query_argument("format", None)
+        if fmt is not None:
+            if fmt not in FORMATS:
+                raise Refused(400, f"format must be one of {', '.join(FORMATS)}, not '{fmt[:32]}'")
+            return fmt
+        accept = self.request.headers.get("Accept", "")
+        for name, mime in FORMATS.items():
+            if mime in accept:
+                return name
+        return "json"
+
+    def page_offset(self) -> int:
+        token = self.get_query_argument("page_token", None)
+        if token is None:
+            return 0
+        if not re.fullmatch(r"\d{1,15}", token):
+            raise Refused(
+                400, "page_token is not valid: use next_page_token from the previous page"
+            )
+        return int(token)
+
+
+class DatasetsHandler(QueryHandlerBase):
+    @refusals
+    async def get(self):
+        try:
+            policy, groups = await self.app.effective_groups(self.username)
+        except StoreError as e:
+            raise Refused(503, f"the fort store is unavailable: {e}") from None
+        out = []
+        for name in sorted(policy.datasets_for(groups, "query")):
+            ds = policy.datasets[name]
+            engine = self.app.engines.get(ds.engine)
+            job = EngineJob(id="describe", sql="", dataset=ds, username=self.username,
+                            groups=groups, role_arn=self.app.role_for(policy, groups, name),
+                            extra={"region": policy.aws.region})  # fmt: skip
+            try:
+                columns = await engine.describe(ds, job) if engine else {}
+                error = None
+            except EngineError as e:
+                columns, error = {}, str(e)
+            out.append({
+                "name": name, "description": ds.description, "engine": ds.engine,
+                "tables": [{"name": t, "columns": columns.get(t, [])} for t in ds.tables],
+                "error": error,
+            })  # fmt: skip
+        self.write_json({"datasets": out})
+
+
+class UsageHandler(QueryHandlerBase):
+    @refusals
+    async def get(self):
+        try:
+            policy, groups = await self.app.effective_groups(self.username)
+            quota = policy.quota_for(groups)
+            inflight = await self.app.fort_store.run(self.app.records.inflight_count, self.username)
+            usage = await self.app.fort_store.run(
+                self.app.quotas.usage, self.username, quota, inflight
+            )
+        except StoreError as e:
+            raise Refused(503, f"the fort store is unavailable: {e}") from None
+        self.write_json({"user": self.username, "limits": usage})
+
+
+class OpenAPIHandler(FortHandler):
+    """The API description; public (it holds no data)."""
+
+    async def prepare(self) -> None:
+        pass
+
+    def get(self):
+        with open(OPENAPI, "rb") as f:
+            self.set_header("Content-Type", "application/json")
+            self.finish(f.read())
+
+
+def handlers() -> list[tuple]:
+    q = r"([^/]+)"
+    return [
+        ("api/v1/openapi.json", OpenAPIHandler),
+        ("api/v1/queries", QueriesHandler),
+        (f"api/v1/queries/{q}", QueryHandler),
+        (f"api/v1/queries/{q}/results", ResultsHandler),
+        ("api/v1/datasets", DatasetsHandler),
+        ("api/v1/usage", UsageHandler),
+    ]

@@ -1,0 +1,139 @@
+"""Query records in the fort store (table ``fort_queries``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ...store import Store
+from ...store import schema as S
+from ...store.core import isoformat
+
+INFLIGHT = ("queued", "running")
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass
+class QueryRecord:
+    id: str
+    username: str
+    dataset: str
+    engine: str
+    sql: str
+    state: str
+    submitted: str
+    started: str | None = None
+    finished: str | None = None
+    rows: int | None = None
+    bytes_scanned: int | None = None
+    error: str | None = None
+    engine_id: str | None = None
+    result_path: str | None = None
+    expires: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("result_path")
+        d["user"] = d.pop("username")
+        d["result_available"] = self.state == "succeeded" and bool(self.result_path)
+        return d
+
+
+def _row(r) -> QueryRecord:
+    return QueryRecord(**dict(r._mapping))
+
+
+def _user_lock(username: str) -> int:
+    return 4242_1000 + zlib.crc32(username.encode()) % 1_000_000
+
+
+class QueryRecords:
+    """Repository over ``fort_queries``."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def insert_if_below(self, rec: QueryRecord, max_inflight: int) -> int | None:
+        """Insert *rec* unless its user already has *max_inflight* queries queued or running;
+        then return that count (and insert nothing). Atomic across processes."""
+        t = S.queries
+        with self.store.transaction() as conn:
+            self.store.lock_exclusive(conn, _user_lock(rec.username))
+            n = conn.execute(
+                select(func.count()).where(t.c.username == rec.username, t.c.state.in_(INFLIGHT))
+            ).scalar_one()
+            if n >= max_inflight:
+                return int(n)
+            conn.execute(t.insert().values(**asdict(rec)))
+        return None
+
+    def get(self, query_id: str) -> QueryRecord | None:
+        t = S.queries
+        with self.store.reading() as conn:
+            r = conn.execute(select(t).where(t.c.id == query_id)).first()
+        return _row(r) if r else None
+
+    def list(
+        self, username: str | None = None, limit: int = 50, before: str | None = None
+    ) -> list[QueryRecord]:
+        """Newest first; *username* None lists everyone's. Page with *before* (a submitted time)."""
+        t = S.queries
+        stmt = select(t).order_by(t.c.submitted.desc(), t.c.id.desc()).limit(limit)
+        if username is not None:
+            stmt = stmt.where(t.c.username == username)
+        if before:
+            stmt = stmt.where(t.c.submitted < before)
+        with self.store.reading() as conn:
+            return [_row(r) for r in conn.execute(stmt)]
+
+    def inflight_count(self, username: str) -> int:
+        t = S.queries
+        with self.store.reading() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(t.c.username == username, t.c.state.in_(INFLIGHT))
+                ).scalar_one()
+            )
+
+    def update(self, query_id: str, only_if_state: tuple[str, ...] = (), **values: Any) -> bool:
+        """Set *values*; with *only_if_state*, only while the record is in one of those states
+        (so a late finish cannot overwrite a cancellation). Returns whether a row changed."""
+        t = S.queries
+        stmt = t.update().where(t.c.id == query_id).values(**values)
+        if only_if_state:
+            stmt = stmt.where(t.c.state.in_(only_if_state))
+        with self.store.transaction() as conn:
+            return (conn.execute(stmt).rowcount or 0) > 0
+
+    def fail_inflight(self, reason: str, now: dt.datetime) -> list[QueryRecord]:
+        """Mark every queued or running query failed with *reason* (at start-up: nothing
+        survives a restart silently). Returns the records changed."""
+        t = S.queries
+        with self.store.transaction() as conn:
+            rows = [_row(r) for r in conn.execute(select(t).where(t.c.state.in_(INFLIGHT)))]
+            if rows:
+                conn.execute(
+                    t.update()
+                    .where(t.c.id.in_([r.id for r in rows]), t.c.state.in_(INFLIGHT))
+                    .values(state="failed", error=reason, finished=isoformat(now))
+                )
+        return rows
+
+    def expired_results(self, now: dt.datetime) -> list[QueryRecord]:
+        t = S.queries
+        with self.store.reading() as conn:
+            return [
+                _row(r)
+                for r in conn.execute(
+                    select(t).where(t.c.result_path.is_not(None), t.c.expires <= isoformat(now))
+                )
+            ]
+
+    def ids_with_results(self) -> set[str]:
+        t = S.queries
+        with self.store.reading() as conn:
+            return {r[0] for r in conn.execute(select(t.c.id).where(t.c.result_path.is_not(None)))}
