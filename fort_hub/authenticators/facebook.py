@@ -1,0 +1,435 @@
+"""Facebook Login for JupyterHub, in oauthenticator's provider shape.
+
+The base :class:`~oauthenticator.oauth2.OAuthenticator` owns the flow (login redirect, ``state``
+cookie, PKCE, callback, ``refresh_user``); this module overrides named steps only:
+
+- :meth:`get_token_info`: Facebook's code exchange (and optional long-lived exchange);
+- :meth:`token_to_user`: ``/me`` plus ``debug_token`` validation, with ``appsecret_proof``;
+- :meth:`user_info_to_username`, :meth:`build_auth_state_dict`, :meth:`update_auth_model`
+  (identity binding), :meth:`check_allowed` (fort study membership),
+  :meth:`run_post_auth_hook` (bind + audit, fail closed), :meth:`refresh_user`.
+
+Meta's deauthorize and data-deletion callbacks are served by :mod:`.facebook_handlers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from urllib.parse import urlencode
+
+from jupyterhub.auth import LocalAuthenticator
+from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthenticator
+from tornado import web
+from tornado.httpclient import HTTPClientError
+from traitlets import Bool, Float, List, Set, Unicode, default, validate
+
+from ..config import FortSettings, user_groups
+from .identities import Identities
+from .meta import GraphError, appsecret_proof, graph_error
+
+PROVIDER = "facebook"
+
+
+class FacebookLoginError(web.HTTPError):
+    """A refused Facebook login; ``actor`` names who tried (for the audit record)."""
+
+    def __init__(self, status: int, message: str, actor: str = "anonymous"):
+        super().__init__(status, "%s", message, reason=None)
+        self.message, self.actor = message, actor
+        self.jupyterhub_message = message
+
+
+class FacebookCallbackHandler(OAuthCallbackHandler):
+    def check_error(self):
+        error = self.get_argument("error", "")
+        if error == "access_denied":
+            raise FacebookLoginError(
+                403, "Facebook login was cancelled: this hub was not allowed to use your "
+                "Facebook account (access_denied). Sign in again to retry."
+            )  # fmt: skip
+        if error:
+            desc = self.get_argument("error_description", error)[:200]
+            raise FacebookLoginError(400, f"Facebook login failed: {desc}")
+
+    async def get(self):
+        try:
+            await super().get()
+        except web.HTTPError as e:
+            await self.authenticator.audit_denial(self, e)
+            raise
+
+
+class FacebookOAuthenticator(OAuthenticator, FortSettings):
+    """Sign in with Facebook (manual server-side flow), validated with ``debug_token``."""
+
+    user_auth_state_key = "facebook_user"
+    callback_handler = FacebookCallbackHandler
+    client_id_env = "FACEBOOK_CLIENT_ID"
+    client_secret_env = "FACEBOOK_CLIENT_SECRET"
+
+    @default("login_service")
+    def _login_service_default(self):
+        return "Facebook"
+
+    @default("username_claim")
+    def _username_claim_default(self):
+        return "email"
+
+    @default("scope")
+    def _scope_default(self):
+        return ["public_profile", "email"]
+
+    @default("custom_403_message")
+    def _custom_403_default(self):
+        return f"You have no study membership on this hub. To request access, contact {self.access_contact}."
+
+    dialog_url = Unicode(
+        "https://www.facebook.com",
+        help="""Origin of Facebook's login dialog (`{dialog_url}/{graph_api_version}/dialog/oauth`).
+
+            c.FacebookOAuthenticator.dialog_url = "https://www.facebook.com"
+        """,
+    ).tag(config=True)
+
+    graph_url = Unicode(
+        "https://graph.facebook.com",
+        help="""Origin of the Graph API (code exchange, `/me`, `debug_token`).
+
+            c.FacebookOAuthenticator.graph_url = "https://graph.facebook.com"
+        """,
+    ).tag(config=True)
+
+    graph_api_version = Unicode(
+        "v23.0",
+        help="""Graph API version used in every URL, e.g. `v23.0`.
+
+            c.FacebookOAuthenticator.graph_api_version = "v23.0"
+        """,
+    ).tag(config=True)
+
+    user_fields = List(
+        Unicode(),
+        ["id", "name", "email"],
+        help="""Fields requested from `/me` (`id` is always added).
+
+            c.FacebookOAuthenticator.user_fields = ["id", "name", "email"]
+        """,
+    ).tag(config=True)
+
+    long_lived_token = Bool(
+        False,
+        help="""Exchange the short-lived user token for a long-lived one (`fb_exchange_token`,
+        about 60 days) and keep that in auth_state.
+
+            c.FacebookOAuthenticator.long_lived_token = True
+        """,
+    ).tag(config=True)
+
+    strip_email_domains = Set(
+        Unicode(),
+        help="""With `username_claim = "email"`: emails in these domains become their local part
+        (`alice@example.org` -> `alice`); other emails stay whole.
+
+            c.FacebookOAuthenticator.strip_email_domains = {"example.org"}
+        """,
+    ).tag(config=True)
+
+    access_contact = Unicode(
+        "the hub administrator",
+        help="""Whom people without a study membership should contact, shown on the 403 page.
+
+            c.FacebookOAuthenticator.access_contact = "fort-support@example.org"
+        """,
+    ).tag(config=True)
+
+    graph_timeout = Float(
+        10.0, help="""Seconds to wait for each Graph API call.
+
+            c.FacebookOAuthenticator.graph_timeout = 10
+        """,
+    ).tag(config=True)  # fmt: skip
+
+    signed_request_max_age = Float(
+        3600.0,
+        help="""Refuse deauthorize / data-deletion callbacks whose `issued_at` is older than this
+        many seconds (replay protection).
+
+            c.FacebookOAuthenticator.signed_request_max_age = 3600
+        """,
+    ).tag(config=True)
+
+    @validate("graph_api_version")
+    def _validate_version(self, proposal):
+        if not re.fullmatch(r"v\d+\.\d+", proposal["value"]):
+            raise ValueError(
+                f"FacebookOAuthenticator.graph_api_version must look like 'v23.0', "
+                f"not {proposal['value']!r}"
+            )
+        return proposal["value"]
+
+    @validate("username_claim")
+    def _validate_claim(self, proposal):
+        if not callable(proposal["value"]) and proposal["value"] not in ("email", "id"):
+            raise ValueError(
+                "FacebookOAuthenticator.username_claim must be 'email', 'id' or a callable, "
+                f"not {proposal['value']!r}"
+            )
+        return proposal["value"]
+
+    @default("authorize_url")
+    def _authorize_url_default(self):
+        return f"{self.dialog_url.rstrip('/')}/{self.graph_api_version}/dialog/oauth"
+
+    @default("token_url")
+    def _token_url_default(self):
+        return self._graph_endpoint("oauth/access_token")
+
+    @default("userdata_url")
+    def _userdata_url_default(self):
+        return self._graph_endpoint("me")
+
+    def _graph_endpoint(self, path: str) -> str:
+        return f"{self.graph_url.rstrip('/')}/{self.graph_api_version}/{path}"
+
+    @property
+    def identities(self) -> Identities:
+        return Identities(self.fort_store, PROVIDER)
+
+    def get_handlers(self, app):
+        from .facebook_handlers import facebook_handlers
+
+        return super().get_handlers(app) + facebook_handlers()
+
+    # ---- Graph API ------------------------------------------------------------------------------
+    async def graph(self, path: str, params: dict, token: str | None = None) -> dict:
+        """GET a Graph endpoint, adding ``access_token`` + ``appsecret_proof`` when *token* is
+        given. Returns the JSON object; raises :class:`GraphError` with a readable message."""
+        query = dict(params)
+        if token:
+            query.update(
+                access_token=token, appsecret_proof=appsecret_proof(token, self.client_secret)
+            )
+        url = f"{self._graph_endpoint(path)}?{urlencode(query)}"
+        try:
+            resp = await self.httpfetch(
+                url, f"calling Facebook {path}", parse_json=False, raise_error=False,
+                method="GET", headers={"Accept": "application/json", "User-Agent": "JupyterHub"},
+                validate_cert=self.validate_server_cert, request_timeout=self.graph_timeout,
+            )  # fmt: skip
+        except (TimeoutError, HTTPClientError, OSError) as e:
+            self.log.error("facebook.graph_unreachable path=%s error=%r", path, str(e))
+            raise GraphError(
+                "Facebook could not be reached from this hub. Please try again in a few minutes.",
+                503,
+            ) from None
+        try:
+            body = json.loads(resp.body.decode("utf8", "replace")) if resp.body else None
+        except ValueError:
+            body = None
+        if resp.code >= 400 or not isinstance(body, dict) or "error" in body:
+            err = graph_error(body, resp.code)
+            self.log.warning(
+                "facebook.graph_error path=%s http=%s code=%s subcode=%s fbtrace_id=%s",
+                path, resp.code, err.code, err.subcode, err.fbtrace_id,
+            )  # fmt: skip
+            raise err
+        return body
+
+    async def _call(self, coro, actor: str = "anonymous"):
+        try:
+            return await coro
+        except GraphError as e:
+            raise FacebookLoginError(e.status, e.message, actor) from None
+
+    # ---- overridden OAuthenticator steps ----------------------------------------------------------
+    async def get_token_info(self, handler, params):
+        keys = ("code", "redirect_uri", "client_id", "client_secret", "code_verifier")
+        query = {k: params[k] for k in keys if params.get(k)}
+        token_info = await self._call(self.graph("oauth/access_token", query))
+        if "access_token" not in token_info:
+            raise FacebookLoginError(502, "Facebook's code exchange returned no access token.")
+        if self.long_lived_token:
+            exchange = {"grant_type": "fb_exchange_token", "client_id": self.client_id,
+                        "client_secret": self.client_secret,
+                        "fb_exchange_token": token_info["access_token"]}  # fmt: skip
+            token_info = await self._call(self.graph("oauth/access_token", exchange))
+            token_info["long_lived"] = True
+        token_info.setdefault("token_type", "bearer")
+        return token_info
+
+    async def token_to_user(self, token_info):
+        token = token_info["access_token"]
+        fields = ",".join(dict.fromkeys(["id", *self.user_fields]))
+        app_token = f"{self.client_id}|{self.client_secret}"
+        debug, me = await asyncio.gather(
+            self.graph("debug_token", {"input_token": token}, app_token),
+            self.graph("me", {"fields": fields}, token),
+            return_exceptions=True,
+        )
+        if isinstance(debug, GraphError):
+            raise FacebookLoginError(debug.status, debug.message)
+        data = debug.get("data") or {}
+        now = time.time()
+        expires_at = data.get("expires_at") or 0
+        if not data.get("is_valid"):
+            why = "has expired" if expires_at and expires_at <= now else "is not valid"
+            detail = str((data.get("error") or {}).get("message", ""))[:200]
+            why += f" ({detail})" if detail else ""
+            raise FacebookLoginError(403, f"The Facebook login token {why}. Please sign in again.")
+        if str(data.get("app_id")) != str(self.client_id):
+            raise FacebookLoginError(
+                403, "The Facebook login token was issued to a different app; it is not "
+                f"accepted by this hub (app id {data.get('app_id')!r}).",
+            )  # fmt: skip
+        if expires_at and expires_at <= now:
+            raise FacebookLoginError(
+                403, "The Facebook login token has expired. Please sign in again."
+            )
+        if isinstance(me, GraphError):
+            raise FacebookLoginError(me.status, me.message)
+        if str(data.get("user_id")) != str(me.get("id")):
+            raise FacebookLoginError(
+                403, "Facebook returned inconsistent user ids for this token; login refused."
+            )
+        token_info.update(scope=list(data.get("scopes") or []), expires_at=expires_at,
+                          issued_at=data.get("issued_at"))  # fmt: skip
+        return me
+
+    def user_info_to_username(self, user_info):
+        if callable(self.username_claim):
+            return self.username_claim(user_info)
+        if self.username_claim == "id":
+            return str(user_info["id"])
+        email = (user_info.get("email") or "").strip()
+        if not email:
+            raise FacebookLoginError(
+                403, "Your Facebook account did not share an email address, which this hub uses "
+                "as your username. Sign in again and allow the email permission, or contact "
+                f"{self.access_contact}.", f"facebook:{user_info.get('id')}",
+            )  # fmt: skip
+        local, _, domain = email.rpartition("@")
+        return local if domain.lower() in {d.lower() for d in self.strip_email_domains} else email
+
+    def normalize_username(self, username):
+        return super().normalize_username(username.strip())
+
+    def build_auth_state_dict(self, token_info, user_info):
+        state = super().build_auth_state_dict(token_info, user_info)
+        state.update(
+            facebook_id=str(user_info["id"]), expires_at=token_info.get("expires_at"),
+            issued_at=token_info.get("issued_at"), long_lived=bool(token_info.get("long_lived")),
+            validated_at=time.time(),
+        )  # fmt: skip
+        return state
+
+    async def update_auth_model(self, auth_model):
+        """Refuse a login whose username is bound to a different Facebook id, or whose token
+        predates a deauthorization."""
+        name, state = auth_model["name"], auth_model["auth_state"]
+        fb_id = state["facebook_id"]
+        by_name = await self.fort_store.run(self.identities.by_username, name)
+        by_id = await self.fort_store.run(self.identities.by_subject, fb_id)
+        if by_name and by_name.subject != fb_id:
+            raise FacebookLoginError(
+                403, f"The hub account {name!r} is linked to a different Facebook account; login "
+                f"refused. If your Facebook account changed, contact {self.access_contact}.", name,
+            )  # fmt: skip
+        if by_id and by_id.username != name:
+            raise FacebookLoginError(
+                403, f"Your Facebook account is linked to another hub account; login refused. "
+                f"Contact {self.access_contact}.", name,
+            )  # fmt: skip
+        revoked = by_id.revoked.timestamp() if by_id and by_id.revoked else None
+        # issued_at has whole-second precision: a token from the revocation's second passes
+        if revoked and (state.get("issued_at") or 0) < int(revoked):
+            raise FacebookLoginError(
+                403, "This Facebook login was revoked (the app was removed from your Facebook "
+                "account). Please sign in again.", name,
+            )  # fmt: skip
+        return auth_model
+
+    async def check_allowed(self, username, auth_model):
+        if await super().check_allowed(username, auth_model):
+            return True
+        if self.policy_file:
+            policy = self.fort_policy
+            groups = await self.fort_store.run(user_groups, username, policy, self.fort_store)
+            if groups:
+                return True
+        raise FacebookLoginError(
+            403, f"You signed in as {username!r}, but you have no study membership on this hub. "
+            f"To request access, contact {self.access_contact}.", username,
+        )  # fmt: skip
+
+    async def run_post_auth_hook(self, handler, auth_model):
+        auth_model = await super().run_post_auth_hook(handler, auth_model)
+        name, state = auth_model["name"], auth_model.get("auth_state") or {}
+        fb_id = state.get("facebook_id", "")
+        try:
+            await self.fort_store.run(self.identities.bind, fb_id, name)
+            await self.fort_store.audit.arecord(
+                name, "auth.login", f"{PROVIDER}:{fb_id}", "allow", "Facebook login",
+                {"scopes": state.get("scope"), "admin": bool(auth_model.get("admin"))},
+                client=handler.request.remote_ip if handler else "",
+            )  # fmt: skip
+        except ValueError as e:
+            raise FacebookLoginError(403, f"Login refused: {e}.", name) from None
+        except Exception as e:
+            self.log.error("facebook.login_not_recorded user=%s error=%r", name, str(e))
+            raise FacebookLoginError(
+                503,
+                "Sign-in is temporarily unavailable: the login could not be recorded in the "
+                "audit log, so it was refused. Please try again later.",
+                name,
+            ) from None
+        return auth_model
+
+    async def refresh_user(self, user, handler=None, **kwargs):
+        """Re-validate with ``debug_token``, at most once per ``auth_refresh_age``; a revoked,
+        expired or deleted login forces a new sign-in."""
+        if not self.enable_auth_state:
+            return True
+        ident = await self.fort_store.run(self.identities.by_username, user.name)
+        state = await user.get_auth_state()
+        reason = ""
+        if ident and ident.revoked:
+            result, reason = False, "Facebook login revoked by deauthorization"
+        elif state and time.time() - (state.get("validated_at") or 0) < self.auth_refresh_age:
+            return True
+        else:
+            try:
+                result = await super().refresh_user(user, handler, **kwargs)
+            except web.HTTPError as e:
+                result, reason = False, getattr(e, "message", None) or str(e)
+            reason = reason or ("" if result else "no usable Facebook token in auth_state")
+        if not result:
+            self.log.warning("facebook.refresh_failed user=%s reason=%r", user.name, reason)
+            try:
+                await self.fort_store.audit.arecord(
+                    user.name, "auth.refresh", f"{PROVIDER}:{ident.subject if ident else ''}",
+                    "deny", reason,
+                )  # fmt: skip
+            except Exception as e:
+                self.log.error("facebook.audit_failed user=%s error=%r", user.name, str(e))
+        return result
+
+    async def audit_denial(self, handler, error: web.HTTPError) -> None:
+        """Record a refused login; never masks the refusal itself."""
+        message = getattr(error, "message", None) or error.log_message or ""
+        if error.args and not hasattr(error, "message"):
+            message = message % error.args
+        actor = getattr(error, "actor", "anonymous")
+        try:
+            await self.fort_store.audit.arecord(
+                actor, "auth.deny", PROVIDER, "deny", message, {"status": error.status_code},
+                client=handler.request.remote_ip,
+            )  # fmt: skip
+        except Exception as e:
+            self.log.error("facebook.audit_failed actor=%s error=%r", actor, str(e))
+
+
+class LocalFacebookOAuthenticator(LocalAuthenticator, FacebookOAuthenticator):
+    """A version that mixes in local system user creation."""

@@ -1,0 +1,175 @@
+"""Hub handlers for Meta's two app callbacks, added by ``FacebookOAuthenticator.get_handlers``:
+
+- ``POST /hub/facebook/deauthorize``: a user removed the app. Marks the identity revoked (the
+  stored Facebook token can no longer refresh or log in), deletes the user's hub API and OAuth
+  tokens and rotates their cookie id (signs out every browser).
+- ``POST /hub/facebook/data-deletion``: a user asked for their data to be deleted. Deletes the
+  user's auth_state, records the request in ``fort_deletions`` and the audit log and replies
+  ``{"url": <status page>, "confirmation_code": <code>}`` as Meta requires.
+- ``GET /hub/facebook/deletion-status?code=...``: the status page for one deletion request.
+
+Both POSTs are authenticated by the ``signed_request`` (HMAC-SHA256 with the app secret), not by
+hub cookies, so they are exempt from the hub's XSRF check.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from html import escape
+from urllib.parse import urlparse
+
+from jupyterhub.handlers import BaseHandler
+from jupyterhub.utils import new_token, url_path_join
+from tornado import web
+
+from .meta import SignedRequestError, parse_signed_request
+
+MAX_BODY = 8192
+_CODE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+class _MetaCallbackHandler(BaseHandler):
+    action = ""
+
+    def check_xsrf_cookie(self):
+        """Meta's server posts these; the signed_request is the authentication."""
+        return
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        if isinstance(exc, web.HTTPError) and exc.args:
+            message = message % exc.args
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+    async def _audit(self, actor, resource, decision, reason, details=None):
+        await self.authenticator.fort_store.audit.arecord(
+            actor, self.action, resource, decision, reason, details or {},
+            client=self.request.remote_ip,
+        )  # fmt: skip
+
+    async def verified_payload(self) -> dict:
+        if len(self.request.body) > MAX_BODY:
+            reason = f"request body is larger than {MAX_BODY} bytes"
+            await self._audit_refusal(reason)
+            raise web.HTTPError(413, "%s", reason)
+        try:
+            return parse_signed_request(
+                self.get_body_argument("signed_request", ""),
+                self.authenticator.client_secret,
+                max_age=self.authenticator.signed_request_max_age,
+            )
+        except SignedRequestError as e:
+            await self._audit_refusal(str(e))
+            raise web.HTTPError(400, "%s", str(e)) from None
+
+    async def _audit_refusal(self, reason: str) -> None:
+        try:
+            await self._audit("facebook", "facebook", "deny", reason)
+        except Exception as e:  # the refusal stands either way
+            self.log.error("facebook.audit_failed action=%s error=%r", self.action, str(e))
+
+    async def _lookup(self, subject: str):
+        identities = self.authenticator.identities
+        ident = await self.authenticator.fort_store.run(identities.by_subject, subject)
+        return ident, (self.find_user(ident.username) if ident else None)
+
+    def public_origin(self) -> str:
+        cb = self.authenticator.oauth_callback_url
+        if cb:
+            u = urlparse(cb)
+            return f"{u.scheme}://{u.netloc}"
+        return f"{self.request.protocol}://{self.request.host}"
+
+
+class DeauthorizeHandler(_MetaCallbackHandler):
+    action = "auth.deauthorize"
+
+    async def post(self):
+        payload = await self.verified_payload()
+        subject = payload["user_id"]
+        ident, user = await self._lookup(subject)
+        revoked_tokens = 0
+        if ident:
+            await self.authenticator.fort_store.run(self.authenticator.identities.revoke, subject)
+        if user is not None:
+            for token in list(user.orm_user.api_tokens):
+                self.db.delete(token)
+                revoked_tokens += 1
+            user.orm_user.cookie_id = new_token()
+            self.db.commit()
+        username = ident.username if ident else "facebook"
+        try:
+            await self._audit(
+                username, f"facebook:{subject}", "allow", "Facebook deauthorize callback",
+                {"hub_tokens_revoked": revoked_tokens, "known": bool(ident)},
+            )  # fmt: skip
+        except Exception:
+            # the revocation is done and idempotent: ask Meta to retry so the record is written
+            raise web.HTTPError(503, "deauthorization done but not yet audited; retry") from None
+        self.log.info("facebook.deauthorize user=%s tokens_revoked=%d", username, revoked_tokens)
+        self.finish({"status": "deauthorized", "known_user": bool(ident)})
+
+
+class DataDeletionHandler(_MetaCallbackHandler):
+    action = "auth.delete"
+
+    async def post(self):
+        payload = await self.verified_payload()
+        subject = payload["user_id"]
+        ident, user = await self._lookup(subject)
+        code = secrets.token_urlsafe(18)
+        username = ident.username if ident else None
+        status = "completed" if ident else "no_data"
+        try:
+            await self._audit(
+                username or "facebook", f"facebook:{subject}", "allow",
+                "Facebook data deletion callback", {"confirmation_code": code, "status": status},
+            )  # fmt: skip
+        except Exception:
+            raise web.HTTPError(
+                503, "the deletion could not be audited; nothing was deleted"
+            ) from None
+        if user is not None:
+            await user.save_auth_state(None)
+        identities = self.authenticator.identities
+        await self.authenticator.fort_store.run(
+            identities.record_deletion, code, subject, username, status
+        )
+        self.log.info("facebook.data_deletion user=%s code=%s", username, code)
+        path = url_path_join(self.hub.base_url, "facebook/deletion-status")
+        self.finish({"url": f"{self.public_origin()}{path}?code={code}", "confirmation_code": code})
+
+
+class DeletionStatusHandler(BaseHandler):
+    async def get(self):
+        code = self.get_argument("code", "")
+        if not _CODE.match(code):
+            raise web.HTTPError(400, "The confirmation code is missing or malformed.")
+        identities = self.authenticator.identities
+        deletion = await self.authenticator.fort_store.run(identities.deletion, code)
+        if deletion is None:
+            raise web.HTTPError(404, "No data deletion request has this confirmation code.")
+        done = deletion.completed.isoformat(timespec="seconds") if deletion.completed else "-"
+        text = {
+            "completed": "Your Facebook login data (tokens, name, email) was deleted from this hub.",
+            "no_data": "This hub held no Facebook login data for this account; nothing to delete.",
+        }.get(deletion.status, deletion.status)
+        self.finish(
+            "<!doctype html><html><head><title>Data deletion status</title></head><body>"
+            f"<h1>Data deletion request</h1><p>Confirmation code: <code>{escape(code)}</code></p>"
+            f"<p>Status: <strong>{escape(deletion.status)}</strong>. {escape(text)}</p>"
+            f"<p>Requested {escape(deletion.requested.isoformat(timespec='seconds'))}; "
+            f"completed {escape(done)}.</p></body></html>"
+        )
+
+
+def facebook_handlers() -> list[tuple[str, type]]:
+    return [
+        (r"/facebook/deauthorize", DeauthorizeHandler),
+        (r"/facebook/data-deletion", DataDeletionHandler),
+        (r"/facebook/deletion-status", DeletionStatusHandler),
+    ]

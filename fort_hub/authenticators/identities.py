@@ -1,0 +1,132 @@
+"""``Identities(store)``: external identities bound to hub usernames (``fort_identities``) and
+data-deletion requests (``fort_deletions``).
+
+The provider's stable subject (Facebook's app-scoped user id) is the key: a hub username is
+bound to one subject at its first login, and a later login that maps to the same username from
+a different subject is refused (account takeover through a changed email).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from ..store import schema
+from ..store.core import isoformat, parse_time, utcnow
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+
+@dataclass(frozen=True)
+class Identity:
+    provider: str
+    subject: str
+    username: str
+    created: dt.datetime
+    revoked: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Deletion:
+    code: str
+    provider: str
+    subject: str
+    username: str | None
+    status: str
+    requested: dt.datetime
+    completed: dt.datetime | None
+
+
+def _identity(r) -> Identity:
+    m = r._mapping
+    return Identity(m["provider"], m["subject"], m["username"], parse_time(m["created"]),
+                    parse_time(m["revoked"]))  # fmt: skip
+
+
+class Identities:
+    def __init__(self, store: Store, provider: str = "facebook"):
+        self.store = store
+        self.provider = provider
+
+    def by_username(self, username: str) -> Identity | None:
+        t = schema.identities
+        with self.store.reading() as conn:
+            r = conn.execute(
+                select(t).where(t.c.provider == self.provider, t.c.username == username)
+            ).first()
+        return _identity(r) if r else None
+
+    def by_subject(self, subject: str) -> Identity | None:
+        t = schema.identities
+        with self.store.reading() as conn:
+            r = conn.execute(
+                select(t).where(t.c.provider == self.provider, t.c.subject == subject)
+            ).first()
+        return _identity(r) if r else None
+
+    def bind(self, subject: str, username: str) -> Identity:
+        """Bind *subject* to *username* (idempotent) and clear a revocation. Raises ValueError
+        if either side is already bound to someone else."""
+        t = schema.identities
+        now = isoformat(utcnow())
+        with self.store.transaction() as conn:
+            self.store.lock_exclusive(conn, 4242_0003)
+            rows = conn.execute(
+                select(t).where(
+                    t.c.provider == self.provider,
+                    (t.c.subject == subject) | (t.c.username == username),
+                )
+            ).all()
+            for r in rows:
+                m = r._mapping
+                if m["subject"] != subject or m["username"] != username:
+                    raise ValueError(
+                        f"{self.provider} identity {m['subject']} is bound to {m['username']!r}"
+                    )
+            if rows:
+                conn.execute(
+                    t.update()
+                    .where(t.c.provider == self.provider, t.c.subject == subject)
+                    .values(revoked=None)
+                )
+            else:
+                conn.execute(
+                    t.insert().values(provider=self.provider, subject=subject,
+                                      username=username, created=now, revoked=None)
+                )  # fmt: skip
+        return self.by_subject(subject)
+
+    def revoke(self, subject: str) -> Identity | None:
+        """Mark the subject's stored token as revoked (deauthorize callback)."""
+        t = schema.identities
+        with self.store.transaction() as conn:
+            conn.execute(
+                t.update()
+                .where(t.c.provider == self.provider, t.c.subject == subject)
+                .values(revoked=isoformat(utcnow()))
+            )
+        return self.by_subject(subject)
+
+    def record_deletion(self, code: str, subject: str, username: str | None, status: str) -> None:
+        now = isoformat(utcnow())
+        with self.store.transaction() as conn:
+            conn.execute(
+                schema.deletions.insert().values(
+                    code=code, provider=self.provider, subject=subject, username=username,
+                    status=status, requested=now, completed=now if status == "completed" else None,
+                )
+            )  # fmt: skip
+
+    def deletion(self, code: str) -> Deletion | None:
+        t = schema.deletions
+        with self.store.reading() as conn:
+            r = conn.execute(select(t).where(t.c.code == code)).first()
+        if not r:
+            return None
+        m = r._mapping
+        return Deletion(m["code"], m["provider"], m["subject"], m["username"], m["status"],
+                        parse_time(m["requested"]), parse_time(m["completed"]))  # fmt: skip

@@ -1,0 +1,350 @@
+"""Facebook login through a REAL JupyterHub against the local Facebook stand-in (over HTTP).
+
+One hub and one stand-in serve the whole module; each test uses its own identities and resets
+the stand-in's faults afterwards.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pytest
+import requests
+import yaml
+from cryptography.fernet import Fernet
+
+from fort_hub.authenticators.identities import Identities
+from fort_hub.authenticators.meta import b64url_encode, make_signed_request
+from fort_hub.dev.facebook import DEFAULT_IDENTITIES, Standin, StandinServer, load_identities
+from fort_hub.store import Store
+from tests.fbflow import choose, login, start_login
+from tests.hubproc import RunningHub
+
+pytestmark = pytest.mark.hub
+ROOT = Path(__file__).resolve().parent.parent
+APP_ID, SECRET = "1234567890123456", "dev-facebook-app-secret"
+CONTACT = "fort-support@example.org"
+
+
+def _identities(tmp: Path) -> Path:
+    data = yaml.safe_load(DEFAULT_IDENTITIES.read_text())
+    data["identities"]["impostor"] = {
+        "id": "10000000000000666", "name": "Not Alice", "email": "Alice@example.org"
+    }  # fmt: skip
+    data["identities"]["noemail"] = {"id": "10000000000000777", "name": "No Email",
+                                     "email": "ne@example.org", "declined": ["email"]}  # fmt: skip
+    path = tmp / "identities.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fbhub")
+    shutil.copy(ROOT / "fort_hub/dev/data/example-policy.yaml", tmp / "policy.yaml")
+    idents = load_identities(_identities(tmp))["identities"]
+    standin = Standin(idents, APP_ID, SECRET)
+    server = StandinServer(standin).start()
+    store_url = f"sqlite:///{tmp / 'fort.sqlite'}"
+    config = f"""
+    c.JupyterHub.authenticator_class = "facebook"
+    c.FacebookOAuthenticator.client_id = {APP_ID!r}
+    c.FacebookOAuthenticator.client_secret = {SECRET!r}
+    c.FacebookOAuthenticator.dialog_url = {server.url!r}
+    c.FacebookOAuthenticator.graph_url = {server.url!r}
+    c.FacebookOAuthenticator.strip_email_domains = {{"example.org"}}
+    c.FacebookOAuthenticator.admin_users = {{"admin"}}
+    c.FacebookOAuthenticator.access_contact = {CONTACT!r}
+    c.FacebookOAuthenticator.enable_auth_state = True
+    c.FacebookOAuthenticator.auth_refresh_age = 2
+    c.FortSettings.policy_file = {str(tmp / "policy.yaml")!r}
+    c.FortSettings.store_url = {store_url!r}
+    """
+    hub = RunningHub(
+        tmp / "hub", config, env={"JUPYTERHUB_CRYPT_KEY": Fernet.generate_key().decode()}
+    )
+    hub.start()
+    store = Store(store_url)
+    try:
+        yield {"hub": hub, "standin": standin, "url": server.url, "store": store}
+    finally:
+        hub.stop()
+        server.stop()
+        store.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _reset(env):
+    env["standin"].faults.clear()
+    yield
+    env["standin"].faults.clear()
+
+
+def user(env, name):
+    r = requests.get(env["hub"].api(f"users/{name}"), headers=env["hub"].admin_headers, timeout=10)
+    return r.json() if r.status_code == 200 else None
+
+
+def audit(env, action, actor=None):
+    return env["store"].audit.query(user=actor, action=action, limit=20)
+
+
+def test_login_page_offers_facebook(env):
+    r = requests.get(env["hub"].url + "/hub/login", timeout=10)
+    assert r.status_code == 200
+    assert "Sign in with Facebook" in r.text and "oauth_login" in r.text
+
+
+def test_full_login_refresh_and_logout(env):
+    hub, standin = env["hub"], env["standin"]
+    s, cb = login(hub.url, "alice")
+    assert cb.status_code == 302, hub.log()[-3000:]
+    model = user(env, "alice")
+    assert model["name"] == "alice" and model["admin"] is False
+    state = model["auth_state"]
+    assert state["facebook_id"] == "10000000000000001"
+    assert state["facebook_user"]["email"] == "alice@example.org"
+    assert state["scope"] == ["public_profile", "email"]  # filled from debug_token
+    assert state["access_token"] in standin.tokens and state["expires_at"] > time.time()
+    rec = audit(env, "auth.login", "alice")[0]
+    assert rec.resource == "facebook:10000000000000001" and rec.decision == "allow"
+    me = s.get(hub.url + "/hub/api/user", timeout=10)
+    assert me.status_code == 200 and me.json()["name"] == "alice"
+
+    # refresh: after auth_refresh_age the hub re-validates with debug_token
+    old_validated = state["validated_at"]
+    time.sleep(2.2)
+    assert s.get(hub.url + "/hub/home", allow_redirects=False, timeout=30).status_code == 200
+    assert user(env, "alice")["auth_state"]["validated_at"] > old_validated
+
+    # a token revoked at Facebook: the next refresh fails, the user must sign in again
+    requests.post(env["url"] + "/_standin/revoke", json={"identity": "alice"}, timeout=10)
+    time.sleep(2.2)
+    r = s.get(hub.url + "/hub/home", allow_redirects=False, timeout=30)
+    assert r.status_code == 302 and "/hub/login" in r.headers["Location"]
+    fail = audit(env, "auth.refresh", "alice")[0]
+    assert (
+        fail.decision == "deny" and "token is not valid (The user has not authorized" in fail.reason
+    )
+
+    s, cb = login(hub.url, "alice")
+    assert cb.status_code == 302
+    r = s.get(hub.url + "/hub/logout", allow_redirects=False, timeout=30)
+    assert r.status_code in (200, 302)
+    r = s.get(hub.url + "/hub/home", allow_redirects=False, timeout=30)
+    assert r.status_code == 302 and "/hub/login" in r.headers["Location"]
+
+
+def test_admin_flag_from_admin_users(env):
+    _, cb = login(env["hub"].url, "admin")
+    assert cb.status_code == 302
+    assert user(env, "admin")["admin"] is True
+    _, cb = login(env["hub"].url, "bob")
+    assert cb.status_code == 302 and user(env, "bob")["admin"] is False
+
+
+def test_require_proof_mode_login_works(env):
+    env["standin"].faults["require_proof"] = True
+    _, cb = login(env["hub"].url, "carol")
+    assert cb.status_code == 302
+
+
+def _with_query(url, **changes):
+    parts = urlsplit(url)
+    q = dict(parse_qsl(parts.query))
+    for k, v in changes.items():
+        if v is None:
+            q.pop(k, None)
+        else:
+            q[k] = v
+    return urlunsplit(parts._replace(query=urlencode(q)))
+
+
+def _callback_case(env, mutate):
+    s, dialog_url, forms = start_login(env["hub"].url)
+    callback = choose(s, dialog_url, forms, "alice")
+    return mutate(env, s, callback)
+
+
+def _replayed(env, s, callback):
+    assert s.get(callback, allow_redirects=False, timeout=30).status_code == 302
+    s2, dialog_url, forms = start_login(env["hub"].url)  # a fresh, valid state cookie
+    fresh = choose(s2, dialog_url, forms, "alice")
+    state = dict(parse_qsl(urlsplit(fresh).query))["state"]
+    return s2.get(_with_query(callback, state=state), allow_redirects=False, timeout=30)
+
+
+CALLBACK_CASES = {
+    "state mismatch": (
+        lambda env, s, cb: s.get(_with_query(cb, state="eyJzdGF0ZV9pZCI6ICJ4In0="), timeout=30),
+        400, "OAuth state mismatch"),
+    "missing state cookie": (
+        lambda env, s, cb: requests.get(cb, timeout=30), 400, "OAuth state missing from cookies"),
+    "missing code": (
+        lambda env, s, cb: s.get(_with_query(cb, code=None), timeout=30),
+        400, "OAuth callback made without a code"),
+    "replayed code": (_replayed, 403, "This authorization code has been used"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CALLBACK_CASES))
+def test_bad_callback(env, case):
+    mutate, status, message = CALLBACK_CASES[case]
+    r = _callback_case(env, mutate)
+    assert r.status_code == status, r.text[:2000]
+    assert message in r.text
+    assert "Traceback" not in r.text
+
+
+LOGIN_CASES = {
+    "access_denied": (None, {}, 403, "Facebook login was cancelled"),
+    "token of another app": ("alice", {"token_app_id": "999"}, 403, "issued to a different app"),
+    "invalid token": ("alice", {"invalid_tokens": True}, 403, "token is not valid"),
+    "expired token": ("alice", {"token_ttl": -10}, 403, "token has expired"),
+    "me id mismatch": ("alice", {"me_id": "10000000000000999"}, 403, "inconsistent user ids"),
+    "bound to another facebook id": ("impostor", {}, 403,
+                                     "linked to a different Facebook account"),
+    "non-member": ("dave", {}, 403, f"no study membership on this hub. To request access, "
+                                    f"contact {CONTACT}"),
+    "no email": ("noemail", {}, 403, "did not share an email address"),
+    "graph error 190": ("alice", {"error": {"code": 190, "paths": ["me"]}}, 403,
+                        "Facebook did not accept the login token (error 190"),
+    "graph rate limit": ("alice", {"error": {"code": 4, "paths": ["debug_token"]}}, 503,
+                         "Facebook is limiting requests from this hub"),
+    "graph rate limit 613": ("alice", {"error": {"code": 613, "paths": ["oauth/access_token"]}},
+                             503, "error 613"),
+    "graph unreachable": ("alice", {"hang_up": ["oauth/access_token"]}, 503,
+                          "Facebook could not be reached"),
+    "wrong appsecret_proof": ("alice", {"require_proof": True, "error": {
+        "code": 100, "paths": ["me"]}}, 403, "Facebook refused the request (error 100"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(LOGIN_CASES))
+def test_refused_login(env, case):
+    identity, faults, status, message = LOGIN_CASES[case]
+    if case == "bound to another facebook id":
+        assert login(env["hub"].url, "alice")[1].status_code == 302
+    env["standin"].faults.update(faults)
+    _, r = login(env["hub"].url, identity)
+    assert r.status_code == status, r.text[:3000]
+    assert message in r.text.replace("&#39;", "'").replace("&quot;", '"')
+    assert "Traceback" not in r.text
+    denial = audit(env, "auth.deny")[0]
+    assert denial.decision == "deny" and message.split(".")[0][:30] in denial.reason
+
+
+def test_standin_enforces_appsecret_proof(env):
+    """The stand-in in require mode refuses Graph calls without / with a wrong proof."""
+    env["standin"].faults["require_proof"] = True
+    token, _ = env["standin"].mint("alice", ["public_profile"])
+    me = env["url"] + "/v23.0/me"
+    r = requests.get(me, params={"access_token": token}, timeout=10)
+    assert r.status_code == 400
+    assert r.json()["error"]["message"].startswith(
+        "API calls from the server require an appsecret_proof"
+    )
+    r = requests.get(me, params={"access_token": token, "appsecret_proof": "00" * 32}, timeout=10)
+    assert r.json()["error"] == {**r.json()["error"], "code": 100,
+                                 "message": "Invalid appsecret_proof provided in the API argument"}  # fmt: skip
+
+
+def _post_signed(env, path, signed_request=None, body=None):
+    data = body if body is not None else {"signed_request": signed_request}
+    return requests.post(f"{env['hub'].url}/hub/facebook/{path}", data=data, timeout=30)
+
+
+def _forge(payload: dict, secret=SECRET, **over):
+    sr = make_signed_request(payload, secret)
+    sig, body = sr.split(".")
+    return over.get("fmt", "{sig}.{body}").format(sig=sig, body=body)
+
+
+SIGNED_CASES = {
+    "bad signature": ({"signed_request": _forge({"user_id": "1"}, secret="not-the-secret")}, 400,
+                      "signature does not match"),
+    "wrong algorithm": ({"signed_request": "c2ln." + b64url_encode(
+        b'{"algorithm":"HMAC-MD5","user_id":"1"}')}, 400, "algorithm must be HMAC-SHA256"),
+    "bad padding": ({"signed_request": "abcde." + b64url_encode(b'{"a":1}')}, 400,
+                    "bad base64url padding"),
+    "garbage": ({"signed_request": "<script>alert(1)</script>"}, 400,
+                "two base64url segments"),
+    "not base64": ({"signed_request": "a$b.c%d"}, 400, "not base64url"),
+    "missing": ({}, 400, "signed_request is missing"),
+    "oversized body": ({"signed_request": "x" * 20000}, 413, "larger than 8192 bytes"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["deauthorize", "data-deletion"])
+@pytest.mark.parametrize("case", list(SIGNED_CASES))
+def test_forged_callbacks_refused(env, case, path):
+    body, status, message = SIGNED_CASES[case]
+    r = _post_signed(env, path, body=body)
+    assert r.status_code == status
+    assert message in r.json()["message"]
+    assert "Traceback" not in r.text
+    action = "auth.deauthorize" if path == "deauthorize" else "auth.delete"
+    assert message in audit(env, action, "facebook")[0].reason
+
+
+def test_deauthorize_revokes_hub_tokens_and_blocks_stored_token(env):
+    hub = env["hub"]
+    s, cb = login(hub.url, "bob")
+    assert cb.status_code == 302
+    tok = requests.post(hub.api("users/bob/tokens"), headers=hub.admin_headers,
+                        json={"note": "t"}, timeout=10).json()["token"]  # fmt: skip
+    auth = {"Authorization": f"token {tok}"}
+    assert requests.get(hub.api("user"), headers=auth, timeout=10).status_code == 200
+    r = _post_signed(
+        env, "deauthorize", make_signed_request({"user_id": "10000000000000002"}, SECRET)
+    )
+    assert r.status_code == 200 and r.json() == {"status": "deauthorized", "known_user": True}
+    assert requests.get(hub.api("user"), headers=auth, timeout=10).status_code == 403
+    assert s.get(hub.url + "/hub/api/user", timeout=10).status_code == 403  # browser signed out
+    rec = audit(env, "auth.deauthorize", "bob")[0]
+    assert rec.decision == "allow" and rec.details["hub_tokens_revoked"] >= 1
+    # the stored Facebook token is blocked (refresh_user refuses it: test_facebook_auth.py)
+    assert Identities(env["store"]).by_subject("10000000000000002").revoked is not None
+    # signing in again with a fresh Facebook authorization works and clears the block
+    _, cb = login(hub.url, "bob")
+    assert cb.status_code == 302
+    assert Identities(env["store"]).by_subject("10000000000000002").revoked is None
+
+
+def test_data_deletion_and_status_page(env):
+    hub = env["hub"]
+    assert login(hub.url, "carol")[1].status_code == 302
+    assert user(env, "carol")["auth_state"] is not None
+    r = _post_signed(
+        env, "data-deletion", make_signed_request({"user_id": "10000000000000003"}, SECRET)
+    )
+    assert r.status_code == 200
+    body = r.json()
+    code = body["confirmation_code"]
+    assert body["url"] == f"{hub.url}/hub/facebook/deletion-status?code={code}"
+    assert user(env, "carol")["auth_state"] is None
+    page = requests.get(body["url"], timeout=10)
+    assert page.status_code == 200 and code in page.text and "completed" in page.text
+    assert "carol" not in page.text  # the status page names no user
+    rec = audit(env, "auth.delete", "carol")[0]
+    assert rec.details["confirmation_code"] == code
+    unknown = requests.get(f"{hub.url}/hub/facebook/deletion-status?code=nosuchcode123", timeout=10)
+    assert unknown.status_code == 404 and "No data deletion request" in unknown.text
+    bad = requests.get(f"{hub.url}/hub/facebook/deletion-status?code=%27;drop", timeout=10)
+    assert bad.status_code == 400 and "malformed" in bad.text
+
+
+def test_callback_command_sends_signed_requests(env, capsys):
+    from fort_hub.cli import main
+
+    assert login(env["hub"].url, "admin")[1].status_code == 302
+    args = ["facebook-callback", "--hub-url", env["hub"].url, "--identity", "admin",
+            "--identities", str(DEFAULT_IDENTITIES), "--standin-url", env["url"]]  # fmt: skip
+    assert main([*args, "--kind", "delete"]) == 0
+    assert '"confirmation_code"' in capsys.readouterr().out
+    assert main([*args, "--kind", "deauthorize"]) == 0
+    assert '"deauthorized"' in capsys.readouterr().out
+    assert all(t.revoked for t in env["standin"].tokens.values() if t.identity == "admin")
