@@ -1,0 +1,172 @@
+"""``FortClient``: query the fort warehouse from a notebook.
+
+    from fort_hub.client import FortClient
+    fort = FortClient()                      # token and URLs from the notebook's environment
+    table = fort.query("SELECT country, count(*) FROM url_shares GROUP BY 1", dataset="url_shares")
+    df = table.to_pandas()
+
+Reads ``JUPYTERHUB_API_TOKEN`` and ``FORT_QUERY_URL`` (else ``FORT_SERVICES_URL`` + ``fort-query/``).
+Needs only ``requests`` and ``pyarrow`` (the ``[client]`` extra); never imports jupyterhub.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import requests
+
+ARROW = "application/vnd.apache.arrow.stream"
+
+
+class FortQueryError(Exception):
+    """The service refused or failed the request; ``str(e)`` is the server's message."""
+
+    def __init__(self, message: str, status: int | None = None, query_id: str | None = None):
+        super().__init__(message)
+        self.message, self.status, self.query_id = message, status, query_id
+
+
+def _service_url(name: str, specific: str) -> str:
+    url = os.environ.get(specific)
+    if not url:
+        base = os.environ.get("FORT_SERVICES_URL")
+        if not base:
+            raise FortQueryError(f"set {specific} or FORT_SERVICES_URL (the fort services' URL)")
+        url = base.rstrip("/") + f"/{name}/"
+    return url if url.endswith("/") else url + "/"
+
+
+class _Progress:
+    """A one-line status shown while waiting: a live display in Jupyter, stderr elsewhere."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.handle = None
+        if enabled:
+            try:
+                from IPython import get_ipython
+                from IPython.display import display
+
+                if get_ipython() is not None and "IPKernelApp" in get_ipython().config:
+                    self.handle = display("", display_id=True)
+            except ImportError:
+                pass
+
+    def show(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.handle is not None:
+            self.handle.update(text)
+        else:
+            sys.stderr.write("\r" + text.ljust(70))
+            sys.stderr.flush()
+
+    def done(self, text: str) -> None:
+        self.show(text)
+        if self.enabled and self.handle is None:
+            sys.stderr.write("\n")
+
+
+class FortClient:
+    """A client of the fort-query API v1 (see docs/query.md)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 60,
+        session: requests.Session | None = None,
+    ):
+        self.url = (url.rstrip("/") + "/") if url else _service_url("fort-query", "FORT_QUERY_URL")
+        self.api = self.url + "api/v1/"
+        token = token or os.environ.get("JUPYTERHUB_API_TOKEN")
+        if not token:
+            raise FortQueryError("JUPYTERHUB_API_TOKEN is not set (are you in a fort notebook?)")
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self.session.headers["Authorization"] = f"token {token}"
+
+    # ----- plumbing -----------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kw) -> requests.Response:
+        try:
+            r = self.session.request(method, self.api + path, timeout=self.timeout, **kw)
+        except requests.RequestException as e:
+            raise FortQueryError(f"fort-query is unreachable at {self.api}: {e}") from None
+        if r.status_code >= 400:
+            raise FortQueryError(self._message(r), r.status_code)
+        return r
+
+    @staticmethod
+    def _message(r: requests.Response) -> str:
+        try:
+            return r.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            return f"HTTP {r.status_code}: {r.text[:200]}"
+
+    def _json(self, method: str, path: str, **kw) -> Any:
+        return self._request(method, path, **kw).json()
+
+    # ----- API ----------------------------------------------------------------------------------
+
+    def submit(self, sql: str, dataset: str) -> str:
+        """Start a query; returns its id."""
+        return self._json("POST", "queries", json={"sql": sql, "dataset": dataset})["id"]
+
+    def status(self, query_id: str) -> dict:
+        return self._json("GET", f"queries/{query_id}")
+
+    def wait(self, query_id: str, progress: bool = True, poll: float = 0.05) -> dict:
+        """Poll until the query finished; raise :class:`FortQueryError` if it did not succeed."""
+        bar = _Progress(progress)
+        start = time.monotonic()
+        delay = poll
+        while True:
+            st = self.status(query_id)
+            if st["state"] not in ("queued", "running"):
+                break
+            bar.show(f"fort-query {query_id[:8]}: {st['state']} {time.monotonic() - start:.1f}s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+        if st["state"] != "succeeded":
+            bar.done(f"fort-query {query_id[:8]}: {st['state']}")
+            raise FortQueryError(st.get("error") or st["state"], query_id=query_id)
+        if time.monotonic() - start > 0.5:
+            bar.done(
+                f"fort-query {query_id[:8]}: {st['rows']} rows in {time.monotonic() - start:.1f}s"
+            )
+        return st
+
+    def results(self, query_id: str) -> pa.Table:
+        """The result of a finished query as a ``pyarrow.Table`` (streamed as Arrow IPC)."""
+        r = self._request(
+            "GET", f"queries/{query_id}/results", headers={"Accept": ARROW}, stream=True
+        )
+        try:
+            r.raw.decode_content = True
+            return ipc.open_stream(r.raw).read_all()
+        finally:
+            r.close()
+
+    def query(self, sql: str, dataset: str, progress: bool = True) -> pa.Table:
+        """Run *sql* on *dataset* and return the result (``.to_pandas()`` for a DataFrame)."""
+        qid = self.submit(sql, dataset)
+        self.wait(qid, progress=progress)
+        return self.results(qid)
+
+    def datasets(self) -> list[dict]:
+        return self._json("GET", "datasets")["datasets"]
+
+    def usage(self) -> dict:
+        return self._json("GET", "usage")["limits"]
+
+    def history(self, limit: int = 50) -> list[dict]:
+        return self._json("GET", "queries", params={"limit": limit})["queries"]
+
+    def cancel(self, query_id: str) -> dict:
+        return self._json("DELETE", f"queries/{query_id}")

@@ -1,0 +1,230 @@
+"""fort-query end to end in-process (fake hub API for tokens): results in three formats,
+authorization, who sees what, cancel, timeout, quotas with an injected clock, restart with a
+query in flight, the audit log down, result expiry. Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import pyarrow as pa
+import pytest
+
+from fort_hub.services.query.app import RESTART_REASON
+from fort_hub.services.query.records import QueryRecord, QueryRecords
+from fort_hub.store import Store
+from fort_hub.store.audit import AuditError
+from tests.query_support import QueryEnv
+
+SLOW = "SELECT count(*) FROM url_shares a, url_shares b, url_shares c, url_shares d, url_shares e"
+ARROW = {"Accept": "application/vnd.apache.arrow.stream"}
+
+
+@pytest.fixture
+def env(tmp_path, store_url):
+    e = QueryEnv(tmp_path, store_url).start()
+    yield e
+    e.stop()
+
+
+def audit_actions(env, user):
+    store = Store(env.store_url)
+    try:
+        return [(r.action, r.decision, r.reason) for r in store.audit.query(user=user, limit=100)]
+    finally:
+        store.dispose()
+
+
+def test_query_results_in_three_formats_and_paging(env):
+    q = env.run("SELECT url, shares FROM url_shares ORDER BY shares, url")
+    assert q["state"] == "succeeded" and q["rows"] == 200 and q["result_available"]
+    arrow = env.get(f"queries/{q['id']}/results", headers=ARROW)
+    assert arrow.headers["Content-Type"] == "application/vnd.apache.arrow.stream"
+    table = pa.ipc.open_stream(arrow.content).read_all()
+    assert table.num_rows == 200 and table.column_names == ["url", "shares"]
+    # JSON pages walk the same rows
+    rows, token = [], None
+    while True:
+        params = {"max_rows": 64, **({"page_token": token} if token else {})}
+        page = env.get(f"queries/{q['id']}/results", params=params).json()
+        rows += page["rows"]
+        token = page["next_page_token"]
+        if token is None:
+            break
+    assert rows == table.to_pylist()
+    csv = env.get(f"queries/{q['id']}/results?format=csv").text.splitlines()
+    assert csv[0] == '"url","shares"' and len(csv) == 201
+    assert env.get(f"queries/{q['id']}/results?page_token=abc").status_code == 400
+    actions = {a for a, _, _ in audit_actions(env, "alice")}
+    assert {"query.submit", "query.complete", "query.download"} <= actions
+
+
+def test_refusals_are_audited_with_reason(env):
+    r = env.post("SELECT * FROM url_shares UNION SELECT * FROM ads_targeting")
+    assert r.status_code == 403 and "ads_targeting" in r.json()["error"]["message"]
+    r = env.post("SELECT 1; SELECT 2")
+    assert r.status_code == 400 and "exactly one statement" in r.json()["error"]["message"]
+    r = env.post("SELECT * FROM ads_targeting", dataset="ads_targeting")
+    assert r.status_code == 403 and "ads_targeting" in r.json()["error"]["message"]
+    r = env.post("SELECT 1", token="mallory-token")
+    assert r.status_code == 403
+    denies = [x for x in audit_actions(env, "alice") if x[1] == "deny"]
+    assert len(denies) == 3 and all(a == "query.submit" for a, _, _ in denies)
+    assert any("ads_targeting" in reason for _, _, reason in denies)
+    # a token without the query scope, and none at all
+    assert env.get("queries", token="noscope-token").status_code == 403
+    assert env.get("queries", token="bad").status_code in (401, 403)
+    # malformed bodies
+    import requests
+
+    bad = requests.post(env.base + "queries", data="{", headers=env.h(), timeout=10)
+    assert bad.status_code == 400 and "JSON" in bad.json()["error"]["message"]
+    assert env.post(None).status_code == 400  # sql: null
+
+
+def test_users_see_only_their_own_queries_admins_see_all(env):
+    q = env.run("SELECT * FROM ads_targeting LIMIT 3", dataset="ads_targeting", token="bob-token")
+    assert env.get(f"queries/{q['id']}").status_code == 404  # alice
+    assert env.get(f"queries/{q['id']}/results").status_code == 404
+    assert env.get("queries?user=bob").status_code == 403
+    assert [x["id"] for x in env.get("queries").json()["queries"]] == []
+    assert env.get(f"queries/{q['id']}", token="admin-token").json()["user"] == "bob"
+    every = env.get("queries?all=true", token="admin-token").json()["queries"]
+    assert q["id"] in [x["id"] for x in every]
+    assert env.get(f"queries/{q['id']}/results", token="admin-token").status_code == 200
+    ds = env.get("datasets").json()["datasets"]
+    assert [d["name"] for d in ds] == ["url_shares"]
+    assert [c["name"] for c in ds[0]["tables"][0]["columns"]] == [
+        "url",
+        "country",
+        "shares",
+        "views",
+    ]
+
+
+def test_cancel_a_running_query(env):
+    qid = env.post(SLOW).json()["id"]
+    time.sleep(0.3)
+    r = requests_delete(env, qid)
+    assert r.status_code == 202
+    q = env.wait(qid)
+    assert q["state"] == "cancelled" and not q["result_available"]
+    assert requests_delete(env, qid).status_code == 409
+    assert ("query.cancel", "allow") in {(a, d) for a, d, _ in audit_actions(env, "alice")}
+
+
+def requests_delete(env, qid, token="alice-token"):
+    import requests
+
+    return requests.delete(env.base + f"queries/{qid}", headers=env.h(token), timeout=10)
+
+
+def test_timeout_interrupts(tmp_path, sqlite_url):
+    env = QueryEnv(tmp_path, sqlite_url, QueryService__query_timeout=0.5).start()
+    try:
+        t0 = time.monotonic()
+        q = env.run(SLOW)
+        assert q["state"] == "failed" and "query_timeout" in q["error"]
+        assert time.monotonic() - t0 < 10
+    finally:
+        env.stop()
+
+
+def test_result_row_cap(tmp_path, sqlite_url):
+    env = QueryEnv(tmp_path, sqlite_url, QueryService__max_result_rows=50).start()
+    try:
+        q = env.run("SELECT * FROM url_shares")
+        assert q["state"] == "failed" and "max_result_rows" in q["error"]
+    finally:
+        env.stop()
+
+
+def test_quota_exhaustion_and_reset_with_injected_clock(tmp_path, sqlite_url, example_policy_path):
+    text = example_policy_path.read_text().replace("queries_per_day: 500", "queries_per_day: 2")
+    env = QueryEnv(tmp_path, sqlite_url, policy_text=text).start()
+    now = [dt.datetime(2030, 1, 1, 23, 0, tzinfo=dt.UTC)]
+    env.app.clock = lambda: now[0]
+    try:
+        assert env.run("SELECT 1")["state"] == "succeeded"
+        assert env.run("SELECT 2")["state"] == "succeeded"
+        r = env.post("SELECT 3")
+        assert r.status_code == 429
+        err = r.json()["error"]
+        assert "queries_per_day" in err["message"] and "2 of 2" in err["message"]
+        assert err["quota"]["resets"].startswith("2030-01-02T00:00:00")
+        usage = env.get("usage").json()["limits"]["queries_per_day"]
+        assert usage == {"used": 2, "max": 2, "resets": err["quota"]["resets"]}
+        now[0] += dt.timedelta(hours=1, minutes=1)  # the next UTC day
+        assert env.run("SELECT 4")["state"] == "succeeded"
+    finally:
+        env.stop()
+
+
+def test_concurrency_and_bytes_quotas(tmp_path, sqlite_url, example_policy_path):
+    text = example_policy_path.read_text().replace(
+        "bytes_scanned_per_day: 100G", "bytes_scanned_per_day: 1000"
+    )
+    env = QueryEnv(tmp_path, sqlite_url, policy_text=text).start()
+    try:
+        ids = [env.post(SLOW).json()["id"] for _ in range(2)]  # max_concurrent_queries: 2
+        r = env.post("SELECT 1")
+        assert r.status_code == 429 and "max_concurrent_queries" in r.json()["error"]["message"]
+        for qid in ids:
+            requests_delete(env, qid)
+            env.wait(qid)
+        assert env.run("SELECT 1")["state"] == "succeeded"
+        env.app.quotas.add_scanned("alice", 1000)  # e.g. what Athena reported
+        r = env.post("SELECT 1")
+        assert r.status_code == 429 and "bytes_scanned_per_day" in r.json()["error"]["message"]
+    finally:
+        env.stop()
+
+
+def test_restart_fails_inflight_queries(env):
+    # a query a crashed process left running, and one in flight at a graceful stop
+    records = QueryRecords(env.app.fort_store)
+    now = env.app.clock().isoformat()
+    crashed = QueryRecord("c" * 32, "alice", "url_shares", "duckdb", "SELECT 1", "running", now)
+    records.insert_if_below(crashed, 10)
+    live = env.post(SLOW).json()["id"]
+    time.sleep(0.2)
+    env.restart()
+    a, b = env.get(f"queries/{crashed.id}").json(), env.get(f"queries/{live}").json()
+    assert a["state"] == "failed" and a["error"] == RESTART_REASON
+    assert b["state"] == "failed" and b["error"]
+    assert env.get("usage").json()["limits"]["max_concurrent_queries"]["used"] == 0
+
+
+def test_audit_store_down_fails_closed(env, monkeypatch):
+    def broken(*a, **k):
+        raise AuditError("audit record not written, action refused: database is locked")
+
+    monkeypatch.setattr(env.app.fort_store.audit, "record", broken)
+    r = env.post("SELECT * FROM url_shares")
+    assert r.status_code == 503 and "audit" in r.json()["error"]["message"]
+    listed = env.get("queries").json()["queries"]
+    assert listed and listed[0]["state"] == "failed"  # recorded, never run
+    assert listed[0]["started"] is None
+    monkeypatch.undo()
+    q = env.run("SELECT 1")
+    monkeypatch.setattr(env.app.fort_store.audit, "record", broken)
+    r = env.get(f"queries/{q['id']}/results", headers=ARROW)
+    assert r.status_code == 503  # no download without its audit record
+
+
+def test_results_expire(env):
+    q = env.run("SELECT 1 AS x")
+    env.app.clock = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    assert env.thread.call(env.app.remove_expired) == 1
+    r = env.get(f"queries/{q['id']}/results")
+    assert r.status_code == 410 and "expired" in r.json()["error"]["message"]
+    assert env.get(f"queries/{q['id']}").json()["result_available"] is False
+
+
+def test_openapi_document_is_served(env):
+    import requests
+
+    doc = requests.get(env.base + "openapi.json", timeout=10).json()
+    assert doc["openapi"].startswith("3.1") and "/queries/{query_id}/results" in doc["paths"]
+    assert json.dumps(doc)  # valid JSON
