@@ -30,6 +30,8 @@ ROLE_ARN_RE = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*
 S3_PREFIX_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 QUANTITY_RE = re.compile(r"^\d+(\.\d+)?([KMGTPE]i?|[kmgtpe])?$")
+#: a policy with more values than this is refused (guards against YAML alias bombs)
+MAX_NODES = 200_000
 SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
 SIZE_UNITS |= {"KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40, "PI": 2**50}
 
@@ -71,6 +73,8 @@ class _Tree:
         self.lines: dict[tuple, int] = {}
         self.errors: list[PolicyIssue] = []
         self._constructor = yaml.SafeLoader("")
+        self._stack: set[int] = set()
+        self._built = 0
 
     def error(self, path: tuple, message: str, line: int | None = None) -> None:
         if line is None:
@@ -83,26 +87,45 @@ class _Tree:
 
     def build(self, node: yaml.Node, path: tuple = ()) -> Any:
         self.lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    self.error(
-                        path, "mapping keys must be plain scalars", key_node.start_mark.line + 1
-                    )
-                    continue
-                key = key_node.value
-                if key in out:
-                    self.error(path + (key,), "duplicate key", key_node.start_mark.line + 1)
-                    continue
-                out[key] = self.build(value_node, path + (key,))
-            return out
-        if isinstance(node, yaml.SequenceNode):
+        self._built += 1
+        if self._built > MAX_NODES:
+            if self._built == MAX_NODES + 1:
+                self.error(path, f"the policy is too large (more than {MAX_NODES} values)")
+            return _INVALID
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
+        if id(node) in self._stack:
+            self.error(path, "a YAML alias refers to a value that contains it (recursion)")
+            return _INVALID
+        self._stack.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
             return [self.build(n, path + (i,)) for i, n in enumerate(node.value)]
+        finally:
+            self._stack.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: tuple) -> dict:
+        out: dict = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.error(path, "mapping keys must be plain scalars", key_node.start_mark.line + 1)
+                continue
+            key = key_node.value
+            if key in out:
+                self.error(path + (key,), "duplicate key", key_node.start_mark.line + 1)
+                continue
+            out[key] = self.build(value_node, path + (key,))
+        return out
+
+    def _scalar(self, node: yaml.ScalarNode, path: tuple) -> Any:
         try:
             return self._constructor.construct_object(node, deep=True)
         except (ValueError, yaml.YAMLError) as e:
-            self.error(path, f"cannot read value {node.value!r}: {e}")
+            if node.tag.endswith(":timestamp"):
+                self.error(path, f"{node.value!r} is not a valid date: {e}")
+            else:
+                self.error(path, f"cannot read value {node.value!r}: {e}")
             return _INVALID
 
 
@@ -125,6 +148,8 @@ class _Validator:
 
     # -- small typed getters ---------------------------------------------------------------
     def mapping(self, value, path, allowed: set[str], required: set[str] = frozenset()) -> dict:
+        if value is _INVALID:  # already reported
+            return {}
         if not isinstance(value, dict):
             self.t.error(path, f"must be a mapping, not {_typename(value)}")
             return {}
@@ -138,7 +163,7 @@ class _Validator:
         return value
 
     def seq(self, value, path) -> list:
-        if value is None:
+        if value is None or value is _INVALID:
             return []
         if not isinstance(value, list):
             self.t.error(path, f"must be a list, not {_typename(value)}")
@@ -146,6 +171,8 @@ class _Validator:
         return value
 
     def string(self, value, path, *, pattern: re.Pattern | None = None, what: str = "") -> str:
+        if value is _INVALID:
+            return ""
         if not isinstance(value, str) or not value:
             self.t.error(path, f"must be a non-empty string, not {_typename(value)}")
             return ""
@@ -166,6 +193,8 @@ class _Validator:
         return tuple(out)
 
     def number(self, value, path, *, integer=False, minimum=0) -> Any:
+        if value is _INVALID:
+            return None
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.t.error(path, f"must be a number, not {_typename(value)}")
             return None
@@ -294,7 +323,10 @@ class _Validator:
             return {
                 "database": str(self._resolve(self.string(loc["database"], path + ("database",))))
             }
-        paths = self.mapping(loc["paths"], path + ("paths",), set(loc["paths"] or {}))
+        raw_paths = loc["paths"]
+        paths = self.mapping(
+            raw_paths, path + ("paths",), set(raw_paths) if isinstance(raw_paths, dict) else set()
+        )
         resolved = {}
         for table, file in paths.items():
             if tables and table not in tables:
@@ -335,7 +367,7 @@ class _Validator:
         }  # fmt: skip
         out: list[Profile] = []
         seen: dict[str, bool] = {}
-        defaults = 0
+        first_default: int | None = None
         for i, pr in enumerate(self.seq(raw, ("profiles",))):
             p = ("profiles", i)
             pr = self.mapping(pr, p, keys, {"slug", "display_name", "image"})
@@ -346,7 +378,13 @@ class _Validator:
             default = pr.get("default", False)
             if not isinstance(default, bool):
                 self.t.error(p + ("default",), f"must be true or false, not {default!r}")
-            defaults += default is True
+            if default is True and first_default is not None:
+                self.t.error(
+                    p + ("default",),
+                    f"only one profile may say 'default: true' (profiles[{first_default}] does)",
+                )
+            elif default is True:
+                first_default = i
             ns = pr.get("node_selector") or {}
             ns = self.mapping(
                 ns, p + ("node_selector",), set(ns) if isinstance(ns, dict) else set()
@@ -372,8 +410,6 @@ class _Validator:
                     default=default is True,
                     unlisted_choice=unlisted,
                 ))  # fmt: skip
-        if defaults > 1:
-            self.t.error(("profiles",), f"{defaults} profiles say 'default: true'; at most one may")
         return tuple(out)
 
     def resources(self, raw, path, memory: bool) -> dict:
@@ -454,6 +490,8 @@ class _Validator:
         q = self.mapping(raw, path, set(Quota.FIELDS))
         values = base.as_dict()
         for k, v in q.items():
+            if k not in values:
+                continue  # reported by mapping()
             if k == "bytes_scanned_per_day" and isinstance(v, str):
                 try:
                     values[k] = parse_size(v)
@@ -510,7 +548,12 @@ def parse_policy(text: str, file: str = "<string>", base_dir: Path | None = None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else 1
-        raise PolicyError([PolicyIssue(file, line, "", f"not valid YAML: {e}")]) from None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context = getattr(e, "context", None)
+        where = f" (column {mark.column + 1}{', ' + context if context else ''})" if mark else ""
+        raise PolicyError(
+            [PolicyIssue(file, line, "", f"not valid YAML: {problem}{where}")]
+        ) from None
     if node is None:
         raise PolicyError([PolicyIssue(file, 1, "", "the policy file is empty")])
     raw = tree.build(node)

@@ -12,15 +12,18 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import schema
-from .core import StoreError, isoformat, utcnow
+from .core import StoreError, StoreUnavailable, _wrap, isoformat, utcnow
 
 if TYPE_CHECKING:
     from .core import Store
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
 GENESIS = "0" * 64
 AUDIT_LOCK_KEY = 4242_0001
 MAX_FIELD = {"actor": 255, "action": 128, "request_id": 128, "client": 128}
+#: most records appended in one group-commit transaction
+MAX_BATCH = 500
 
 
 class AuditError(StoreError):
@@ -61,6 +66,122 @@ def canonical(fields: dict[str, Any]) -> bytes:
 
 def compute_hash(fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(fields)).hexdigest()
+
+
+def _enc(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical_parts(fields: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
+    """:func:`canonical` of *fields* plus ``prev_hash`` and ``seq``, cut around those two
+    values: ``canonical(full) == pre + prev_hash + mid + str(seq) + suf``. Lets PostgreSQL chain
+    a record whose seq and prev_hash are only known under the lock, without re-encoding JSON."""
+    keys = sorted(
+        [*(k for k in fields if k not in ("hash", "seq", "prev_hash")), "prev_hash", "seq"]
+    )
+    parts: list[str] = []
+    cur = "{"
+    for i, key in enumerate(keys):
+        cur += ("," if i else "") + _enc(key) + ":"
+        if key == "prev_hash":
+            parts.append(cur + '"')
+            cur = '"'
+        elif key == "seq":
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += _enc(fields[key])
+    parts.append(cur + "}")
+    pre, mid, suf = (p.encode() for p in parts)
+    return pre, mid, suf
+
+
+#: connections inherited over fork: kept referenced so they are never closed from the child
+_ABANDONED: list = []
+
+
+class _Pending:
+    """One record waiting for the group commit."""
+
+    __slots__ = ("done", "error", "fields", "result")
+
+    def __init__(self, fields: dict[str, Any]):
+        self.fields = fields
+        self.done = False
+        self.result: AuditRecord | None = None
+        self.error: BaseException | None = None
+
+
+_COLUMNS = (
+    "seq", "ts", "actor", "action", "resource", "decision", "reason", "details", "request_id",
+    "client", "prev_hash", "hash",
+)  # fmt: skip
+
+
+def _row_values(full: dict[str, Any], digest: str) -> tuple:
+    row = {**full, "details": json.dumps(full["details"], sort_keys=True), "hash": digest}
+    return tuple(row[c] for c in _COLUMNS)
+
+
+_SQLITE_HEAD = "SELECT seq, hash FROM fort_audit_head WHERE id = 1"
+_SQLITE_INSERT = (
+    f"INSERT INTO fort_audit_log ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
+_SQLITE_SET_HEAD = (
+    "INSERT INTO fort_audit_head (id, seq, hash) VALUES (1, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"
+)
+
+_PG_TEXT_FIELDS = (
+    "ts", "actor", "action", "resource", "decision", "reason", "details", "request_id", "client",
+)  # fmt: skip
+_PG_ARRAYS = (*_PG_TEXT_FIELDS, "pre", "mid", "suf")
+_PG_CALL = (
+    "SELECT out_seq, out_hash, out_prev FROM fort_audit_append("
+    + ", ".join(f"%({k})s::text[]" for k in _PG_TEXT_FIELDS)
+    + ", %(pre)s::bytea[], %(mid)s::bytea[], %(suf)s::bytea[])"
+)
+
+#: PostgreSQL: append records to the chain in one statement (installed by create_schema).
+PG_APPEND_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION fort_audit_append(
+    p_ts text[], p_actor text[], p_action text[], p_resource text[], p_decision text[],
+    p_reason text[], p_details text[], p_request_id text[], p_client text[],
+    p_pre bytea[], p_mid bytea[], p_suf bytea[])
+RETURNS TABLE (out_seq bigint, out_hash text, out_prev text)
+LANGUAGE plpgsql AS $fort$
+DECLARE
+    h_seq bigint;
+    h_hash text;
+BEGIN
+    PERFORM pg_advisory_xact_lock({AUDIT_LOCK_KEY});
+    SELECT seq, hash INTO h_seq, h_hash FROM fort_audit_head WHERE id = 1;
+    IF NOT FOUND THEN
+        h_seq := 0;
+        h_hash := '{GENESIS}';
+        INSERT INTO fort_audit_head (id, seq, hash) VALUES (1, 0, h_hash);
+    END IF;
+    FOR i IN 1 .. coalesce(array_length(p_ts, 1), 0) LOOP
+        out_prev := h_hash;
+        out_seq := h_seq + 1;
+        out_hash := encode(sha256(p_pre[i] || convert_to(h_hash, 'UTF8') || p_mid[i]
+                                  || convert_to(out_seq::text, 'UTF8') || p_suf[i]), 'hex');
+        INSERT INTO fort_audit_log ({", ".join(_COLUMNS)})
+        VALUES (out_seq, p_ts[i], p_actor[i], p_action[i], p_resource[i], p_decision[i],
+                p_reason[i], p_details[i], p_request_id[i], p_client[i], h_hash, out_hash);
+        h_seq := out_seq;
+        h_hash := out_hash;
+        RETURN NEXT;
+    END LOOP;
+    UPDATE fort_audit_head SET seq = h_seq, hash = h_hash WHERE id = 1;
+END
+$fort$
+"""
+
+
+def install_functions(conn) -> None:
+    """Create or replace the audit log's server-side function (PostgreSQL only)."""
+    conn.execute(text(PG_APPEND_FUNCTION))
 
 
 @dataclass(frozen=True)
@@ -111,6 +232,11 @@ class AuditLog:
         """Append one record and return it once durably committed.
 
         Raises :class:`AuditError` when it could not be committed: the caller must then deny.
+
+        Concurrent callers in one process (threads, or coroutines through :meth:`arecord`) are
+        group-committed: records that arrive while a commit is in flight are appended together
+        in the next transaction, and each caller returns only after the transaction holding its
+        record has committed.
         """
         if decision not in ("allow", "deny"):
             raise ValueError(f"decision must be 'allow' or 'deny', not {decision!r}")
@@ -125,34 +251,183 @@ class AuditLog:
             "request_id": str(request_id or uuid.uuid4().hex)[: MAX_FIELD["request_id"]],
             "client": str(client or "")[: MAX_FIELD["client"]],
         }
+        return self._group_commit(fields)
+
+    # ----- the write path ------------------------------------------------------------------------
+    #
+    # Leader/follower group commit: every caller queues its record, then takes the leader lock.
+    # Whoever holds it drains the queue (up to MAX_BATCH records) into ONE transaction; callers
+    # whose record was written by an earlier leader find it done and return at once. A strictly
+    # sequential caller pays one transaction per record, as before; N concurrent callers share
+    # one commit (one fsync) per batch. Across processes the chain is serialized by the
+    # database (SQLite's write lock taken at BEGIN IMMEDIATE, a PostgreSQL advisory lock).
+
+    def _reset_after_fork(self) -> None:
+        # a child process must not touch its parent's connection (not even to close it)
+        if getattr(self, "_conn", None) is not None:
+            _ABANDONED.append(self._conn)
+        self._pid = os.getpid()
+        self._queue: list[_Pending] = []
+        self._queue_lock = threading.Lock()
+        self._leader = threading.Lock()
+        self._conn = None
+
+    def close(self) -> None:
+        """Return the writer connection (called by :meth:`Store.dispose`)."""
+        if getattr(self, "_pid", None) == os.getpid() and self._conn is not None:
+            with self._leader:
+                self._drop_connection(invalidate=False)
+
+    def _drop_connection(self, invalidate: bool = True) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
         try:
-            with self.store.transaction() as conn:
-                self.store.lock_exclusive(conn, AUDIT_LOCK_KEY)
-                head = conn.execute(
-                    select(schema.audit_head.c.seq, schema.audit_head.c.hash).where(
-                        schema.audit_head.c.id == 1
-                    )
-                ).first()
-                seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
-                full = {"seq": seq, **fields, "prev_hash": prev}
-                digest = compute_hash(full)
-                row = {
-                    **full,
-                    "details": json.dumps(fields["details"], sort_keys=True),
-                    "hash": digest,
-                }
-                conn.execute(schema.audit_log.insert().values(**row))
-                if head:
-                    conn.execute(
-                        schema.audit_head.update()
-                        .where(schema.audit_head.c.id == 1)
-                        .values(seq=seq, hash=digest)
-                    )
-                else:
-                    conn.execute(schema.audit_head.insert().values(id=1, seq=seq, hash=digest))
+            if invalidate:
+                conn.invalidate()
+            else:
+                if self.store.dialect == "postgresql":
+                    conn.driver_connection.autocommit = False  # as the pool expects it back
+                conn.close()
+        except Exception:  # noqa: S110 - the connection is being thrown away anyway
+            pass
+
+    def _writer_connection(self):
+        """The leader's own DBAPI connection, kept between batches (only the leader uses it)."""
+        if self._conn is not None:
+            driver = self._conn.driver_connection
+            if not (getattr(driver, "closed", False) or getattr(driver, "broken", False)):
+                return self._conn
+            self._drop_connection()
+        self._conn = self.store.engine.raw_connection()
+        if self.store.dialect == "postgresql":
+            driver = self._conn.driver_connection
+            driver.autocommit = True
+            # a writer stuck behind a lock fails closed instead of hanging the caller
+            driver.execute(f"SET lock_timeout = {int(self.store.busy_timeout_ms)}")
+        return self._conn
+
+    def _group_commit(self, fields: dict[str, Any]) -> AuditRecord:
+        if getattr(self, "_pid", None) != os.getpid():
+            self._reset_after_fork()
+        pending = _Pending(fields)
+        with self._queue_lock:
+            self._queue.append(pending)
+        while not pending.done:
+            with self._leader:
+                if pending.done:
+                    break
+                with self._queue_lock:
+                    batch = self._queue[:MAX_BATCH]
+                    del self._queue[:MAX_BATCH]
+                self._write(batch)
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    def _write(self, batch: list[_Pending]) -> None:
+        """Commit *batch* in one transaction; on a data error, retry its records one by one so
+        one bad record cannot make the others fail. Marks every item done."""
+        try:
+            try:
+                results = self._append(batch)
+            except StoreUnavailable:
+                raise
+            except StoreError:
+                if len(batch) == 1:
+                    raise
+                for item in batch:
+                    self._write([item])
+                return
+            for item, rec in zip(batch, results, strict=True):
+                item.result = rec
         except StoreError as e:
-            raise AuditError(f"audit record not written, action refused: {e}") from e
-        return AuditRecord(**{**full, "hash": digest})
+            err = AuditError(f"audit record not written, action refused: {e}")
+            err.__cause__ = e
+            for item in batch:
+                item.error = err
+        except Exception as e:  # never leave a caller waiting on an unexpected error
+            err = AuditError(f"audit record not written, action refused: {type(e).__name__}: {e}")
+            err.__cause__ = e
+            for item in batch:
+                item.error = err
+        finally:
+            for item in batch:
+                item.done = True
+
+    def _append(self, batch: list[_Pending]) -> list[AuditRecord]:
+        dbapi = self.store.engine.dialect.dbapi
+        try:
+            conn = self._writer_connection()
+            if self.store.dialect == "postgresql":
+                return self._append_postgresql(conn, batch)
+            return self._append_sqlite(conn, batch)
+        except SQLAlchemyError as e:
+            self._drop_connection()
+            raise _wrap(e) from e
+        except dbapi.Error as e:
+            first_line = (str(e) or type(e).__name__).splitlines()[0]
+            driver = self._conn.driver_connection if self._conn is not None else None
+            if isinstance(e, dbapi.OperationalError) or getattr(driver, "closed", False):
+                self._drop_connection()
+                raise StoreUnavailable(f"the fort store is unavailable: {first_line}") from e
+            raise StoreError(f"fort store error: {first_line}") from e
+
+    @staticmethod
+    def _append_sqlite(conn, batch: list[_Pending]) -> list[AuditRecord]:
+        # the connection is in autocommit mode (see core._sqlite_engine); BEGIN IMMEDIATE takes
+        # the database's write lock, waiting up to busy_timeout for other writers
+        out: list[AuditRecord] = []
+        cur = conn.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                head = cur.execute(_SQLITE_HEAD).fetchone()
+                seq, prev = (head[0], head[1]) if head else (0, GENESIS)
+                rows = []
+                for item in batch:
+                    seq += 1
+                    full = {"seq": seq, **item.fields, "prev_hash": prev}
+                    prev = compute_hash(full)
+                    out.append(AuditRecord(**full, hash=prev))
+                    rows.append(_row_values(full, prev))
+                cur.executemany(_SQLITE_INSERT, rows)
+                cur.execute(_SQLITE_SET_HEAD, (seq, prev))
+                cur.execute("COMMIT")
+            except BaseException:
+                if conn.driver_connection.in_transaction:
+                    cur.execute("ROLLBACK")
+                raise
+        finally:
+            cur.close()
+        return out
+
+    @staticmethod
+    def _append_postgresql(conn, batch: list[_Pending]) -> list[AuditRecord]:
+        # one round trip: the server-side function takes the advisory lock, chains the records
+        # (SHA-256 over the same canonical bytes, spliced around prev_hash and seq), inserts
+        # them and moves the head; in autocommit mode that statement is its own transaction and
+        # returns only once committed (synchronous_commit as the server is configured)
+        params: dict[str, list] = {k: [] for k in _PG_ARRAYS}
+        for item in batch:
+            f = item.fields
+            for k in _PG_TEXT_FIELDS:
+                params[k].append(json.dumps(f[k], sort_keys=True) if k == "details" else f[k])
+            pre, mid, suf = canonical_parts(f)
+            params["pre"].append(pre)
+            params["mid"].append(mid)
+            params["suf"].append(suf)
+        cur = conn.cursor()
+        try:
+            cur.execute(_PG_CALL, params)
+            rows = cur.fetchall()
+        finally:
+            cur.close()
+        return [
+            AuditRecord(seq=seq, **item.fields, prev_hash=prev, hash=digest)
+            for item, (seq, digest, prev) in zip(batch, rows, strict=True)
+        ]
 
     async def arecord(self, *args: Any, **kwargs: Any) -> AuditRecord:
         """:meth:`record` from async code, without blocking the event loop."""
@@ -218,7 +493,10 @@ class AuditLog:
             else:
                 rec_seq = rec.seq
                 if rec.prev_hash != prev:
-                    problem = "prev_hash does not match the previous record: removed or reordered"
+                    problem = (
+                        "prev_hash does not match the previous record's hash: records were "
+                        "removed or reordered, or the previous record was altered and re-hashed"
+                    )
                 elif compute_hash(rec.as_dict()) != rec.hash:
                     problem = "the hash does not match the record's contents: altered"
                 elif expect_head and rec.seq == expect_head[0] and rec.hash != expect_head[1]:

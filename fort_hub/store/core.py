@@ -102,6 +102,9 @@ class Store:
     def __init__(self, url: str, *, create: bool = True, busy_timeout_ms: int = 30_000):
         self.url = normalize_url(url)
         self.dialect = make_url(self.url).get_backend_name()
+        #: how long a writer waits for another writer's lock (SQLite busy_timeout; PostgreSQL
+        #: lock_timeout of the audit writer) before failing closed
+        self.busy_timeout_ms = int(busy_timeout_ms)
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(self.url, busy_timeout_ms)
         elif self.dialect == "postgresql":
@@ -157,6 +160,10 @@ class Store:
                 if self.dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(7355608)"))
                 schema.metadata.create_all(conn)
+                if self.dialect == "postgresql":
+                    from .audit import install_functions
+
+                    install_functions(conn)
                 row = conn.execute(
                     select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
                 ).first()
@@ -184,6 +191,7 @@ class Store:
         return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
 
     def dispose(self) -> None:
+        self.audit.close()
         self.engine.dispose()
 
     def lock_exclusive(self, conn: Connection, key: int) -> None:

@@ -1,0 +1,279 @@
+"""The store contract: every test runs on SQLite and on PostgreSQL (the ``store_url`` fixture)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import func, select
+
+from fort_hub.store import GENESIS, Store, StoreError, compute_hash, schema
+from fort_hub.store.audit import canonical, canonical_parts
+from fort_hub.store.memberships import Memberships
+
+UTC = dt.UTC
+
+
+# ---- schema ------------------------------------------------------------------------------------
+
+
+def test_schema_creation_is_idempotent(store_url):
+    first = Store(store_url)
+    first.audit.record("svc", "test.first", "r")
+    second = Store(store_url)  # creates nothing new, loses nothing
+    second.create_schema()
+    second.create_schema()
+    assert [r.action for r in second.audit.query()] == ["test.first"]
+    with second.reading() as conn:
+        version = conn.execute(
+            select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
+        ).scalar_one()
+    assert version == str(schema.SCHEMA_VERSION)
+    second.audit.record("svc", "test.second", "r")
+    assert second.audit.verify().ok
+    first.dispose()
+    second.dispose()
+
+
+def test_schema_from_the_future_is_refused(store):
+    with store.transaction() as conn:
+        conn.execute(
+            schema.meta.update()
+            .where(schema.meta.c.key == "schema_version")
+            .values(value=str(schema.SCHEMA_VERSION + 1))
+        )
+    with pytest.raises(StoreError, match="newer than this fort-hub"):
+        Store(store.url)
+
+
+def test_unsupported_url_names_the_problem():
+    with pytest.raises(StoreError, match="unsupported store URL 'mysql://u:\\*\\*\\*@h/db'"):
+        Store("mysql://u:secret@h/db", create=False)
+
+
+def test_postgres_url_spellings_use_psycopg():
+    s = Store("postgres://fort@127.0.0.1:1/fort", create=False)
+    assert s.url == "postgresql+psycopg://fort@127.0.0.1:1/fort"
+    s.dispose()
+
+
+# ---- audit -------------------------------------------------------------------------------------
+
+
+def test_record_returns_the_committed_record(store):
+    rec = store.audit.record(
+        "alice", "query.submit", "url_shares", "allow", "grants[0]",
+        details={"sql": "SELECT 1", "when": dt.date(2026, 1, 2)},
+        request_id="req-1", client="10.0.0.7",
+    )  # fmt: skip
+    assert (rec.seq, rec.prev_hash) == (1, GENESIS)
+    assert rec.hash == compute_hash(rec.as_dict())
+    assert rec.details == {"sql": "SELECT 1", "when": "2026-01-02"}  # stored as JSON
+    # what a fresh connection reads back is exactly what record() returned
+    fresh = Store(store.url, create=False)
+    assert fresh.audit.query() == [rec]
+    assert fresh.audit.head() == (1, rec.hash)
+    fresh.dispose()
+
+
+def test_record_rejects_a_bad_decision(store):
+    with pytest.raises(ValueError, match="decision must be 'allow' or 'deny'"):
+        store.audit.record("alice", "query.submit", "x", "maybe")
+    assert store.audit.head() == (0, GENESIS)
+
+
+def test_record_truncates_long_fields_and_fills_request_id(store):
+    rec = store.audit.record("a" * 1000, "x" * 500, "r", client="c" * 300)
+    assert (len(rec.actor), len(rec.action), len(rec.client)) == (255, 128, 128)
+    assert len(rec.request_id) == 32
+    assert store.audit.verify().ok
+
+
+def test_chain_links_records(store):
+    recs = [store.audit.record("alice", "a.b", f"r{i}") for i in range(5)]
+    assert [r.seq for r in recs] == [1, 2, 3, 4, 5]
+    for before, after in itertools.pairwise(recs):
+        assert after.prev_hash == before.hash
+    assert str(store.audit.verify()) == "OK: 5 records, chain intact"
+
+
+def test_unicode_and_awkward_values_hash_identically(store):
+    rec = store.audit.record(
+        "zoë", "query.submit", "データ", "deny", 'quote " backslash \\ newline \n tab \t',
+        details={"nested": {"b": [1, 2.5, None, True], "a": "é"}, "emoji": "🔒"},
+    )  # fmt: skip
+    assert store.audit.verify().ok
+    [back] = store.audit.query()
+    assert back == rec
+
+
+def test_query_filters_and_pagination(store):
+    for i in range(25):
+        store.audit.record(
+            ["alice", "bob"][i % 2], ["query.submit", "spawn.start"][i % 3 == 0], f"r{i % 4}"
+        )
+    newest = store.audit.query(limit=10)
+    assert [r.seq for r in newest] == list(range(25, 15, -1))
+    page2 = store.audit.query(limit=10, before_seq=newest[-1].seq)
+    assert [r.seq for r in page2] == list(range(15, 5, -1))
+    page3 = store.audit.query(limit=10, before_seq=page2[-1].seq)
+    assert [r.seq for r in page3] == list(range(5, 0, -1))
+    assert store.audit.query(limit=10, before_seq=1) == []
+
+    alice = store.audit.query(user="alice", limit=100)
+    assert {r.actor for r in alice} == {"alice"} and len(alice) == 13
+    spawns = store.audit.query(action="spawn.start", limit=100)
+    assert [r.seq for r in spawns] == [25, 22, 19, 16, 13, 10, 7, 4, 1]
+    assert [r.seq for r in store.audit.query(resource="r3", user="bob", limit=100)] == [
+        24, 20, 16, 12, 8, 4,
+    ]  # fmt: skip
+    cutoff = store.audit.query(limit=100)[4].ts  # the 21st record's time
+    assert [r.seq for r in store.audit.query(since=cutoff)] == [25, 24, 23, 22, 21]
+    since_dt = dt.datetime.fromisoformat(cutoff)
+    assert len(store.audit.query(since=since_dt)) == 5
+
+
+def test_iter_all_pages_through_everything(store):
+    for i in range(12):
+        store.audit.record("svc", "a.b", str(i))
+    assert [r.resource for r in store.audit.iter_all(batch=5)] == [str(i) for i in range(12)]
+
+
+def test_canonical_parts_splice_to_the_canonical_encoding():
+    fields = {
+        "ts": "2026-11-25T17:56:34.123456+00:00", "actor": "zoë", "action": "a.b",
+        "resource": "r", "decision": "allow", "reason": '"q"', "details": {"z": 1, "a": [1.5]},
+        "request_id": "x", "client": "",
+    }  # fmt: skip
+    pre, mid, suf = canonical_parts(fields)
+    full = {"seq": 1234, **fields, "prev_hash": "ab" * 32}
+    assert pre + ("ab" * 32).encode() + mid + b"1234" + suf == canonical(full)
+
+
+def test_concurrent_threads_are_group_committed_into_one_chain(store):
+    n_threads, per_thread = 8, 25
+    barrier = threading.Barrier(n_threads)
+
+    def worker(t):
+        barrier.wait()
+        return [store.audit.record(f"user{t}", "a.b", f"{t}-{i}").seq for i in range(per_thread)]
+
+    with ThreadPoolExecutor(n_threads) as pool:
+        seqs = [s for chunk in pool.map(worker, range(n_threads)) for s in chunk]
+    total = n_threads * per_thread
+    assert sorted(seqs) == list(range(1, total + 1))  # every caller got its own seq
+    result = store.audit.verify()
+    assert result.ok and result.checked == total
+    with store.reading() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.audit_log)).scalar() == total
+
+
+async def test_arecord_from_many_coroutines(store):
+    import asyncio
+
+    recs = await asyncio.gather(*(store.audit.arecord("alice", "a.b", str(i)) for i in range(30)))
+    assert sorted(r.seq for r in recs) == list(range(1, 31))
+    assert store.audit.verify().ok
+
+
+def test_a_bad_record_in_a_batch_does_not_fail_the_others(store):
+    """A record the database refuses fails alone (fail closed), not its batch neighbours."""
+    from fort_hub.store.audit import _Pending
+
+    good = _Pending(_fields("alice", "r1"))
+    bad = _Pending({**_fields("mallory", "r2"), "resource": None})  # NOT NULL column
+    good2 = _Pending(_fields("bob", "r3"))
+    store.audit._group_commit(_fields("svc", "warm-up"))  # set up the writer
+    store.audit._write([good, bad, good2])
+    assert good.result is not None and good2.result is not None
+    assert bad.result is None and "action refused" in str(bad.error)
+    assert [r.resource for r in store.audit.iter_all()] == ["warm-up", "r1", "r3"]
+    assert store.audit.verify().ok
+
+
+def _fields(actor, resource):
+    return {
+        "ts": "2026-11-25T17:56:34.123456+00:00", "actor": actor, "action": "a.b",
+        "resource": resource, "decision": "allow", "reason": "", "details": {},
+        "request_id": "rid", "client": "",
+    }  # fmt: skip
+
+
+# ---- usage counters ----------------------------------------------------------------------------
+
+
+def test_usage_add_and_get(store):
+    assert store.usage.get("alice", "queries", "2026-11-25") == 0
+    assert store.usage.add("alice", "queries", "2026-11-25") == 1
+    assert store.usage.add("alice", "queries", "2026-11-25", 4) == 5
+    assert store.usage.add("alice", "queries", "2026-11-25", -2) == 3
+    assert store.usage.get("alice", "queries", "2026-11-25") == 3
+    assert store.usage.get("alice", "queries", "2026-11-26") == 0
+    assert store.usage.get("bob", "queries", "2026-11-25") == 0
+
+
+def test_usage_try_consume_stops_at_the_limit(store):
+    got = [store.usage.try_consume("alice", "q", "d1", 1, 3) for _ in range(5)]
+    assert [(c.allowed, c.used, c.limit) for c in got] == [
+        (True, 1, 3), (True, 2, 3), (True, 3, 3), (False, 3, 3), (False, 3, 3),
+    ]  # fmt: skip
+    assert store.usage.get("alice", "q", "d1") == 3
+    big = store.usage.try_consume("bob", "bytes", "d1", 10**12, 10**12 - 1)
+    assert (big.allowed, big.used) == (False, 0)
+    assert store.usage.get("bob", "bytes", "d1") == 0  # a refused consume leaves no row behind
+
+
+def test_usage_try_consume_is_atomic_under_concurrency(store):
+    limit = 40
+
+    def worker(_):
+        return sum(store.usage.try_consume("alice", "q", "d", 1, limit).allowed for _ in range(15))
+
+    with ThreadPoolExecutor(6) as pool:
+        allowed = sum(pool.map(worker, range(6)))
+    assert allowed == limit
+    assert store.usage.get("alice", "q", "d") == limit
+
+
+def test_usage_prune(store):
+    for window in ("2026-11-23", "2026-11-24", "2026-11-25"):
+        store.usage.add("alice", "queries", window, 2)
+        store.usage.add("alice", "bytes", window, 7)
+    assert store.usage.prune("queries", "2026-11-25") == 2
+    assert store.usage.get("alice", "queries", "2026-11-24") == 0
+    assert store.usage.get("alice", "queries", "2026-11-25") == 2
+    assert store.usage.get("alice", "bytes", "2026-11-23") == 7  # other metrics untouched
+    assert store.usage.prune("queries", "2026-11-25") == 0
+
+
+# ---- memberships -------------------------------------------------------------------------------
+
+
+def test_memberships_repository(store):
+    m = Memberships(store)
+    now = dt.datetime(2026, 11, 25, 12, tzinfo=UTC)
+    later = now + dt.timedelta(days=30)
+    m.upsert("urls-study", "alice", later, source="api", updated_by="admin")
+    m.upsert("ads-study", "alice", now - dt.timedelta(seconds=1), source="policy")
+    m.upsert("ads-study", "bob")
+    got = m.get("urls-study", "alice")
+    assert (got.expires, got.source, got.updated_by) == (later, "api", "admin")
+    assert m.get("urls-study", "bob") is None
+    assert m.for_user("alice", now) == {"urls-study": later}
+    assert m.for_user("bob", now) == {"ads-study": None}
+    assert [(x.group, x.username) for x in m.expired(now)] == [("ads-study", "alice")]
+    assert [(x.group, x.username) for x in m.list()] == [
+        ("ads-study", "alice"), ("ads-study", "bob"), ("urls-study", "alice"),
+    ]  # fmt: skip
+    assert [x.username for x in m.list(group="ads-study")] == ["alice", "bob"]
+    # upsert replaces expiry and provenance
+    m.upsert("urls-study", "alice", None, source="policy", updated_by="sync")
+    got = m.get("urls-study", "alice")
+    assert (got.expires, got.source, got.updated_by) == (None, "policy", "sync")
+    assert m.remove("urls-study", "alice") is True
+    assert m.remove("urls-study", "alice") is False
+    with pytest.raises(ValueError, match="source must be one of"):
+        m.upsert("g", "u", source="ldap")
