@@ -101,7 +101,9 @@ def parse_signed_request(
     algorithm = payload.get("algorithm")
     if not isinstance(algorithm, str) or algorithm.upper() != "HMAC-SHA256":
         raise SignedRequestError(f"signed_request algorithm must be HMAC-SHA256, not {algorithm!r}")
-    expected = hmac.new(app_secret.encode(), payload_b64.encode("ascii"), hashlib.sha256).digest()
+    # Meta signs the unpadded payload segment
+    signed = payload_b64.rstrip("=").encode("ascii")
+    expected = hmac.new(app_secret.encode(), signed, hashlib.sha256).digest()
     if not hmac.compare_digest(signature, expected):
         raise SignedRequestError("signed_request signature does not match the app secret")
     user_id = payload.get("user_id")

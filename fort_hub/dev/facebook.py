@@ -38,6 +38,7 @@ import secrets
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -87,6 +88,7 @@ class Standin:
         self.codes: dict[str, dict] = {}
         self.tokens: dict[str, Token] = {}
         self.faults: dict = {}
+        self.calls: Counter[str] = Counter()  # Graph calls per endpoint, for tests
         self.lock = threading.Lock()
 
     def by_id(self, fb_id: str) -> str | None:
@@ -133,6 +135,7 @@ class _Base(web.RequestHandler):
         return
 
     def prepare(self):
+        self.s.calls[self.path_key] += 1
         f = self.s.faults
         if self.path_key and self.path_key in f.get("hang_up", []):
             self.request.connection.close()

@@ -1,0 +1,160 @@
+"""FacebookOAuthenticator in-process against the stand-in (real HTTP), on SQLite and PostgreSQL:
+refresh pacing and revocation, long-lived exchange, unreachable Graph, fail-closed audit,
+settings validation, and the identity repository."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fort_hub.authenticators.facebook import FacebookLoginError, FacebookOAuthenticator
+from fort_hub.authenticators.identities import Identities
+from fort_hub.authenticators.meta import GraphError
+from fort_hub.dev.facebook import DEFAULT_IDENTITIES, Standin, StandinServer, load_identities
+from fort_hub.store import AuditError
+from tests.hubproc import free_port
+
+APP_ID, SECRET = "1234567890123456", "dev-facebook-app-secret"
+
+
+@pytest.fixture(scope="module")
+def standin():
+    s = Standin(load_identities(DEFAULT_IDENTITIES)["identities"], APP_ID, SECRET)
+    with StandinServer(s) as server:
+        s.url = server.url
+        yield s
+
+
+@pytest.fixture
+def auth(standin, store_url, example_policy_path):
+    standin.faults.clear()
+    return FacebookOAuthenticator(
+        client_id=APP_ID, client_secret=SECRET, dialog_url=standin.url, graph_url=standin.url,
+        enable_auth_state=True, auth_refresh_age=300, strip_email_domains={"example.org"},
+        policy_file=str(example_policy_path), store_url=store_url,
+    )  # fmt: skip
+
+
+class FakeUser:
+    def __init__(self, name, auth_state):
+        self.name, self.state = name, auth_state
+
+    async def get_auth_state(self):
+        return self.state
+
+
+async def _model(auth, standin, identity="alice"):
+    token, _ = standin.mint(identity, ["public_profile", "email"])
+    return await auth._token_to_auth_model({"access_token": token, "token_type": "bearer"})
+
+
+async def test_auth_model_from_token(auth, standin):
+    model = await _model(auth, standin)
+    assert model["name"] == "alice" and model["admin"] is None
+    st = model["auth_state"]
+    assert (st["facebook_id"], st["scope"]) == ("10000000000000001", ["public_profile", "email"])
+    auth.username_claim = "id"
+    assert (await _model(auth, standin))["name"] == "10000000000000001"
+
+
+async def test_refresh_revalidates_at_most_once_per_refresh_age(auth, standin):
+    state = (await _model(auth, standin))["auth_state"]
+    before = standin.calls["debug_token"]
+    assert await auth.refresh_user(FakeUser("alice", state)) is True
+    assert standin.calls["debug_token"] == before  # validated just now: no Graph call
+    state["validated_at"] = time.time() - 301
+    refreshed = await auth.refresh_user(FakeUser("alice", state))
+    assert (
+        refreshed["name"] == "alice" and refreshed["auth_state"]["validated_at"] > time.time() - 5
+    )
+    assert standin.calls["debug_token"] == before + 1
+
+
+async def test_refresh_refuses_revoked_expired_or_deleted(auth, standin):
+    state = (await _model(auth, standin))["auth_state"]
+    ids = Identities(auth.fort_store)
+    ids.bind("10000000000000001", "alice")
+    ids.revoke("10000000000000001")
+    before = dict(standin.calls)
+    assert await auth.refresh_user(FakeUser("alice", state)) is False  # even if validated now
+    assert dict(standin.calls) == before
+    rec = auth.fort_store.audit.query(user="alice", action="auth.refresh")[0]
+    assert rec.decision == "deny" and "revoked by deauthorization" in rec.reason
+    ids.bind("10000000000000001", "alice")  # a new login clears the block
+
+    expiring, _ = standin.mint("alice", ["public_profile", "email"], ttl=-1)
+    state.update(validated_at=0, token_response={"access_token": expiring, "token_type": "bearer"})
+    assert await auth.refresh_user(FakeUser("alice", state)) is False
+    assert "has expired" in auth.fort_store.audit.query(action="auth.refresh")[0].reason
+
+    assert await auth.refresh_user(FakeUser("alice", None)) is False  # auth_state deleted
+    assert (
+        "no usable Facebook token" in auth.fort_store.audit.query(action="auth.refresh")[0].reason
+    )
+
+
+async def test_long_lived_exchange(auth, standin):
+    auth.long_lived_token = True
+    code = "AQtest" + str(time.time_ns())
+    standin.codes[code] = {"identity": "bob", "client_id": APP_ID, "scopes": ["public_profile", "email"],
+                           "redirect_uri": "http://hub/cb", "challenge": "",
+                           "expires": time.time() + 60, "used": False}  # fmt: skip
+    params = {"code": code, "redirect_uri": "http://hub/cb", "client_id": APP_ID,
+              "client_secret": SECRET, "grant_type": "authorization_code", "data": None}  # fmt: skip
+    info = await auth.get_token_info(None, params)
+    assert info["long_lived"] is True and info["expires_in"] >= 59 * 86400
+    model = await auth._token_to_auth_model(info)
+    assert model["auth_state"]["long_lived"] is True and model["name"] == "bob"
+
+
+async def test_graph_unreachable_is_a_clear_error(auth):
+    auth.graph_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(GraphError) as e:
+        await auth.graph("me", {}, "token")
+    assert e.value.status == 503 and "could not be reached" in e.value.message
+
+
+async def test_wrong_secret_in_require_mode(auth, standin):
+    standin.faults["require_proof"] = True
+    token, _ = standin.mint("alice", ["public_profile"])
+    auth.client_secret = "not-the-secret"
+    with pytest.raises(GraphError, match="Invalid appsecret_proof"):
+        await auth.graph("me", {}, token)
+
+
+async def test_login_refused_when_audit_cannot_be_written(auth, standin, monkeypatch):
+    model = await _model(auth, standin, "carol")
+
+    def broken(*a, **k):
+        raise AuditError("audit record not written, action refused: disk full")
+
+    monkeypatch.setattr(auth.fort_store.audit, "record", broken)
+    with pytest.raises(FacebookLoginError) as e:
+        await auth.run_post_auth_hook(None, model)
+    assert (
+        e.value.status_code == 503 and "could not be recorded in the audit log" in e.value.message
+    )
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match=r"graph_api_version must look like 'v23\.0'"):
+        FacebookOAuthenticator(graph_api_version="23")
+    with pytest.raises(ValueError, match="username_claim must be 'email', 'id'"):
+        FacebookOAuthenticator(username_claim="login")
+
+
+def test_identity_binding(store):
+    ids = Identities(store)
+    ids.bind("1", "alice")
+    assert ids.bind("1", "alice").username == "alice"  # idempotent
+    with pytest.raises(ValueError, match="bound to 'alice'"):
+        ids.bind("2", "alice")
+    with pytest.raises(ValueError, match="bound to 'alice'"):
+        ids.bind("1", "mallory")
+    assert ids.revoke("1").revoked is not None
+    assert ids.bind("1", "alice").revoked is None
+    ids.record_deletion("code12345678", "1", "alice", "completed")
+    d = ids.deletion("code12345678")
+    assert (d.username, d.status, d.completed is not None) == ("alice", "completed", True)
+    assert ids.deletion("nope") is None
