@@ -137,7 +137,7 @@ HOSTILE = [
     ('SELECT * FROM "ADS_TARGETING"', 403, "ADS_TARGETING"),
     ('SELECT * FROM "ads_targeting"."ads_targeting"', 403, "ads_targeting"),
     ('SELECT * FROM "ads""targeting"', 403, 'ads"targeting'),
-    ("SELECT * FROM ads_tаrgeting", 403, "ads_tаrgeting"),  # Cyrillic а
+    ("SELECT * FROM ads_tаrgeting", 403, "ads_tаrgeting"),  # Cyrillic small a
     ('SELECT * FROM "url_shares\u200b"', 403, "url_shares"),  # zero-width space
     ('SELECT * FROM "ａｄｓ_targeting"', 403, "ａｄｓ"),  # fullwidth
     (

@@ -118,21 +118,21 @@ class FortClient:
         """Start a query; returns its id."""
         return self._json("POST", "queries", json={"sql": sql, "dataset": dataset})["id"]
 
-    def status(self, query_id: str) -> dict:
-        return self._json("GET", f"queries/{query_id}")
+    def status(self, query_id: str, wait: int = 0) -> dict:
+        """The query's record; with *wait*, the server holds the answer up to *wait* seconds
+        until the query finished (a long poll)."""
+        return self._json("GET", f"queries/{query_id}", params={"wait": wait} if wait else None)
 
-    def wait(self, query_id: str, progress: bool = True, poll: float = 0.05) -> dict:
-        """Poll until the query finished; raise :class:`FortQueryError` if it did not succeed."""
+    def wait(self, query_id: str, progress: bool = True) -> dict:
+        """Wait (long polls of one second) until the query finished; raise
+        :class:`FortQueryError` if it did not succeed."""
         bar = _Progress(progress)
         start = time.monotonic()
-        delay = poll
         while True:
-            st = self.status(query_id)
+            st = self.status(query_id, wait=1)
             if st["state"] not in ("queued", "running"):
                 break
             bar.show(f"fort-query {query_id[:8]}: {st['state']} {time.monotonic() - start:.1f}s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
         if st["state"] != "succeeded":
             bar.done(f"fort-query {query_id[:8]}: {st['state']}")
             raise FortQueryError(st.get("error") or st["state"], query_id=query_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -124,6 +125,11 @@ class QueryHandler(QueryHandlerBase):
     @refusals
     async def get(self, query_id):
         rec = await self.load(query_id)
+        wait = self.int_arg("wait", 0, 0, 60)
+        task = self.app._tasks.get(rec.id)
+        if wait and rec.state in INFLIGHT and task is not None:
+            await asyncio.wait({task}, timeout=wait)  # long poll: answer as soon as it finished
+            rec = await self.load(query_id)
         self.write_json(rec.public())
 
     @refusals

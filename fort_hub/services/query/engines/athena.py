@@ -187,8 +187,9 @@ class AthenaEngine(QueryEngine):
             "QueryString": job.sql,
             "QueryExecutionContext": {"Catalog": catalog, "Database": db},
             "WorkGroup": loc.get("workgroup", "primary"),
-            "ClientRequestToken": job.id,
         }
+        if 32 <= len(job.id) <= 128:  # idempotent retries of the same fort query
+            params["ClientRequestToken"] = job.id
         if loc.get("output_location"):
             params["ResultConfiguration"] = {"OutputLocation": loc["output_location"]}
         return athena.start_query_execution(**params)["QueryExecutionId"]
