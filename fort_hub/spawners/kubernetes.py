@@ -23,7 +23,7 @@ from typing import Any
 
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
-from traitlets import Float, Unicode, validate
+from traitlets import Float, Unicode, default, validate
 
 from .base import FortSpawnerMixin, SpawnDenied, SpawnPlan
 from .identity import IDENTITY_MODES, ROLE_ARN_ANNOTATION, irsa_role
@@ -92,6 +92,11 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
             c.FortKubeSpawner.irsa_settle_time = 2
         """,
     ).tag(config=True)
+
+    @default("services_url")
+    def _default_services_url(self):
+        # Z2JH's proxy Service; the services are routed by the proxy under /services/
+        return "http://proxy-public/services/"
 
     @property
     def identity_mode_name(self):
