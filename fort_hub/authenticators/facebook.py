@@ -330,8 +330,7 @@ class FacebookOAuthenticator(OAuthenticator, FortSettings):
         predates a deauthorization."""
         name, state = auth_model["name"], auth_model["auth_state"]
         fb_id = state["facebook_id"]
-        by_name = await self.fort_store.run(self.identities.by_username, name)
-        by_id = await self.fort_store.run(self.identities.by_subject, fb_id)
+        by_name, by_id = await self.fort_store.run(self.identities.both, fb_id, name)
         if by_name and by_name.subject != fb_id:
             raise FacebookLoginError(
                 403, f"The hub account {name!r} is linked to a different Facebook account; login "

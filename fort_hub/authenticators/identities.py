@@ -68,9 +68,16 @@ class Identities:
             ).first()
         return _identity(r) if r else None
 
+    def both(self, subject: str, username: str) -> tuple[Identity | None, Identity | None]:
+        """(binding of *username*, binding of *subject*), read together."""
+        return self.by_username(username), self.by_subject(subject)
+
     def bind(self, subject: str, username: str) -> Identity:
         """Bind *subject* to *username* (idempotent) and clear a revocation. Raises ValueError
         if either side is already bound to someone else."""
+        current = self.by_subject(subject)
+        if current and current.username == username and current.revoked is None:
+            return current  # the usual re-login: no write
         t = schema.identities
         now = isoformat(utcnow())
         with self.store.transaction() as conn:
