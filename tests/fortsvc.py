@@ -57,14 +57,15 @@ class ServiceThread:
 class ServiceSlot:
     """One external service known to the hub: name, port, token."""
 
-    def __init__(self, name: str, hub_url_attr: str = ""):
+    def __init__(self, name: str, oauth_scopes: list[str] | None = None):
         self.name = name
+        self.oauth_scopes = oauth_scopes
         self.port = free_port()
         self.token = secrets.token_hex(24)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def hub_entry(self, public_url: str) -> dict:
-        return {
+        entry = {
             "name": self.name,
             "url": self.url,
             "api_token": self.token,
@@ -72,6 +73,9 @@ class ServiceSlot:
             "oauth_redirect_uri": f"{public_url}/services/{self.name}/oauth_callback",
             "oauth_no_confirm": True,
         }
+        if self.oauth_scopes:
+            entry["oauth_client_allowed_scopes"] = self.oauth_scopes
+        return entry
 
     def config(self, hub: RunningHub, policy_file: Path | str, store_url: str) -> Config:
         c = Config()

@@ -95,7 +95,12 @@ class HubApi:
         self.timeout = timeout
 
     async def request(
-        self, method: str, path: str, body: Any = None, params: dict | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict | None = None,
+        accept: str = "application/json",
     ) -> Any:
         url = self.api_url + path.lstrip("/")
         if params:
@@ -103,7 +108,11 @@ class HubApi:
         req = HTTPRequest(
             url,
             method=method,
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+            headers={
+                "Authorization": f"token {self.token}",
+                "Content-Type": "application/json",
+                "Accept": accept,
+            },
             body=None if body is None and method in ("GET", "DELETE") else json.dumps(body or {}),
             allow_nonstandard_methods=True,
             request_timeout=self.timeout,

@@ -1,0 +1,216 @@
+"""Reconcile JupyterHub groups with the fort policy and the fort store's memberships.
+
+fort-groups owns the hub groups it created: they carry ``{"fort-groups": {"managed": true}}`` in
+their properties. It never touches another group. For every group the policy declares, the
+desired members are the policy's static members whose membership has not expired plus the active
+memberships added through the admin API (``fort_memberships``, source ``api``). Members are added
+and removed to match (only users the hub already knows; a user who never signed in is added on a
+later run). Each change is audited *before* it is made; when the audit log is down nothing
+changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ...policy import Policy
+from ...store import StoreError
+from ...store.memberships import Membership, Memberships
+
+if TYPE_CHECKING:
+    from ..base import HubApi
+
+OWNER_KEY = "fort-groups"
+PAGINATION = "application/jupyterhub-pagination+json"
+
+
+def owned(group_model: dict) -> bool:
+    props = group_model.get("properties") or {}
+    marker = props.get(OWNER_KEY)
+    return isinstance(marker, dict) and marker.get("managed") is True
+
+
+@dataclass(frozen=True)
+class Change:
+    action: str  # groups.add / groups.remove / groups.expire / groups.create
+    group: str
+    user: str = ""
+    reason: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "action": self.action,
+            "group": self.group,
+            "user": self.user,
+            "reason": self.reason,
+        }
+
+
+def desired_members(
+    policy: Policy, rows: list[Membership], now: dt.datetime
+) -> dict[str, dict[str, dt.datetime | None]]:
+    """group -> {user: expiry} that should be in each policy group (pure)."""
+    out: dict[str, dict[str, dt.datetime | None]] = {g: {} for g in policy.groups}
+    for g in policy.groups.values():
+        for m in g.members:
+            if m.expires is None or m.expires > now:
+                out[g.name][m.username] = m.expires
+    for r in rows:
+        if r.group in out and r.active(now) and r.source == "api":
+            out[r.group].setdefault(r.username, r.expires)
+    return out
+
+
+def expired_members(policy: Policy, rows: list[Membership], now: dt.datetime) -> set[tuple]:
+    """(group, user) pairs whose membership has expired (policy or store)."""
+    out = {
+        (g.name, m.username)
+        for g in policy.groups.values()
+        for m in g.members
+        if m.expires is not None and m.expires <= now
+    }
+    out |= {(r.group, r.username) for r in rows if not r.active(now)}
+    return out
+
+
+def policy_rows(policy: Policy, rows: list[Membership]) -> tuple[list, list]:
+    """Store rows to write (group, user, expires) and remove (group, user) so the store's
+    ``source=policy`` rows mirror the policy file (pure). ``api`` rows are left alone."""
+    existing = {(r.group, r.username): r for r in rows}
+    upserts, removals = [], []
+    static = set()
+    for g in policy.groups.values():
+        for m in g.members:
+            static.add((g.name, m.username))
+            row = existing.get((g.name, m.username))
+            if row is None or (row.source == "policy" and row.expires != m.expires):
+                upserts.append((g.name, m.username, m.expires))
+    for key, row in existing.items():
+        if row.source == "policy" and key not in static:
+            removals.append(key)
+    return upserts, removals
+
+
+class Reconciler:
+    """One reconciliation pass at a time; ``await reconciler.run(reason)`` returns the changes."""
+
+    def __init__(self, app):
+        self.app = app
+
+    @property
+    def hub(self) -> HubApi:
+        return self.app.hub_api
+
+    async def _paged(self, path: str) -> list[dict]:
+        items, offset = [], 0
+        while True:
+            page = await self.hub.request(
+                "GET", path, params={"offset": offset, "limit": 200}, accept=PAGINATION
+            )
+            if isinstance(page, list):  # a hub that does not paginate
+                return page
+            items.extend(page["items"])
+            nxt = (page.get("_pagination") or {}).get("next")
+            if not nxt:
+                return items
+            offset = nxt["offset"]
+
+    async def run(self, reason: str = "periodic") -> list[Change]:
+        app = self.app
+        policy = app.fort_policy
+        now = app.clock()
+        store = app.fort_store
+        members = Memberships(store)
+        rows = await store.run(members.list)
+        upserts, removals = policy_rows(policy, rows)
+        for group, user, expires in upserts:
+            await store.run(members.upsert, group, user, expires, "policy", app.service_name)
+        for group, user in removals:
+            await store.run(members.remove, group, user)
+        if upserts or removals:
+            rows = await store.run(members.list)
+        want = desired_members(policy, rows, now)
+        expired = expired_members(policy, rows, now)
+        hub_groups = {g["name"]: g for g in await self._paged("groups")}
+        hub_users = {u["name"] for u in await self._paged("users")}
+        changes: list[Change] = []
+        for name in policy.groups:
+            group = hub_groups.get(name)
+            if group is None:
+                await self._create(name, changes)
+                current: set[str] = set()
+            elif not owned(group):
+                # an empty group without properties (e.g. created by the hub for a role's
+                # `groups`) holds nothing to lose: adopt it
+                pristine = not group.get("users") and not group.get("properties")
+                if not (app.adopt_existing_groups or pristine):
+                    app.log.warning(
+                        "hub group %r exists but is not managed by fort-groups; leaving it alone "
+                        "(set GroupsService.adopt_existing_groups = True to take it over)",
+                        name,
+                    )
+                    continue
+                await self._mark(name, group.get("properties") or {})
+                current = set(group.get("users", []))
+            else:
+                current = set(group.get("users", []))
+            target = {u for u in want[name] if u in hub_users}
+            for user in sorted(target - current):
+                await self._apply(Change("groups.add", name, user, self._why(want, name, user)))
+                changes.append(Change("groups.add", name, user))
+            for user in sorted(current - target):
+                action = "groups.expire" if (name, user) in expired else "groups.remove"
+                why = "membership expired" if action == "groups.expire" else "not a member"
+                await self._apply(Change(action, name, user, why))
+                changes.append(Change(action, name, user, why))
+        for name, group in hub_groups.items():
+            if name not in policy.groups and owned(group):
+                for user in sorted(group.get("users", [])):
+                    change = Change("groups.remove", name, user, "group no longer in the policy")
+                    await self._apply(change)
+                    changes.append(change)
+        for r in rows:
+            if r.source == "api" and not r.active(now):
+                await store.run(members.remove, r.group, r.username)
+        if changes:
+            app.log.info("reconciliation (%s): %d change(s)", reason, len(changes))
+        return changes
+
+    @staticmethod
+    def _why(want, name, user) -> str:
+        exp = want[name][user]
+        return f"member until {exp.isoformat()}" if exp else "member"
+
+    async def _create(self, name: str, changes: list[Change]) -> None:
+        await self._audit(Change("groups.create", name, "", "declared in the policy"))
+        await self.hub.request("POST", f"groups/{name}", {"users": []})
+        await self._mark(name, {})
+        changes.append(Change("groups.create", name))
+
+    async def _mark(self, name: str, props: dict) -> None:
+        await self.hub.request(
+            "PUT", f"groups/{name}/properties", {**props, OWNER_KEY: {"managed": True}}
+        )
+
+    async def _audit(self, change: Change) -> None:
+        await self.app.fort_store.audit.arecord(
+            self.app.service_name,
+            change.action,
+            f"groups/{change.group}/members/{change.user}"
+            if change.user
+            else f"groups/{change.group}",
+            "allow",
+            change.reason,
+            details={"group": change.group, "user": change.user, "by": "reconcile"},
+        )
+
+    async def _apply(self, change: Change) -> None:
+        """Audit, then change the hub. AuditError propagates: nothing is changed."""
+        await self._audit(change)
+        method = "POST" if change.action == "groups.add" else "DELETE"
+        await self.hub.request(method, f"groups/{change.group}/users", {"users": [change.user]})
+
+
+__all__ = ["OWNER_KEY", "Change", "Reconciler", "StoreError", "desired_members", "owned"]

@@ -1,0 +1,276 @@
+"""fort-groups against a real hub: reconciliation (start, policy change, expiry with an injected
+clock, ownership), and the REST API with its scopes and bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import time
+
+import pytest
+import requests
+
+from fort_hub import scopes
+from fort_hub.services.groups import OWNER_KEY, GroupsService
+from fort_hub.store.memberships import Memberships
+from tests.conftest import EXAMPLE_POLICY
+from tests.fortsvc import ServiceSlot, ServiceThread, auth, hub_config, make_users, user_token
+from tests.hubproc import RunningHub
+
+pytestmark = pytest.mark.hub
+ACCESS = scopes.access(scopes.GROUPS_SERVICE)
+UTC = dt.UTC
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    work = tmp_path_factory.mktemp("groupshub")
+    policy = work / "policy.yaml"
+    shutil.copy(EXAMPLE_POLICY, policy)
+    slot = ServiceSlot(scopes.GROUPS_SERVICE)
+    query = ServiceSlot(scopes.QUERY_SERVICE)  # only a token holder: asks 'authorize'
+    hub = RunningHub(work / "hub")
+    hub.extra_config = hub_config([slot, query], hub.url)
+    hub.start()
+    try:
+        make_users(hub, "alice", "bob", "carol", "dave", "admin")
+        # a group fort-groups does not own, with a member: must never be touched
+        r = requests.post(hub.api("groups/other"), json={"users": ["alice"]},
+                          headers=hub.admin_headers, timeout=30)  # fmt: skip
+        assert r.status_code == 201, r.text
+        cfg = slot.config(hub, policy, f"sqlite:///{work / 'fort.sqlite'}")
+        cfg.GroupsService.reconcile_interval = 3600
+        cfg.FortServiceApp.groups_cache_seconds = 0
+        app = GroupsService(config=cfg)
+        app.initialize([])
+        svc = ServiceThread(app).start()
+        yield {"hub": hub, "app": app, "svc": svc, "policy": policy, "query": query}
+        svc.stop()
+    finally:
+        hub.stop()
+
+
+def hub_group(env, name) -> dict:
+    r = requests.get(env["hub"].api(f"groups/{name}"), headers=env["hub"].admin_headers, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def members(env, name) -> set[str]:
+    return set(hub_group(env, name)["users"])
+
+
+def reconcile(env):
+    return env["svc"].call(env["app"].reconcile, "test")
+
+
+def api(env, path):
+    return f"{env['hub'].url}/services/fort-groups/api/v1/{path}"
+
+
+def error_of(r) -> str:
+    assert "Traceback" not in r.text
+    return r.json()["error"]["message"]
+
+
+def test_start_creates_and_fills_policy_groups(env):
+    reconcile(env)
+    assert members(env, "urls-study") == {"alice", "carol"}
+    assert members(env, "ads-study") == {"bob", "carol"}
+    assert members(env, "admins") == {"admin"}  # the role's empty group was adopted
+    assert hub_group(env, "urls-study")["properties"][OWNER_KEY] == {"managed": True}
+    assert members(env, "other") == {"alice"}
+    assert OWNER_KEY not in hub_group(env, "other").get("properties", {})
+    assert reconcile(env) == []  # converged: nothing more to do
+    rows = Memberships(env["app"].fort_store).list(group="urls-study")
+    assert {(m.username, m.source) for m in rows} == {("alice", "policy"), ("carol", "policy")}
+    acts = env["app"].fort_store.audit.query(
+        action="groups.add", resource="groups/admins/members/admin"
+    )
+    assert acts and acts[0].actor == "fort-groups"
+
+
+def test_policy_change_adds_and_removes(env):
+    reconcile(env)
+    policy = env["policy"]
+    text = policy.read_text()
+    new = text.replace("      - alice\n      - user: carol", "      - dave\n      - user: carol", 1)
+    assert new != text
+    policy.write_text(new)
+    try:
+        deadline = time.monotonic() + 30
+        while members(env, "urls-study") != {"carol", "dave"}:
+            assert time.monotonic() < deadline, members(env, "urls-study")
+            time.sleep(0.2)
+        audit = env["app"].fort_store.audit
+        assert audit.query(action="groups.remove", resource="groups/urls-study/members/alice")
+        assert audit.query(action="groups.add", resource="groups/urls-study/members/dave")
+    finally:
+        policy.write_text(text)
+        deadline = time.monotonic() + 30
+        while members(env, "urls-study") != {"alice", "carol"}:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+
+def test_expiry_with_injected_clock(env):
+    app = env["app"]
+    reconcile(env)
+    assert "carol" in members(env, "urls-study")
+    app.clock = lambda: dt.datetime(2030, 7, 1, tzinfo=UTC)  # carol: urls-study until 2030-06-30
+    try:
+        changes = reconcile(env)
+        assert [(c.action, c.group, c.user) for c in changes] == [
+            ("groups.expire", "urls-study", "carol")
+        ]
+        assert members(env, "urls-study") == {"alice"}
+        assert "carol" in members(env, "ads-study")
+    finally:
+        app.clock = lambda: dt.datetime.now(UTC)
+    reconcile(env)
+    assert members(env, "urls-study") == {"alice", "carol"}
+
+
+def admin_token(env):
+    reconcile(env)  # admin is in the hub group 'admins', which holds the fort-admin role
+    return user_token(env["hub"], "admin",
+                      [ACCESS, scopes.GROUPS_ADMIN, scopes.GROUPS_AUDIT, scopes.GROUPS_READ])  # fmt: skip
+
+
+def test_api_membership_with_expiry(env):
+    app = env["app"]
+    tok = admin_token(env)
+    exp = (dt.datetime.now(UTC) + dt.timedelta(days=1)).isoformat()
+    r = requests.put(api(env, "groups/ads-study/members/dave"), json={"expires": exp},
+                     headers=auth(tok), timeout=30)  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["source"] == "api" and r.json()["in_hub_group"] is True
+    assert "dave" in members(env, "ads-study")
+    assert reconcile(env) == []  # the API change is what reconciliation wants too
+    rec = app.fort_store.audit.query(user="admin", action="groups.add", limit=1)[0]
+    assert (
+        rec.resource == "groups/ads-study/members/dave"
+        and rec.request_id == r.headers["X-Request-Id"]
+    )
+    app.clock = lambda: dt.datetime.now(UTC) + dt.timedelta(days=2)
+    try:
+        changes = reconcile(env)
+    finally:
+        app.clock = lambda: dt.datetime.now(UTC)
+    assert ("groups.expire", "ads-study", "dave") in [(c.action, c.group, c.user) for c in changes]
+    assert "dave" not in members(env, "ads-study")
+    assert Memberships(app.fort_store).get("ads-study", "dave") is None
+    # add again without expiry, then remove
+    r = requests.put(api(env, "groups/ads-study/members/dave"), headers=auth(tok), timeout=30)
+    assert r.status_code == 200 and r.json()["expires"] is None
+    r = requests.delete(api(env, "groups/ads-study/members/dave"), headers=auth(tok), timeout=30)
+    assert r.status_code == 204
+    assert "dave" not in members(env, "ads-study")
+    r = requests.delete(api(env, "groups/ads-study/members/bob"), headers=auth(tok), timeout=30)
+    assert r.status_code == 409 and "policy" in error_of(r)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("groups/nope/members/dave", {}, 404),
+        ("groups/ads-study/members/dave", {"expires": "yesterday"}, 400),
+        ("groups/ads-study/members/dave", {"expires": "2001-01-01"}, 400),
+        ("groups/ads-study/members/dave", {"expires": 5}, 400),
+        ("groups/ads-study/members/dave", {"role": "admin"}, 400),
+        ("groups/ads-study/members/dave?x=1", {}, 400),
+    ],
+)
+def test_api_bad_membership_input(env, path, body, status):
+    tok = admin_token(env)
+    r = requests.put(api(env, path), json=body, headers=auth(tok), timeout=30)
+    assert r.status_code == status, r.text
+    assert error_of(r)
+    r = requests.put(api(env, path), data=b"{not json", headers=auth(tok), timeout=30)
+    assert r.status_code in (400, 404)
+
+
+def test_me(env):
+    reconcile(env)
+    tok = user_token(env["hub"], "carol", [ACCESS, scopes.GROUPS_READ])
+    r = requests.get(api(env, "me"), headers=auth(tok), timeout=30)
+    assert r.status_code == 200, r.text
+    me = r.json()
+    assert me["user"] == "carol"
+    assert {g["name"]: g["expires"] for g in me["groups"]} == {
+        "urls-study": "2030-07-01T00:00:00.000000+00:00",
+        "ads-study": None,
+    }
+    assert me["grants"] == {
+        "ads_targeting": ["query", "s3:read"],
+        "url_shares": ["query", "s3:read"],
+    }
+    assert set(me["roles"]) == {"fort-urls-study", "fort-ads-study"}
+    assert me["user_prefix"] == "s3://fort-user-data/users/carol/"
+    assert "gpu" in [p["slug"] for p in me["profiles"]]
+    # asking about someone else is not a thing 'me' does
+    r = requests.get(api(env, "me?user=alice"), headers=auth(tok), timeout=30)
+    assert r.status_code == 400
+
+
+def test_scopes_are_enforced(env):
+    hub = env["hub"]
+    alice = user_token(hub, "alice", [ACCESS, scopes.GROUPS_READ])
+    bare = user_token(hub, "alice", [ACCESS])
+    no_access = user_token(hub, "alice", [scopes.GROUPS_READ])
+    assert requests.get(api(env, "me"), headers=auth(bare), timeout=30).status_code == 403
+    assert requests.get(api(env, "me"), headers=auth(no_access), timeout=30).status_code == 403
+    assert requests.get(api(env, "me"), timeout=30).status_code == 401
+    # user A changing memberships, reading the audit log or asking about B: refused
+    r = requests.put(api(env, "groups/ads-study/members/alice"), headers=auth(alice), timeout=30)
+    assert r.status_code == 403 and scopes.GROUPS_ADMIN in error_of(r)
+    assert "alice" not in members(env, "ads-study")
+    r = requests.get(api(env, "audit"), headers=auth(alice), timeout=30)
+    assert r.status_code == 403
+    r = requests.post(api(env, "authorize"), json={"user": "bob", "action": "query",
+                      "resource": "ads_targeting"}, headers=auth(alice), timeout=30)  # fmt: skip
+    assert r.status_code == 403 and scopes.GROUPS_AUTHORIZE in error_of(r)
+    # a user cannot give themselves the admin scope: the hub refuses such a token
+    r = requests.post(hub.api("users/alice/tokens"), json={"scopes": [scopes.GROUPS_ADMIN]},
+                      headers=hub.admin_headers, timeout=30)  # fmt: skip
+    assert r.status_code in (400, 403), r.text
+
+
+def test_authorize_for_services(env):
+    tok = env["query"].token
+    url = api(env, "authorize")
+
+    def ask(user, action, resource):
+        r = requests.post(url, json={"user": user, "action": action, "resource": resource},
+                          headers=auth(tok), timeout=30)  # fmt: skip
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    assert ask("bob", "query", "ads_targeting")["allowed"] is True
+    d = ask("bob", "query", "url_shares")
+    assert d["allowed"] is False and "url_shares" in d["reason"]
+    assert ask("nobody", "query", "url_shares")["allowed"] is False
+    assert ask("alice", "assume-role", "fort-urls-study")["allowed"] is True
+    for bad in ([], {"user": "bob"}, {"user": 1, "action": "q", "resource": "r"},
+                {"user": "b", "action": "q", "resource": "r", "x": 1}):  # fmt: skip
+        r = requests.post(url, json=bad, headers=auth(tok), timeout=30)
+        assert r.status_code == 400 and error_of(r)
+
+
+def test_audit_api_filters_and_pages(env):
+    tok = admin_token(env)
+    r = requests.get(api(env, "audit?action=groups.add&limit=2"), headers=auth(tok), timeout=30)
+    assert r.status_code == 200, r.text
+    page = r.json()
+    assert len(page["records"]) == 2 and all(x["action"] == "groups.add" for x in page["records"])
+    assert page["next"]
+    r2 = requests.get(env["hub"].url + page["next"], headers=auth(tok), timeout=30)
+    assert r2.status_code == 200
+    seqs = [x["seq"] for x in page["records"] + r2.json()["records"]]
+    assert seqs == sorted(seqs, reverse=True) and len(set(seqs)) == len(seqs)
+    for q in ("limit=0", "limit=abc", "since=notadate", "before=x", "bogus=1", "limit=1&limit=2"):
+        r = requests.get(api(env, f"audit?{q}"), headers=auth(tok), timeout=30)
+        assert r.status_code == 400, q
+    since = (dt.datetime.now(UTC) + dt.timedelta(days=1)).date().isoformat()
+    r = requests.get(api(env, f"audit?since={since}"), headers=auth(tok), timeout=30)
+    assert r.json()["records"] == []
