@@ -21,45 +21,18 @@ import time
 from urllib.parse import urlencode
 
 from jupyterhub.auth import LocalAuthenticator
-from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthenticator
+from oauthenticator.oauth2 import OAuthenticator
 from tornado import web
 from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Float, List, Set, Unicode, default, validate
 
 from ..config import FortSettings, user_groups
+from .facebook_handlers import FacebookCallbackHandler, FacebookLoginError, facebook_handlers
 from .identities import Identities
 from .meta import GraphError, appsecret_proof, graph_error
 
+__all__ = ["FacebookLoginError", "FacebookOAuthenticator", "LocalFacebookOAuthenticator"]
 PROVIDER = "facebook"
-
-
-class FacebookLoginError(web.HTTPError):
-    """A refused Facebook login; ``actor`` names who tried (for the audit record)."""
-
-    def __init__(self, status: int, message: str, actor: str = "anonymous"):
-        super().__init__(status, "%s", message, reason=None)
-        self.message, self.actor = message, actor
-        self.jupyterhub_message = message
-
-
-class FacebookCallbackHandler(OAuthCallbackHandler):
-    def check_error(self):
-        error = self.get_argument("error", "")
-        if error == "access_denied":
-            raise FacebookLoginError(
-                403, "Facebook login was cancelled: this hub was not allowed to use your "
-                "Facebook account (access_denied). Sign in again to retry."
-            )  # fmt: skip
-        if error:
-            desc = self.get_argument("error_description", error)[:200]
-            raise FacebookLoginError(400, f"Facebook login failed: {desc}")
-
-    async def get(self):
-        try:
-            await super().get()
-        except web.HTTPError as e:
-            await self.authenticator.audit_denial(self, e)
-            raise
 
 
 class FacebookOAuthenticator(OAuthenticator, FortSettings):
@@ -199,8 +172,6 @@ class FacebookOAuthenticator(OAuthenticator, FortSettings):
         return Identities(self.fort_store, PROVIDER)
 
     def get_handlers(self, app):
-        from .facebook_handlers import facebook_handlers
-
         return super().get_handlers(app) + facebook_handlers()
 
     # ---- Graph API ------------------------------------------------------------------------------
@@ -269,6 +240,9 @@ class FacebookOAuthenticator(OAuthenticator, FortSettings):
             self.graph("me", {"fields": fields}, token),
             return_exceptions=True,
         )
+        for result in (debug, me):
+            if isinstance(result, BaseException) and not isinstance(result, GraphError):
+                raise result
         if isinstance(debug, GraphError):
             raise FacebookLoginError(debug.status, debug.message)
         data = debug.get("data") or {}

@@ -1,4 +1,5 @@
-"""Hub handlers for Meta's two app callbacks, added by ``FacebookOAuthenticator.get_handlers``:
+"""Hub handlers for Facebook Login: the OAuth callback (Facebook's error answers, audited
+refusals) and Meta's two app callbacks, added by ``FacebookOAuthenticator.get_handlers``:
 
 - ``POST /hub/facebook/deauthorize``: a user removed the app. Marks the identity revoked (the
   stored Facebook token can no longer refresh or log in), deletes the user's hub API and OAuth
@@ -22,12 +23,42 @@ from urllib.parse import urlparse
 
 from jupyterhub.handlers import BaseHandler
 from jupyterhub.utils import new_token, url_path_join
+from oauthenticator.oauth2 import OAuthCallbackHandler
 from tornado import web
 
 from .meta import SignedRequestError, parse_signed_request
 
 MAX_BODY = 8192
 _CODE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+class FacebookLoginError(web.HTTPError):
+    """A refused Facebook login; ``actor`` names who tried (for the audit record)."""
+
+    def __init__(self, status: int, message: str, actor: str = "anonymous"):
+        super().__init__(status, "%s", message, reason=None)
+        self.message, self.actor = message, actor
+        self.jupyterhub_message = message
+
+
+class FacebookCallbackHandler(OAuthCallbackHandler):
+    def check_error(self):
+        error = self.get_argument("error", "")
+        if error == "access_denied":
+            raise FacebookLoginError(
+                403, "Facebook login was cancelled: this hub was not allowed to use your "
+                "Facebook account (access_denied). Sign in again to retry."
+            )  # fmt: skip
+        if error:
+            desc = self.get_argument("error_description", error)[:200]
+            raise FacebookLoginError(400, f"Facebook login failed: {desc}")
+
+    async def get(self):
+        try:
+            await super().get()
+        except web.HTTPError as e:
+            await self.authenticator.audit_denial(self, e)
+            raise
 
 
 class _MetaCallbackHandler(BaseHandler):
