@@ -50,11 +50,13 @@ def _check_policy(args) -> int:
 
 
 def _open_store(url: str):
+    from sqlalchemy.exc import ArgumentError
+
     from .store import Store, StoreError
 
     try:
         return Store(url, create=False)
-    except StoreError as e:
+    except (StoreError, ArgumentError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return None
 
@@ -70,6 +72,11 @@ def _audit(args) -> int:
             expect = None
             if args.expect_head:
                 seq, _, digest = args.expect_head.partition(":")
+                if not (seq.isdigit() and len(digest) == 64):
+                    raise ValueError(
+                        f"--expect-head must be SEQ:HASH as printed by 'fort-hub audit head', "
+                        f"not {args.expect_head!r}"
+                    )
                 expect = (int(seq), digest)
             result = store.audit.verify(expect_head=expect)
             print(result)
@@ -78,6 +85,7 @@ def _audit(args) -> int:
             seq, digest = store.audit.head()
             print(f"{seq}:{digest}")
             return 0
+        since = _utc_iso(args.since) if args.since else None
         out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
         try:
             n = 0
@@ -86,7 +94,7 @@ def _audit(args) -> int:
                     continue
                 if args.action and rec.action != args.action:
                     continue
-                if args.since and rec.ts < args.since:
+                if since and rec.ts < since:
                     continue
                 out.write(json.dumps(rec.as_dict(), sort_keys=True) + "\n")
                 n += 1
@@ -98,6 +106,21 @@ def _audit(args) -> int:
     except (StoreError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _utc_iso(value: str) -> str:
+    """``2026-11-01`` or ``2026-11-01T12:00:00[+02:00]`` -> the audit log's UTC ISO form."""
+    import datetime as dt
+
+    from .store import isoformat
+
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"--since must be an ISO-8601 time like 2026-11-01T00:00:00, not {value!r}"
+        ) from None
+    return isoformat(when)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--db", required=True)
     e.add_argument("--user")
     e.add_argument("--action")
-    e.add_argument("--since", help="ISO-8601 UTC time, e.g. 2026-11-01T00:00:00")
+    e.add_argument(
+        "--since", help="ISO-8601 time (UTC unless it has an offset), e.g. 2026-11-01T00:00:00"
+    )
     e.add_argument("--output", "-o", help="file to write (default: standard output)")
     a.set_defaults(func=_audit)
 
