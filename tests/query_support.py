@@ -94,9 +94,13 @@ TOKENS = {
 class QueryEnv:
     """A running fort-query with the example policy, sample data and the fake hub."""
 
-    def __init__(self, tmp: Path, store_url: str, policy_text: str | None = None, **settings):
+    def __init__(
+        self, tmp: Path, store_url: str, policy_text: str | None = None, sample_data: bool = True,
+        **settings,
+    ):  # fmt: skip
         self.tmp = tmp
-        make_datasets(tmp)
+        if sample_data:
+            make_datasets(tmp)
         self.policy_path = tmp / "policy.yaml"
         if policy_text is None:
             shutil.copy(EXAMPLE_POLICY, self.policy_path)

@@ -143,7 +143,7 @@ def test_contract_row_cap(case, tmp_path):
 
 
 def test_contract_target_and_dialect(case):
-    catalog, schema = case.engine.target(case.dataset)
+    _catalog, schema = case.engine.target(case.dataset)
     assert schema in ("url_shares", "fort_urls")
     assert case.engine.dialect in ("duckdb", "athena")
 

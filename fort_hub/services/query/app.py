@@ -34,7 +34,7 @@ from ..base import FortServiceApp
 from .engines.athena import AthenaEngine
 from .engines.base import EngineError, EngineJob, QueryCancelled, QueryEngine, ResultTooLarge
 from .engines.duckdb import DuckDBEngine
-from .quotas import Quotas
+from .quotas import Quotas, QuotaExceeded
 from .records import INFLIGHT, QueryRecord, QueryRecords
 from .results import ResultStore
 from .sqlcheck import CheckedQuery, SqlRejected, check_sql
@@ -150,6 +150,7 @@ class QueryService(FortServiceApp):
             "athena": self.athena_engine_class(parent=self),
         }
         self._tasks: dict[str, asyncio.Task] = {}
+        self._done: dict[str, asyncio.Event] = {}  # set once the final state is recorded
         self._cancel_requested: set[str] = set()
 
     def handlers(self) -> list[tuple]:
@@ -289,29 +290,22 @@ class QueryService(FortServiceApp):
             extra={"region": policy.aws.region},
         )  # fmt: skip
         max_rows = min(quota.max_result_rows, self.max_result_rows)
+        self._done[qid] = asyncio.Event()
         self._tasks[qid] = asyncio.ensure_future(self._execute(rec, job, max_rows, request_id))
         return rec
 
     async def _admit(self, rec: QueryRecord, quota) -> None:
-        from .quotas import QuotaExceeded
+        """Quotas and the record's insertion, in one transaction."""
+
+        def insert(conn):
+            return self.records.insert_if_below(conn, rec, quota.max_concurrent_queries)
 
         try:
-            await self.fort_store.run(self.quotas.admit, rec.username, quota)
+            await self.fort_store.run(self.quotas.admit, rec.username, quota, insert)
         except QuotaExceeded as q:
             raise Refused(429, str(q), quota=q.as_dict()) from None
         except StoreError as e:
             raise Refused(503, f"the fort store is unavailable: {e}") from None
-        try:
-            busy = await self.fort_store.run(
-                self.records.insert_if_below, rec, quota.max_concurrent_queries
-            )
-        except StoreError as e:
-            await self._refund(rec.username)
-            raise Refused(503, f"the fort store is unavailable: {e}") from None
-        if busy is not None:
-            await self._refund(rec.username)
-            q = QuotaExceeded("max_concurrent_queries", busy, quota.max_concurrent_queries, None)
-            raise Refused(429, str(q), quota=q.as_dict())
 
     async def _refund(self, username: str) -> None:
         try:
@@ -336,11 +330,12 @@ class QueryService(FortServiceApp):
         store = self.fort_store
         sink = self.results.sink(rec.id, max_rows, self.max_result_bytes)
         state, error, outcome = "failed", None, None
+        # the state change is recorded while the engine already works (off the critical path)
+        running = asyncio.ensure_future(store.run(
+            self.records.update, rec.id, ("queued",), state="running",
+            started=isoformat(self.clock()),
+        ))  # fmt: skip
         try:
-            await store.run(
-                self.records.update, rec.id, ("queued",), state="running",
-                started=isoformat(self.clock()),
-            )  # fmt: skip
             run = asyncio.ensure_future(engine.run(job, sink))
             done, _ = await asyncio.wait({run}, timeout=self.query_timeout)
             if not done:
@@ -366,14 +361,20 @@ class QueryService(FortServiceApp):
         except Exception as e:  # never lose a query silently
             self.log.exception("query %s failed unexpectedly", rec.id)
             error = f"internal error ({type(e).__name__})"
-        finally:
-            self._tasks.pop(rec.id, None)
+        try:
+            await running
+        except StoreError as e:
+            self.log.error("query %s: could not record that it runs: %s", rec.id, e)
         if rec.id in self._cancel_requested:
             state, error = "cancelled", "cancelled by the user"
             self._cancel_requested.discard(rec.id)
         if state != "succeeded":
             sink.discard()
-        await self._finish(rec, state, error, outcome, sink.rows, request_id)
+        try:
+            await self._finish(rec, state, error, outcome, sink.rows, request_id)
+        finally:
+            self._tasks.pop(rec.id, None)
+            self._done.pop(rec.id, asyncio.Event()).set()
 
     async def _finish(self, rec, state, error, outcome, rows, request_id) -> None:
         now = self.clock()
@@ -387,6 +388,10 @@ class QueryService(FortServiceApp):
             values["expires"] = isoformat(now + dt.timedelta(seconds=self.result_ttl))
         try:
             await self.fort_store.run(self.records.update, rec.id, INFLIGHT, **values)
+        except StoreError as e:
+            self.log.error("query %s finished (%s) but could not be recorded: %s", rec.id, state, e)
+        self._done.pop(rec.id, asyncio.Event()).set()  # long polls answer now
+        try:
             await self.fort_store.run(self.quotas.add_scanned, rec.username, scanned)
             await self.fort_store.audit.arecord(
                 actor=rec.username, action="query.complete", resource=rec.dataset,
@@ -408,8 +413,11 @@ class QueryService(FortServiceApp):
                 error="cancelled by the user", finished=isoformat(self.clock()),
             )  # fmt: skip
 
-    async def wait(self, query_id: str) -> None:
-        """Wait until *query_id*'s background task is done (tests, benchmarks)."""
-        task = self._tasks.get(query_id)
-        if task is not None:
-            await asyncio.shield(task)
+    async def wait_finished(self, query_id: str, timeout: float) -> None:
+        """Wait up to *timeout* s until *query_id*'s final state is recorded (long polls)."""
+        done = self._done.get(query_id)
+        if done is not None:
+            try:
+                await asyncio.wait_for(done.wait(), timeout)
+            except TimeoutError:
+                pass

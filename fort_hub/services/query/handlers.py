@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -126,9 +125,8 @@ class QueryHandler(QueryHandlerBase):
     async def get(self, query_id):
         rec = await self.load(query_id)
         wait = self.int_arg("wait", 0, 0, 60)
-        task = self.app._tasks.get(rec.id)
-        if wait and rec.state in INFLIGHT and task is not None:
-            await asyncio.wait({task}, timeout=wait)  # long poll: answer as soon as it finished
+        if wait and rec.state in INFLIGHT:
+            await self.app.wait_finished(rec.id, wait)  # long poll: answer once it finished
             rec = await self.load(query_id)
         self.write_json(rec.public())
 
@@ -168,6 +166,8 @@ class ResultsHandler(QueryHandlerBase):
             self.finish(R.json_dumps(data))
             return
         self.set_header("Content-Type", FORMATS[fmt] + ("; charset=UTF-8" if fmt == "csv" else ""))
+        if fmt == "arrow":  # the stored file is the stream: its size is known, no chunking
+            self.set_header("Content-Length", str(os.path.getsize(rec.result_path)))
         chunks = R.iter_bytes(rec.result_path) if fmt == "arrow" else R.iter_csv(rec.result_path)
         try:
             for chunk in chunks:

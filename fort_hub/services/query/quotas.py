@@ -11,14 +11,26 @@ A refusal is :class:`QuotaExceeded` (HTTP 429) naming the limit, the use and the
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import select
+
 from ...policy.model import Quota
 from ...store import Store
+from ...store import schema
 from ...store.core import isoformat
 
 QUERIES = "query.count"
+
+
+def user_lock(username: str) -> int:
+    """Advisory lock key serializing one user's admissions (PostgreSQL; SQLite has BEGIN
+    IMMEDIATE)."""
+    return 4242_1000 + zlib.crc32(username.encode()) % 1_000_000
+
+
 BYTES = "query.bytes_scanned"
 
 
@@ -44,17 +56,33 @@ class Quotas:
         self.store = store
         self.clock = clock
 
-    def admit(self, username: str, quota: Quota) -> None:
-        """Count one query against today's limits, or raise :class:`QuotaExceeded`."""
+    def admit(
+        self, username: str, quota: Quota, insert: Callable[[Any], int | None] | None = None
+    ) -> None:
+        """Count one query against today's limits and, in the same transaction, call
+        *insert(conn)* (which returns the user's in-flight count instead of inserting when that
+        is at ``max_concurrent_queries``). Raises :class:`QuotaExceeded`; then nothing is kept."""
         window, resets = day_window(self.clock())
-        scanned = self.store.usage.get(username, BYTES, window)
-        if scanned >= quota.bytes_scanned_per_day:
-            raise QuotaExceeded(
-                "bytes_scanned_per_day", scanned, quota.bytes_scanned_per_day, resets
-            )
-        got = self.store.usage.try_consume(username, QUERIES, window, 1, quota.queries_per_day)
-        if not got.allowed:
-            raise QuotaExceeded("queries_per_day", got.used, quota.queries_per_day, resets)
+        t = schema.usage
+        with self.store.transaction() as conn:
+            self.store.lock_exclusive(conn, user_lock(username))
+            scanned = conn.execute(
+                select(t.c.value).where(
+                    t.c.subject == username, t.c.metric == BYTES, t.c.window == window
+                )
+            ).scalar()
+            if (scanned or 0) >= quota.bytes_scanned_per_day:
+                raise QuotaExceeded(
+                    "bytes_scanned_per_day", scanned, quota.bytes_scanned_per_day, resets
+                )
+            used = self.store.usage._add(conn, username, QUERIES, window, 1)
+            if used > quota.queries_per_day:
+                raise QuotaExceeded("queries_per_day", used - 1, quota.queries_per_day, resets)
+            busy = insert(conn) if insert else None
+            if busy is not None:
+                raise QuotaExceeded(
+                    "max_concurrent_queries", busy, quota.max_concurrent_queries, None
+                )
 
     def refund(self, username: str) -> None:
         """Undo :meth:`admit` (the query was refused later, before it ran)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import zlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,29 +46,27 @@ def _row(r) -> QueryRecord:
     return QueryRecord(**dict(r._mapping))
 
 
-def _user_lock(username: str) -> int:
-    return 4242_1000 + zlib.crc32(username.encode()) % 1_000_000
-
-
 class QueryRecords:
     """Repository over ``fort_queries``."""
 
     def __init__(self, store: Store):
         self.store = store
 
-    def insert_if_below(self, rec: QueryRecord, max_inflight: int) -> int | None:
-        """Insert *rec* unless its user already has *max_inflight* queries queued or running;
-        then return that count (and insert nothing). Atomic across processes."""
+    def insert_if_below(self, conn, rec: QueryRecord, max_inflight: int) -> int | None:
+        """In *conn*'s transaction (which holds the user's lock): insert *rec* unless its user
+        already has *max_inflight* queries queued or running; then return that count."""
         t = S.queries
-        with self.store.transaction() as conn:
-            self.store.lock_exclusive(conn, _user_lock(rec.username))
-            n = conn.execute(
-                select(func.count()).where(t.c.username == rec.username, t.c.state.in_(INFLIGHT))
-            ).scalar_one()
-            if n >= max_inflight:
-                return int(n)
-            conn.execute(t.insert().values(**asdict(rec)))
+        n = conn.execute(
+            select(func.count()).where(t.c.username == rec.username, t.c.state.in_(INFLIGHT))
+        ).scalar_one()
+        if n >= max_inflight:
+            return int(n)
+        conn.execute(t.insert().values(**asdict(rec)))
         return None
+
+    def insert(self, rec: QueryRecord) -> None:
+        with self.store.transaction() as conn:
+            conn.execute(S.queries.insert().values(**asdict(rec)))
 
     def get(self, query_id: str) -> QueryRecord | None:
         t = S.queries

@@ -22,7 +22,7 @@ import pyarrow.ipc as ipc
 
 from .engines.base import ResultSink, ResultTooLarge
 
-CHUNK = 1 << 20
+CHUNK = 4 << 20
 
 
 class FileSink(ResultSink):

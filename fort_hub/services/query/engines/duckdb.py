@@ -10,7 +10,10 @@ Every query gets its own in-memory connection on which the dataset's tables are 
 - ``memory_limit`` and ``threads`` come from the settings, and ``lock_configuration = true`` stops
   the query from changing any of this.
 
-Cancellation and timeouts call ``connection.interrupt()``.
+The hardened database is built once per dataset and reused for ``base_max_age`` seconds; each
+query runs on its own cursor (a separate connection to that database, sharing its locked
+settings), so a query costs no connection set-up. Cancellation and timeouts call the cursor's
+``interrupt()``.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
-from traitlets import Integer, Unicode, validate
+from traitlets import Float, Integer, Unicode, validate
 
 from ....policy.model import Dataset
 from .base import EngineError, EngineJob, Outcome, QueryCancelled, QueryEngine, ResultSink
@@ -84,6 +88,15 @@ class DuckDBEngine(QueryEngine):
         """,
     ).tag(config=True)
 
+    base_max_age = Float(
+        300,
+        help="""Seconds a dataset's hardened database (its views) is reused before it is
+        rebuilt (e.g. to see a replaced DuckDB file). 0 builds one per query.
+
+            c.DuckDBEngine.base_max_age = 60
+        """,
+    ).tag(config=True)
+
     @validate("threads", "batch_rows", "max_running")
     def _positive(self, proposal):
         if proposal["value"] < 1:
@@ -96,6 +109,7 @@ class DuckDBEngine(QueryEngine):
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.max_running, thread_name_prefix="fort-duckdb")
+        self._bases: dict[tuple, tuple[float, duckdb.DuckDBPyConnection]] = {}
 
     def target(self, dataset: Dataset) -> tuple[str | None, str | None]:
         return (None, dataset.name)
@@ -153,10 +167,26 @@ class DuckDBEngine(QueryEngine):
             ) from None
         return con
 
+    def cursor(self, dataset: Dataset) -> duckdb.DuckDBPyConnection:
+        """A new connection to *dataset*'s cached hardened database."""
+        key = (dataset.name, dataset.tables, repr(sorted(dataset.location.items())))
+        now = time.monotonic()
+        with self._lock:
+            hit = self._bases.get(key)
+            if hit and now - hit[0] < self.base_max_age:
+                return hit[1].cursor()
+        base = self.connect(dataset)  # outside the lock: may read file metadata
+        with self._lock:
+            for k in [k for k in self._bases if k[0] == dataset.name]:
+                del self._bases[k]  # cursors still running keep the old database alive
+            if self.base_max_age > 0:
+                self._bases[key] = (now, base)
+            return base.cursor()
+
     # ----- contract ---------------------------------------------------------------------------
 
     def _describe(self, dataset: Dataset) -> dict[str, list]:
-        con = self.connect(dataset)
+        con = self.cursor(dataset)
         try:
             out = {}
             for table in dataset.tables:
@@ -172,7 +202,7 @@ class DuckDBEngine(QueryEngine):
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._describe, dataset)
 
     def _run(self, job: EngineJob, sink: ResultSink) -> Outcome:
-        con = self.connect(job.dataset)
+        con = self.cursor(job.dataset)
         with self._lock:
             if job.id in self._cancelled:
                 con.close()
@@ -212,3 +242,5 @@ class DuckDBEngine(QueryEngine):
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            self._bases.clear()
