@@ -34,7 +34,7 @@ from ..base import FortServiceApp
 from .engines.athena import AthenaEngine
 from .engines.base import EngineError, EngineJob, QueryCancelled, QueryEngine, ResultTooLarge
 from .engines.duckdb import DuckDBEngine
-from .quotas import Quotas, QuotaExceeded
+from .quotas import QuotaExceeded, Quotas
 from .records import INFLIGHT, QueryRecord, QueryRecords
 from .results import ResultStore
 from .sqlcheck import CheckedQuery, SqlRejected, check_sql
@@ -417,7 +417,5 @@ class QueryService(FortServiceApp):
         """Wait up to *timeout* s until *query_id*'s final state is recorded (long polls)."""
         done = self._done.get(query_id)
         if done is not None:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), timeout)
-            except TimeoutError:
-                pass

@@ -18,8 +18,7 @@ from typing import Any
 from sqlalchemy import select
 
 from ...policy.model import Quota
-from ...store import Store
-from ...store import schema
+from ...store import Store, schema
 from ...store.core import isoformat
 
 QUERIES = "query.count"
