@@ -34,6 +34,10 @@ def _summarize(options: Any) -> dict[str, str]:
     return {str(k)[:64]: str(v)[:200] for k, v in list(options.items())[:20]}
 
 
+def _applied_at_start(spawner, user_options) -> None:
+    return None
+
+
 class SpawnDenied(web.HTTPError):
     """A spawn the policy does not allow (403), or one that could not be audited (503)."""
 
@@ -78,6 +82,12 @@ class FortSpawnerMixin(FortSettings):
             c.FortKubeSpawner.aws_credentials_command = "/opt/conda/bin/fort-aws-credentials"
         """,
     ).tag(config=True)
+
+    @default("apply_user_options")
+    def _fort_apply_user_options(self):
+        # user_options are validated against the policy and applied in start(); a no-op here
+        # keeps JupyterHub (5.3+) from warning that they are unhandled
+        return _applied_at_start
 
     @default("server_token_scopes")
     def _fort_server_token_scopes(self):

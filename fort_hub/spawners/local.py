@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader
-from jupyterhub.spawner import LocalProcessSpawner
+from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner
 from kubespawner.slugs import safe_slug
-from traitlets import Dict, List, Unicode, Union, default
+from traitlets import Bool, Dict, List, Unicode, Union, default
 
 from .base import FortSpawnerMixin, SpawnDenied
 from .profiles import ProfileError, options_from_form, validate_user_options
@@ -36,8 +36,36 @@ def _form_environment() -> Environment:
     return env
 
 
-class FortLocalSpawner(FortSpawnerMixin, LocalProcessSpawner):
-    """LocalProcessSpawner whose profiles, environment and audit follow the fort policy."""
+class FortLocalSpawner(FortSpawnerMixin, SimpleLocalProcessSpawner):
+    """A local-process spawner whose profiles, environment and audit follow the fort policy."""
+
+    system_users = Bool(
+        False,
+        help="""Run each server as the system user of the same name (JupyterHub's
+        `LocalProcessSpawner`: the users must exist and the hub must run as root).
+
+        Off (default): every server runs as the hub's own user in `home_dir_template`
+        (`SimpleLocalProcessSpawner`), which is what the demo and the tests need and gives no
+        isolation between users.
+
+            c.FortLocalSpawner.system_users = True
+        """,
+    ).tag(config=True)
+
+    def make_preexec_fn(self, name):
+        if self.system_users:
+            return LocalProcessSpawner.make_preexec_fn(self, name)
+        return super().make_preexec_fn(name)
+
+    def user_env(self, env):
+        if self.system_users:
+            return LocalProcessSpawner.user_env(self, env)
+        return super().user_env(env)
+
+    def move_certs(self, paths):
+        if self.system_users:
+            return LocalProcessSpawner.move_certs(self, paths)
+        return super().move_certs(paths)
 
     image_environments = Dict(
         key_trait=Unicode(),
