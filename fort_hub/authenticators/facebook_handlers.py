@@ -176,25 +176,33 @@ class DataDeletionHandler(_MetaCallbackHandler):
 
 
 class DeletionStatusHandler(BaseHandler):
+    def page(self, status: int, body: str):
+        # our own page (not write_error): JupyterHub 5's 404 template drops the message
+        self.set_status(status)
+        self.finish(
+            "<!doctype html><html><head><title>Data deletion status</title></head><body>"
+            f"<h1>Data deletion request</h1>{body}</body></html>"
+        )
+
     async def get(self):
         code = self.get_argument("code", "")
         if not _CODE.match(code):
-            raise web.HTTPError(400, "The confirmation code is missing or malformed.")
+            return self.page(400, "<p>The confirmation code is missing or malformed.</p>")
         identities = self.authenticator.identities
         deletion = await self.authenticator.fort_store.run(identities.deletion, code)
         if deletion is None:
-            raise web.HTTPError(404, "No data deletion request has this confirmation code.")
+            return self.page(404, "<p>No data deletion request has this confirmation code.</p>")
         done = deletion.completed.isoformat(timespec="seconds") if deletion.completed else "-"
         text = {
             "completed": "Your Facebook login data (tokens, name, email) was deleted from this hub.",
             "no_data": "This hub held no Facebook login data for this account; nothing to delete.",
         }.get(deletion.status, deletion.status)
-        self.finish(
-            "<!doctype html><html><head><title>Data deletion status</title></head><body>"
-            f"<h1>Data deletion request</h1><p>Confirmation code: <code>{escape(code)}</code></p>"
+        self.page(
+            200,
+            f"<p>Confirmation code: <code>{escape(code)}</code></p>"
             f"<p>Status: <strong>{escape(deletion.status)}</strong>. {escape(text)}</p>"
             f"<p>Requested {escape(deletion.requested.isoformat(timespec='seconds'))}; "
-            f"completed {escape(done)}.</p></body></html>"
+            f"completed {escape(done)}.</p>",
         )
 
 
