@@ -158,3 +158,23 @@ def test_identity_binding(store):
     d = ids.deletion("code12345678")
     assert (d.username, d.status, d.completed is not None) == ("alice", "completed", True)
     assert ids.deletion("nope") is None
+
+
+async def test_allowed_scopes_use_granted_scopes_from_debug_token(auth, standin):
+    auth.policy_file = ""  # no study membership: only allowed_scopes can let bob in
+    auth.allowed_scopes = ["email"]
+    model = await _model(auth, standin, "bob")
+    assert await auth.check_allowed(model["name"], model) is True
+    model["auth_state"]["scope"] = ["public_profile"]  # email not granted
+    with pytest.raises(FacebookLoginError, match="no study membership"):
+        await auth.check_allowed(model["name"], model)
+
+
+async def test_unreadable_policy_refuses_login_clearly(auth, standin, tmp_path):
+    bad = tmp_path / "broken-policy.yaml"
+    bad.write_text("version: 1\ngroups: [{name: x, members: 7}]\n")
+    auth.policy_file = str(bad)
+    model = await _model(auth, standin, "dave")
+    with pytest.raises(FacebookLoginError) as e:
+        await auth.check_allowed("dave", model)
+    assert e.value.status_code == 503 and "access policy or the fort store" in e.value.message

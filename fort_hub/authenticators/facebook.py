@@ -27,6 +27,7 @@ from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Float, List, Set, Unicode, default, validate
 
 from ..config import FortSettings, user_groups
+from ..store import StoreError
 from .facebook_handlers import FacebookCallbackHandler, FacebookLoginError, facebook_handlers
 from .identities import Identities
 from .meta import GraphError, appsecret_proof, graph_error
@@ -304,7 +305,7 @@ class FacebookOAuthenticator(OAuthenticator, FortSettings):
         predates a deauthorization."""
         name, state = auth_model["name"], auth_model["auth_state"]
         fb_id = state["facebook_id"]
-        by_name, by_id = await self.fort_store.run(self.identities.both, fb_id, name)
+        by_name, by_id = await self._read(name, lambda: self.identities.both(fb_id, name))
         if by_name and by_name.subject != fb_id:
             raise FacebookLoginError(
                 403, f"The hub account {name!r} is linked to a different Facebook account; login "
@@ -324,12 +325,26 @@ class FacebookOAuthenticator(OAuthenticator, FortSettings):
             )  # fmt: skip
         return auth_model
 
+    async def _read(self, actor: str, fn):
+        """A fort store / policy read during login; failures refuse the login clearly."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, fn)
+        except (StoreError, ValueError) as e:  # PolicyError is a ValueError
+            self.log.error("facebook.store_unavailable user=%s error=%r", actor, str(e))
+            raise FacebookLoginError(
+                503,
+                "Sign-in is temporarily unavailable: the access policy or the fort store "
+                "could not be read. Please try again later.",
+                actor,
+            ) from None
+
     async def check_allowed(self, username, auth_model):
         if await super().check_allowed(username, auth_model):
             return True
         if self.policy_file:
-            policy = self.fort_policy
-            groups = await self.fort_store.run(user_groups, username, policy, self.fort_store)
+            groups = await self._read(
+                username, lambda: user_groups(username, self.fort_policy, self.fort_store)
+            )
             if groups:
                 return True
         raise FacebookLoginError(
@@ -365,19 +380,27 @@ class FacebookOAuthenticator(OAuthenticator, FortSettings):
         expired or deleted login forces a new sign-in."""
         if not self.enable_auth_state:
             return True
-        ident = await self.fort_store.run(self.identities.by_username, user.name)
         state = await user.get_auth_state()
-        reason = ""
-        if ident and ident.revoked:
-            result, reason = False, "Facebook login revoked by deauthorization"
-        elif state and time.time() - (state.get("validated_at") or 0) < self.auth_refresh_age:
+        ident, reason, result = None, "", False
+        try:
+            ident = await self._read(user.name, lambda: self.identities.by_username(user.name))
+        except FacebookLoginError as e:
+            reason = e.message
+        if not reason and ident and ident.revoked:
+            reason = "Facebook login revoked by deauthorization"
+        elif (
+            not reason
+            and state
+            and time.time() - (state.get("validated_at") or 0) < self.auth_refresh_age
+        ):
             return True
-        else:
+        elif not reason:
             try:
                 result = await super().refresh_user(user, handler, **kwargs)
             except web.HTTPError as e:
-                result, reason = False, getattr(e, "message", None) or str(e)
-            reason = reason or ("" if result else "no usable Facebook token in auth_state")
+                reason = getattr(e, "message", None) or str(e)
+            if not result and not reason:
+                reason = "no usable Facebook token in auth_state"
         if not result:
             self.log.warning("facebook.refresh_failed user=%s reason=%r", user.name, reason)
             try:
