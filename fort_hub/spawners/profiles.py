@@ -119,6 +119,22 @@ def profile_entry(
     return entry
 
 
+_ENTRIES: dict[tuple[int, str], tuple[Policy, list[dict[str, Any]]]] = {}
+
+
+def _entries(policy: Policy, base_tolerations: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Every profile's entry, built once per policy object (policies are immutable; a reload
+    makes a new object) and per set of base tolerations."""
+    key = (id(policy), repr(base_tolerations))
+    hit = _ENTRIES.get(key)
+    if hit is None or hit[0] is not policy:
+        if len(_ENTRIES) >= 16:
+            _ENTRIES.clear()
+        hit = (policy, [profile_entry(p, base_tolerations) for p in policy.profiles])
+        _ENTRIES[key] = hit
+    return hit[1]
+
+
 def build_profile_list(
     policy: Policy,
     groups: Mapping[str, dt.datetime | None] | Iterable[str],
@@ -129,13 +145,22 @@ def build_profile_list(
 ) -> list[dict[str, Any]]:
     """The ``profile_list`` for a member of *groups* (expired memberships are dropped when
     *user* is given), in policy order, with exactly one ``default`` (the policy's default if the
-    user may use it, else the first)."""
-    profiles = policy.profiles_for(groups, user=user, now=now)
-    out = [profile_entry(p, base_tolerations) for p in profiles]
-    defaults = [e for e in out if e["default"]]
-    for e in defaults[1:]:
-        e["default"] = False
-    if out and not defaults:
+    user may use it, else the first).
+
+    Each item is a fresh dict, but the nested settings are shared with a per-policy cache: treat
+    them as read-only (kubespawner deep-copies the list before applying it).
+    """
+    eff = set(policy.effective_groups(user, groups, now) if user is not None else groups)
+    out = [
+        {**entry}
+        for p, entry in zip(policy.profiles, _entries(policy, base_tolerations), strict=True)
+        if not p.groups or not eff.isdisjoint(p.groups)
+    ]
+    seen_default = False
+    for e in out:
+        if e["default"]:
+            e["default"], seen_default = not seen_default, True
+    if out and not seen_default:
         out[0]["default"] = True
     return out
 
