@@ -218,8 +218,8 @@ LOGIN_CASES = {
                              503, "error 613"),
     "graph unreachable": ("alice", {"hang_up": ["oauth/access_token"]}, 503,
                           "Facebook could not be reached"),
-    "wrong appsecret_proof": ("alice", {"require_proof": True, "error": {
-        "code": 100, "paths": ["me"]}}, 403, "Facebook refused the request (error 100"),
+    "wrong appsecret_proof": ("alice", {"require_proof": True, "proof_secret": "rotated"}, 403,
+                              "Facebook refused the request (error 100: Invalid appsecret_proof"),
 }  # fmt: skip
 
 

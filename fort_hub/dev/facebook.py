@@ -20,7 +20,7 @@ Endpoints (``{v}`` is any ``vNN.N``):
 Test controls (``POST /_standin/faults`` with a JSON object; ``POST /_standin/reset`` clears):
 ``token_app_id`` (new tokens belong to another app), ``token_ttl`` (seconds; negative = already
 expired), ``invalid_tokens`` (true), ``me_id`` (``/me`` answers another id), ``require_proof``
-(true/false), ``error`` ({"code": 190, "subcode": 0, "paths": ["me"], "status": 400}),
+(true/false), ``proof_secret`` (check proofs against another secret, as after a rotation), ``error`` ({"code": 190, "subcode": 0, "paths": ["me"], "status": 400}),
 ``hang_up`` (list of paths whose connections are closed without an answer).
 ``POST /_standin/revoke`` ``{"identity": "alice"}`` revokes that identity's tokens.
 """
@@ -175,7 +175,8 @@ class _Base(web.RequestHandler):
         if not proof and required:
             self.fail(fb_error("API calls from the server require an appsecret_proof argument",
                                100, kind="GraphMethodException"))  # fmt: skip
-        if proof and not hmac.compare_digest(proof, appsecret_proof(token, self.s.app_secret)):
+        secret = self.s.faults.get("proof_secret", self.s.app_secret)
+        if proof and not hmac.compare_digest(proof, appsecret_proof(token, secret)):
             self.fail(fb_error("Invalid appsecret_proof provided in the API argument", 100,
                                kind="GraphMethodException"))  # fmt: skip
 
