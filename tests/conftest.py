@@ -99,3 +99,14 @@ def artifacts_dir() -> Path:
     d = ROOT / "tests" / "artifacts"
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+@pytest.fixture(scope="session")
+def fort_demo(tmp_path_factory):
+    """One running ``fort-hub demo`` shared by the end-to-end modules (tests/demoproc.py)."""
+    from tests.demoproc import RunningDemo
+
+    demo = RunningDemo(tmp_path_factory.mktemp("fort-demo") / "state")
+    demo.start()
+    yield demo
+    demo.stop()

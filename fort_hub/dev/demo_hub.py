@@ -105,7 +105,6 @@ def overlay(c, settings_file: str) -> None:
         "AWS_ENDPOINT_URL": s["aws_endpoint_url"],
         # never a real AWS credentials file: only credential_process (fort-credentials)
         "AWS_SHARED_CREDENTIALS_FILE": str(state / "aws" / "no-shared-credentials"),
-        "MPLBACKEND": "Agg",
     }
     if os.geteuid() == 0:  # containers often run as root; the servers run as the demo's user
         c.Spawner.args = ["--allow-root"]

@@ -1,0 +1,202 @@
+"""End to end through a running ``fort-hub demo`` without a browser: alice signs in through the
+Facebook stand-in, starts a server, and with her notebook's own token queries a dataset she is
+granted (allowed) and one she is not (refused with the reason), writes to her S3 prefix through
+boto3's credential_process, and runs the shipped getting-started notebook. The session policy
+fort-credentials used names only her prefix and her datasets; the audit chain verifies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import boto3
+import pytest
+import requests
+import yaml
+
+from fort_hub.dev.demo import READY_LINE
+from fort_hub.store import Store
+from tests.fbflow import login
+
+pytestmark = [pytest.mark.hub, pytest.mark.slow]
+
+CLIENT_SCRIPT = textwrap.dedent(
+    """
+    import json, boto3
+    from fort_hub.client import FortClient, FortQueryError
+    out = {}
+    fort = FortClient()
+    out["datasets"] = sorted(d["name"] for d in fort.datasets())
+    t = fort.query("SELECT country, count(*) AS n FROM url_shares GROUP BY country", dataset="url_shares")
+    out["countries"] = t.num_rows
+    out["rows"] = sum(t.column("n").to_pylist())
+    try:
+        fort.query("SELECT count(*) FROM ads_targeting", dataset="ads_targeting")
+        out["refused"] = None
+    except FortQueryError as e:
+        out["refused"] = [e.status, str(e)]
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket="fort-user-data", Key="users/alice/e2e/hello.txt", Body=b"hello")
+    out["arn"] = boto3.client("sts").get_caller_identity()["Arn"]
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def alice(fort_demo):
+    s = fort_demo.login("alice")
+    fort_demo.spawn(s, "alice", "python")
+    env = fort_demo.server_env("alice")
+    yield {"session": s, "env": env}
+    fort_demo.stop_server(s, "alice")
+
+
+def moto_s3(fort_demo, env):
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def test_demo_prints_url_and_identities(fort_demo):
+    out = fort_demo.output
+    assert f"{READY_LINE} {fort_demo.url}/" in out
+    assert "dave    no study group" in out
+    assert "alice   groups urls-study" in out and "query url_shares;" in out
+    assert "carol   groups urls-study,ads-study; membership urls-study through 2031-12-31" in out
+    state = fort_demo.state
+    assert (state / "policy.yaml").exists() and (state / "data" / "url_shares.parquet").exists()
+    assert requests.get(fort_demo.url + "/hub/login", timeout=30).status_code == 200
+
+
+def test_notebook_environment_is_alices(alice):
+    env = alice["env"]
+    assert env["FORT_USER"] == "alice" and env["FORT_GROUPS"] == "urls-study"
+    assert env["FORT_USER_PREFIX"] == "s3://fort-user-data/users/alice/"
+    assert env["FORT_QUERY_URL"].endswith("/services/fort-query/")
+    with open(env["AWS_CONFIG_FILE"]) as f:
+        config = f.read()
+    assert "credential_process" in config and "--role fort-urls-study" in config
+    assert "fort-ads-study" not in config
+    assert "AWS_ACCESS_KEY_ID" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+
+
+def test_client_with_alices_server_token(fort_demo, alice):
+    r = subprocess.run(
+        [sys.executable, "-c", CLIENT_SCRIPT],
+        env=alice["env"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["datasets"] == ["url_shares"]
+    assert out["rows"] == fort_demo.rows and out["countries"] > 5
+    status, message = out["refused"]
+    assert status == 403
+    assert "ads_targeting" in message and "no grant gives 'query'" in message
+    assert out["arn"].endswith(":assumed-role/fort-urls-study/fort-alice")
+    body = moto_s3(fort_demo, alice["env"]).get_object(
+        Bucket="fort-user-data", Key="users/alice/e2e/hello.txt"
+    )["Body"]
+    assert body.read() == b"hello"
+
+
+def test_getting_started_notebook_runs(fort_demo, alice, tmp_path):
+    notebook = fort_demo.state / "users" / "alice" / "examples" / "getting-started.ipynb"
+    assert notebook.exists()  # copied by the demo's pre-spawn hook
+    out = tmp_path / "executed.ipynb"
+    r = subprocess.run(
+        [sys.executable, "-m", "nbconvert", "--to", "notebook", "--execute", str(notebook)]
+        + ["--output", str(out), "--ExecutePreprocessor.timeout=120"],
+        env=alice["env"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert r.returncode == 0, r.stderr[-4000:]
+    cells = json.loads(out.read_text())["cells"]
+    text = "\n".join(
+        "".join(o.get("text", "")) + json.dumps(o.get("data", {}))
+        for c in cells
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
+    )
+    assert "refused:" in text and "ads_targeting" in text
+    assert "wrote s3://fort-user-data/users/alice/results/shares_by_month.csv" in text
+    assert "image/png" in text  # the plot
+    keys = moto_s3(fort_demo, alice["env"]).list_objects_v2(
+        Bucket="fort-user-data", Prefix="users/alice/results/"
+    )["Contents"]
+    assert [k["Key"] for k in keys] == ["users/alice/results/shares_by_month.csv"]
+
+
+def test_session_policy_names_only_her_prefix_and_datasets(fort_demo, alice):
+    # the credentials were fetched by the tests above; fort-credentials audits the session
+    # policy it sent to STS (moto does not enforce session policies: we check the document)
+    store = Store(f"sqlite:///{fort_demo.state / 'fort.sqlite'}", create=False)
+    try:
+        issued = store.audit.query(user="alice", action="credentials.issue", limit=10)
+    finally:
+        store.dispose()
+    assert issued and issued[0].decision == "allow"
+    details = issued[0].details
+    details = json.loads(details) if isinstance(details, str) else details
+    document = json.loads(details["session_policy"])
+    resources, prefixes = set(), set()
+    for st in document["Statement"]:
+        assert st["Effect"] == "Allow"
+        res = st["Resource"]
+        resources.update([res] if isinstance(res, str) else res)
+        prefixes.update(st.get("Condition", {}).get("StringLike", {}).get("s3:prefix", []))
+    assert resources == {
+        "arn:aws:s3:::fort-user-data/users/alice/*",
+        "arn:aws:s3:::fort-user-data",
+        "arn:aws:s3:::fort-datasets/url_shares/*",
+        "arn:aws:s3:::fort-datasets",
+    }
+    assert all(p.startswith(("users/alice/", "url_shares/")) for p in prefixes), prefixes
+    assert "ads_targeting" not in json.dumps(document)
+
+
+def test_dave_has_no_access_and_bob_cannot_pick_alices_profile(fort_demo):
+    _, cb = login(fort_demo.url, "dave")
+    assert cb.status_code == 403
+    assert "admin@example.org" in cb.text  # whom to contact
+    bob = fort_demo.login("bob")
+    r = bob.post(
+        f"{fort_demo.url}/hub/api/users/bob/server",
+        json={"profile": "urls-large"},
+        headers=fort_demo.xsrf(bob),
+        timeout=60,
+    )
+    assert r.status_code >= 400 and "urls-large" in r.text, (r.status_code, r.text)
+
+
+def test_audit_chain_verifies(fort_demo, alice):
+    db = f"sqlite:///{fort_demo.state / 'fort.sqlite'}"
+    r = subprocess.run(
+        [sys.executable, "-m", "fort_hub.cli", "audit", "verify", "--db", db],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    store = Store(db, create=False)
+    try:
+        actions = {rec.action for rec in store.audit.query(user="alice", limit=200)}
+    finally:
+        store.dispose()
+    assert {"auth.login", "spawn.start", "credentials.issue", "query.submit"} <= actions
+
+
+def test_policy_in_state_dir_is_the_demo_policy(fort_demo):
+    data = yaml.safe_load((fort_demo.state / "policy.yaml").read_text())
+    assert {g["name"] for g in data["groups"]} == {"urls-study", "ads-study", "admins"}
