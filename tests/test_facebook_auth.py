@@ -178,3 +178,14 @@ async def test_unreadable_policy_refuses_login_clearly(auth, standin, tmp_path):
     with pytest.raises(FacebookLoginError) as e:
         await auth.check_allowed("dave", model)
     assert e.value.status_code == 503 and "access policy or the fort store" in e.value.message
+
+
+def test_entry_points_resolve():
+    from importlib.metadata import entry_points
+
+    from fort_hub.authenticators.facebook import LocalFacebookOAuthenticator
+
+    eps = {ep.name: ep for ep in entry_points(group="jupyterhub.authenticators")}
+    assert eps["facebook"].load() is FacebookOAuthenticator
+    assert eps["local-facebook"].load() is LocalFacebookOAuthenticator
+    assert issubclass(LocalFacebookOAuthenticator, FacebookOAuthenticator)
