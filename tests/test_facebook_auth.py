@@ -189,3 +189,16 @@ def test_entry_points_resolve():
     assert eps["facebook"].load() is FacebookOAuthenticator
     assert eps["local-facebook"].load() is LocalFacebookOAuthenticator
     assert issubclass(LocalFacebookOAuthenticator, FacebookOAuthenticator)
+
+
+async def test_login_with_token_from_before_deauthorization_is_refused(auth, standin):
+    old, tok = standin.mint("carol", ["public_profile", "email"])
+    tok.issued_at -= 10  # issued before the deauthorize callback below
+    ids = Identities(auth.fort_store)
+    ids.bind("10000000000000003", "carol")
+    ids.revoke("10000000000000003")
+    with pytest.raises(FacebookLoginError, match="was revoked"):
+        await auth._token_to_auth_model({"access_token": old, "token_type": "bearer"})
+    fresh, _ = standin.mint("carol", ["public_profile", "email"])  # after re-authorizing
+    model = await auth._token_to_auth_model({"access_token": fresh, "token_type": "bearer"})
+    assert model["name"] == "carol"
