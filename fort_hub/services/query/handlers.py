@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from typing import Any
 
+from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ...scopes import QUERY_ADMIN, QUERY_USE
@@ -23,12 +25,41 @@ FORMATS = {"arrow": ARROW, "json": "application/json", "csv": "text/csv"}
 MAX_PAGE_ROWS = 10_000
 
 
-class QueryHandlerBase(FortHandler):
+class AllowMixin:
+    """405 answers list the supported methods in ``Allow`` (RFC 9110)."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:
+            methods = [
+                m for m in ("GET", "POST", "DELETE")
+                if getattr(type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())
+            ]  # fmt: skip
+            self.set_header("Allow", ", ".join(methods))
+        super().write_error(status_code, **kwargs)
+
+
+class QueryHandlerBase(AllowMixin, FortHandler):
     required_scopes = (QUERY_USE, QUERY_ADMIN)
+    #: query parameters the endpoint understands; others are refused with 400
+    query_params: tuple[str, ...] = ()
 
     @property
     def app(self) -> QueryService:
         return self.settings["fort_app"]
+
+    async def prepare(self) -> None:
+        # no credentials at all is a 401 for every method (not the XSRF 403 of a cookie POST)
+        if not self.request.headers.get("Authorization") and not self.get_cookie(
+            getattr(self.hub_auth, "cookie_name", "") or "-"
+        ):
+            raise web.HTTPError(401, "authentication required: send 'Authorization: token …'")
+        await super().prepare()
+        unknown = sorted(set(self.request.query_arguments) - set(self.query_params))
+        if unknown:
+            known = ", ".join(self.query_params) or "none"
+            raise web.HTTPError(
+                400, f"unknown query parameter(s) {', '.join(map(repr, unknown))} (known: {known})"
+            )
 
     @property
     def is_admin(self) -> bool:
@@ -93,6 +124,8 @@ def refusals(method):
 
 
 class QueriesHandler(QueryHandlerBase):
+    query_params = ("limit", "before", "user", "all")
+
     @refusals
     async def post(self):
         body = self.json_body()
@@ -110,7 +143,12 @@ class QueriesHandler(QueryHandlerBase):
         who = self.get_query_argument("user", None)
         if who is not None and who != self.username and not self.is_admin:
             raise Refused(403, f"listing other users' queries needs the scope {QUERY_ADMIN}")
-        if self.get_query_argument("all", "") in ("1", "true") and self.is_admin:
+        every = self.get_query_argument("all", "false")
+        if every not in ("true", "false", "1", "0"):
+            raise Refused(400, "'all' must be true or false")
+        if every in ("1", "true"):
+            if not self.is_admin:
+                raise Refused(403, f"listing every user's queries needs the scope {QUERY_ADMIN}")
             who = None
         elif who is None:
             who = self.username
@@ -121,6 +159,8 @@ class QueriesHandler(QueryHandlerBase):
 
 
 class QueryHandler(QueryHandlerBase):
+    query_params = ("wait",)
+
     @refusals
     async def get(self, query_id):
         rec = await self.load(query_id)
@@ -141,6 +181,8 @@ class QueryHandler(QueryHandlerBase):
 
 
 class ResultsHandler(QueryHandlerBase):
+    query_params = ("format", "page_token", "max_rows")
+
     @refusals
     async def get(self, query_id):
         rec = await self.load(query_id)
@@ -244,7 +286,7 @@ class UsageHandler(QueryHandlerBase):
         self.write_json({"user": self.username, "limits": usage})
 
 
-class OpenAPIHandler(FortHandler):
+class OpenAPIHandler(AllowMixin, FortHandler):
     """The API description; public (it holds no data)."""
 
     async def prepare(self) -> None:
