@@ -58,7 +58,7 @@ def test_errors_carry_the_server_message(notebook_env):
     assert info.value.status == 403 and "ads_targeting" in str(info.value)
     with pytest.raises(FortQueryError, match="exactly one statement"):
         fort.query("SELECT 1; SELECT 2", dataset="url_shares")
-    with pytest.raises(FortQueryError, match="Binder Error|not found|nope"):
+    with pytest.raises(FortQueryError, match=r"Binder Error|not found|nope"):
         fort.query("SELECT nope FROM url_shares", dataset="url_shares")
 
 
