@@ -9,34 +9,32 @@ cookie, PKCE, callback, ``refresh_user``); this module overrides named steps onl
   (identity binding), :meth:`check_allowed` (fort study membership),
   :meth:`run_post_auth_hook` (bind + audit, fail closed), :meth:`refresh_user`.
 
-Meta's deauthorize and data-deletion callbacks are served by :mod:`.facebook_handlers`.
+The Graph API client is :mod:`.graph`; the callback handler and Meta's deauthorize and
+data-deletion callbacks are in :mod:`.facebook_handlers`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import time
-from urllib.parse import urlencode
 
 from jupyterhub.auth import LocalAuthenticator
 from oauthenticator.oauth2 import OAuthenticator
 from tornado import web
-from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Float, List, Set, Unicode, default, validate
 
 from ..config import FortSettings, user_groups
 from ..store import StoreError
 from .facebook_handlers import FacebookCallbackHandler, FacebookLoginError, facebook_handlers
+from .graph import GraphAPI
 from .identities import Identities
-from .meta import GraphError, appsecret_proof, graph_error
+from .meta import GraphError
 
 __all__ = ["FacebookLoginError", "FacebookOAuthenticator", "LocalFacebookOAuthenticator"]
 PROVIDER = "facebook"
 
 
-class FacebookOAuthenticator(OAuthenticator, FortSettings):
+class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
     """Sign in with Facebook (manual server-side flow), validated with ``debug_token``."""
 
     user_auth_state_key = "facebook_user"
@@ -65,22 +63,6 @@ class FacebookOAuthenticator(OAuthenticator, FortSettings):
         help="""Origin of Facebook's login dialog (`{dialog_url}/{graph_api_version}/dialog/oauth`).
 
             c.FacebookOAuthenticator.dialog_url = "https://www.facebook.com"
-        """,
-    ).tag(config=True)
-
-    graph_url = Unicode(
-        "https://graph.facebook.com",
-        help="""Origin of the Graph API (code exchange, `/me`, `debug_token`).
-
-            c.FacebookOAuthenticator.graph_url = "https://graph.facebook.com"
-        """,
-    ).tag(config=True)
-
-    graph_api_version = Unicode(
-        "v23.0",
-        help="""Graph API version used in every URL, e.g. `v23.0`.
-
-            c.FacebookOAuthenticator.graph_api_version = "v23.0"
         """,
     ).tag(config=True)
 
@@ -119,13 +101,6 @@ class FacebookOAuthenticator(OAuthenticator, FortSettings):
         """,
     ).tag(config=True)
 
-    graph_timeout = Float(
-        10.0, help="""Seconds to wait for each Graph API call.
-
-            c.FacebookOAuthenticator.graph_timeout = 10
-        """,
-    ).tag(config=True)  # fmt: skip
-
     signed_request_max_age = Float(
         3600.0,
         help="""Refuse deauthorize / data-deletion callbacks whose `issued_at` is older than this
@@ -134,15 +109,6 @@ class FacebookOAuthenticator(OAuthenticator, FortSettings):
             c.FacebookOAuthenticator.signed_request_max_age = 3600
         """,
     ).tag(config=True)
-
-    @validate("graph_api_version")
-    def _validate_version(self, proposal):
-        if not re.fullmatch(r"v\d+\.\d+", proposal["value"]):
-            raise ValueError(
-                f"FacebookOAuthenticator.graph_api_version must look like 'v23.0', "
-                f"not {proposal['value']!r}"
-            )
-        return proposal["value"]
 
     @validate("username_claim")
     def _validate_claim(self, proposal):
@@ -165,50 +131,12 @@ class FacebookOAuthenticator(OAuthenticator, FortSettings):
     def _userdata_url_default(self):
         return self._graph_endpoint("me")
 
-    def _graph_endpoint(self, path: str) -> str:
-        return f"{self.graph_url.rstrip('/')}/{self.graph_api_version}/{path}"
-
     @property
     def identities(self) -> Identities:
         return Identities(self.fort_store, PROVIDER)
 
     def get_handlers(self, app):
         return super().get_handlers(app) + facebook_handlers()
-
-    # ---- Graph API ------------------------------------------------------------------------------
-    async def graph(self, path: str, params: dict, token: str | None = None) -> dict:
-        """GET a Graph endpoint, adding ``access_token`` + ``appsecret_proof`` when *token* is
-        given. Returns the JSON object; raises :class:`GraphError` with a readable message."""
-        query = dict(params)
-        if token:
-            query.update(
-                access_token=token, appsecret_proof=appsecret_proof(token, self.client_secret)
-            )
-        url = f"{self._graph_endpoint(path)}?{urlencode(query)}"
-        try:
-            resp = await self.httpfetch(
-                url, f"calling Facebook {path}", parse_json=False, raise_error=False,
-                method="GET", headers={"Accept": "application/json", "User-Agent": "JupyterHub"},
-                validate_cert=self.validate_server_cert, request_timeout=self.graph_timeout,
-            )  # fmt: skip
-        except (TimeoutError, HTTPClientError, OSError) as e:
-            self.log.error("facebook.graph_unreachable path=%s error=%r", path, str(e))
-            raise GraphError(
-                "Facebook could not be reached from this hub. Please try again in a few minutes.",
-                503,
-            ) from None
-        try:
-            body = json.loads(resp.body.decode("utf8", "replace")) if resp.body else None
-        except ValueError:
-            body = None
-        if resp.code >= 400 or not isinstance(body, dict) or "error" in body:
-            err = graph_error(body, resp.code)
-            self.log.warning(
-                "facebook.graph_error path=%s http=%s code=%s subcode=%s fbtrace_id=%s",
-                path, resp.code, err.code, err.subcode, err.fbtrace_id,
-            )  # fmt: skip
-            raise err
-        return body
 
     async def _call(self, coro, actor: str = "anonymous"):
         try:
