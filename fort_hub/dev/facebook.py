@@ -420,16 +420,26 @@ def callback_main(argv: list[str] | None = None) -> int:
     p.add_argument("--app-secret", help="default: app.secret in the identities file")
     p.add_argument("--standin-url", help="also revoke the identity's tokens at this stand-in")
     args = p.parse_args(argv)
-    data = load_identities(args.identities)
+    try:
+        data = load_identities(args.identities)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     user_id = args.user_id or data["identities"].get(args.identity or "", {}).get("id")
     if not user_id:
         print("error: give --user-id or a known --identity", file=sys.stderr)
         return 2
     secret = args.app_secret or str(data["app"].get("secret", "dev-app-secret"))
-    if args.standin_url:
-        requests.post(f"{args.standin_url}/_standin/revoke", json={"user_id": user_id}, timeout=10)
     path = "deauthorize" if args.kind == "deauthorize" else "data-deletion"
-    r = requests.post(f"{args.hub_url.rstrip('/')}/hub/facebook/{path}", timeout=30,
-                      data={"signed_request": make_signed_request({"user_id": user_id}, secret)})  # fmt: skip
+    try:
+        if args.standin_url:
+            requests.post(f"{args.standin_url}/_standin/revoke", json={"user_id": user_id},
+                          timeout=10)  # fmt: skip
+        r = requests.post(f"{args.hub_url.rstrip('/')}/hub/facebook/{path}", timeout=30,
+                          data={"signed_request": make_signed_request({"user_id": user_id}, secret)})  # fmt: skip
+    except requests.RequestException as e:
+        print(f"error: could not reach {e.request.url if e.request else args.hub_url}: "
+              f"{type(e).__name__}", file=sys.stderr)  # fmt: skip
+        return 1
     print(f"HTTP {r.status_code} {r.text}")
     return 0 if r.ok else 1
