@@ -211,3 +211,23 @@ def test_two_writer_processes_interleave(store, tmp_path):
     assert store.audit.verify().ok
     assert store.audit.head()[0] == 300
     assert os.path.exists(tmp_path)
+
+
+def _forked_child(store, n):
+    for i in range(n):
+        store.audit.record("child", "a.b", str(i))
+
+
+def test_a_forked_child_keeps_the_chain(store):
+    """A process forked after the store was used (e.g. a pre-fork server) writes safely."""
+    import multiprocessing
+
+    store.audit.record("parent", "a.b", "before")
+    child = multiprocessing.get_context("fork").Process(target=_forked_child, args=(store, 50))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0
+    store.audit.record("parent", "a.b", "after")
+    result = store.audit.verify()
+    assert result.ok and result.checked == 52
+    assert [r.actor for r in store.audit.query(limit=2)] == ["parent", "child"]

@@ -25,6 +25,8 @@ DATASET_ACTIONS = ("query", "s3:read", "s3:write")
 #: Every action :meth:`Policy.authorize` understands.
 ACTIONS = (*DATASET_ACTIONS, "spawn", "assume-role")
 
+_PLAIN_COLLECTIONS = (list, tuple, set, frozenset)
+
 GroupsArg = Iterable[str] | Mapping[str, "dt.datetime | dt.date | None"]
 
 
@@ -160,8 +162,30 @@ class Policy:
         expiries = {
             (g.name, m.username): m.expires for g in self.groups.values() for m in g.members
         }
+        # s3 prefix (always ending in "/") -> datasets stored under it
+        prefixes: dict[str, list[str]] = {}
+        for ds in self.datasets.values():
+            for prefix in ds.s3_prefixes:
+                prefixes.setdefault(prefix, []).append(ds.name)
         object.__setattr__(self, "_grant_index", index)
         object.__setattr__(self, "_static_expiry", expiries)
+        expiring: dict[str, dict[str, dt.datetime]] = {}
+        for (group, user), expires in expiries.items():
+            if expires is not None:
+                expiring.setdefault(user, {})[group] = expires
+        object.__setattr__(self, "_expiring", expiring)  # user -> group -> static expiry
+        object.__setattr__(self, "_prefix_index", prefixes)
+        object.__setattr__(self, "_profiles_by_slug", {p.slug: p for p in self.profiles})
+        object.__setattr__(self, "_dataset_cache", {})  # (action, resource) -> allow decisions
+        object.__setattr__(
+            self, "_roles_by_group", {g: (role_name(a), a) for g, a in self.aws.roles.items()}
+        )
+        template = self.aws.user_prefix
+        fast = "{username}" in template and "{{" not in template and "}}" not in template
+        before, _, after = template.partition("{username}")
+        object.__setattr__(
+            self, "_prefix_parts", (f"s3://{self.aws.bucket}/{before}", after) if fast else None
+        )
 
     # ----- membership -------------------------------------------------------------------------
 
@@ -188,16 +212,24 @@ class Policy:
         (a ``date`` counts as valid through that day, UTC). A membership also expires when the
         policy lists *user* statically in that group with a past ``expires``.
         """
+        declared = self.groups
+        expiring = self._expiring.get(user)
+        if isinstance(groups, _PLAIN_COLLECTIONS) or not isinstance(groups, Mapping):
+            if expiring is None:  # the common case: nothing can have expired
+                return [g for g in groups if g in declared]
+            now = now or dt.datetime.now(UTC)
+            return [
+                g for g in groups if g in declared and ((e := expiring.get(g)) is None or e > now)
+            ]
         now = now or dt.datetime.now(UTC)
-        items = groups.items() if isinstance(groups, Mapping) else ((g, None) for g in groups)
         result = []
-        for name, expires in items:
-            if name not in self.groups:
+        for name, expires in groups.items():
+            if name not in declared:
                 continue
             exp = _as_expiry(expires)
             if exp is not None and exp <= now:
                 continue
-            static = self._static_expiry.get((name, user))
+            static = expiring.get(name) if expiring else None
             if static is not None and static <= now:
                 continue
             result.append(name)
@@ -226,30 +258,40 @@ class Policy:
                 return self._authorize_s3_uri(user, eff, action, resource)
             return self._authorize_dataset(eff, action, resource)
         if action == "spawn":
-            allowed = {p.slug for p in self.profiles_for(eff, user=user, now=now)}
-            if resource in allowed:
+            profile = self._profiles_by_slug.get(resource)
+            if profile is not None and (
+                not profile.groups or set(eff).intersection(profile.groups)
+            ):
                 return Decision(True, f"profile '{resource}' is available to {sorted(eff)}")
             return Decision(False, f"profile '{resource}' is not available to groups {sorted(eff)}")
         if action == "assume-role":
-            roles = self.roles_for(eff, user=user, now=now)
-            if resource in roles or resource in roles.values():
+            by_group = self._roles_by_group
+            if any(resource in by_group.get(g, ()) for g in eff):
                 return Decision(True, f"role '{resource}' belongs to one of {sorted(eff)}")
             return Decision(False, f"role '{resource}' is not given to groups {sorted(eff)}")
         return Decision(False, f"unknown action '{action}' (known: {', '.join(ACTIONS)})")
 
     def _authorize_dataset(self, eff: list[str], action: str, resource: str) -> Decision:
-        ds_name, _, table = resource.partition(".")
-        dataset = self.datasets.get(ds_name)
-        if dataset is None:
-            return Decision(False, f"unknown dataset '{ds_name}'")
-        if table and table not in dataset.tables:
-            return Decision(False, f"dataset '{ds_name}' has no table '{table}'")
-        granted = self._grant_index.get(ds_name, {}).get(action, {})
+        entry = self._dataset_cache.get((action, resource))
+        if entry is None:
+            ds_name, _, table = resource.partition(".")
+            dataset = self.datasets.get(ds_name)
+            if dataset is None:
+                return Decision(False, f"unknown dataset '{ds_name}'")
+            if table and table not in dataset.tables:
+                return Decision(False, f"dataset '{ds_name}' has no table '{table}'")
+            granted = self._grant_index.get(ds_name, {}).get(action, {})
+            allow = {
+                group: Decision(True, f"grants[{i}] gives '{action}' on '{ds_name}' to '{group}'")
+                for group, i in granted.items()
+            }
+            # bounded: only known datasets and tables are cached (decisions are immutable)
+            entry = self._dataset_cache[(action, resource)] = (ds_name, allow)
+        ds_name, allow = entry
         for group in eff:
-            if group in granted:
-                return Decision(
-                    True, f"grants[{granted[group]}] gives '{action}' on '{ds_name}' to '{group}'"
-                )
+            decision = allow.get(group)
+            if decision is not None:
+                return decision
         return Decision(
             False, f"no grant gives '{action}' on dataset '{ds_name}' to groups {sorted(eff)}"
         )
@@ -258,10 +300,14 @@ class Policy:
         own = self.user_prefix(user)
         if own and uri.startswith(own):
             return Decision(True, f"'{uri}' is under the user's own prefix")
-        for name in self.datasets_for(eff, action):
-            for prefix in self.datasets[name].s3_prefixes:
-                if uri.startswith(prefix):
-                    return self._authorize_dataset(eff, action, name)
+        # a dataset prefix ends in "/", so it can only be one of the URI's parent "folders"
+        cut = uri.find("/", 5)  # after "s3://bucket"
+        while cut != -1:
+            for name in self._prefix_index.get(uri[: cut + 1], ()):
+                decision = self._authorize_dataset(eff, action, name)
+                if decision.allowed:
+                    return decision
+            cut = uri.find("/", cut + 1)
         return Decision(False, f"no grant gives '{action}' on '{uri}' to groups {sorted(eff)}")
 
     def datasets_for(self, groups: Iterable[str], action: str = "query") -> list[str]:
@@ -321,5 +367,8 @@ class Policy:
         """``s3://bucket/users/alice/`` (empty when no bucket is configured)."""
         if not self.aws.bucket:
             return ""
+        if self._prefix_parts is not None:
+            head, tail = self._prefix_parts
+            return head + username + tail
         key = self.aws.user_prefix.format(username=username)
         return f"s3://{self.aws.bucket}/{key}"

@@ -98,6 +98,15 @@ def canonical_parts(fields: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
 
 #: connections inherited over fork: kept referenced so they are never closed from the child
 _ABANDONED: list = []
+_FORK_LOCK = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _FORK_LOCK
+    _FORK_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Pending:
@@ -217,6 +226,8 @@ class AuditLog:
 
     def __init__(self, store: Store):
         self.store = store
+        self._conn = None
+        self._reset_after_fork()
 
     def record(
         self,
@@ -255,27 +266,30 @@ class AuditLog:
 
     # ----- the write path ------------------------------------------------------------------------
     #
-    # Leader/follower group commit: every caller queues its record, then takes the leader lock.
-    # Whoever holds it drains the queue (up to MAX_BATCH records) into ONE transaction; callers
-    # whose record was written by an earlier leader find it done and return at once. A strictly
+    # Leader/follower group commit: every caller queues its record. If no batch is being
+    # written, the caller becomes the leader: it takes everything queued (up to MAX_BATCH) and
+    # appends it in ONE transaction, outside the lock; callers that arrive meanwhile wait on the
+    # condition and, when woken, either find their record done or lead the next batch. A strictly
     # sequential caller pays one transaction per record, as before; N concurrent callers share
     # one commit (one fsync) per batch. Across processes the chain is serialized by the
     # database (SQLite's write lock taken at BEGIN IMMEDIATE, a PostgreSQL advisory lock).
 
     def _reset_after_fork(self) -> None:
         # a child process must not touch its parent's connection (not even to close it)
-        if getattr(self, "_conn", None) is not None:
+        if self._conn is not None:
             _ABANDONED.append(self._conn)
         self._pid = os.getpid()
         self._queue: list[_Pending] = []
-        self._queue_lock = threading.Lock()
-        self._leader = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._leading = False  # a thread is writing a batch (only it uses self._conn)
         self._conn = None
 
     def close(self) -> None:
         """Return the writer connection (called by :meth:`Store.dispose`)."""
-        if getattr(self, "_pid", None) == os.getpid() and self._conn is not None:
-            with self._leader:
+        if self._pid == os.getpid() and self._conn is not None:
+            with self._cond:
+                while self._leading:
+                    self._cond.wait()
                 self._drop_connection(invalidate=False)
 
     def _drop_connection(self, invalidate: bool = True) -> None:
@@ -308,19 +322,28 @@ class AuditLog:
         return self._conn
 
     def _group_commit(self, fields: dict[str, Any]) -> AuditRecord:
-        if getattr(self, "_pid", None) != os.getpid():
-            self._reset_after_fork()
+        if self._pid != os.getpid():
+            with _FORK_LOCK:
+                if self._pid != os.getpid():
+                    self._reset_after_fork()
         pending = _Pending(fields)
-        with self._queue_lock:
+        cond = self._cond
+        with cond:
             self._queue.append(pending)
-        while not pending.done:
-            with self._leader:
-                if pending.done:
-                    break
-                with self._queue_lock:
-                    batch = self._queue[:MAX_BATCH]
-                    del self._queue[:MAX_BATCH]
-                self._write(batch)
+            while not pending.done:
+                if self._leading:  # a batch is being written: wait for it, then look again
+                    cond.wait()
+                    continue
+                self._leading = True
+                batch = self._queue[:MAX_BATCH]
+                del self._queue[:MAX_BATCH]
+                cond.release()
+                try:
+                    self._write(batch)
+                finally:
+                    cond.acquire()
+                    self._leading = False
+                    cond.notify_all()
         if pending.error is not None:
             raise pending.error
         assert pending.result is not None

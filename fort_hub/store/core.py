@@ -7,6 +7,8 @@ import asyncio
 import datetime as dt
 import functools
 import logging
+import os
+import weakref
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -19,6 +21,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import schema
 
 log = logging.getLogger("fort_hub.store")
+
+#: every engine of this process, so that a forked child drops (without closing) the pooled
+#: connections it inherited, as SQLAlchemy recommends
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _forget_inherited_connections() -> None:
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_inherited_connections)
 T = TypeVar("T")
 UTC = dt.UTC
 
@@ -116,6 +130,7 @@ class Store:
             raise StoreError(
                 f"unsupported store URL {redact_url(self.url)!r}: use sqlite or postgresql"
             )
+        _ENGINES.add(self.engine)
         from .audit import AuditLog
         from .usage import UsageCounters
 
