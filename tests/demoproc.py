@@ -92,6 +92,12 @@ class RunningDemo:
         return {"X-XSRFToken": s.cookies.get("_xsrf", path="/hub/") or s.cookies.get("_xsrf")}
 
     def spawn(self, s: requests.Session, user: str, profile: str, timeout: float = 180) -> dict:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # a stop still in progress (e.g. from the browser)
+            server = s.get(f"{self.url}/hub/api/users/{user}", timeout=30).json()
+            if not server.get("servers", {}).get("", {}).get("pending"):
+                break
+            time.sleep(0.5)
         r = s.post(
             f"{self.url}/hub/api/users/{user}/server",
             json={"profile": profile},
@@ -113,6 +119,12 @@ class RunningDemo:
     def stop_server(self, s: requests.Session, user: str) -> None:
         r = s.delete(f"{self.url}/hub/api/users/{user}/server", headers=self.xsrf(s), timeout=60)
         assert r.status_code in (202, 204), (r.status_code, r.text)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until it is gone, so a next test starts clean
+            if not s.get(f"{self.url}/hub/api/users/{user}", timeout=30).json().get("servers"):
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"{user}'s server did not stop:\n{self.logs()[-3000:]}")
 
     def server_env(self, user: str) -> dict[str, str]:
         """The environment of *user*'s running notebook server (its own token included), read
