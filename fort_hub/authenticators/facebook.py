@@ -138,11 +138,11 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
     def get_handlers(self, app):
         return super().get_handlers(app) + facebook_handlers()
 
-    async def _call(self, coro, actor: str = "anonymous"):
+    async def _call(self, coro):
         try:
             return await coro
         except GraphError as e:
-            raise FacebookLoginError(e.status, e.message, actor) from None
+            raise FacebookLoginError(e.status, e.message) from None
 
     # ---- overridden OAuthenticator steps ----------------------------------------------------------
     async def get_token_info(self, handler, params):
@@ -245,8 +245,10 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
                 f"Contact {self.access_contact}.", name,
             )  # fmt: skip
         revoked = by_id.revoked.timestamp() if by_id and by_id.revoked else None
-        # issued_at has whole-second precision: a token from the revocation's second passes
-        if revoked and (state.get("issued_at") or 0) < int(revoked):
+        # issued_at has whole-second precision: a token from the revocation's second passes.
+        # Without issued_at the fresh code exchange itself shows the app was re-authorized.
+        issued = state.get("issued_at")
+        if revoked and issued and issued < int(revoked):
             raise FacebookLoginError(
                 403, "This Facebook login was revoked (the app was removed from your Facebook "
                 "account). Please sign in again.", name,

@@ -324,7 +324,10 @@ class DebugTokenHandler(_Base):
 
 class ControlHandler(_Base):
     def post(self, what):
-        body = json.loads(self.request.body or b"{}")
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise web.HTTPError(400, "the body must be a JSON object") from None
         if what == "reset":
             self.s.faults = {}
         elif what == "faults":
