@@ -1,0 +1,97 @@
+"""The demo's preparation steps, without starting anything: state directory reuse and reset,
+the hub config built from the deployment snippets, the welcome text, and clear errors."""
+
+import socket
+
+import pytest
+from traitlets.config import Config
+
+from fort_hub.dev import demo, demo_hub, demo_setup
+from fort_hub.policy import load_policy
+
+
+def test_state_dir_created_reused_and_reset(tmp_path):
+    state = tmp_path / "s"
+    assert demo_setup.prepare_state(state, reset=False) is True
+    (state / "policy.yaml").write_text((state / "policy.yaml").read_text() + "\n# edited\n")
+    assert demo_setup.prepare_state(state, reset=False) is False
+    assert "# edited" in (state / "policy.yaml").read_text()  # a second run keeps edits
+    assert demo_setup.prepare_state(state, reset=True) is True
+    assert "# edited" not in (state / "policy.yaml").read_text()
+
+
+def test_reset_refuses_a_directory_that_is_not_a_demo(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(demo_setup.DemoError, match="not a fort-hub demo directory"):
+        demo_setup.prepare_state(tmp_path, reset=True)
+    with pytest.raises(demo_setup.DemoError, match="not a fort-hub demo directory"):
+        demo_setup.prepare_state(tmp_path, reset=False)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_secrets_are_kept_across_runs(tmp_path):
+    demo_setup.prepare_state(tmp_path / "s", reset=False)
+    first = demo_setup.load_secrets(tmp_path / "s")
+    assert first == demo_setup.load_secrets(tmp_path / "s")
+    assert (tmp_path / "s" / "hub" / "secrets.json").stat().st_mode & 0o077 == 0
+
+
+def test_hub_config_is_overlay_plus_deployment_snippets(tmp_path, monkeypatch):
+    state = tmp_path / "s"
+    demo_setup.prepare_state(state, reset=False)
+    settings = demo_setup.Settings(
+        state_dir=str(state), public_url="http://127.0.0.1:8000", hub_port=8081,
+        proxy_api_port=8001, services_port=10101, chp="/bin/chp",
+        store_url=f"sqlite:///{state / 'fort.sqlite'}", facebook_url="http://127.0.0.1:9010",
+        facebook_app_id="1", facebook_app_secret="s", aws_endpoint_url="http://127.0.0.1:5000",
+    )  # fmt: skip
+    path = demo_setup.write_hub_config(state, settings)
+    monkeypatch.setenv("FORT_SERVICES_PORT", "10101")
+    c = Config()
+    exec(compile(path.read_text(), str(path), "exec"), {"get_config": lambda: c})
+    assert c.JupyterHub.authenticator_class == "facebook"
+    assert c.JupyterHub.spawner_class.__name__ == "DemoLocalSpawner"
+    assert c.FacebookOAuthenticator.dialog_url == "http://127.0.0.1:9010"
+    assert [s["name"] for s in c.JupyterHub.services] == [
+        "fort-groups", "fort-credentials", "fort-query",
+    ]  # fmt: skip
+    assert c.JupyterHub.services[0]["url"] == "http://127.0.0.1:10101"
+    assert {r["name"] for r in c.JupyterHub.load_roles} >= {"user", "fort-admin"}
+    assert "custom:fort-query:use" in c.Spawner.server_token_scopes
+    assert c.Spawner.environment["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5000"
+    assert demo_hub.snippet_paths()[0].name == "10-fort-authenticator.py"
+
+
+def test_welcome_text_says_what_each_identity_can_do():
+    from fort_hub.dev.demo_hub import DATA
+
+    policy = load_policy(DATA / "demo-policy.yaml")
+    lines = "\n".join(
+        demo_setup.describe_identities(policy, ["alice", "bob", "carol", "dave", "admin"])
+    )
+    assert "alice   groups urls-study\n" in lines
+    assert "query url_shares; profiles python, urls-large; AWS roles fort-urls-study" in lines
+    assert "bob     groups ads-study" in lines and "profiles python, gpu" in lines
+    assert "carol   groups urls-study,ads-study; membership urls-study through 2031-12-31" in lines
+    assert "dave    no study group" in lines
+    assert "admin   groups admins [admin:" in lines
+
+
+def test_port_in_use_is_a_clear_error(tmp_path, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        rc = demo.main(["--dir", str(tmp_path / "s"), "--port", str(port)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert f"port {port} on 127.0.0.1 is in use" in err and "Traceback" not in err
+
+
+def test_free_port_run_skips_used_ports():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        used = s.getsockname()[1]
+        start = demo_setup.free_port_run(used, 3)
+        assert used not in range(start, start + 3)
