@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 from fort_hub.services.query.app import RESTART_REASON
+from fort_hub.services.query.engines.duckdb import DuckDBEngine
 from fort_hub.services.query.records import QueryRecord, QueryRecords
 from fort_hub.store import Store
 from fort_hub.store.audit import AuditError
@@ -161,22 +162,41 @@ def test_quota_exhaustion_and_reset_with_injected_clock(tmp_path, sqlite_url, ex
         env.stop()
 
 
+class ScanningEngine(DuckDBEngine):
+    """DuckDB reporting 600 scanned bytes per query, as Athena reports DataScannedInBytes."""
+
+    async def run(self, job, sink):
+        outcome = await super().run(job, sink)
+        outcome.bytes_scanned = 600
+        return outcome
+
+
 def test_concurrency_and_bytes_quotas(tmp_path, sqlite_url, example_policy_path):
     text = example_policy_path.read_text().replace(
         "bytes_scanned_per_day: 100G", "bytes_scanned_per_day: 1000"
     )
-    env = QueryEnv(tmp_path, sqlite_url, policy_text=text).start()
+    env = QueryEnv(
+        tmp_path, sqlite_url, policy_text=text,
+        QueryService__duckdb_engine_class="tests.test_query_service.ScanningEngine",
+    )  # fmt: skip
     try:
+        env.start()
         ids = [env.post(SLOW).json()["id"] for _ in range(2)]  # max_concurrent_queries: 2
         r = env.post("SELECT 1")
         assert r.status_code == 429 and "max_concurrent_queries" in r.json()["error"]["message"]
+        assert r.json()["error"]["quota"] == {
+            "limit": "max_concurrent_queries", "used": 2, "max": 2, "resets": None,
+        }  # fmt: skip
         for qid in ids:
             requests_delete(env, qid)
             env.wait(qid)
-        assert env.run("SELECT 1")["state"] == "succeeded"
-        env.app.quotas.add_scanned("alice", 1000)  # e.g. what Athena reported
-        r = env.post("SELECT 1")
-        assert r.status_code == 429 and "bytes_scanned_per_day" in r.json()["error"]["message"]
+        q = env.run("SELECT 1")  # 600 bytes: under the limit when it starts
+        assert q["state"] == "succeeded" and q["bytes_scanned"] == 600
+        assert env.run("SELECT 2")["bytes_scanned"] == 600  # 1200 now
+        r = env.post("SELECT 3")
+        assert r.status_code == 429
+        assert "bytes_scanned_per_day" in r.json()["error"]["message"]
+        assert "1200 of 1000" in r.json()["error"]["message"]
     finally:
         env.stop()
 

@@ -241,6 +241,9 @@ class DuckDBEngine(QueryEngine):
             con.interrupt()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
+            running = list(self._running.values())
             self._bases.clear()
+        for con in running:  # stop what still runs; their queries are failed at shutdown
+            con.interrupt()
+        self._pool.shutdown(wait=False, cancel_futures=True)
