@@ -750,3 +750,49 @@ def test_alias_bomb_is_refused_quickly():
 
 def test_example_policy_is_valid(example_policy_path):
     load_policy(example_policy_path)
+
+
+KEYS = ["version", "groups", "datasets", "grants", "profiles", "aws", "quotas", "name",
+        "members", "user", "expires", "engine", "location", "paths", "database", "tables",
+        "group", "actions", "slug", "image", "display_name", "cpu", "memory", "roles",
+        "user_prefix", "bucket", "defaults", "guarantee", "limit", "default", "node_selector",
+        "tolerations", "unlisted_choice", "validation_regex", "s3_prefixes"]  # fmt: skip
+
+
+def _documents():
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=False, width=32),
+        st.text(max_size=8), st.sampled_from(["duckdb", "athena", "query", "2027-02-30", "1G"]),
+        st.dates(),
+    )  # fmt: skip
+    values = st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3),
+            st.dictionaries(st.sampled_from(KEYS), inner, max_size=4),
+        ),
+        max_leaves=25,
+    )
+    return st.dictionaries(st.sampled_from(KEYS), values, max_size=6).map(
+        lambda d: {"version": 1, **d}
+    )
+
+
+def test_the_validator_only_ever_raises_policy_error():
+    """Arbitrary structures built from policy keywords: a Policy or a PolicyError, nothing else."""
+    import yaml
+    from hypothesis import HealthCheck, given, settings
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_documents())
+    def check(doc):
+        text = yaml.safe_dump(doc)
+        try:
+            parse_policy(text, "fuzz.yaml")
+        except PolicyError as e:
+            assert e.errors
+            assert all(isinstance(i.line, int) and i.message for i in e.errors)
+
+    check()
