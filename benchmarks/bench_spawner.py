@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import os
 import random
 import shutil
@@ -42,11 +43,13 @@ os.environ["KUBECONFIG"] = str(KUBECONFIG)
 os.environ.pop("KUBERNETES_SERVICE_HOST", None)
 
 from jupyterhub.objects import Hub  # noqa: E402
+from kubernetes_asyncio.client import ApiClient  # noqa: E402
 from kubespawner import KubeSpawner  # noqa: E402
 from traitlets.config import Config  # noqa: E402
 
 from fort_hub.policy import load_policy, parse_policy  # noqa: E402
 from fort_hub.spawners.kubernetes import FortKubeSpawner  # noqa: E402
+from fort_hub.spawners.manifests import aws_config_mount, aws_config_volume  # noqa: E402
 from fort_hub.spawners.profiles import build_profile_list  # noqa: E402
 
 POLICY = ROOT / "fort_hub" / "dev" / "data" / "example-policy.yaml"
@@ -82,40 +85,80 @@ async def manifests(rounds: int, n: int) -> None:
     stock_profiles = build_profile_list(
         load_policy(policy_path), ["urls-study"], base_tolerations=CHART_TOLERATIONS
     )
-    stock_config = Config(config)
+    stock_config = copy.deepcopy(config)
     stock_config.KubeSpawner.profile_list = stock_profiles
 
+    hub = Hub()
+
     def make(cls, cfg):
-        s = cls(user=MockUser("alice"), hub=Hub(), api_token="t", oauth_client_id="c",
+        s = cls(user=MockUser("alice"), hub=hub, api_token="t", oauth_client_id="c",
                 config=cfg, _mock=True)  # fmt: skip
         s.user_options = {"profile": profile}
         return s
 
-    ours, stock = make(FortKubeSpawner, config), make(KubeSpawner, stock_config)
+    ours = make(FortKubeSpawner, config)
     await ours.fort_prepare()  # the decision, made once (timed in section 3)
-    ours_pod = (await _one(ours)).to_dict()
-    stock_pod = (await _one(stock)).to_dict()
-    assert ours_pod["spec"]["containers"][0]["image"] == stock_pod["spec"]["containers"][0]["image"]
+    # stock KubeSpawner configured (by hand, statically) to produce the same pod as ours: the
+    # same environment, labels, annotations and AWS config volume through its own settings
+    pod = await _one(ours)
+    same = copy.deepcopy(stock_config)
+    same.KubeSpawner.environment = ours.fort_env()
+    same.KubeSpawner.extra_labels = {
+        k: v for k, v in pod.metadata.labels.items() if k.startswith("fort.hub/")
+    }
+    same.KubeSpawner.extra_annotations = {
+        k: v for k, v in pod.metadata.annotations.items() if k.startswith("fort.hub/")
+    }
+    same.KubeSpawner.volumes = [aws_config_volume()]
+    same.KubeSpawner.volume_mounts = [aws_config_mount()]
+    spawners = {
+        "FortKubeSpawner": ours,
+        "KubeSpawner, stock": make(KubeSpawner, stock_config),
+        "KubeSpawner, same pod": make(KubeSpawner, same),
+    }
+    ours_pod = ApiClient().sanitize_for_serialization(pod)
+    same_pod = ApiClient().sanitize_for_serialization(await _one(spawners["KubeSpawner, same pod"]))
+    for p in (ours_pod, same_pod):  # the same variables; ours puts the fort ones first
+        p["spec"]["containers"][0]["env"].sort(key=lambda e: e["name"])
+    assert ours_pod == same_pod, "the same-pod configuration drifted from our pod"
 
-    rates = {"FortKubeSpawner": [], "KubeSpawner": []}
-    ratios = []
+    # fine-grained interleaving (batches of 10, shuffled order) so that load bursts on the
+    # shared machine hit every contender alike; one rate per contender per round
+    rates = {name: [] for name in spawners}
+    cpu_rates = {name: [] for name in spawners}
+    batch = 10
     for r in range(rounds):
-        order = [("FortKubeSpawner", ours), ("KubeSpawner", stock)]
-        if r % 2:
-            order.reverse()
-        got = {}
-        for name, spawner in order:
-            t0 = time.perf_counter()
-            for _ in range(n):
-                await _one(spawner)
-            got[name] = n / (time.perf_counter() - t0)
-            rates[name].append(got[name])
-        ratios.append(got["FortKubeSpawner"] / got["KubeSpawner"])
+        spent = dict.fromkeys(spawners, 0.0)
+        cpu = dict.fromkeys(spawners, 0.0)
+        rnd = random.Random(r)
+        for _ in range(n // batch):
+            order = list(spawners.items())
+            rnd.shuffle(order)
+            for name, spawner in order:
+                t0, c0 = time.perf_counter(), time.thread_time()
+                for _ in range(batch):
+                    await _one(spawner)
+                cpu[name] += time.thread_time() - c0
+                spent[name] += time.perf_counter() - t0
+        for name in spawners:
+            rates[name].append((n // batch * batch) / spent[name])
+            cpu_rates[name].append((n // batch * batch) / cpu[name])
+    await ours.api.api_client.close()
     print(f"\n## pod manifests per second, profile '{profile}' ({rounds} rounds x {n})")
-    print("| | manifests/s, median | spread (min..max) |\n|---|---|---|")
-    for name, values in rates.items():
-        print(f"| {name} | {statistics.median(values):.0f} | {spread(values)} |")
-    print(f"| **ratio Fort / stock** | **{statistics.median(ratios):.2f}** | {spread(ratios)} |")
+    print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    print("| | wall: manifests/s, median | spread | CPU: manifests/s, median | spread |")
+    print("|---|---|---|---|---|")
+    for name in spawners:
+        w, c = rates[name], cpu_rates[name]
+        print(f"| {name} | {statistics.median(w):.0f} | {spread(w)} | {statistics.median(c):.0f} "
+              f"| {spread(c)} |")  # fmt: skip
+    for name in spawners:
+        if name == "FortKubeSpawner":
+            continue
+        w = [a / b for a, b in zip(rates["FortKubeSpawner"], rates[name], strict=True)]
+        c = [a / b for a, b in zip(cpu_rates["FortKubeSpawner"], cpu_rates[name], strict=True)]
+        print(f"| **ratio Fort / {name}** | **{statistics.median(w):.2f}** | {spread(w)} "
+              f"| **{statistics.median(c):.2f}** | {spread(c)} |")  # fmt: skip
 
 
 async def _one(spawner):

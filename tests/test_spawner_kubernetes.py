@@ -13,6 +13,7 @@ import textwrap
 import kubernetes_validate
 import pytest
 from jupyterhub.objects import Hub
+from jupyterhub.utils import maybe_future
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.config import kube_config
 from traitlets.config import Config, PyFileConfigLoader
@@ -219,7 +220,7 @@ async def test_group_change_and_expiry_between_spawns(k8s, make, store_url):
     members.upsert("urls-study", "dave", expires=past, updated_by="test")
     with pytest.raises(SpawnDenied, match="not available to your groups"):
         await s.start()
-    assert [p["slug"] for p in await s.fort_profile_list()] == ["python"]
+    assert [p["slug"] for p in await maybe_future(s.fort_profile_list())] == ["python"]
     assert k8s.list("pods") == []
 
 

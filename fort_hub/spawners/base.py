@@ -117,10 +117,14 @@ class FortSpawnerMixin(FortSettings):
         memberships = await store.run(user_groups, self.user.name, policy, store, now)
         return policy.effective_groups(self.user.name, memberships, now)
 
-    async def fort_profile_list(self, spawner=None) -> list[dict[str, Any]]:
-        """The ``profile_list`` for this user (a kubespawner ``profile_list`` callable)."""
+    def fort_profile_list(self, spawner=None):
+        """The ``profile_list`` for this user (a kubespawner ``profile_list`` callable): the
+        list checked at this start, else (awaitable) the list for the user's groups now."""
         if self._fort_plan is not None:
             return self._fort_plan.profile_list
+        return self._fort_current_profile_list()
+
+    async def _fort_current_profile_list(self) -> list[dict[str, Any]]:
         policy = self._policy()
         groups = await self.fort_groups(policy)
         return build_profile_list(
@@ -252,7 +256,6 @@ class FortSpawnerMixin(FortSettings):
         if plan is not None:
             env["FORT_GROUPS"] = ",".join(plan.groups)
             env["FORT_USER_PREFIX"] = plan.user_prefix
-            env["FORT_PROFILE"] = plan.selection.slug
             if plan.region:
                 env["AWS_DEFAULT_REGION"] = plan.region
         url = self.fort_services_url()

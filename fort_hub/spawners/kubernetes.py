@@ -21,6 +21,7 @@ import copy
 import time
 from typing import Any
 
+from kubernetes_asyncio.client import V1EnvVar
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from traitlets import Float, Unicode, default, validate
@@ -44,6 +45,18 @@ OVERRIDABLE = (
     "image", "cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit", "extra_resource_limits",
     "node_selector", "tolerations", "service_account", "automount_service_account_token",
 )  # fmt: skip
+
+
+def _snapshot(value: Any) -> Any:
+    """A copy for comparison later: the overridable dicts are flat (kubespawner merges into them
+    in place) and the lists are only ever replaced."""
+    if isinstance(value, dict):
+        return dict(value)
+    return list(value) if isinstance(value, list) else value
+
+
+def _env_name(env) -> str:
+    return env["name"] if type(env) is dict else env.name
 
 
 class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
@@ -113,6 +126,25 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
         self.profile_list = self.fort_profile_list
         self._fort_base = {name: copy.deepcopy(getattr(self, name)) for name in OVERRIDABLE}
 
+    def _fort_restore(self, override: Any) -> None:
+        """Put back the configured value of every setting a profile may have overridden.
+
+        Skipped when the same profile override is applied again to settings nobody changed since
+        (restoring and re-applying would give the same values): the common re-spawn.
+        """
+        applied = self._fort_applied
+        if (
+            applied is not None
+            and applied[0] == override
+            and all(getattr(self, name) == value for name, value in applied[1].items())
+        ):
+            return
+        for name, value in self._fort_base.items():
+            if getattr(self, name) != value:
+                setattr(self, name, copy.deepcopy(value))
+
+    _fort_applied: tuple[Any, dict[str, Any]] | None = None
+
     def fort_base_tolerations(self) -> list[dict[str, Any]]:
         return list(self._sorted_dict_values(self._fort_base["tolerations"]) or [])
 
@@ -135,14 +167,16 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
         return await self.fort_run_start(super().start)
 
     async def load_user_options(self):
-        for name, value in self._fort_base.items():
-            setattr(self, name, copy.deepcopy(value))
         plan = self._fort_plan or await self.fort_prepare()
+        key = (plan.selection.override, self.aws_identity_mode)
+        self._fort_restore(key)
+        self._fort_applied = None
         await super().load_user_options()
         if self.aws_identity_mode == "irsa":
             self.service_account = self.service_account_name
             self.automount_service_account_token = True
             await self.ensure_service_account(plan.details.get("role_arn"))
+        self._fort_applied = (key, {n: _snapshot(getattr(self, n)) for n in OVERRIDABLE})
 
     async def get_pod_manifest(self):
         pod = await super().get_pod_manifest()
@@ -152,12 +186,24 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
         slug = plan.selection.slug
         pod.metadata.labels.update(fort_labels(self.user.name, plan.groups, slug))
         pod.metadata.annotations.update(fort_annotations(self.user.name, plan.groups, slug))
+        notebook = pod.spec.containers[0]
+        # the fort variables go first: they reference nothing, so variables configured in
+        # c.KubeSpawner.environment may refer to them as $(FORT_USER) etc.
+        fort = self.fort_env()
+        notebook.env = [V1EnvVar(name=k, value=v) for k, v in fort.items()] + [
+            e for e in notebook.env or () if _env_name(e) not in fort
+        ]
         if self.aws_identity_mode == "vending":
             pod.metadata.annotations[AWS_CONFIG_ANNOTATION] = self.fort_aws_config()
             pod.spec.volumes = [*(pod.spec.volumes or []), aws_config_volume()]
-            notebook = pod.spec.containers[0]
             notebook.volume_mounts = [*(notebook.volume_mounts or []), aws_config_mount()]
         return pod
+
+    def get_env(self):
+        # kubespawner's environment only: get_pod_manifest adds the fort variables to the
+        # container directly (kubespawner's per-variable processing is the costly part of a
+        # manifest, and they need none of it)
+        return KubeSpawner.get_env(self)
 
     def fort_env(self) -> dict[str, str]:
         env = super().fort_env()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner
+from jupyterhub.utils import maybe_future
 from kubespawner.slugs import safe_slug
 from traitlets import Bool, Dict, List, Unicode, Union, default
 
@@ -108,7 +109,7 @@ class FortLocalSpawner(FortSpawnerMixin, SimpleLocalProcessSpawner):
     _fort_prefix: str | None = None
 
     async def _render_form(self, spawner=None) -> str:
-        profile_list = await self.fort_profile_list()
+        profile_list = await maybe_future(self.fort_profile_list())
         template = _form_environment().get_template("form.html")
         return template.render(profile_list=profile_list, user_options=self.user_options or {})
 
@@ -117,7 +118,7 @@ class FortLocalSpawner(FortSpawnerMixin, SimpleLocalProcessSpawner):
         the form is shown again with the reason."""
         options = options_from_form(formdata)
         try:
-            validate_user_options(options, await self.fort_profile_list())
+            validate_user_options(options, await maybe_future(self.fort_profile_list()))
         except ProfileError as e:
             raise SpawnDenied(403, f"Spawn refused: {e}") from None
         return options
