@@ -350,9 +350,8 @@ class QueryService(FortServiceApp):
             state = "succeeded"
         except QueryCancelled:
             state, error = "cancelled", "cancelled by the user"
-        except ResultTooLarge as e:
+        except ResultTooLarge as e:  # the engine stopped writing: run() has returned
             error = str(e)
-            await engine.cancel(rec.id)
         except EngineError as e:
             error = str(e)
         except asyncio.CancelledError:

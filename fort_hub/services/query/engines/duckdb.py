@@ -110,6 +110,7 @@ class DuckDBEngine(QueryEngine):
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.max_running, thread_name_prefix="fort-duckdb")
         self._bases: dict[tuple, tuple[float, duckdb.DuckDBPyConnection]] = {}
+        self._interrupters: set[asyncio.Task] = set()
 
     def target(self, dataset: Dataset) -> tuple[str | None, str | None]:
         return (None, dataset.name)
@@ -236,9 +237,22 @@ class DuckDBEngine(QueryEngine):
     async def cancel(self, job_id: str) -> None:
         with self._lock:
             self._cancelled.add(job_id)
-            con = self._running.get(job_id)
-        if con is not None:
+            running = job_id in self._running
+        if running:
+            # an interrupt that lands between registration and the start of execution is lost
+            # (DuckDB clears the flag when a query begins), so keep interrupting until it ends
+            task = asyncio.ensure_future(self._interrupt_until_stopped(job_id))
+            self._interrupters.add(task)
+            task.add_done_callback(self._interrupters.discard)
+
+    async def _interrupt_until_stopped(self, job_id: str, every: float = 0.05) -> None:
+        while True:
+            with self._lock:
+                con = self._running.get(job_id)
+            if con is None:
+                return
             con.interrupt()
+            await asyncio.sleep(every)
 
     def close(self) -> None:
         with self._lock:
