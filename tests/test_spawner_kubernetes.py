@@ -386,10 +386,25 @@ async def test_z2jh_style_config_is_honoured(k8s, make, tmp_path):
 
 async def test_form_data_is_checked_when_parsed(k8s, make):
     s = make("bob")
-    # kubespawner's own form parser, then our check at start
-    s.user_options = s.options_from_form({"profile": ["urls-large"]})
+    # kubespawner's own form fields, refused when the form is parsed (the form is shown again)
+    with pytest.raises(SpawnDenied, match="urls-large") as e:
+        await s.run_options_from_form({"profile": ["urls-large"]})
+    assert e.value.status_code == 403
+    ok = await s.run_options_from_form({"profile": ["gpu"], "junk": ["x"]})
+    assert ok == {"profile": "gpu"}
+    admin = make("admin")
+    form = {
+        "profile": ["custom"],
+        "profile-option-custom--image": ["unlisted-choice"],
+        "profile-option-custom--image--unlisted-choice": ["quay.io/jupyter/x:1\n"],
+    }
+    with pytest.raises(SpawnDenied, match="must match"):
+        await admin.run_options_from_form(form)
+    # and checked again at start (REST requests never see the form)
+    s.user_options = {"profile": "urls-large"}
     with pytest.raises(SpawnDenied, match="urls-large"):
         await s.start()
+    assert k8s.list("pods") == []
 
 
 def test_bad_identity_mode_names_the_setting():

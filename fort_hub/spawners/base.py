@@ -24,7 +24,13 @@ from ..config import FortSettings, user_groups
 from ..policy import Policy, PolicyError
 from ..store.audit import AuditError
 from .identity import aws_config_text
-from .profiles import ProfileError, Selection, build_profile_list, validate_user_options
+from .profiles import (
+    ProfileError,
+    Selection,
+    build_profile_list,
+    options_from_form,
+    validate_user_options,
+)
 
 
 def _summarize(options: Any) -> dict[str, str]:
@@ -127,11 +133,27 @@ class FortSpawnerMixin(FortSettings):
     async def _fort_current_profile_list(self) -> list[dict[str, Any]]:
         policy = self._policy()
         groups = await self.fort_groups(policy)
-        return build_profile_list(
-            policy, groups, user=self.user.name, base_tolerations=self.fort_base_tolerations()
-        )
+        return build_profile_list(policy, groups, base_tolerations=self.fort_base_tolerations())
 
     # ----- enforcement and audit ---------------------------------------------------------------
+
+    @default("options_from_form")
+    def _fort_default_options_from_form(self):
+        return self._fort_options_from_form
+
+    def fort_parse_form(self, formdata) -> dict[str, Any]:
+        """Form fields to ``user_options`` (kubespawner's field names)."""
+        return options_from_form(formdata)
+
+    async def _fort_options_from_form(self, formdata):
+        """Parse the spawn form and refuse at once what this user may not pick, so the form is
+        shown again with the reason (start checks again: REST requests skip the form)."""
+        options = self.fort_parse_form(formdata)
+        try:
+            validate_user_options(options, await maybe_future(self.fort_profile_list()))
+        except ProfileError as e:
+            raise SpawnDenied(403, f"Spawn refused: {e}") from None
+        return options
 
     def _audit_base(self, plan: SpawnPlan | None) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -159,8 +181,9 @@ class FortSpawnerMixin(FortSettings):
         self._fort_plan = None
         policy = self._policy()
         groups = await self.fort_groups(policy)
+        # groups are effective already (expired memberships dropped)
         profile_list = build_profile_list(
-            policy, groups, user=self.user.name, base_tolerations=self.fort_base_tolerations()
+            policy, groups, base_tolerations=self.fort_base_tolerations()
         )
         try:
             selection = validate_user_options(self.user_options, profile_list)

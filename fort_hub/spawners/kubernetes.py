@@ -145,6 +145,9 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
 
     _fort_applied: tuple[Any, dict[str, Any]] | None = None
 
+    def fort_parse_form(self, formdata) -> dict[str, Any]:
+        return KubeSpawner._options_from_form(self, formdata)
+
     def fort_base_tolerations(self) -> list[dict[str, Any]]:
         return list(self._sorted_dict_values(self._fort_base["tolerations"]) or [])
 

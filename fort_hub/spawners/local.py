@@ -27,7 +27,6 @@ from kubespawner.slugs import safe_slug
 from traitlets import Bool, Dict, List, Unicode, Union, default
 
 from .base import FortSpawnerMixin, SpawnDenied
-from .profiles import ProfileError, options_from_form, validate_user_options
 
 
 def _form_environment() -> Environment:
@@ -102,26 +101,12 @@ class FortLocalSpawner(FortSpawnerMixin, SimpleLocalProcessSpawner):
     def _default_options_form(self):
         return self._render_form
 
-    @default("options_from_form")
-    def _default_options_from_form(self):
-        return self._options_from_form
-
     _fort_prefix: str | None = None
 
     async def _render_form(self, spawner=None) -> str:
         profile_list = await maybe_future(self.fort_profile_list())
         template = _form_environment().get_template("form.html")
         return template.render(profile_list=profile_list, user_options=self.user_options or {})
-
-    async def _options_from_form(self, formdata):
-        """Parse kubespawner's form fields and refuse at once what this user may not pick, so
-        the form is shown again with the reason."""
-        options = options_from_form(formdata)
-        try:
-            validate_user_options(options, await maybe_future(self.fort_profile_list()))
-        except ProfileError as e:
-            raise SpawnDenied(403, f"Spawn refused: {e}") from None
-        return options
 
     def environment_for(self, image: str) -> str | list[str] | None:
         for pattern, target in self.image_environments.items():
