@@ -277,3 +277,24 @@ def test_memberships_repository(store):
     assert m.remove("urls-study", "alice") is False
     with pytest.raises(ValueError, match="source must be one of"):
         m.upsert("g", "u", source="ldap")
+
+
+def test_dispose_returns_the_writer_connection_clean(store_url):
+    """The audit writer's kept connection goes back to the pool as the pool expects it."""
+    Store(store_url).dispose()  # create the schema
+    store = Store(store_url, create=False)  # so the writer's is this pool's only connection
+    store.audit.record("svc", "a.b", "r")
+    writer = store.audit._conn.driver_connection
+    store.audit.close()
+    assert store.engine.pool.checkedin() == 1
+    with store.transaction() as conn:  # a normal transaction works on the pooled connection
+        assert conn.connection.driver_connection is writer
+        conn.execute(schema.usage.insert().values(subject="s", metric="m", window="w", value=1))
+        if store.dialect == "postgresql":
+            from sqlalchemy import text
+
+            assert conn.execute(text("SHOW lock_timeout")).scalar() == "0"
+    assert store.usage.get("s", "m", "w") == 1
+    store.audit.record("svc", "a.b", "again")  # and the writer reconnects
+    assert store.audit.verify().checked == 2
+    store.dispose()

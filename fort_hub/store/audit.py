@@ -301,6 +301,7 @@ class AuditLog:
                 conn.invalidate()
             else:
                 if self.store.dialect == "postgresql":
+                    conn.driver_connection.execute("RESET lock_timeout")
                     conn.driver_connection.autocommit = False  # as the pool expects it back
                 conn.close()
         except Exception:  # noqa: S110 - the connection is being thrown away anyway
