@@ -57,14 +57,17 @@ class ServiceThread:
 class ServiceSlot:
     """One external service known to the hub: name, port, token."""
 
-    def __init__(self, name: str, oauth_scopes: list[str] | None = None):
+    def __init__(self, name: str, oauth_scopes: list[str] | None = None, token_only=False):
         self.name = name
         self.oauth_scopes = oauth_scopes
+        self.token_only = token_only  # a service that only holds a token (no URL)
         self.port = free_port()
         self.token = secrets.token_hex(24)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def hub_entry(self, public_url: str) -> dict:
+        if self.token_only:
+            return {"name": self.name, "api_token": self.token}
         entry = {
             "name": self.name,
             "url": self.url,

@@ -33,22 +33,22 @@ def env(tmp_path_factory):
     slot = ServiceSlot(scopes.CREDENTIALS_SERVICE)
     hub = RunningHub(work / "hub")
     hub.extra_config = hub_config([slot], hub.url)
-    hub.start()
+    cfg = slot.config(hub, policy, store_url)
+    cfg.CredentialsService.sts_backend_class = StubStsBackend
+    cfg.CredentialsService.backoff_base = 0.01
+    cfg.FortServiceApp.groups_cache_seconds = 0
+    app = CredentialsService(config=cfg)
+    app.initialize([])
+    svc = ServiceThread(app).start()  # before the hub, which waits for its services
     try:
+        hub.start()
         make_users(hub, "alice", "bob", "carol", "erin", "mallory", "rate")
-        cfg = slot.config(hub, policy, store_url)
-        cfg.CredentialsService.sts_backend_class = StubStsBackend
-        cfg.CredentialsService.backoff_base = 0.01
-        cfg.FortServiceApp.groups_cache_seconds = 0
-        app = CredentialsService(config=cfg)
-        app.initialize([])
-        svc = ServiceThread(app).start()
         expired = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
         Memberships(app.fort_store).upsert("urls-study", "erin", expires=expired, source="api")
         tokens = {u: user_token(hub, u, USER_SCOPES) for u in ("alice", "bob", "erin", "mallory")}
         yield {"hub": hub, "app": app, "svc": svc, "tokens": tokens, "policy": policy}
-        svc.stop()
     finally:
+        svc.stop()
         hub.stop()
 
 

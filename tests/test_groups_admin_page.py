@@ -35,18 +35,18 @@ def env(tmp_path_factory):
     )
     hub = RunningHub(work / "hub")
     hub.extra_config = hub_config([slot], hub.url)
-    hub.start()
+    cfg = slot.config(hub, policy, f"sqlite:///{work / 'fort.sqlite'}")
+    cfg.GroupsService.reconcile_interval = 3600
+    app = GroupsService(config=cfg)
+    app.initialize([])
+    svc = ServiceThread(app).start()  # before the hub, which waits for its services
     try:
+        hub.start()
         make_users(hub, "alice", "bob", "carol", "dave", "admin")
-        cfg = slot.config(hub, policy, f"sqlite:///{work / 'fort.sqlite'}")
-        cfg.GroupsService.reconcile_interval = 3600
-        app = GroupsService(config=cfg)
-        app.initialize([])
-        svc = ServiceThread(app).start()
         svc.call(app.reconcile, "test")
         yield {"hub": hub, "app": app, "svc": svc}
-        svc.stop()
     finally:
+        svc.stop()
         hub.stop()
 
 

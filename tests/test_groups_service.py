@@ -28,25 +28,25 @@ def env(tmp_path_factory):
     policy = work / "policy.yaml"
     shutil.copy(EXAMPLE_POLICY, policy)
     slot = ServiceSlot(scopes.GROUPS_SERVICE)
-    query = ServiceSlot(scopes.QUERY_SERVICE)  # only a token holder: asks 'authorize'
+    query = ServiceSlot(scopes.QUERY_SERVICE, token_only=True)  # asks 'authorize'
     hub = RunningHub(work / "hub")
     hub.extra_config = hub_config([slot, query], hub.url)
-    hub.start()
+    cfg = slot.config(hub, policy, f"sqlite:///{work / 'fort.sqlite'}")
+    cfg.GroupsService.reconcile_interval = 3600
+    cfg.FortServiceApp.groups_cache_seconds = 0
+    app = GroupsService(config=cfg)
+    app.initialize([])
+    svc = ServiceThread(app).start()  # before the hub, which waits for its services
     try:
+        hub.start()
         make_users(hub, "alice", "bob", "carol", "dave", "admin")
         # a group fort-groups does not own, with a member: must never be touched
         r = requests.post(hub.api("groups/other"), json={"users": ["alice"]},
                           headers=hub.admin_headers, timeout=30)  # fmt: skip
         assert r.status_code == 201, r.text
-        cfg = slot.config(hub, policy, f"sqlite:///{work / 'fort.sqlite'}")
-        cfg.GroupsService.reconcile_interval = 3600
-        cfg.FortServiceApp.groups_cache_seconds = 0
-        app = GroupsService(config=cfg)
-        app.initialize([])
-        svc = ServiceThread(app).start()
         yield {"hub": hub, "app": app, "svc": svc, "policy": policy, "query": query}
-        svc.stop()
     finally:
+        svc.stop()
         hub.stop()
 
 
