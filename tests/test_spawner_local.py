@@ -3,6 +3,7 @@ environment; forbidden profiles are refused via the REST API and via the spawn f
 
 import os
 import re
+import secrets
 import shutil
 import textwrap
 import threading
@@ -15,18 +16,39 @@ import requests
 
 from fort_hub import scopes
 from fort_hub.store import Store
-from tests.conftest import EXAMPLE_POLICY
+from tests.conftest import EXAMPLE_POLICY, PG_URL, require_postgres
 from tests.hubproc import RunningHub
 
 pytestmark = pytest.mark.hub
 
 
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def hub_store_url(request, tmp_path_factory):
+    """The fort store of the hub under test: SQLite, and PostgreSQL in a fresh schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('store') / 'fort.sqlite'}"
+        return
+    require_postgres()
+    import psycopg
+
+    schema = "t_" + secrets.token_hex(6)
+    raw = PG_URL.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(raw, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(raw, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
+def hub(tmp_path_factory, hub_store_url):
     work = tmp_path_factory.mktemp("localhub")
     policy = work / "policy.yaml"
     shutil.copy(EXAMPLE_POLICY, policy)
-    store_url = f"sqlite:///{work / 'fort.sqlite'}"
+    store_url = hub_store_url
     # the fort services are not under test here: one stand-in answers for all three
     standin = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
     threading.Thread(target=standin.serve_forever, daemon=True).start()
