@@ -109,4 +109,6 @@ def fort_demo(tmp_path_factory):
     demo = RunningDemo(tmp_path_factory.mktemp("fort-demo") / "state")
     demo.start()
     yield demo
-    demo.stop()
+    assert demo.stop() == 0, demo.output[-3000:]
+    assert "fort-hub demo: stopped" in demo.output
+    assert demo.leftover_processes() == []  # Ctrl-C / SIGTERM stops everything

@@ -69,6 +69,23 @@ class RunningDemo:
         self.output = self.log_path.read_text(errors="replace")
         return self.proc.returncode
 
+    def leftover_processes(self) -> list[str]:
+        """Processes still running whose command line or environment names the state
+        directory (the hub, its proxy and services, notebook servers, the stand-in)."""
+        needle = str(self.state).encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+                if needle in cmd or needle in (entry / "environ").read_bytes():
+                    args = cmd.replace(b"\0", b" ").decode(errors="replace")[:200]
+                    found.append(f"{entry.name}: {args}")
+            except OSError:
+                continue
+        return found
+
     def logs(self, name: str = "jupyterhub") -> str:
         path = self.state / "logs" / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
