@@ -85,7 +85,10 @@ def login(page, env, user):
 
 
 def test_admin_adds_extends_removes(page, env):
+    env["app"].fort_store.usage.add("carol", "queries", "2026-11-25", 7)
     login(page, env, "admin")
+    usage = page.locator("#usage").inner_text()
+    assert "carol" in usage and "queries" in usage and "7" in usage
     assert page.locator("h1").inner_text() == "fort-groups"
     section = page.locator("#group-ads-study")
     assert section.locator("tr[data-user=bob]").count() == 1
