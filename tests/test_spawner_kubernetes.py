@@ -7,6 +7,7 @@ ServiceAccount it receives with kubernetes-validate.
 
 import asyncio
 import datetime as dt
+import json
 import shutil
 import textwrap
 
@@ -410,3 +411,18 @@ async def test_form_data_is_checked_when_parsed(k8s, make):
 def test_bad_identity_mode_names_the_setting():
     with pytest.raises(Exception, match="aws_identity_mode must be one of"):
         FortKubeSpawner(aws_identity_mode="instance-role", _mock=True)
+
+
+async def test_stop_after_hub_restart_is_audited_from_saved_state(k8s, make, store_url):
+    s = make("alice", {"profile": "python"})
+    await asyncio.wait_for(s.start(), 30)
+    state = s.get_state()
+    assert state["fort_plan"]["profile"] == "python"
+    json.dumps(state)  # JupyterHub stores it as JSON
+    # the hub restarts: a new spawner object gets the saved state, then the server is stopped
+    again = make("alice")
+    again.load_state(state)
+    await again.stop(now=True)
+    (stop,) = audit(store_url, "spawn.stop")
+    assert stop.details["profile"] == "python" and stop.details["outcome"] == "stopped"
+    assert k8s.list("pods") == []

@@ -74,8 +74,9 @@ class FortSpawnerMixin(FortSettings):
         help="""Base URL of the fort services as the notebook reaches them, ending in `/`.
 
         The notebook gets `FORT_SERVICES_URL` and `FORT_GROUPS_URL`, `FORT_CREDENTIALS_URL`,
-        `FORT_QUERY_URL` (this URL + service name + `/`). Empty: derived from
-        `JupyterHub.public_url` when that is set.
+        `FORT_QUERY_URL` (this URL + service name + `/`). Default for `FortKubeSpawner`:
+        `http://proxy-public/services/` (Z2JH's proxy Service); for `FortLocalSpawner`: derived
+        from `JupyterHub.public_url` when that is set.
 
             c.FortKubeSpawner.services_url = "http://proxy-public/services/"
         """,
