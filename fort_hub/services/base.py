@@ -62,7 +62,7 @@ from tornado.escape import xhtml_escape
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bytes, Float, Integer, Unicode, default, validate
+from traitlets import Bytes, Float, Integer, TraitError, Unicode, default, validate
 from traitlets import Callable as CallableTrait
 from traitlets.config import Application, catch_config_error
 
@@ -376,7 +376,7 @@ class FortServiceApp(Application, FortSettings):
     def _validate_bind_url(self, proposal):
         u = urlparse(proposal["value"])
         if u.scheme != "http" or not u.port:
-            raise ValueError(
+            raise TraitError(
                 f"FortServiceApp.bind_url must be http://HOST:PORT, not {proposal['value']!r}"
             )
         return proposal["value"]
@@ -406,7 +406,7 @@ class FortServiceApp(Application, FortSettings):
     @validate("policy_reload_interval")
     def _validate_reload(self, proposal):
         if proposal["value"] < 0.1:
-            raise ValueError("FortServiceApp.policy_reload_interval must be at least 0.1 s")
+            raise TraitError("FortServiceApp.policy_reload_interval must be at least 0.1 s")
         return proposal["value"]
 
     groups_cache_seconds = Float(

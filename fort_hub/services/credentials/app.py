@@ -14,7 +14,7 @@ import random
 import time
 
 from tornado import web
-from traitlets import Float, Instance, Integer, Type, default, validate
+from traitlets import Float, Instance, Integer, TraitError, Type, default, validate
 
 from ... import scopes
 from ...policy import role_name
@@ -94,7 +94,7 @@ class CredentialsService(FortServiceApp):
     def _validate_duration(self, proposal):
         v = proposal["value"]
         if not 900 <= v <= 43200:
-            raise ValueError(
+            raise TraitError(
                 f"CredentialsService.duration must be between 900 and 43200 seconds, not {v}"
             )
         return v
@@ -111,7 +111,7 @@ class CredentialsService(FortServiceApp):
     @validate("refresh_margin")
     def _validate_margin(self, proposal):
         if not 0 <= proposal["value"] < self.duration:
-            raise ValueError("CredentialsService.refresh_margin must be >= 0 and < duration")
+            raise TraitError("CredentialsService.refresh_margin must be >= 0 and < duration")
         return proposal["value"]
 
     sts_attempts = Integer(
