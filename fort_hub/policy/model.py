@@ -176,6 +176,11 @@ class Policy:
         object.__setattr__(self, "_expiring", expiring)  # user -> group -> static expiry
         object.__setattr__(self, "_prefix_index", prefixes)
         object.__setattr__(self, "_profiles_by_slug", {p.slug: p for p in self.profiles})
+        # slug -> groups allowed (empty: everyone); the first profile of a slug wins
+        profile_groups: dict[str, frozenset[str]] = {}
+        for p in self.profiles:
+            profile_groups.setdefault(p.slug, frozenset(p.groups))
+        object.__setattr__(self, "_profile_groups", profile_groups)
         object.__setattr__(self, "_dataset_cache", {})  # (action, resource) -> allow decisions
         object.__setattr__(
             self, "_roles_by_group", {g: (role_name(a), a) for g, a in self.aws.roles.items()}
@@ -252,22 +257,27 @@ class Policy:
           (the user's own prefix is always readable and writable by them).
         - ``spawn``: *resource* is a profile slug.  ``assume-role``: a role name (or its ARN).
         """
-        eff = self.effective_groups(user, groups, now)
+        if type(groups) is list and user not in self._expiring:  # the hot path, inlined
+            declared = self.groups
+            eff = [g for g in groups if g in declared]
+        else:
+            eff = self.effective_groups(user, groups, now)
         if action in DATASET_ACTIONS:
             if action != "query" and resource.startswith("s3://"):
                 return self._authorize_s3_uri(user, eff, action, resource)
             return self._authorize_dataset(eff, action, resource)
         if action == "spawn":
-            profile = self._profiles_by_slug.get(resource)
-            if profile is not None and (
-                not profile.groups or set(eff).intersection(profile.groups)
+            allowed_groups = self._profile_groups.get(resource)
+            if allowed_groups is not None and (
+                not allowed_groups or not allowed_groups.isdisjoint(eff)
             ):
                 return Decision(True, f"profile '{resource}' is available to {sorted(eff)}")
             return Decision(False, f"profile '{resource}' is not available to groups {sorted(eff)}")
         if action == "assume-role":
             by_group = self._roles_by_group
-            if any(resource in by_group.get(g, ()) for g in eff):
-                return Decision(True, f"role '{resource}' belongs to one of {sorted(eff)}")
+            for g in eff:
+                if resource in by_group.get(g, ()):
+                    return Decision(True, f"role '{resource}' belongs to one of {sorted(eff)}")
             return Decision(False, f"role '{resource}' is not given to groups {sorted(eff)}")
         return Decision(False, f"unknown action '{action}' (known: {', '.join(ACTIONS)})")
 
