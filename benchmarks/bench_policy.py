@@ -22,6 +22,7 @@ from fort_hub.policy import (
     DATASET_ACTIONS,
     AwsSettings,
     Dataset,
+    Decision,
     Grant,
     Group,
     Member,
@@ -120,13 +121,23 @@ def main(argv=None) -> int:
     now = dt.datetime(2026, 11, 25, tzinfo=UTC)
     authorize = policy.authorize
     allowed = sum(bool(authorize(u, g, a, r, now)) for u, g, a, r in requests)
-    wall, cpu = [], []
+    reference = Decision(True, "reference")
+
+    def noop(user, groups, action, resource, now=None):
+        """Calibration: a Python call with the same arguments that decides nothing."""
+        return reference
+
+    wall, cpu, ratio = [], [], []
     for _ in range(args.rounds):
         start, start_cpu = time.perf_counter(), time.process_time()
         for u, g, a, r in requests:
             authorize(u, g, a, r, now)
         cpu.append(len(requests) / (time.process_time() - start_cpu))
         wall.append(len(requests) / (time.perf_counter() - start))
+        start = time.perf_counter()
+        for u, g, a, r in requests:
+            noop(u, g, a, r, now)
+        ratio.append(wall[-1] / (len(requests) / (time.perf_counter() - start)))
     print(f"requests per round: {len(requests)} ({allowed / len(requests):.0%} allowed)")
     # wall-clock rate depends on what else the (shared) machine runs; the CPU-time rate is what
     # one core gives this process, and is the figure compared with the target
@@ -135,6 +146,10 @@ def main(argv=None) -> int:
         print(f"authorize ({label}): median {med:,.0f} decisions/s, min {min(rates):,.0f}, "
               f"max {max(rates):,.0f} over {args.rounds} rounds; "
               f"{med / TARGET:.2f}x the {TARGET:,}/s target")  # fmt: skip
+    # machine-independent: how many no-op calls one decision costs, measured side by side
+    costs = sorted(1 / r for r in ratio)
+    print(f"cost of one decision: median {statistics.median(costs):.1f} no-op calls "
+          f"(min {costs[0]:.1f}, max {costs[-1]:.1f})")  # fmt: skip
     return 0
 
 
