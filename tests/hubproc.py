@@ -43,7 +43,9 @@ def wait_http(
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             tail = log.read_text()[-5000:] if log and log.exists() else ""
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered:\n{tail}")
+            raise RuntimeError(
+                f"process exited with {proc.returncode} before {url} answered:\n{tail}"
+            )
         try:
             r = requests.get(url, timeout=2, allow_redirects=False)
             if ok(r):
@@ -59,7 +61,9 @@ def wait_http(
 class RunningHub:
     """A JupyterHub process configured by a generated ``jupyterhub_config.py``."""
 
-    def __init__(self, workdir: Path, extra_config: str = "", env: dict | None = None, timeout: float = 90):
+    def __init__(
+        self, workdir: Path, extra_config: str = "", env: dict | None = None, timeout: float = 90
+    ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()

@@ -248,3 +248,41 @@ def test_openapi_document_is_served(env):
     doc = requests.get(env.base + "openapi.json", timeout=10).json()
     assert doc["openapi"].startswith("3.1") and "/queries/{query_id}/results" in doc["paths"]
     assert json.dumps(doc)  # valid JSON
+
+
+def test_follow_streams_while_running_and_never_completes_a_failed_result(tmp_path, sqlite_url):
+    from fort_hub.client import FortClient, FortQueryError
+
+    env = QueryEnv(
+        tmp_path, sqlite_url, DuckDBEngine__batch_rows=20, QueryService__max_result_rows=150
+    ).start()
+    try:
+        fort = FortClient(url=env.base.removesuffix("api/v1/"), token="alice-token")
+        table = fort.query("SELECT * FROM url_shares ORDER BY shares, url LIMIT 150", "url_shares")
+        assert table.num_rows == 150
+        qid = fort.history()[0]["id"]
+        assert fort.results(qid).equals(table)  # the stored file, read after the fact
+        # 200 rows > max_result_rows: the query fails after some batches were written
+        for _ in range(3):
+            with pytest.raises(FortQueryError, match="max_result_rows"):
+                fort.query("SELECT * FROM url_shares", "url_shares", progress=False)
+        # raw: a followed stream of a failed query never carries the end-of-stream marker
+        qid = fort.submit("SELECT * FROM url_shares", "url_shares")
+        import requests
+
+        try:
+            r = env.get(f"queries/{qid}/results?follow=true", headers=ARROW)
+        except requests.exceptions.ChunkedEncodingError:
+            outcome = "cut off"  # the connection closed mid-body
+        else:
+            if r.status_code == 200:
+                with pytest.raises(pa.ArrowInvalid):
+                    pa.ipc.open_stream(r.content).read_all()
+                outcome = "truncated"
+            else:
+                assert r.status_code == 409
+                assert "max_result_rows" in r.json()["error"]["message"]
+                outcome = "refused"
+        print("followed failed query:", outcome)
+    finally:
+        env.stop()

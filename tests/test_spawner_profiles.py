@@ -337,3 +337,61 @@ def test_irsa_rbac_manifest_is_valid_and_covers_what_the_spawner_calls(version):
     # FortKubeSpawner reads, creates, patches and deletes ServiceAccounts
     assert {"get", "create", "patch", "delete"} <= set(rule["verbs"])
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+# ----- FortLocalSpawner's image -> environment mapping -----------------------------------------
+
+
+class _User:
+    def __init__(self, name):
+        self.name, self.id, self.url, self.groups = name, 1, f"/user/{name}/", []
+
+
+def _local(tmp_path, **traits):
+    from traitlets.config import Config
+
+    from fort_hub.spawners.local import FortLocalSpawner
+    from tests.conftest import EXAMPLE_POLICY
+
+    c = Config()
+    c.FortSettings.policy_file = str(EXAMPLE_POLICY)
+    c.FortSettings.store_url = f"sqlite:///{tmp_path / 'fort.sqlite'}"
+    for k, v in traits.items():
+        setattr(c.FortLocalSpawner, k, v)
+    return FortLocalSpawner(user=_User("alice"), config=c)
+
+
+def test_image_environments_first_matching_glob_wins(tmp_path):
+    s = _local(
+        tmp_path,
+        image_environments={
+            "quay.io/jupyter/pytorch-*": ["/opt/torch/bin/jupyterhub-singleuser", "--debug"],
+            "quay.io/*": "/opt/conda",
+        },
+    )
+    assert s.environment_for("quay.io/jupyter/pytorch-notebook:cuda12") == [
+        "/opt/torch/bin/jupyterhub-singleuser",
+        "--debug",
+    ]
+    assert s.environment_for("quay.io/jupyter/scipy-notebook:1") == "/opt/conda"
+    assert s.environment_for("docker.io/library/python:3") is None
+    import sys
+
+    assert _local(tmp_path).environment_for("anything:1") == sys.prefix  # the default
+
+
+async def test_image_without_local_environment_is_refused_and_audited(tmp_path):
+    from fort_hub.config import shared_store
+    from fort_hub.spawners.base import SpawnDenied
+
+    s = _local(tmp_path, image_environments={"docker.io/*": "/opt/conda"})
+    s.user_options = {"profile": "python"}
+    with pytest.raises(SpawnDenied) as e:
+        await s.start()
+    assert e.value.status_code == 403
+    assert "image quay.io/jupyter/scipy-notebook:2025-06-02 is not available" in (
+        e.value.log_message
+    )
+    assert s.proc is None
+    (record,) = shared_store(s.store_url).audit.query(action="spawn.start")
+    assert (record.decision, record.details["outcome"]) == ("deny", "refused")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import pyarrow as pa
@@ -142,22 +144,49 @@ class FortClient:
             )
         return st
 
-    def results(self, query_id: str) -> pa.Table:
-        """The result of a finished query as a ``pyarrow.Table`` (streamed as Arrow IPC)."""
+    def results(self, query_id: str, follow: bool = False) -> pa.Table:
+        """The result of a query as a ``pyarrow.Table`` (streamed as Arrow IPC). With *follow*,
+        the download starts while the query still runs; a query that fails midway raises
+        :class:`FortQueryError` with its error."""
+        params = {"follow": "true"} if follow else None
         r = self._request(
-            "GET", f"queries/{query_id}/results", headers={"Accept": ARROW}, stream=True
-        )
+            "GET", f"queries/{query_id}/results", headers={"Accept": ARROW}, params=params,
+            stream=True,
+        )  # fmt: skip
         try:
             r.raw.decode_content = True
             return ipc.open_stream(r.raw).read_all()
+        except Exception as e:  # a cut-off stream surfaces as arrow, urllib3 or http errors
+            st = self.status(query_id)
+            if st["state"] != "succeeded":
+                raise FortQueryError(st.get("error") or st["state"], query_id=query_id) from None
+            raise FortQueryError(f"the result download broke off: {e}", query_id=query_id) from None
         finally:
             r.close()
 
     def query(self, sql: str, dataset: str, progress: bool = True) -> pa.Table:
-        """Run *sql* on *dataset* and return the result (``.to_pandas()`` for a DataFrame)."""
+        """Run *sql* on *dataset* and return the result (``.to_pandas()`` for a DataFrame).
+
+        The result is streamed as the query produces it; while nothing has arrived for a
+        second, a progress line shows the query's state."""
         qid = self.submit(sql, dataset)
-        self.wait(qid, progress=progress)
-        return self.results(qid)
+        with ThreadPoolExecutor(1) as pool:
+            fut = pool.submit(self.results, qid, True)
+            bar, start = _Progress(progress), time.monotonic()
+            shown = False
+            while True:
+                try:
+                    table = fut.result(timeout=1.0)
+                    break
+                except FutureTimeout:
+                    st = self.status(qid)
+                    shown = True
+                    bar.show(f"fort-query {qid[:8]}: {st['state']} {time.monotonic() - start:.0f}s")
+        if shown:
+            bar.done(
+                f"fort-query {qid[:8]}: {table.num_rows} rows in {time.monotonic() - start:.1f}s"
+            )
+        return table
 
     def datasets(self) -> list[dict]:
         return self._json("GET", "datasets")["datasets"]

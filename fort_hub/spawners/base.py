@@ -151,7 +151,8 @@ class FortSpawnerMixin(FortSettings):
         shown again with the reason (start checks again: REST requests skip the form)."""
         options = self.fort_parse_form(formdata)
         try:
-            validate_user_options(options, await maybe_future(self.fort_profile_list()))
+            profile_list = await maybe_future(self.fort_profile_list())
+            self.fort_check_selection(validate_user_options(options, profile_list))
         except ProfileError as e:
             raise SpawnDenied(403, f"Spawn refused: {e}") from None
         return options
@@ -188,6 +189,7 @@ class FortSpawnerMixin(FortSettings):
         )
         try:
             selection = validate_user_options(self.user_options, profile_list)
+            self.fort_check_selection(selection)
         except ProfileError as e:
             details = {**self._audit_base(None), "groups": groups, "outcome": "refused"}
             details["requested"] = _summarize(self.user_options)
@@ -215,6 +217,9 @@ class FortSpawnerMixin(FortSettings):
             raise SpawnDenied(503, "Spawn refused: the audit log is unavailable") from None
         self._fort_plan = plan
         return plan
+
+    def fort_check_selection(self, selection: Selection) -> None:
+        """Spawner-specific checks of a valid selection; raise :class:`ProfileError` to refuse."""
 
     def fort_identity_details(self, plan: SpawnPlan) -> dict[str, Any]:
         """Extra identity facts for the audit record (the IRSA role, say)."""

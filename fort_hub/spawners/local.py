@@ -26,7 +26,8 @@ from jupyterhub.utils import maybe_future
 from kubespawner.slugs import safe_slug
 from traitlets import Bool, Dict, List, Unicode, Union, default
 
-from .base import FortSpawnerMixin, SpawnDenied
+from .base import FortSpawnerMixin
+from .profiles import ProfileError
 
 
 def _form_environment() -> Environment:
@@ -114,6 +115,10 @@ class FortLocalSpawner(FortSpawnerMixin, SimpleLocalProcessSpawner):
                 return target
         return None
 
+    def fort_check_selection(self, selection) -> None:
+        if self.environment_for(selection.image) is None:
+            raise ProfileError(f"image {selection.image} is not available on this hub")
+
     @property
     def aws_config_path(self) -> Path:
         slug = safe_slug(self.user.name)
@@ -125,12 +130,6 @@ class FortLocalSpawner(FortSpawnerMixin, SimpleLocalProcessSpawner):
         self._fort_plan = None
         plan = await self.fort_prepare()
         target = self.environment_for(plan.selection.image)
-        if target is None:
-            await self.fort_audit(
-                "spawn.start", "deny", f"no local environment for image {plan.selection.image}",
-                {**plan.details, "outcome": "refused"},
-            )  # fmt: skip
-            raise SpawnDenied(403, f"Spawn refused: image {plan.selection.image} is not available")
         if isinstance(target, list):
             self.cmd, self._fort_prefix = list(target), None
         else:

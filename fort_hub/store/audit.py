@@ -378,6 +378,8 @@ class AuditLog:
                 item.error = err
         finally:
             for item in batch:
+                if item.result is None and item.error is None:  # interrupted (BaseException)
+                    item.error = AuditError("audit record not written, action refused: interrupted")
                 item.done = True
 
     def _append(self, batch: list[_Pending]) -> list[AuditRecord]:

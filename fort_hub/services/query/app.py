@@ -151,6 +151,8 @@ class QueryService(FortServiceApp):
         }
         self._tasks: dict[str, asyncio.Task] = {}
         self._done: dict[str, asyncio.Event] = {}  # set once the final state is recorded
+        #: (state, error) as soon as the engine is done and the result file is final
+        self._live: dict[str, asyncio.Future] = {}
         self._cancel_requested: set[str] = set()
 
     def handlers(self) -> list[tuple]:
@@ -291,6 +293,7 @@ class QueryService(FortServiceApp):
         )  # fmt: skip
         max_rows = min(quota.max_result_rows, self.max_result_rows)
         self._done[qid] = asyncio.Event()
+        self._live[qid] = asyncio.get_running_loop().create_future()
         self._tasks[qid] = asyncio.ensure_future(self._execute(rec, job, max_rows, request_id))
         return rec
 
@@ -369,10 +372,14 @@ class QueryService(FortServiceApp):
             self._cancel_requested.discard(rec.id)
         if state != "succeeded":
             sink.discard()
+        live = self._live.get(rec.id)
+        if live is not None:
+            live.set_result((state, error))  # followers of the result stream finish now
         try:
             await self._finish(rec, state, error, outcome, sink.rows, request_id)
         finally:
             self._tasks.pop(rec.id, None)
+            self._live.pop(rec.id, None)
             self._done.pop(rec.id, asyncio.Event()).set()
 
     async def _finish(self, rec, state, error, outcome, rows, request_id) -> None:

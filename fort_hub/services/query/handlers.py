@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import re
@@ -181,13 +183,26 @@ class QueryHandler(QueryHandlerBase):
 
 
 class ResultsHandler(QueryHandlerBase):
-    query_params = ("format", "page_token", "max_rows")
+    query_params = ("format", "page_token", "max_rows", "follow")
 
     @refusals
     async def get(self, query_id):
         rec = await self.load(query_id)
+        follow = self.get_query_argument("follow", "false")
+        if follow not in ("true", "false"):
+            raise Refused(400, "'follow' must be true or false")
+        if rec.state in INFLIGHT and follow == "true" and self.pick_format() == "arrow":
+            live = self.app._live.get(rec.id)
+            if live is not None:
+                await self.follow(rec, live)
+                return
+            await self.app.wait_finished(rec.id, self.app.query_timeout + 60)
+            rec = await self.load(query_id)
         if rec.state in INFLIGHT:
-            raise Refused(409, f"query {rec.id} is still {rec.state}; poll GET queries/{rec.id}")
+            raise Refused(
+                409, f"query {rec.id} is still {rec.state}; poll GET queries/{rec.id} or "
+                "stream with ?follow=true",
+            )  # fmt: skip
         if rec.state != "succeeded":
             raise Refused(409, f"query {rec.id} {rec.state}: {rec.error or 'no result'}")
         if not rec.result_path or not os.path.exists(rec.result_path):
@@ -219,6 +234,53 @@ class ResultsHandler(QueryHandlerBase):
             return
         finally:
             chunks.close()
+        self.finish()
+
+    async def follow(self, rec: QueryRecord, live: asyncio.Future) -> None:
+        """Stream the Arrow result while the query still writes it. The last 8 bytes (the
+        end-of-stream marker) are held back until the query succeeded, so a query that fails
+        midway leaves the client with a truncated stream, never a complete-looking one."""
+        await self.audit(
+            "query.download", rec.dataset, "result as arrow (followed while running)",
+            {"query_id": rec.id, "format": "arrow", "owner": rec.username, "offset": 0},
+        )  # fmt: skip
+        partial, final = self.app.results.path(rec.id) + ".partial", self.app.results.path(rec.id)
+        f = None
+        while f is None:
+            for path in (partial, final):
+                with contextlib.suppress(FileNotFoundError):
+                    f = open(path, "rb")  # noqa: SIM115 - closed below
+                    break
+            if f is None:
+                if live.done():
+                    state, error = live.result()
+                    raise Refused(409, f"query {rec.id} {state}: {error or 'no result'}")
+                await asyncio.sleep(0.002)
+        sent = 0
+        try:
+            self.set_header("Content-Type", ARROW)
+            while True:
+                done = live.done()
+                ok = done and live.result()[0] == "succeeded"
+                limit = os.fstat(f.fileno()).st_size - (0 if ok else 8)
+                while sent < limit:
+                    chunk = f.read(min(R.CHUNK, limit - sent))
+                    sent += len(chunk)
+                    self.write(chunk)
+                    await self.flush()
+                if done:
+                    break
+                await asyncio.sleep(0.002)
+        except StreamClosedError:
+            return
+        finally:
+            f.close()
+        if not ok:
+            state, error = live.result()
+            if sent == 0:
+                raise Refused(409, f"query {rec.id} {state}: {error or 'no result'}")
+            self.request.connection.stream.close()  # truncated on purpose: the client errs
+            return
         self.finish()
 
     def pick_format(self) -> str:
