@@ -5,12 +5,18 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fort-hub-installed
+# Z2JH 4.4.0's hub image runs JupyterHub 5.5.0: the suite runs against it too, in its own venv
+Z2JH_JUPYTERHUB ?= 5.5.0
+VENV_Z2JH  ?= .venv-jh55
+PY_Z2JH    := $(VENV_Z2JH)/bin/python
+STAMP_Z2JH := $(VENV_Z2JH)/.fort-hub-installed
 
-.PHONY: demo test lint format pytest install browser-deps bench clean help
+.PHONY: demo test lint format pytest pytest-z2jh install browser-deps bench clean help
 
 help:
 	@echo "make demo   - run the whole fort-hub platform on this machine (http://127.0.0.1:8000)"
-	@echo "make test   - ruff (lint + format check) and the pytest suite"
+	@echo "make test   - ruff (lint + format check) and the pytest suite, on the newest JupyterHub"
+	@echo "              and on JupyterHub $(Z2JH_JUPYTERHUB) (what Z2JH 4.4.0 ships)"
 	@echo "make bench  - run every benchmark in benchmarks/ and print figures"
 
 $(PY):
@@ -20,6 +26,12 @@ $(PY):
 $(STAMP): setup.cfg pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[test,demo]'
 	touch $(STAMP)
+
+$(STAMP_Z2JH): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV_Z2JH)
+	$(PY_Z2JH) -m pip install --quiet --upgrade pip
+	$(PY_Z2JH) -m pip install --quiet -e '.[test,demo]' 'jupyterhub==$(Z2JH_JUPYTERHUB)'
+	touch $(STAMP_Z2JH)
 
 install: $(STAMP)
 
@@ -42,7 +54,11 @@ format: $(STAMP)
 pytest: $(STAMP) browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test: lint pytest
+pytest-z2jh: $(STAMP_Z2JH) browser-deps
+	$(PY_Z2JH) -c 'import jupyterhub; print("== the suite on JupyterHub", jupyterhub.__version__)'
+	$(PY_Z2JH) -m pytest $(PYTEST_ARGS)
+
+test: lint pytest pytest-z2jh
 
 demo: $(STAMP)
 	$(VENV)/bin/fort-hub demo $(DEMO_ARGS)
@@ -51,4 +67,4 @@ bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .fort-demo build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_Z2JH) .fort-demo build *.egg-info .pytest_cache .ruff_cache

@@ -180,17 +180,6 @@ async def test_unreadable_policy_refuses_login_clearly(auth, standin, tmp_path):
     assert e.value.status_code == 503 and "access policy or the fort store" in e.value.message
 
 
-def test_entry_points_resolve():
-    from importlib.metadata import entry_points
-
-    from fort_hub.authenticators.facebook import LocalFacebookOAuthenticator
-
-    eps = {ep.name: ep for ep in entry_points(group="jupyterhub.authenticators")}
-    assert eps["facebook"].load() is FacebookOAuthenticator
-    assert eps["local-facebook"].load() is LocalFacebookOAuthenticator
-    assert issubclass(LocalFacebookOAuthenticator, FacebookOAuthenticator)
-
-
 async def test_login_with_token_from_before_deauthorization_is_refused(auth, standin):
     old, tok = standin.mint("carol", ["public_profile", "email"])
     tok.issued_at -= 10  # issued before the deauthorize callback below

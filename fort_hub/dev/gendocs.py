@@ -66,7 +66,9 @@ def _type_name(trait) -> str:
 
 
 def _help(trait) -> str:
-    text = trait.help or ""
+    # EntryPointType appends what is installed in *this* environment to its help; the reference
+    # documents the setting itself (its help names the entry point group and fort-hub's names)
+    text = getattr(trait, "_original_help", None) or trait.help or ""
     first, _, rest = text.partition("\n")
     lines = (first.strip() + "\n" + textwrap.dedent(rest)).strip().splitlines()
     # examples (`c.Class.trait = ...`) render as indented code whatever their indentation

@@ -13,8 +13,9 @@ import math
 import random
 import time
 
+from jupyterhub.traitlets import EntryPointType
 from tornado import web
-from traitlets import Float, Instance, Integer, TraitError, Type, default, validate
+from traitlets import Float, Instance, Integer, TraitError, default, validate
 
 from ... import scopes
 from ...policy import role_name
@@ -63,14 +64,16 @@ class CredentialsService(FortServiceApp):
     default_service_name = scopes.CREDENTIALS_SERVICE
     description = "Short-lived per-user AWS credentials for notebooks"
 
-    sts_backend_class = Type(
+    sts_backend_class = EntryPointType(
         StsBackend,
         klass=StsBackendBase,
+        entry_point_group="fort_hub.sts_backends",
         help="""Class that talks to STS (see fort_hub.services.credentials.backends for the
-        contract). `StsBackend` uses boto3; `StubStsBackend` issues fake credentials (tests,
-        demos without AWS).
+        contract): a name registered in the `fort_hub.sts_backends` entry point group or an
+        import string. `sts` (`StsBackend`) uses boto3; `stub` (`StubStsBackend`) issues fake
+        credentials (tests, demos without AWS).
 
-            c.CredentialsService.sts_backend_class = "fort_hub.services.credentials.backends.StubStsBackend"
+            c.CredentialsService.sts_backend_class = "stub"
         """,
     ).tag(config=True)
 

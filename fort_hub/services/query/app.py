@@ -24,8 +24,9 @@ import os
 import uuid
 from typing import Any
 
+from jupyterhub.traitlets import EntryPointType
 from tornado.ioloop import PeriodicCallback
-from traitlets import Float, Integer, Type, Unicode, default, validate
+from traitlets import Float, Integer, Unicode, default, validate
 
 from ...policy.model import Dataset, Policy
 from ...store import StoreError
@@ -57,22 +58,26 @@ class QueryService(FortServiceApp):
     default_service_name = "fort-query"
     description = "fort-query: the authorized, audited SQL proxy to the data warehouse"
 
-    duckdb_engine_class = Type(
+    duckdb_engine_class = EntryPointType(
         DuckDBEngine,
         klass=QueryEngine,
+        entry_point_group="fort_hub.query_engines",
         help="""Engine for datasets with `engine: duckdb` (see fort_hub.services.query.engines.base
-        for the contract).
+        for the contract): a name registered in the `fort_hub.query_engines` entry point group
+        (`duckdb`, `athena`) or an import string.
 
             c.QueryService.duckdb_engine_class = "mypackage.MyDuckDBEngine"
         """,
     ).tag(config=True)
 
-    athena_engine_class = Type(
+    athena_engine_class = EntryPointType(
         AthenaEngine,
         klass=QueryEngine,
-        help="""Engine for datasets with `engine: athena`.
+        entry_point_group="fort_hub.query_engines",
+        help="""Engine for datasets with `engine: athena`: an entry point name of the
+        `fort_hub.query_engines` group or an import string.
 
-            c.QueryService.athena_engine_class = "fort_hub.services.query.engines.athena.AthenaEngine"
+            c.QueryService.athena_engine_class = "athena"
         """,
     ).tag(config=True)
 

@@ -23,7 +23,8 @@ import boto3
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from botocore.exceptions import BotoCoreError, ClientError
-from traitlets import Float, Integer, Type, Unicode
+from jupyterhub.traitlets import EntryPointType
+from traitlets import Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
 from ....policy.model import Dataset
@@ -104,10 +105,13 @@ class AthenaEngine(QueryEngine):
 
     dialect = "athena"
 
-    credentials_provider_class = Type(
+    credentials_provider_class = EntryPointType(
         AssumeRoleProvider,
         klass=CredentialsProvider,
-        help="""How the per-user AWS session is made.
+        entry_point_group="fort_hub.athena_credentials",
+        help="""How the per-user AWS session is made: an entry point name of the
+        `fort_hub.athena_credentials` group (`assume-role`: `AssumeRoleProvider`) or an import
+        string.
 
             c.AthenaEngine.credentials_provider_class = "mypackage.MyProvider"
         """,

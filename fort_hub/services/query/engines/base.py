@@ -1,7 +1,9 @@
 """The engine contract: what fort-query needs from a warehouse engine.
 
-An engine is a :class:`QueryEngine` subclass chosen by ``c.QueryService.engine_classes``
-(dataset ``engine`` name -> class). It must provide:
+An engine is a :class:`QueryEngine` subclass chosen per dataset ``engine`` by
+``c.QueryService.duckdb_engine_class`` and ``c.QueryService.athena_engine_class`` (an import
+string, or a name registered in the ``fort_hub.query_engines`` entry point group). It must
+provide:
 
 - ``dialect``: the sqlglot dialect its SQL is parsed and authorized in;
 - :meth:`QueryEngine.target`: the (catalog, schema) under which a dataset's tables are named in
