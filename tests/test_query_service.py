@@ -262,10 +262,16 @@ def test_follow_streams_while_running_and_never_completes_a_failed_result(tmp_pa
         assert table.num_rows == 150
         qid = fort.history()[0]["id"]
         assert fort.results(qid).equals(table)  # the stored file, read after the fact
+        # followed while running, the same result as the stored file
+        qid = fort.submit("SELECT * FROM url_shares ORDER BY shares, url LIMIT 150", "url_shares")
+        assert fort.results(qid, follow=True).equals(table)
         # 200 rows > max_result_rows: the query fails after some batches were written
         for _ in range(3):
+            qid = fort.submit("SELECT * FROM url_shares", "url_shares")
             with pytest.raises(FortQueryError, match="max_result_rows"):
-                fort.query("SELECT * FROM url_shares", "url_shares", progress=False)
+                fort.results(qid, follow=True)
+        with pytest.raises(FortQueryError, match="max_result_rows"):
+            fort.query("SELECT * FROM url_shares", "url_shares", progress=False)
         # raw: a followed stream of a failed query never carries the end-of-stream marker
         qid = fort.submit("SELECT * FROM url_shares", "url_shares")
         import requests

@@ -14,8 +14,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import pyarrow as pa
@@ -96,8 +94,9 @@ class FortClient:
     # ----- plumbing -----------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kw) -> requests.Response:
+        kw.setdefault("timeout", self.timeout)
         try:
-            r = self.session.request(method, self.api + path, timeout=self.timeout, **kw)
+            r = self.session.request(method, self.api + path, **kw)
         except requests.RequestException as e:
             raise FortQueryError(f"fort-query is unreachable at {self.api}: {e}") from None
         if r.status_code >= 400:
@@ -145,13 +144,17 @@ class FortClient:
         return st
 
     def results(self, query_id: str, follow: bool = False) -> pa.Table:
-        """The result of a query as a ``pyarrow.Table`` (streamed as Arrow IPC). With *follow*,
-        the download starts while the query still runs; a query that fails midway raises
-        :class:`FortQueryError` with its error."""
+        """The result of a query as a ``pyarrow.Table`` (streamed as Arrow IPC).
+
+        With *follow*, the download starts while the query still runs (``?follow=true``): the
+        first bytes arrive only when the engine produced its first batch, so the read waits
+        without a timeout (the service ends it within its ``query_timeout``). A query that
+        fails midway raises :class:`FortQueryError` with its error."""
         params = {"follow": "true"} if follow else None
+        timeout = (self.timeout, None) if follow else self.timeout
         r = self._request(
             "GET", f"queries/{query_id}/results", headers={"Accept": ARROW}, params=params,
-            stream=True,
+            stream=True, timeout=timeout,
         )  # fmt: skip
         try:
             r.raw.decode_content = True
@@ -167,26 +170,11 @@ class FortClient:
     def query(self, sql: str, dataset: str, progress: bool = True) -> pa.Table:
         """Run *sql* on *dataset* and return the result (``.to_pandas()`` for a DataFrame).
 
-        The result is streamed as the query produces it; while nothing has arrived for a
-        second, a progress line shows the query's state."""
+        Waits with long polls (a progress line shows the query's state), then downloads the
+        result as an Arrow stream."""
         qid = self.submit(sql, dataset)
-        with ThreadPoolExecutor(1) as pool:
-            fut = pool.submit(self.results, qid, True)
-            bar, start = _Progress(progress), time.monotonic()
-            shown = False
-            while True:
-                try:
-                    table = fut.result(timeout=1.0)
-                    break
-                except FutureTimeout:
-                    st = self.status(qid)
-                    shown = True
-                    bar.show(f"fort-query {qid[:8]}: {st['state']} {time.monotonic() - start:.0f}s")
-        if shown:
-            bar.done(
-                f"fort-query {qid[:8]}: {table.num_rows} rows in {time.monotonic() - start:.1f}s"
-            )
-        return table
+        self.wait(qid, progress=progress)
+        return self.results(qid)
 
     def datasets(self) -> list[dict]:
         return self._json("GET", "datasets")["datasets"]
