@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import pytest
 from botocore.stub import Stubber
@@ -186,9 +187,10 @@ def test_sts_name_keeps_valid_names(user, prefix, expect):
 
 def test_sts_name_sanitizes_and_keeps_names_distinct():
     a, b = sts_name("jo hn/x", "fort-"), sts_name("jo?hn/x", "fort-")
-    for n in (a, b):
-        assert all(c.isalnum() or c in "_+=,.@-" for c in n) and len(n) <= 64
-    assert a != b
+    c, d = sts_name("josé", "fort-"), sts_name("张伟")  # STS takes ASCII only
+    for n in (a, b, c, d):
+        assert re.fullmatch(r"[A-Za-z0-9_+=,.@-]{2,64}", n), n
+    assert a != b and c.startswith("fort-jos-") and c != sts_name("josè", "fort-")
     long = sts_name("u" * 200, "fort-")
     assert len(long) == 64 and long != sts_name("u" * 199, "fort-")
 

@@ -5,6 +5,7 @@ DuckDB connection hardening holding even when the SQL check is bypassed."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import boto3
 import pyarrow as pa
@@ -173,20 +174,68 @@ def test_contract_cancel(case, tmp_path):
 # ----- Athena specifics ------------------------------------------------------------------------
 
 
-def test_athena_runs_as_the_user_in_the_workgroup(aws_env, tmp_path):
+def test_athena_runs_as_the_user_in_the_workgroup(aws_env, tmp_path, monkeypatch):
+    from fort_hub.services.query.engines import athena as athena_mod
+
+    assumed, identities = [], []
+    real_client, real_session = athena_mod.boto3.client, athena_mod.boto3.Session
+
+    def client(service, **kw):  # records what the engine asks STS for
+        c = real_client(service, **kw)
+        if service == "sts":
+            orig = c.assume_role
+            c.assume_role = lambda **a: assumed.append(a) or orig(**a)
+        return c
+
+    def session(**kw):  # the session the engine's Athena client is made from
+        sess = real_session(**kw)
+        identities.append(sess.client("sts").get_caller_identity()["Arn"])
+        return sess
+
+    monkeypatch.setattr(athena_mod.boto3, "client", client)
+    monkeypatch.setattr(athena_mod.boto3, "Session", session)
     case = AthenaCase(tmp_path, aws_env)
     case.prepare([("US", 5)])
-    outcome, _ = run(case, case.sql(), tmp_path)
+    j = job(case, case.sql())
+    j.extra["group"] = "urls-study"
+    sink = FileSink(str(tmp_path / "j.arrows"), 100, 10**9)
+    outcome = asyncio.run(case.engine.run(j, sink))
     ex = boto3.client("athena").get_query_execution(QueryExecutionId=outcome.engine_id)[
         "QueryExecution"
     ]
     assert ex["WorkGroup"] == "fort-urls"
     assert ex["QueryExecutionContext"]["Database"] == "fort_urls"
-    assert outcome.bytes_scanned == 0  # moto reports 0 DataScannedInBytes (real Athena: the scan)
-    # the session is the user's assumed role (moto does not check trust policies)
-    session = case.engine.credentials.session("alice", ROLE, "us-east-1")
-    arn = session.client("sts").get_caller_identity()["Arn"]
-    assert "fort-urls-study/fort-alice" in arn
+    # one AssumeRole, shaped as the study roles' trust policy requires (docs/deploy-eks.md);
+    # moto checks no trust policy, so the request itself is what is asserted
+    (req,) = assumed
+    assert req["RoleArn"] == ROLE
+    assert (req["RoleSessionName"], req["SourceIdentity"]) == ("fort-alice", "alice")
+    assert {t["Key"]: t["Value"] for t in req["Tags"]} == {
+        "fort-user": "alice",
+        "fort-group": "urls-study",
+    }
+    # the engine's clients were made from that assumed-role session, not the service's own
+    assert identities and all("fort-urls-study/fort-alice" in arn for arn in identities)
+
+
+def test_athena_session_names_are_sts_safe(aws_env, tmp_path, monkeypatch):
+    from fort_hub.services.query.engines import athena as athena_mod
+
+    assumed = []
+    real_client = athena_mod.boto3.client
+
+    def client(service, **kw):
+        c = real_client(service, **kw)
+        orig = c.assume_role
+        c.assume_role = lambda **a: assumed.append(a) or orig(**a)
+        return c
+
+    monkeypatch.setattr(athena_mod.boto3, "client", client)
+    AthenaEngine().credentials.session("josé müller", ROLE, "us-east-1", "urls-study")
+    (req,) = assumed
+    for name in (req["RoleSessionName"], req["SourceIdentity"]):
+        assert name.isascii() and re.fullmatch(r"[\w+=,.@-]{2,64}", name), name
+    assert req["RoleSessionName"].startswith("fort-jos-")
 
 
 def test_athena_reads_the_s3_result_object_into_arrow(aws_env, tmp_path):

@@ -12,7 +12,8 @@ from ...policy import Policy
 
 #: STS's limit on the plain-text inline session policy (characters, whitespace excluded)
 MAX_SESSION_POLICY_CHARS = 2048
-_STS_NAME_BAD = re.compile(r"[^\w+=,.@-]")  # RoleSessionName / SourceIdentity character set
+#: RoleSessionName / SourceIdentity character set: ASCII only (Python's \w alone is Unicode)
+_STS_NAME_BAD = re.compile(r"[^\w+=,.@-]", re.ASCII)
 _TAG_VALUE_BAD = re.compile(r"[^\w\s.:/=+\-@]")
 
 

@@ -244,10 +244,15 @@ class QueryService(FortServiceApp):
             raise Refused(e.status, e.message) from None
         return dataset, checked
 
-    def role_for(self, policy: Policy, groups: list[str], dataset: str) -> str:
-        holders = [g for g in groups if dataset in policy.datasets_for([g], "query")]
-        roles = policy.roles_for(holders)
-        return next(iter(roles.values()), "")
+    def role_for(self, policy: Policy, groups: list[str], dataset: str) -> tuple[str, str]:
+        """(group, role ARN): the first of the caller's groups granted *dataset* that has a role
+        (the group goes into the session's ``fort-group`` tag), or ``("", "")``."""
+        for g in groups:
+            if dataset in policy.datasets_for([g], "query"):
+                arn = next(iter(policy.roles_for([g]).values()), "")
+                if arn:
+                    return g, arn
+        return "", ""
 
     # ----- submission -------------------------------------------------------------------------
 
@@ -291,10 +296,12 @@ class QueryService(FortServiceApp):
         except StoreError as e:
             await self._abandon(rec, f"the audit log is unavailable: {e}")
             raise Refused(503, f"the audit log is unavailable, query refused: {e}") from None
+        group, role_arn = (
+            self.role_for(policy, groups, dataset.name) if dataset.engine == "athena" else ("", "")
+        )
         job = EngineJob(
             id=qid, sql=checked.sql, dataset=dataset, username=username, groups=groups,
-            role_arn=self.role_for(policy, groups, dataset.name) if dataset.engine == "athena" else "",
-            extra={"region": policy.aws.region},
+            role_arn=role_arn, extra={"region": policy.aws.region, "group": group},
         )  # fmt: skip
         max_rows = min(quota.max_result_rows, self.max_result_rows)
         self._done[qid] = asyncio.Event()

@@ -8,14 +8,13 @@ object from S3 straight into Arrow batches (like PyAthena's fast cursors); when 
 be read it falls back to paging ``GetQueryResults``.
 
 The credentials come from a :class:`CredentialsProvider` (chosen by
-``c.AthenaEngine.credentials_provider_class``): ``session(username, role_arn, region)`` returns
-a ``boto3.Session``.
+``c.AthenaEngine.credentials_provider_class``): ``session(username, role_arn, region, group)``
+returns a ``boto3.Session``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 import time
 
@@ -28,6 +27,7 @@ from traitlets import Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
 from ....policy.model import Dataset
+from ...credentials.sessionpolicy import session_tags, sts_name
 from .base import EngineError, EngineJob, Outcome, QueryCancelled, QueryEngine, ResultSink
 
 ATHENA_TYPES = {
@@ -53,13 +53,16 @@ def _aws_message(e: Exception) -> str:
 class CredentialsProvider(LoggingConfigurable):
     """Gives a boto3 session acting as *username* in *role_arn*. Override :meth:`session`."""
 
-    def session(self, username: str, role_arn: str, region: str) -> boto3.Session:
+    def session(self, username: str, role_arn: str, region: str, group: str = "") -> boto3.Session:
+        """*group* is the caller's group that holds *role_arn* (for session tags)."""
         raise NotImplementedError
 
 
 class AssumeRoleProvider(CredentialsProvider):
     """STS AssumeRole with the service's own AWS credentials, cached until shortly before
-    expiry (the same shape of session fort-credentials vends to notebooks)."""
+    expiry: the same session fort-credentials vends to notebooks (RoleSessionName
+    ``fort-<user>``, SourceIdentity ``<user>``, session tags ``fort-user`` / ``fort-group``, which
+    the study roles' trust policy requires; docs/deploy-eks.md), without an inline policy."""
 
     duration = Integer(
         3600,
@@ -74,20 +77,21 @@ class AssumeRoleProvider(CredentialsProvider):
         self._cache: dict[tuple[str, str], tuple[float, boto3.Session]] = {}
         self._lock = threading.Lock()
 
-    def session(self, username: str, role_arn: str, region: str) -> boto3.Session:
+    def session(self, username: str, role_arn: str, region: str, group: str = "") -> boto3.Session:
         if not role_arn:
             raise EngineError(
                 "no AWS role is given to your groups for this dataset (policy aws.roles)"
             )
-        key = (username, role_arn)
+        key = (username, role_arn, group)
         with self._lock:
             hit = self._cache.get(key)
             if hit and hit[0] > time.time() + 300:
                 return hit[1]
-        name = "fort-" + re.sub(r"[^\w+=,.@-]", "-", username)[:58]
+        tags = session_tags(username, group)
         creds = boto3.client("sts", region_name=region).assume_role(
-            RoleArn=role_arn, RoleSessionName=name, DurationSeconds=self.duration,
-            SourceIdentity=name,
+            RoleArn=role_arn, RoleSessionName=sts_name(username, "fort-"),
+            SourceIdentity=sts_name(username), DurationSeconds=self.duration,
+            Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
         )["Credentials"]  # fmt: skip
         session = boto3.Session(
             aws_access_key_id=creds["AccessKeyId"],
@@ -144,7 +148,8 @@ class AthenaEngine(QueryEngine):
 
     def _client(self, job: EngineJob, service: str):
         region = self.region or job.extra.get("region") or "us-east-1"
-        return self.credentials.session(job.username, job.role_arn, region).client(service)
+        group = job.extra.get("group", "")
+        return self.credentials.session(job.username, job.role_arn, region, group).client(service)
 
     async def describe(self, dataset: Dataset, job: EngineJob | None = None) -> dict[str, list]:
         if job is None:
