@@ -22,8 +22,11 @@ RUN mamba install --yes \
  && fix-permissions "${CONDA_DIR}" \
  && fix-permissions "/home/${NB_USER}"
 
-# the fort client: FortClient and fort-aws-credentials (boto3 credential_process)
-RUN pip install --no-cache-dir "/tmp/fort-hub[client]" \
+# the fort client: FortClient and fort-aws-credentials (boto3 credential_process). fort-hub's
+# runtime dependencies are the hub's (extras only add), so the package goes in with --no-deps
+# and the [client] extra's requirements from docker/client-requirements.txt
+RUN pip install --no-cache-dir --no-deps /tmp/fort-hub \
+ && pip install --no-cache-dir -r /tmp/fort-hub/docker/client-requirements.txt \
  && fort-aws-credentials --help > /dev/null \
  && fix-permissions "${CONDA_DIR}"
 

@@ -96,3 +96,33 @@ def test_client_imports_no_hub_code():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+HUB_SIDE = ("jupyterhub", "kubespawner", "oauthenticator", "tornado", "duckdb", "sqlglot",
+            "sqlalchemy", "psycopg", "traitlets", "kubernetes_asyncio")  # fmt: skip
+BLOCKER = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {HUB_SIDE!r}:
+            raise ImportError("hub-side package " + name + " imported by the client")
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_client_needs_none_of_the_hub_side_packages():
+    """What a notebook image gets (docker/client-requirements.txt) is enough for the client:
+    with every hub-side package made unimportable, FortClient and fort-aws-credentials work."""
+    code = BLOCKER + (
+        "from fort_hub.client import FortClient, FortQueryError\n"
+        "from fort_hub.client.credential_process import main\n"
+        "import boto3\n"
+        "print('exit', main(['--role', 'fort-urls-study']))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin"}  # no JUPYTERHUB_API_TOKEN: the helper's own clear error
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "hub-side package" not in r.stderr
+    assert r.stdout.strip() == "exit 1" and "JUPYTERHUB_API_TOKEN" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -173,6 +173,13 @@ def test_credential_process_errors_are_one_line(env):
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("fort-aws-credentials: "), p.stderr
         assert expect in lines[0], lines[0]
+    # usage errors (no --role, an unknown flag) are one line and exit 1 too
+    for args in ([], ["--role"], ["--role", "x", "--bogus"]):
+        p = subprocess.run([cmd[0], *args], env=base, capture_output=True, text=True, timeout=60)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 1 and p.stdout == "", (args, p.stderr)
+        assert len(lines) == 1 and lines[0].startswith("fort-aws-credentials: "), p.stderr
+        assert "--role NAME" in lines[0]
 
 
 def test_direct_calls_are_cached(env):

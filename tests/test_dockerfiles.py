@@ -56,4 +56,17 @@ def test_hub_image_installs_fort_hub_and_the_snippets():
     assert "pip install --no-cache-dir /tmp/fort-hub" in text
     assert "/usr/local/etc/jupyterhub/jupyterhub_config.d/" in text
     user = (ROOT / "docker" / "user.Dockerfile").read_text()
-    assert "[client]" in user and "r-irkernel" in user
+    assert "r-irkernel" in user
+    assert "pip install --no-cache-dir --no-deps /tmp/fort-hub" in user
+    assert "-r /tmp/fort-hub/docker/client-requirements.txt" in user
+
+
+def test_client_requirements_are_the_client_extra():
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    extra = [ln.strip() for ln in cfg["options.extras_require"]["client"].splitlines()]
+    lines = (ROOT / "docker" / "client-requirements.txt").read_text().splitlines()
+    listed = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+    assert sorted(listed) == sorted(x for x in extra if x and not x.startswith("#"))

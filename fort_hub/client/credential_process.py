@@ -63,8 +63,15 @@ def fetch(role: str, url: str, token: str, timeout: float = 30) -> dict:
     return data
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line and exit 1, like every other failure (boto3 shows stderr)."""
+
+    def error(self, message: str):
+        self.exit(1, f"fort-aws-credentials: {message} (usage: fort-aws-credentials --role NAME)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fort-aws-credentials",
         description="Print short-lived AWS credentials for ROLE (AWS credential_process).",
     )
