@@ -40,7 +40,7 @@ from fort_hub.client import FortClient  # noqa: E402
 from fort_hub.dev import demo_setup  # noqa: E402
 from tests.demoproc import RunningDemo  # noqa: E402
 
-STEPS = ("login", "spawn", "query", "credentials", "stop")
+STEPS = ("login", "spawn", "token", "query", "credentials", "stop")
 SQL = "SELECT country, count(*) AS n, CAST(sum(shares) AS BIGINT) AS shares FROM url_shares GROUP BY country"
 
 
@@ -71,7 +71,11 @@ def researcher(demo: RunningDemo, name: str, deadline: float, times: dict) -> No
         if time.monotonic() > deadline:
             raise TimeoutError(f"round time over before {label}")
         t0 = time.perf_counter()
-        out = fn()
+        try:
+            out = fn()
+        except Exception as e:
+            e.fort_step = label  # which step failed, for the report
+            raise
         times[label] = time.perf_counter() - t0
         return out
 
@@ -79,14 +83,18 @@ def researcher(demo: RunningDemo, name: str, deadline: float, times: dict) -> No
     step(
         "spawn", lambda: demo.spawn(s, name, "python", timeout=max(1, deadline - time.monotonic()))
     )
-    r = s.post(
-        f"{demo.url}/hub/api/users/{name}/tokens",
-        json={"note": "bench"},
-        headers=demo.xsrf(s),
-        timeout=60,
-    )
-    r.raise_for_status()
-    token = r.json()["token"]
+
+    def token():
+        r = s.post(
+            f"{demo.url}/hub/api/users/{name}/tokens",
+            json={"note": "bench"},
+            headers=demo.xsrf(s),
+            timeout=60,
+        )
+        r.raise_for_status()
+        return r.json()["token"]
+
+    token = step("token", token)
     client = FortClient(url=f"{demo.url}/services/fort-query/", token=token, timeout=120)
     table = step("query", lambda: client.query(SQL, dataset="url_shares", progress=False))
     assert table.num_rows > 0
@@ -147,7 +155,8 @@ def run_round(demo: RunningDemo, names: list[str], seconds: float, ramp: float) 
         try:
             researcher(demo, name, deadline, results[name])
         except Exception as e:  # a failure is a result, reported below
-            errors[name] = f"{type(e).__name__}: {str(e)[:120]}"
+            where = getattr(e, "fort_step", "?")
+            errors[name] = f"{where}: {type(e).__name__}: {' '.join(str(e).split())[:160]}"
 
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         futures = [pool.submit(one, i, n) for i, n in enumerate(names)]
@@ -163,8 +172,34 @@ def run_round(demo: RunningDemo, names: list[str], seconds: float, ramp: float) 
         "steps": {st: [results[n][st] for n in names if st in results[n]] for st in STEPS},
         "hub_cpu": cpu_seconds([hub]) - cpu0_hub,
         "all_cpu": cpu_seconds([hub, *services]) - cpu0_all,
-        "errors": sorted(set(errors.values()))[:5],
+        "errors": sorted(set(errors.values()))[:8],
+        "failed_steps": {
+            st: sum(1 for e in errors.values() if e.startswith(st + ":"))
+            for st in ("?", "login", "spawn", "token", "query", "credentials", "stop")
+        },
     }
+
+
+def clean_up(demo: RunningDemo, names: list[str], timeout: float = 180) -> int:
+    """Stop every server of *names* that a failed researcher left running (as the admin), so
+    the next round starts from none. Returns how many had to be stopped."""
+    admin = demo.login("admin")
+    left = []
+    for name in names:
+        r = admin.get(f"{demo.url}/hub/api/users/{name}", timeout=60)
+        if r.status_code == 200 and r.json().get("servers"):
+            admin.delete(
+                f"{demo.url}/hub/api/users/{name}/server", headers=demo.xsrf(admin), timeout=60
+            )
+            left.append(name)
+    deadline = time.monotonic() + timeout
+    for name in left:
+        while time.monotonic() < deadline:
+            r = admin.get(f"{demo.url}/hub/api/users/{name}", timeout=60)
+            if r.status_code != 200 or not r.json().get("servers"):
+                break
+            time.sleep(1)
+    return len(left)
 
 
 def report(r: dict) -> None:
@@ -183,6 +218,9 @@ def report(r: dict) -> None:
         f"   hub CPU {r['hub_cpu']:.1f}s ({100 * r['hub_cpu'] / el:.0f}% of one core); "
         f"hub + services {r['all_cpu']:.1f}s ({100 * r['all_cpu'] / el:.0f}%)"
     )
+    failed = {k: v for k, v in r.get("failed_steps", {}).items() if v}
+    if failed:
+        print("   failures by step: " + ", ".join(f"{k} {v}" for k, v in failed.items()))
     for e in r["errors"]:
         print(f"   error: {e}")
 
@@ -246,6 +284,9 @@ def main(argv=None) -> int:
     try:
         for n in args.users:
             report(run_round(demo, names[:n], args.round_seconds, args.ramp))
+            stopped = clean_up(demo, names[:n])
+            if stopped:
+                print(f"   (stopped {stopped} server(s) failed researchers left running)")
     finally:
         rc = demo.stop()
         print(f"\ndemo stopped (exit {rc})")

@@ -94,6 +94,25 @@ async def test_refresh_refuses_revoked_expired_or_deleted(auth, standin):
     )
 
 
+async def test_refresh_keeps_the_session_while_facebook_cannot_answer(auth, standin):
+    state = (await _model(auth, standin))["auth_state"]
+    state["validated_at"] = time.time() - 301
+    for fault in ({"hang_up": ["debug_token"]}, {"error": {"code": 4, "paths": ["debug_token"]}}):
+        standin.faults.clear()
+        standin.faults.update(fault)
+        assert await auth.refresh_user(FakeUser("alice", state)) is True, fault
+        rec = auth.fort_store.audit.query(user="alice", action="auth.refresh")[0]
+        assert rec.decision == "allow" and rec.details == {"deferred": True}
+        assert rec.reason.startswith("session kept, to be checked again: ")
+    # ... and checks again once Facebook answers: a token revoked meanwhile ends the session
+    standin.faults.clear()
+    for tok in standin.tokens.values():
+        if tok.identity == "alice":
+            tok.revoked = True
+    assert await auth.refresh_user(FakeUser("alice", state)) is False
+    assert auth.fort_store.audit.query(user="alice", action="auth.refresh")[0].decision == "deny"
+
+
 async def test_long_lived_exchange(auth, standin):
     auth.long_lived_token = True
     code = "AQtest" + str(time.time_ns())

@@ -307,7 +307,10 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
 
     async def refresh_user(self, user, handler=None, **kwargs):
         """Re-validate with ``debug_token``, at most once per ``auth_refresh_age``; a revoked,
-        expired or deleted login forces a new sign-in."""
+        expired or deleted login forces a new sign-in. When Facebook cannot answer (unreachable,
+        rate-limited: a 503 or 429 from the check) the session is kept and checked again at the
+        next refresh; signing everyone out during an outage would lock them out, since a new
+        sign-in needs Facebook too. Deauthorization reaches the hub by Meta's callback anyway."""
         if not self.enable_auth_state:
             return True
         state = await user.get_auth_state()
@@ -329,6 +332,8 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
                 result = await super().refresh_user(user, handler, **kwargs)
             except web.HTTPError as e:
                 reason = getattr(e, "message", None) or str(e)
+                if e.status_code in (429, 503):
+                    return await self._keep_during_outage(user, ident, reason)
             if not result and not reason:
                 reason = "no usable Facebook token in auth_state"
         if not result:
@@ -341,6 +346,17 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
             except Exception as e:
                 self.log.error("facebook.audit_failed user=%s error=%r", user.name, str(e))
         return result
+
+    async def _keep_during_outage(self, user, ident, reason: str) -> bool:
+        self.log.warning("facebook.refresh_deferred user=%s reason=%r", user.name, reason)
+        try:
+            await self.fort_store.audit.arecord(
+                user.name, "auth.refresh", f"{PROVIDER}:{ident.subject if ident else ''}",
+                "allow", f"session kept, to be checked again: {reason}", {"deferred": True},
+            )  # fmt: skip
+        except Exception as e:  # the session itself was validated before; nothing new is granted
+            self.log.error("facebook.audit_failed user=%s error=%r", user.name, str(e))
+        return True
 
     async def audit_denial(self, handler, error: web.HTTPError) -> None:
         """Record a refused login; never masks the refusal itself."""

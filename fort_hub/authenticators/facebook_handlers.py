@@ -29,7 +29,7 @@ from tornado import web
 from .meta import SignedRequestError, parse_signed_request
 
 MAX_BODY = 8192
-_CODE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_CODE = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
 
 
 class FacebookLoginError(web.HTTPError):

@@ -21,7 +21,7 @@ from typing import Any
 
 #: a signed_request longer than this is refused before any decoding
 MAX_SIGNED_REQUEST = 4096
-_B64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
+_B64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}\Z")
 
 #: Graph error codes that mean "too many calls": application, user, page and API-level limits
 RATE_LIMIT_CODES = frozenset({4, 17, 32, 613})

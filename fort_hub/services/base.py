@@ -70,7 +70,7 @@ from ..config import FortSettings, shared_watcher, user_groups
 from ..policy import Policy, PolicyError
 from ..store import StoreError
 
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 

@@ -13,7 +13,7 @@ from ...store import StoreError
 from ...store.audit import AuditError
 from ..base import FortHandler
 
-USERNAME_RE = re.compile(r"^[^/\s?#%]{1,255}$")
+USERNAME_RE = re.compile(r"^[^/\s?#%]{1,255}\Z")
 AUDIT_FIELDS = ("seq", "ts", "actor", "action", "resource", "decision", "reason", "details",
                 "request_id", "client")  # fmt: skip
 

@@ -20,7 +20,7 @@ from .app import QueryService, Refused
 from .engines.base import EngineError, EngineJob
 from .records import INFLIGHT, QueryRecord
 
-ID_RE = re.compile(r"^[0-9a-f]{32}$")
+ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
 OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.json")
 ARROW = "application/vnd.apache.arrow.stream"
 FORMATS = {"arrow": ARROW, "json": "application/json", "csv": "text/csv"}
