@@ -66,6 +66,53 @@ FORBIDDEN_NODES: dict[type, str] = {
     exp.Rollback: "ROLLBACK",
 }
 
+#: leading keywords of statements that are never read queries: refused by name before parsing,
+#: since sqlglot parses some of them (EXPORT, UNLOAD in DuckDB's dialect) only as errors
+STATEMENT_KEYWORDS = frozenset(
+    [
+        "ALTER",
+        "ANALYZE",
+        "ATTACH",
+        "BEGIN",
+        "CALL",
+        "CHECKPOINT",
+        "COMMIT",
+        "COPY",
+        "CREATE",
+        "DEALLOCATE",
+        "DELETE",
+        "DESCRIBE",
+        "DETACH",
+        "DROP",
+        "EXECUTE",
+        "EXPLAIN",
+        "EXPORT",
+        "FORCE",
+        "GRANT",
+        "IMPORT",
+        "INSERT",
+        "INSTALL",
+        "LOAD",
+        "MERGE",
+        "MSCK",
+        "PRAGMA",
+        "PREPARE",
+        "REFRESH",
+        "RESET",
+        "REVOKE",
+        "ROLLBACK",
+        "SET",
+        "SHOW",
+        "SUMMARIZE",
+        "TRUNCATE",
+        "UNLOAD",
+        "UPDATE",
+        "UPSERT",
+        "USE",
+        "VACUUM",
+    ]
+)
+
 #: scalar or table functions that read files, the network, settings or the environment
 FORBIDDEN_FUNCTION = re.compile(
     r"^(read_\w+|.*_scan|glob|getenv|query|query_table|sniff_csv|parquet_\w+|duckdb_\w+|"
@@ -107,6 +154,9 @@ def parse_one_read_query(sql: str, dialect: str) -> exp.Expression:
     if "\x00" in sql:
         raise SqlRejected(400, "the query contains a NUL character")
     logging.getLogger("sqlglot").setLevel(logging.ERROR)  # no "falling back to Command" noise
+    keyword = _leading_keyword(sql, dialect)
+    if keyword in STATEMENT_KEYWORDS:
+        raise SqlRejected(403, f"{keyword} statements are not allowed: only read queries may run")
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except SqlglotError as e:
@@ -122,6 +172,8 @@ def parse_one_read_query(sql: str, dialect: str) -> exp.Expression:
     for node in root.walk():
         for cls, label in FORBIDDEN_NODES.items():
             if isinstance(node, cls):
+                if isinstance(node, exp.Command) and isinstance(node.this, str):
+                    label = f"{node.this.upper()[:32]} (a command)"
                 raise SqlRejected(403, f"{label} is not allowed: only read queries may run")
     if not isinstance(root, READ_ROOTS):
         raise SqlRejected(
@@ -133,6 +185,15 @@ def parse_one_read_query(sql: str, dialect: str) -> exp.Expression:
         if FORBIDDEN_FUNCTION.match(name or ""):
             raise SqlRejected(403, f"the function {name}() is not allowed")
     return root
+
+
+def _leading_keyword(sql: str, dialect: str) -> str:
+    """The first token of *sql* (comments skipped), upper-cased; "" if it does not tokenize."""
+    try:
+        tokens = sqlglot.tokenize(sql, read=dialect)
+    except SqlglotError:
+        return ""
+    return tokens[0].text.upper() if tokens else ""
 
 
 def _cte_references(root: exp.Expression) -> set[int]:
