@@ -113,15 +113,15 @@ def researcher(demo: RunningDemo, name: str, deadline: float, times: dict) -> No
     step("stop", lambda: demo.stop_server(s, name))
 
 
-def hub_processes(state: Path) -> tuple[psutil.Process, list[psutil.Process]]:
+def hub_processes(state: Path) -> tuple[psutil.Process, list[psutil.Process], list]:
     pid = int((state / "hub" / "jupyterhub.pid").read_text())
     hub = psutil.Process(pid)
-    services = [
-        p
-        for p in hub.children()
-        if any("fort_hub.services" in part for part in (p.cmdline() or []))
-    ]
-    return hub, services
+    children = hub.children()
+
+    def named(word):
+        return [p for p in children if any(word in part for part in (p.cmdline() or []))]
+
+    return hub, named("fort_hub.services"), named("configurable-http-proxy")
 
 
 def cpu_seconds(procs) -> float:
@@ -143,8 +143,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run_round(demo: RunningDemo, names: list[str], seconds: float, ramp: float) -> dict:
-    hub, services = hub_processes(demo.state)
+    hub, services, proxy = hub_processes(demo.state)
     cpu0_hub, cpu0_all = cpu_seconds([hub]), cpu_seconds([hub, *services])
+    cpu0_proxy, machine0 = cpu_seconds(proxy), psutil.cpu_times()
     t0 = time.monotonic()
     deadline = t0 + seconds
     results: dict[str, dict] = {n: {} for n in names}
@@ -172,12 +173,21 @@ def run_round(demo: RunningDemo, names: list[str], seconds: float, ramp: float) 
         "steps": {st: [results[n][st] for n in names if st in results[n]] for st in STEPS},
         "hub_cpu": cpu_seconds([hub]) - cpu0_hub,
         "all_cpu": cpu_seconds([hub, *services]) - cpu0_all,
+        "proxy_cpu": cpu_seconds(proxy) - cpu0_proxy,
+        "machine_busy": _busy(machine0, psutil.cpu_times()),
         "errors": sorted(set(errors.values()))[:8],
         "failed_steps": {
             st: sum(1 for e in errors.values() if e.startswith(st + ":"))
             for st in ("?", "login", "spawn", "token", "query", "credentials", "stop")
         },
     }
+
+
+def _busy(before, after) -> float:
+    """Share of all cores busy between two psutil.cpu_times() readings."""
+    idle = (after.idle + after.iowait) - (before.idle + before.iowait)
+    total = sum(after) - sum(before)
+    return 1 - idle / total if total > 0 else float("nan")
 
 
 def clean_up(demo: RunningDemo, names: list[str], timeout: float = 180) -> int:
@@ -216,7 +226,9 @@ def report(r: dict) -> None:
     el = max(r["elapsed"], 1e-9)
     print(
         f"   hub CPU {r['hub_cpu']:.1f}s ({100 * r['hub_cpu'] / el:.0f}% of one core); "
-        f"hub + services {r['all_cpu']:.1f}s ({100 * r['all_cpu'] / el:.0f}%)"
+        f"hub + services {r['all_cpu']:.1f}s ({100 * r['all_cpu'] / el:.0f}%); "
+        f"proxy {r['proxy_cpu']:.1f}s ({100 * r['proxy_cpu'] / el:.0f}%); "
+        f"machine busy {100 * r['machine_busy']:.0f}% of {os.cpu_count()} cores"
     )
     failed = {k: v for k, v in r.get("failed_steps", {}).items() if v}
     if failed:

@@ -41,7 +41,7 @@ def test_hub_config_is_overlay_plus_deployment_snippets(tmp_path, monkeypatch):
     demo_setup.prepare_state(state, reset=False)
     settings = demo_setup.Settings(
         state_dir=str(state), public_url="http://127.0.0.1:8000", hub_port=8081,
-        proxy_api_port=8001, services_port=10101, chp="/bin/chp",
+        proxy_api_port=8001, services_port=10101, chp=["/bin/chp"],
         store_url=f"sqlite:///{state / 'fort.sqlite'}", facebook_url="http://127.0.0.1:9010",
         facebook_app_id="1", facebook_app_secret="s", aws_endpoint_url="http://127.0.0.1:5000",
     )  # fmt: skip

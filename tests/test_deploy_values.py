@@ -189,6 +189,27 @@ def test_values_scopes_roles_and_services_match_fort_hub():
     assert su["cloudMetadata"]["blockWithIptables"] is True
 
 
+def test_production_values_keep_what_the_deployment_guide_relies_on():
+    values = load_yaml(VALUES)
+    hub, proxy, su = values["hub"], values["proxy"], values["singleuser"]
+    assert "fort-hub-hub" in hub["image"]["name"]  # docker/hub.Dockerfile: fort-hub installed
+    assert hub["db"]["type"] == "postgres" and hub["db"]["url"].startswith("postgresql")
+    assert hub["extraEnv"]["FORT_STORE_URL"]["value"].startswith("postgresql+psycopg://")
+    assert hub["config"]["FortSettings"]["policy_file"].startswith(
+        next(m["mountPath"] for m in hub["extraVolumeMounts"] if m["name"] == "fort-policy")
+    )
+    assert any(v.get("configMap", {}).get("name") == "fort-policy" for v in hub["extraVolumes"])
+    assert proxy["https"]["enabled"] is True
+    assert hub["config"]["FacebookOAuthenticator"]["oauth_callback_url"].startswith("https://")
+    assert values["cull"]["enabled"] is True and values["cull"]["timeout"] > 0
+    spawner = hub["config"]["FortKubeSpawner"]
+    assert spawner["aws_identity_mode"] == "vending"
+    if proxy["https"]["type"] in ("letsencrypt", "manual"):
+        # autohttps redirects plain HTTP on proxy-public: notebooks must use proxy-http
+        assert spawner["services_url"] == "http://proxy-http:8000/services/"
+        assert su["extraLabels"]["hub.jupyter.org/network-access-proxy-http"] == "true"
+
+
 # ----- the jupyterhub_config.d snippets ---------------------------------------------------------
 
 

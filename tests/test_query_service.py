@@ -154,6 +154,10 @@ def test_quota_exhaustion_and_reset_with_injected_clock(tmp_path, sqlite_url, ex
         err = r.json()["error"]
         assert "queries_per_day" in err["message"] and "2 of 2" in err["message"]
         assert err["quota"]["resets"].startswith("2030-01-02T00:00:00")
+        assert r.headers["Retry-After"] == "3600"  # an hour until the next UTC day
+        now[0] += dt.timedelta(minutes=59, seconds=30)
+        assert env.post("SELECT 3").headers["Retry-After"] == "30"
+        now[0] -= dt.timedelta(minutes=59, seconds=30)
         usage = env.get("usage").json()["limits"]["queries_per_day"]
         assert usage == {"used": 2, "max": 2, "resets": err["quota"]["resets"]}
         now[0] += dt.timedelta(hours=1, minutes=1)  # the next UTC day
@@ -187,6 +191,7 @@ def test_concurrency_and_bytes_quotas(tmp_path, sqlite_url, example_policy_path)
         assert r.json()["error"]["quota"] == {
             "limit": "max_concurrent_queries", "used": 2, "max": 2, "resets": None,
         }  # fmt: skip
+        assert r.headers["Retry-After"] == "5"  # a slot frees when one of them finishes
         for qid in ids:
             requests_delete(env, qid)
             env.wait(qid)

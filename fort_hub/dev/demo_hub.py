@@ -73,7 +73,7 @@ def overlay(c, settings_file: str) -> None:
     c.JupyterHub.bind_url = public + "/"
     c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{s['hub_port']}"
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{s['proxy_api_port']}"
-    c.ConfigurableHTTPProxy.command = [s["chp"]]
+    c.ConfigurableHTTPProxy.command = list(s["chp"])
     c.ConfigurableHTTPProxy.should_start = True
     c.JupyterHub.db_url = f"sqlite:///{state / 'hub' / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(state / "hub" / "jupyterhub_cookie_secret")

@@ -4,6 +4,7 @@ AWS (moto), the hub config and the welcome text. DEVELOPMENT ONLY."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import secrets
 import shutil
@@ -71,7 +72,7 @@ class Settings:
     hub_port: int
     proxy_api_port: int
     services_port: int
-    chp: str
+    chp: list[str]
     store_url: str
     facebook_url: str
     facebook_app_id: str
@@ -133,15 +134,19 @@ def write_hub_config(state: Path, settings: Settings) -> Path:
     return config
 
 
-def chp_command() -> str:
-    found = shutil.which("configurable-http-proxy", path=str(Path(sys.executable).parent))
-    found = found or shutil.which("configurable-http-proxy")
-    if not found:
+#: ms the demo's proxy waits for a response (tornado's 20 s default would cut long downloads)
+PROXY_TIMEOUT_MS = 600_000
+
+
+def chp_command() -> list[str]:
+    """The Python configurable-http-proxy, run through :mod:`fort_hub.dev.proxy` (sized for
+    many users); JupyterHub appends its own options."""
+    if importlib.util.find_spec("configurable_http_proxy") is None:
         raise DemoError(
             "configurable-http-proxy is not installed: pip install 'fort-hub[demo]' "
             "(the Python configurable-http-proxy)"
         )
-    return found
+    return [sys.executable, "-m", "fort_hub.dev.proxy", "--proxy-timeout", str(PROXY_TIMEOUT_MS)]
 
 
 # ----- the local AWS -------------------------------------------------------------------------------

@@ -468,8 +468,8 @@ class AuditLog:
         before_seq: int | None = None,
         resource: str | None = None,
     ) -> list[AuditRecord]:
-        """Newest first. *user* matches the actor or a ``details.user``-free exact resource-less
-        filter on actor only; page with *before_seq* (the smallest seq of the previous page)."""
+        """Newest first. *user* is matched against the actor (who acted), *resource* exactly;
+        page with *before_seq* (the smallest seq of the previous page)."""
         t = schema.audit_log
         stmt = select(t).order_by(t.c.seq.desc()).limit(max(1, min(int(limit), 10_000)))
         if user:

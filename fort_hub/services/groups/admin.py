@@ -35,13 +35,15 @@ class AdminPageHandler(FortPageHandler):
         store = app.fort_store
         try:
             rows = await store.run(Memberships(store).list)
-            records = await store.run(
-                store.audit.query,
-                user=filters["user"] or None,
-                action=filters["action"] or None,
-                since=filters["since"] or None,
-                limit=50,
-            )
+            records = None  # the audit log is shown only to holders of the audit scope
+            if self.has_scope(scopes.GROUPS_AUDIT):
+                records = await store.run(
+                    store.audit.query,
+                    user=filters["user"] or None,
+                    action=filters["action"] or None,
+                    since=filters["since"] or None,
+                    limit=50,
+                )
             usage = await store.run(_usage_rows, store, filters["user"])
         except StoreError as e:
             raise web.HTTPError(503, f"the fort store is unavailable: {e}") from None
@@ -71,6 +73,7 @@ class AdminPageHandler(FortPageHandler):
             "admin.html",
             groups=groups,
             records=records,
+            audit_scope=scopes.GROUPS_AUDIT,
             usage=usage,
             filters=filters,
             msg=self.get_argument("msg", "")[:300],

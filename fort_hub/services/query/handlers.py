@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
+import math
 import os
 import re
 from typing import Any
@@ -69,8 +71,8 @@ class QueryHandlerBase(AllowMixin, FortHandler):
 
     def refuse(self, r: Refused) -> None:
         self.set_status(r.status)
-        if r.status == 429 and r.details.get("quota", {}).get("resets"):
-            self.set_header("Retry-After", "3600")
+        if r.status == 429:
+            self.set_header("Retry-After", str(self.retry_after(r.details.get("quota", {}))))
         body = {
             "status": r.status,
             "message": r.message,
@@ -79,6 +81,15 @@ class QueryHandlerBase(AllowMixin, FortHandler):
         }
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"error": body}))
+
+    def retry_after(self, quota: dict) -> int:
+        """Seconds until the limit resets (a daily limit), or a short wait for a slot (the
+        concurrency limit frees when one of the caller's queries finishes)."""
+        resets = quota.get("resets")
+        if not resets:
+            return 5
+        left = (dt.datetime.fromisoformat(resets) - self.app.clock()).total_seconds()
+        return max(1, math.ceil(left))
 
     async def load(self, query_id: str) -> QueryRecord:
         """The caller's query (or anyone's, for admins); 404 otherwise (no existence leak)."""

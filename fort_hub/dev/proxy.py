@@ -1,0 +1,33 @@
+"""The demo's proxy: the Python ``configurable-http-proxy``, with tornado's HTTP client sized for
+a hub with many users. Development only; production uses Z2JH's proxy.
+
+``python -m fort_hub.dev.proxy [configurable-http-proxy options]``
+
+The Python proxy forwards every request with tornado's ``AsyncHTTPClient``, whose defaults keep
+10 requests in flight, queue the rest, and time a request out after 20 s *including* its time
+in the queue; it also buffers each response whole (at most 100 MB). With a few dozen
+researchers, long polls (``GET queries/{id}?wait=1``) and spawn-progress polling fill the 10
+slots and the queue times out into 503 pages (measured with ``benchmarks/bench_demo.py``). Here
+the client may keep :data:`MAX_CLIENTS` requests in flight and buffer :data:`MAX_BUFFER` bytes;
+``fort-hub demo`` passes ``--proxy-timeout`` for long downloads.
+"""
+
+from __future__ import annotations
+
+#: requests the proxy may forward at once
+MAX_CLIENTS = 1000
+#: largest response the proxy buffers (it reads each response whole before sending it on)
+MAX_BUFFER = 1 << 30
+
+
+def main() -> None:
+    from tornado.httpclient import AsyncHTTPClient
+
+    AsyncHTTPClient.configure(None, max_clients=MAX_CLIENTS, max_buffer_size=MAX_BUFFER)
+    from configurable_http_proxy.cli import main as chp
+
+    chp()
+
+
+if __name__ == "__main__":
+    main()
