@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -118,10 +119,10 @@ def hub_processes(state: Path) -> tuple[psutil.Process, list[psutil.Process], li
     hub = psutil.Process(pid)
     children = hub.children()
 
-    def named(word):
-        return [p for p in children if any(word in part for part in (p.cmdline() or []))]
+    def named(*words):
+        return [p for p in children if any(w in part for part in p.cmdline() or [] for w in words)]
 
-    return hub, named("fort_hub.services"), named("configurable-http-proxy")
+    return hub, named("fort_hub.services"), named("configurable-http-proxy", "fort_hub.dev.proxy")
 
 
 def cpu_seconds(procs) -> float:
@@ -157,7 +158,7 @@ def run_round(demo: RunningDemo, names: list[str], seconds: float, ramp: float) 
             researcher(demo, name, deadline, results[name])
         except Exception as e:  # a failure is a result, reported below
             where = getattr(e, "fort_step", "?")
-            errors[name] = f"{where}: {type(e).__name__}: {' '.join(str(e).split())[:160]}"
+            errors[name] = f"{where}: {type(e).__name__}: {_readable(str(e))[:200]}"
 
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         futures = [pool.submit(one, i, n) for i, n in enumerate(names)]
@@ -181,6 +182,14 @@ def run_round(demo: RunningDemo, names: list[str], seconds: float, ramp: float) 
             for st in ("?", "login", "spawn", "token", "query", "credentials", "stop")
         },
     }
+
+
+def _readable(text: str) -> str:
+    """An error as one line: an HTML error page reduced to its message."""
+    if "<html" in text:
+        body = text.split("<body", 1)[-1]
+        text = text[:12] + " " + re.sub(r"<[^>]+>", " ", body.split("</body>")[0])
+    return " ".join(text.split())
 
 
 def _busy(before, after) -> float:

@@ -9,6 +9,7 @@ with RunningDemo(tmp_path) as demo:
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,13 @@ import requests
 from fort_hub.dev.demo import READY_LINE
 from tests.fbflow import login
 from tests.hubproc import free_port
+
+
+def page_message(html: str) -> str:
+    """The message of a JupyterHub error page (its ``<div class="error">``), else the start."""
+    m = re.search(r'<div class="error">(.*?)</div>', html, re.S)
+    text = re.sub(r"<[^>]+>", " ", m.group(1)) if m else html[:1000]
+    return " ".join(text.split())
 
 
 class RunningDemo:
@@ -100,7 +108,7 @@ class RunningDemo:
 
     def login(self, identity: str) -> requests.Session:
         s, cb = login(self.url, identity)
-        assert cb.status_code == 302, (cb.status_code, cb.text[:1000])
+        assert cb.status_code == 302, (cb.status_code, page_message(cb.text))
         s.get(self.url + "/hub/home", timeout=30)  # sets the _xsrf cookie
         return s
 

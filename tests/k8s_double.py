@@ -12,6 +12,9 @@ delete. Behaviour beyond storage:
 - a simulated EKS pod-identity webhook: a pod created with a ServiceAccount that *already*
   carries ``eks.amazonaws.com/role-arn`` gets ``AWS_ROLE_ARN`` injected (the IRSA race made
   observable);
+- with ``sa_lag`` seconds, a created or patched ServiceAccount is seen by reads (GET) and by the
+  webhook only that long after the write (before: 404, or its previous version), as with the
+  webhook's informer cache on EKS -- so a spawner that does not wait loses the role;
 - with ``validate_version``, created pods and ServiceAccounts are checked with
   ``kubernetes-validate`` (strict) and rejected with 422 when invalid;
 - every request is logged in ``requests`` as ``(method, path)``.
@@ -23,6 +26,7 @@ import copy
 import datetime as dt
 import json
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -72,8 +76,13 @@ def _selector(text: str) -> list[tuple[str, str]]:
 class KubeDouble:
     """``with KubeDouble() as k8s: ... k8s.url ...``"""
 
-    def __init__(self, pod_start_delay: float = 0.2, validate_version: str | None = None):
+    def __init__(
+        self, pod_start_delay: float = 0.2, validate_version: str | None = None, sa_lag: float = 0
+    ):
         self.pod_start_delay = pod_start_delay
+        self.sa_lag = sa_lag
+        #: (kind, ns, name) -> (monotonic time the write becomes visible, what is seen until then)
+        self._stale: dict[tuple[str, str, str], tuple[float, dict | None]] = {}
         self.validate_version = validate_version
         self.objects: dict[tuple[str, str, str], dict] = {}
         self.history: list[tuple[int, str, str, str, dict]] = []  # rv, type, kind, ns, obj
@@ -118,8 +127,23 @@ class KubeDouble:
 
     def get(self, kind: str, ns: str, name: str) -> dict | None:
         with self.cond:
-            obj = self.objects.get((kind, ns, name))
+            obj = self._seen(kind, ns, name)
             return copy.deepcopy(obj) if obj else None
+
+    def _seen(self, kind: str, ns: str, name: str) -> dict | None:
+        """The object as reads see it now (``sa_lag``: an older version for a while)."""
+        stale = self._stale.get((kind, ns, name))
+        if stale and time.monotonic() < stale[0]:
+            return stale[1]
+        return self.objects.get((kind, ns, name))
+
+    def _lag(self, kind: str, ns: str, name: str) -> None:
+        if kind == "serviceaccounts" and self.sa_lag > 0:
+            before = self._seen(kind, ns, name)
+            self._stale[(kind, ns, name)] = (
+                time.monotonic() + self.sa_lag,
+                copy.deepcopy(before) if before else None,
+            )
 
     def list(self, kind: str, ns: str | None = None) -> list[dict]:
         with self.cond:
@@ -146,6 +170,7 @@ class KubeDouble:
             meta.update(namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=_now())
             if kind == "pods":
                 self._admit_pod(ns, obj)
+            self._lag(kind, ns, name)
             self.objects[(kind, ns, name)] = obj
             self._emit("ADDED", kind, ns, obj)
             if kind == "pods":
@@ -166,7 +191,7 @@ class KubeDouble:
     def _admit_pod(self, ns: str, pod: dict) -> None:
         pod["status"] = {"phase": "Pending"}
         sa_name = pod.get("spec", {}).get("serviceAccountName")
-        sa = self.objects.get(("serviceaccounts", ns, sa_name)) if sa_name else None
+        sa = self._seen("serviceaccounts", ns, sa_name) if sa_name else None
         arn = (sa or {}).get("metadata", {}).get("annotations", {}).get(ROLE_ARN)
         if arn:  # the EKS pod identity webhook
             env = pod["spec"]["containers"][0].setdefault("env", [])
@@ -221,6 +246,7 @@ class KubeDouble:
             obj = self.objects.get((kind, ns, name))
             if obj is None:
                 return 404, _status(404, "NotFound", f'{kind} "{name}" not found')
+            self._lag(kind, ns, name)
             _merge(obj, body)
             self._emit("MODIFIED", kind, ns, obj)
             return 200, copy.deepcopy(obj)

@@ -210,3 +210,20 @@ async def test_login_with_token_from_before_deauthorization_is_refused(auth, sta
     fresh, _ = standin.mint("carol", ["public_profile", "email"])  # after re-authorizing
     model = await auth._token_to_auth_model({"access_token": fresh, "token_type": "bearer"})
     assert model["name"] == "carol"
+
+
+def test_graph_calls_have_their_own_http_client(auth):
+    from tornado.httpclient import AsyncHTTPClient
+
+    auth.graph_max_clients = 250
+    client = auth.http_client
+    assert client is not AsyncHTTPClient()  # not the process-wide 10-slot default
+    assert client.max_clients == 250
+    assert auth.http_client is client  # one per authenticator
+
+
+def test_graph_max_clients_must_be_positive(auth):
+    from traitlets import TraitError
+
+    with pytest.raises(TraitError, match="graph_max_clients must be at least 1"):
+        auth.graph_max_clients = 0

@@ -193,10 +193,14 @@ CALLBACK_CASES = {
 @pytest.mark.parametrize("case", list(CALLBACK_CASES))
 def test_bad_callback(env, case):
     mutate, status, message = CALLBACK_CASES[case]
+    before = audit(env, "auth.deny")
     r = _callback_case(env, mutate)
     assert r.status_code == status, r.text[:2000]
     assert message in r.text
     assert "Traceback" not in r.text
+    last = before[0].seq if before else 0
+    new = [d for d in audit(env, "auth.deny") if d.seq > last]  # each refusal is audited once
+    assert len(new) == 1 and new[0].decision == "deny" and message in new[0].reason, new
 
 
 LOGIN_CASES = {

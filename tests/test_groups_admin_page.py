@@ -34,7 +34,12 @@ def env(tmp_path_factory):
         oauth_scopes=[scopes.GROUPS_ADMIN, scopes.GROUPS_AUDIT, scopes.GROUPS_READ],
     )
     hub = RunningHub(work / "hub")
-    hub.extra_config = hub_config([slot], hub.url)
+    # a membership manager: may change memberships, may not read the audit log
+    manager_role = (
+        "c.JupyterHub.load_roles.append({'name': 'membership-manager', 'users': ['manager'], "
+        "'scopes': [scopes.GROUPS_ADMIN, scopes.access(scopes.GROUPS_SERVICE)]})"
+    )
+    hub.extra_config = hub_config([slot], hub.url, extra=manager_role)
     cfg = slot.config(hub, policy, f"sqlite:///{work / 'fort.sqlite'}")
     cfg.GroupsService.reconcile_interval = 3600
     app = GroupsService(config=cfg)
@@ -42,7 +47,7 @@ def env(tmp_path_factory):
     svc = ServiceThread(app).start()  # before the hub, which waits for its services
     try:
         hub.start()
-        make_users(hub, "alice", "bob", "carol", "dave", "admin")
+        make_users(hub, "alice", "bob", "carol", "dave", "admin", "manager")
         svc.call(app.reconcile, "test")
         yield {"hub": hub, "app": app, "svc": svc}
     finally:
@@ -150,3 +155,10 @@ def test_non_admin_is_refused(page, env):
     login(page, env, "alice")
     assert "lacks the scope" in page.content()
     assert page.locator("form.add").count() == 0
+
+
+def test_audit_log_needs_the_audit_scope(page, env):
+    login(page, env, "manager")
+    assert page.locator("#group-ads-study form.add").count() == 1  # may manage memberships
+    assert page.locator("#audit").count() == 0
+    assert "custom:fort-groups:audit" in page.locator("#audit-needs-scope").inner_text()

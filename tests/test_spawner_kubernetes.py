@@ -274,6 +274,45 @@ async def test_irsa_service_account_before_pod_patched_and_deleted(k8s, make, st
     assert ("DELETE", "/api/v1/namespaces/default/serviceaccounts/fort-dave") in k8s.requests
 
 
+@pytest.mark.parametrize("wait", [True, False], ids=["waits", "control-without-wait"])
+async def test_irsa_waits_until_the_role_is_visible(kubeconfig, policy_path, store_url, wait,
+                                                    monkeypatch):  # fmt: skip
+    """The ServiceAccount's role reaches reads and the webhook only 0.6 s after the write (the
+    EKS webhook's cache): the spawner reads it back until it carries the role, so the pod gets
+    AWS_ROLE_ARN. The control shows the double models the race: without the wait it is lost."""
+    with KubeDouble(pod_start_delay=0.05, sa_lag=0.6) as k8s:
+        c = Config()
+        c.FortSettings.policy_file = str(policy_path)
+        c.FortSettings.store_url = store_url
+        c.KubeSpawner.k8s_api_host = k8s.url
+        c.FortKubeSpawner.irsa_settle_time = 0
+        c.FortKubeSpawner.aws_identity_mode = "irsa"
+        s = FortKubeSpawner(user=MockUser("alice"), hub=Hub(), api_token="tok",
+                            oauth_client_id="c", config=c, _mock=True)  # fmt: skip
+        s.user_options = {"profile": "python"}
+        if not wait:
+
+            async def no_wait(self, name, ns, role_arn, changed):
+                return {}
+
+            monkeypatch.setattr(FortKubeSpawner, "_wait_service_account", no_wait)
+        try:
+            await asyncio.wait_for(s.start(), 30)
+            (pod,) = k8s.list("pods")
+            env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+            reads = k8s.requests.count(
+                ("GET", "/api/v1/namespaces/default/serviceaccounts/fort-alice")
+            )
+            if wait:
+                assert env.get("AWS_ROLE_ARN") == URLS_ARN
+                assert reads >= 3  # the first read (404), then polls until the role shows
+            else:
+                assert "AWS_ROLE_ARN" not in env  # the race, lost
+            await s.stop(now=True)
+        finally:
+            await FortKubeSpawner._stop_all_reflectors()
+
+
 @pytest.mark.parametrize("mode", ["vending", "irsa"])
 async def test_every_generated_pod_manifest_is_valid(k8s, make, mode):
     cases = [("alice", "python"), ("alice", "urls-large"), ("carol", "gpu"), ("admin", "custom")]

@@ -21,6 +21,7 @@ import time
 from jupyterhub.auth import LocalAuthenticator
 from oauthenticator.oauth2 import OAuthenticator
 from tornado import web
+from tornado.httpclient import AsyncHTTPClient
 from traitlets import Bool, Float, List, Set, Unicode, default, validate
 
 from ..config import FortSettings, user_groups
@@ -118,6 +119,11 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
                 f"not {proposal['value']!r}"
             )
         return proposal["value"]
+
+    @default("http_client")
+    def _graph_http_client(self):
+        # not the process-wide AsyncHTTPClient(): see graph_max_clients
+        return AsyncHTTPClient(force_instance=True, max_clients=self.graph_max_clients)
 
     @default("authorize_url")
     def _authorize_url_default(self):

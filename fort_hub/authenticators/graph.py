@@ -13,7 +13,7 @@ import re
 from urllib.parse import urlencode
 
 from tornado.httpclient import HTTPClientError
-from traitlets import Float, Unicode, validate
+from traitlets import Float, Integer, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from .meta import GraphError, appsecret_proof, graph_error
@@ -35,6 +35,24 @@ class GraphAPI(LoggingConfigurable):
             c.FacebookOAuthenticator.graph_api_version = "v23.0"
         """,
     ).tag(config=True)
+
+    graph_max_clients = Integer(
+        100,
+        help="""Graph API requests in flight at once (a login makes three or four: code
+        exchange, `/me` and `debug_token`, optionally `fb_exchange_token`). Graph calls get their
+        own HTTP client: tornado's shared default allows 10 and queues the rest, counting the
+        wait against `graph_timeout`, so a burst of logins failed as "Facebook could not be
+        reached" while Facebook was fine.
+
+            c.FacebookOAuthenticator.graph_max_clients = 200
+        """,
+    ).tag(config=True)
+
+    @validate("graph_max_clients")
+    def _validate_max_clients(self, proposal):
+        if proposal["value"] < 1:
+            raise TraitError(f"{type(self).__name__}.graph_max_clients must be at least 1")
+        return proposal["value"]
 
     graph_timeout = Float(
         10.0, help="""Seconds to wait for each Graph API call.
