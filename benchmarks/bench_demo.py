@@ -70,7 +70,9 @@ def prepare(state: Path, n: int) -> list[str]:
 def researcher(demo: RunningDemo, name: str, deadline: float, times: dict) -> None:
     def step(label, fn):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"round time over before {label}")
+            e = TimeoutError(f"round time over before {label}")
+            e.fort_step = label
+            raise e
         t0 = time.perf_counter()
         try:
             out = fn()
