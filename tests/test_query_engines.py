@@ -156,9 +156,10 @@ def test_contract_cancel(case, tmp_path):
         sink = FileSink(str(tmp_path / "c.arrows"), 10**9, 10**12)
         sql = case.sql()
         if isinstance(case, DuckCase):
-            sql = ('SELECT count(*) FROM "url_shares"."url_shares" a, "url_shares"."url_shares" b, '
-                   '"url_shares"."url_shares" c, "url_shares"."url_shares" d, "url_shares"."url_shares" e, '
-                   '"url_shares"."url_shares" f')  # fmt: skip
+            # 30^8 rows: minutes of work, so it is surely running when the cancel comes
+            sql = "SELECT count(*) FROM " + ", ".join(
+                f'"url_shares"."url_shares" t{i}' for i in range(8)
+            )
         task = asyncio.ensure_future(case.engine.run(job(case, sql, "c1"), sink))
         await asyncio.sleep(0.2 if isinstance(case, DuckCase) else 0)
         await case.engine.cancel("c1")
