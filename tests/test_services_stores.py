@@ -103,3 +103,25 @@ def test_reconcile_plans_are_data(example_policy):
     assert set(later["urls-study"]) == {"alice"}
     upserts, removals = policy_rows(example_policy, [])
     assert ("admins", "admin", None) in upserts and removals == []
+
+
+async def test_oversized_session_policy_is_refused_audited_and_never_sent(
+    example_policy_path, store_url, monkeypatch
+):
+    from fort_hub.services.credentials import app as app_module
+    from fort_hub.services.credentials.sessionpolicy import SessionPolicyTooLarge
+
+    app = make(CredentialsService, example_policy_path, store_url,
+               sts_backend_class=StubStsBackend)  # fmt: skip
+
+    def too_large(doc):
+        raise SessionPolicyTooLarge("the session policy has 2,300 characters (limit of 2048)")
+
+    monkeypatch.setattr(app_module, "packed", too_large)
+    with pytest.raises(web.HTTPError) as e:
+        await app.credentials_for("alice", "fort-urls-study", request_id="big")
+    assert e.value.status_code == 500
+    assert "limit of 2048" in e.value.log_message and "administrators" in e.value.log_message
+    assert app.backend.calls == 0
+    (rec,) = app.fort_store.audit.query(user="alice", action="credentials.issue")
+    assert rec.decision == "deny" and "limit of 2048" in rec.reason

@@ -219,7 +219,11 @@ class CredentialsService(FortServiceApp):
         try:
             document = packed(session_policy(policy, username, role_groups))
         except SessionPolicyTooLarge as e:
-            raise web.HTTPError(500, f"cannot issue credentials for role {role!r}: {e}") from None
+            # the access policy grants this group too many S3 prefixes for one STS session: a
+            # configuration error for the admins (recorded), not something the caller can fix
+            reason = f"cannot issue credentials for role {role!r}: {e}"
+            await self._audit_deny(username, role, reason, request_id, client)
+            raise web.HTTPError(500, f"{reason}; ask the hub's administrators") from None
         request = AssumeRoleRequest(
             role_arn=arn,
             session_name=sts_name(username, "fort-"),
