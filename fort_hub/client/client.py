@@ -160,7 +160,9 @@ class FortClient:
             r.raw.decode_content = True
             return ipc.open_stream(r.raw).read_all()
         except Exception as e:  # a cut-off stream surfaces as arrow, urllib3 or http errors
-            st = self.status(query_id)
+            # the stream ends as soon as the engine failed; the final state is recorded just
+            # after, so ask with a long poll (it answers once the query is finished)
+            st = self.status(query_id, wait=10)
             if st["state"] != "succeeded":
                 raise FortQueryError(st.get("error") or st["state"], query_id=query_id) from None
             raise FortQueryError(f"the result download broke off: {e}", query_id=query_id) from None

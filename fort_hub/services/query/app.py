@@ -309,6 +309,11 @@ class QueryService(FortServiceApp):
         self._tasks[qid] = asyncio.ensure_future(self._execute(rec, job, max_rows, request_id))
         return rec
 
+    def live_outcome(self, query_id: str) -> asyncio.Future | None:
+        """For a query running in this process: a future resolved with ``(state, error)`` as
+        soon as the engine is done and the result file is final (result followers use it)."""
+        return self._live.get(query_id)
+
     async def _admit(self, rec: QueryRecord, quota) -> None:
         """Quotas and the record's insertion, in one transaction."""
 

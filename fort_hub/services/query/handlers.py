@@ -29,6 +29,18 @@ FORMATS = {"arrow": ARROW, "json": "application/json", "csv": "text/csv"}
 MAX_PAGE_ROWS = 10_000
 
 
+class _Idle:
+    """Sleeps between looks at a growing result file: 2 ms after progress, doubling up to 100 ms
+    while nothing new arrived (an Athena query writes nothing until it finishes)."""
+
+    def __init__(self):
+        self.delay = 0.002
+
+    async def wait(self, progress: bool) -> None:
+        self.delay = 0.002 if progress else min(self.delay * 2, 0.1)
+        await asyncio.sleep(self.delay)
+
+
 class AllowMixin:
     """405 answers list the supported methods in ``Allow`` (RFC 9110)."""
 
@@ -203,7 +215,7 @@ class ResultsHandler(QueryHandlerBase):
         if follow not in ("true", "false"):
             raise Refused(400, "'follow' must be true or false")
         if rec.state in INFLIGHT and follow == "true" and self.pick_format() == "arrow":
-            live = self.app._live.get(rec.id)
+            live = self.app.live_outcome(rec.id)
             if live is not None:
                 await self.follow(rec, live)
                 return
@@ -256,7 +268,7 @@ class ResultsHandler(QueryHandlerBase):
             {"query_id": rec.id, "format": "arrow", "owner": rec.username, "offset": 0},
         )  # fmt: skip
         partial, final = self.app.results.path(rec.id) + ".partial", self.app.results.path(rec.id)
-        f = None
+        f, idle = None, _Idle()
         while f is None:
             for path in (partial, final):
                 with contextlib.suppress(FileNotFoundError):
@@ -266,7 +278,7 @@ class ResultsHandler(QueryHandlerBase):
                 if live.done():
                     state, error = live.result()
                     raise Refused(409, f"query {rec.id} {state}: {error or 'no result'}")
-                await asyncio.sleep(0.002)
+                await idle.wait(progress=False)
         sent = 0
         try:
             self.set_header("Content-Type", ARROW)
@@ -274,6 +286,7 @@ class ResultsHandler(QueryHandlerBase):
                 done = live.done()
                 ok = done and live.result()[0] == "succeeded"
                 limit = os.fstat(f.fileno()).st_size - (0 if ok else 8)
+                progress = sent < limit
                 while sent < limit:
                     chunk = f.read(min(R.CHUNK, limit - sent))
                     sent += len(chunk)
@@ -281,7 +294,7 @@ class ResultsHandler(QueryHandlerBase):
                     await self.flush()
                 if done:
                     break
-                await asyncio.sleep(0.002)
+                await idle.wait(progress)
         except StreamClosedError:
             return
         finally:
