@@ -5,6 +5,7 @@ settings validation, and the identity repository."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -227,3 +228,35 @@ def test_graph_max_clients_must_be_positive(auth):
 
     with pytest.raises(TraitError, match="graph_max_clients must be at least 1"):
         auth.graph_max_clients = 0
+
+
+async def test_membership_from_the_fort_store_admits_until_it_expires(auth, standin):
+    import datetime as dt
+
+    from fort_hub.store.memberships import Memberships
+
+    model = await _model(auth, standin, "dave")  # in no policy group
+    with pytest.raises(FacebookLoginError, match="no study membership"):
+        await auth.check_allowed("dave", model)
+    members = Memberships(auth.fort_store)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    members.upsert("ads-study", "dave", expires=soon, source="api")  # added by fort-groups
+    assert await auth.check_allowed("dave", model) is True
+    members.upsert("ads-study", "dave", expires=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1),
+                   source="api")  # fmt: skip
+    with pytest.raises(FacebookLoginError, match="no study membership"):
+        await auth.check_allowed("dave", model)
+
+
+async def test_expired_policy_membership_does_not_admit(auth, standin, tmp_path):
+    policy = tmp_path / "policy.yaml"
+    text = Path(auth.policy_file).read_text()
+    # carol's only membership left: urls-study, expired
+    text = text.replace("expires: 2030-06-30", "expires: 2020-06-30")
+    text = text.replace("members: [bob, carol]", "members: [bob]")
+    assert "2020-06-30" in text and "[bob]" in text, "the example policy changed shape"
+    policy.write_text(text)
+    auth.policy_file = str(policy)
+    model = await _model(auth, standin, "carol")
+    with pytest.raises(FacebookLoginError, match="no study membership"):
+        await auth.check_allowed("carol", model)

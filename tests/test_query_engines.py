@@ -282,7 +282,8 @@ def test_athena_failure_message_reaches_the_user(aws_env, tmp_path):
 )
 def test_duckdb_connection_is_hardened(tmp_path, sql):
     case = DuckCase(tmp_path)
-    con = case.engine.connect(case.dataset)
+    case.engine.memory_limit = "512MB"
+    con = case.engine.cursor(case.dataset)  # what a query runs on: a cursor of the cached base
     try:
         import duckdb
 
@@ -290,6 +291,16 @@ def test_duckdb_connection_is_hardened(tmp_path, sql):
             con.execute(sql).fetchall()
         # the dataset itself stays readable
         assert con.execute('SELECT count(*) FROM "url_shares"."url_shares"').fetchone()[0] == 30
-        assert con.execute("SELECT current_setting('threads')").fetchone()[0] == case.engine.threads
+        settings = dict(con.execute(
+            "SELECT name, value FROM duckdb_settings() WHERE name IN ('threads', 'memory_limit', "
+            "'enable_external_access', 'lock_configuration', 'autoinstall_known_extensions', "
+            "'autoload_known_extensions')"
+        ).fetchall())  # fmt: skip
+        assert settings.pop("memory_limit").replace(" ", "") in ("488.2MiB", "512.0MB", "512MB")
+        assert settings == {
+            "threads": str(case.engine.threads), "enable_external_access": "false",
+            "lock_configuration": "true", "autoinstall_known_extensions": "false",
+            "autoload_known_extensions": "false",
+        }  # fmt: skip
     finally:
         con.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 
 import pyarrow as pa
@@ -240,11 +241,14 @@ def test_audit_store_down_fails_closed(env, monkeypatch):
 
 def test_results_expire(env):
     q = env.run("SELECT 1 AS x")
+    path = env.app.results.path(q["id"])
+    assert os.path.exists(path)
     env.app.clock = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
     assert env.thread.call(env.app.remove_expired) == 1
     r = env.get(f"queries/{q['id']}/results")
     assert r.status_code == 410 and "expired" in r.json()["error"]["message"]
     assert env.get(f"queries/{q['id']}").json()["result_available"] is False
+    assert not os.path.exists(path)  # the file itself is gone, not only the record's pointer
 
 
 def test_openapi_document_is_served(env):

@@ -465,3 +465,22 @@ async def test_stop_after_hub_restart_is_audited_from_saved_state(k8s, make, sto
     (stop,) = audit(store_url, "spawn.stop")
     assert stop.details["profile"] == "python" and stop.details["outcome"] == "stopped"
     assert k8s.list("pods") == []
+
+
+async def test_failed_start_is_audited(k8s, make, store_url, monkeypatch):
+    from kubespawner import KubeSpawner
+
+    async def refused(self, pod, request_timeout):  # the pod create call fails
+        raise RuntimeError("the Kubernetes API refused the pod")
+
+    monkeypatch.setattr(KubeSpawner, "_make_create_pod_request", refused)
+    s = make("alice", {"profile": "python"})
+    with pytest.raises(RuntimeError, match="refused the pod"):
+        await s.start()
+    failed, starting = audit(store_url, "spawn.start")  # newest first
+    assert starting.details["outcome"] == "starting" and starting.decision == "allow"
+    assert failed.details["outcome"] == "failed"
+    assert failed.reason == "start failed: the Kubernetes API refused the pod"
+    assert failed.details["profile"] == "python" and failed.details["user"] == "alice"
+    await s.stop(now=True)
+    assert audit(store_url, "spawn.stop") == []  # it never ran, so no stop is recorded
