@@ -29,8 +29,8 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
@@ -154,11 +154,15 @@ def parse_one_read_query(sql: str, dialect: str) -> exp.Expression:
     if "\x00" in sql:
         raise SqlRejected(400, "the query contains a NUL character")
     logging.getLogger("sqlglot").setLevel(logging.ERROR)  # no "falling back to Command" noise
-    keyword = _leading_keyword(sql, dialect)
-    if keyword in STATEMENT_KEYWORDS:
-        raise SqlRejected(403, f"{keyword} statements are not allowed: only read queries may run")
     try:
-        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+        engine_dialect = Dialect.get_or_raise(dialect)
+        tokens = engine_dialect.tokenize(sql)  # once: for the leading keyword and the parser
+        keyword = tokens[0].text.upper() if tokens else ""
+        if keyword in STATEMENT_KEYWORDS:
+            raise SqlRejected(
+                403, f"{keyword} statements are not allowed: only read queries may run"
+            )
+        statements = [s for s in engine_dialect.parser().parse(tokens, sql) if s is not None]
     except SqlglotError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise SqlRejected(400, f"the query could not be parsed: {first}") from None
@@ -185,15 +189,6 @@ def parse_one_read_query(sql: str, dialect: str) -> exp.Expression:
         if FORBIDDEN_FUNCTION.match(name or ""):
             raise SqlRejected(403, f"the function {name}() is not allowed")
     return root
-
-
-def _leading_keyword(sql: str, dialect: str) -> str:
-    """The first token of *sql* (comments skipped), upper-cased; "" if it does not tokenize."""
-    try:
-        tokens = sqlglot.tokenize(sql, read=dialect)
-    except SqlglotError:
-        return ""
-    return tokens[0].text.upper() if tokens else ""
 
 
 def _cte_references(root: exp.Expression) -> set[int]:
