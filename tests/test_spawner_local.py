@@ -183,12 +183,22 @@ def test_rest_api_forbidden_profile_and_image(hub):
         headers=hub.admin_headers,
     )
     assert r.status_code == 403 and "must match" in r.json()["message"]
+    # an option the profile does not offer (resources are the profile's, not the caller's)
+    r = requests.post(
+        hub.api("users/bob/server"),
+        json={"profile": "python", "cpu_limit": 64, "image": "docker.io/library/evil:1"},
+        headers=hub.admin_headers,
+    )
+    assert r.status_code == 403, r.text
+    assert "profile 'python' has no option(s) cpu_limit, image" in r.json()["message"]
     for user in ("bob", "admin"):
         r = requests.get(hub.api(f"users/{user}"), headers=hub.admin_headers)
         assert r.json()["servers"] == {}
     store = Store(hub.store_url)
-    denied = store.audit.query(user="bob", action="spawn.start")[0]
-    assert denied.decision == "deny" and "urls-large" in denied.reason
+    option, profile = store.audit.query(user="bob", action="spawn.start")  # newest first
+    assert profile.decision == "deny" and "urls-large" in profile.reason
+    assert option.decision == "deny" and "no option(s) cpu_limit, image" in option.reason
+    assert option.details["requested"]["cpu_limit"] == "64"
     store.dispose()
 
 
