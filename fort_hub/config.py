@@ -19,9 +19,9 @@ import threading
 from traitlets import Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from .access import DEFAULT_ADMIN_GROUP, Access, user_groups
 from .policy import Policy, PolicyWatcher
 from .store import Store
-from .store.memberships import Memberships
 
 _lock = threading.Lock()
 _watchers: dict[str, PolicyWatcher] = {}
@@ -42,24 +42,6 @@ def shared_store(url: str) -> Store:
         if url not in _stores:
             _stores[url] = Store(url)
         return _stores[url]
-
-
-def user_groups(
-    username: str, policy: Policy, store: Store | None = None, now: dt.datetime | None = None
-) -> dict[str, dt.datetime | None]:
-    """A user's active memberships: group -> expiry, from the policy's static members and the
-    fort store's memberships (fort-groups), limited to groups the policy declares."""
-    now = now or dt.datetime.now(dt.UTC)
-    out: dict[str, dt.datetime | None] = {}
-    for group in policy.groups.values():
-        for m in group.members:
-            if m.username == username and (m.expires is None or m.expires > now):
-                out[group.name] = m.expires
-    if store is not None:
-        for name, expires in Memberships(store).for_user(username, now).items():
-            if name in policy.groups:
-                out.setdefault(name, expires)
-    return out
 
 
 class FortSettings(LoggingConfigurable):
@@ -114,6 +96,38 @@ class FortSettings(LoggingConfigurable):
         watcher.check()
         return watcher.policy
 
+    admin_group = Unicode(
+        DEFAULT_ADMIN_GROUP,
+        help="""The policy group whose current, unexpired members are fort admins.
+
+        Admin powers (membership changes, the audit log, every user's queries) need both the
+        hub scope (the `fort-admin` role of `scopes.load_roles(admin_group=...)`) and a
+        membership of this group in the fort store or the policy *at the moment of the
+        request*: an expired or removed admin loses them at once, whatever the hub's copy says.
+
+            c.FortSettings.admin_group = "platform-admins"
+        """,
+    ).tag(config=True)
+
+    @validate("admin_group")
+    def _validate_admin_group(self, proposal):
+        if not proposal["value"]:
+            raise ValueError("FortSettings.admin_group must name a policy group")
+        return proposal["value"]
+
     @property
     def fort_store(self) -> Store:
         return shared_store(self.store_url)
+
+    @property
+    def fort_access(self) -> Access:
+        """The decision point (:class:`fort_hub.access.Access`) over this store and policy."""
+        return Access(self.fort_store, lambda: self.fort_policy, self.fort_clock, self.admin_group)
+
+    def fort_clock(self):
+        """The time every decision uses (services inject theirs through ``clock``)."""
+        clock = getattr(self, "clock", None)
+        return clock() if callable(clock) else dt.datetime.now(dt.UTC)
+
+
+__all__ = ["FortSettings", "shared_store", "shared_watcher", "user_groups"]

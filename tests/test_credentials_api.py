@@ -36,7 +36,6 @@ def env(tmp_path_factory):
     cfg = slot.config(hub, policy, store_url)
     cfg.CredentialsService.sts_backend_class = StubStsBackend
     cfg.CredentialsService.backoff_base = 0.01
-    cfg.FortServiceApp.groups_cache_seconds = 0
     app = CredentialsService(config=cfg)
     app.initialize([])
     svc = ServiceThread(app).start()  # before the hub, which waits for its services
@@ -72,8 +71,8 @@ def error_of(r) -> str:
 @pytest.fixture
 def backend(env):
     b = env["app"].backend
-    env["app"]._cache.clear()
-    env["app"]._windows.clear()
+    env["app"].issuer.cache.clear()
+    env["app"].issuer.reset_rate_limit()
     b.failures.clear()
     b.down = False
     return b
@@ -128,7 +127,7 @@ def test_cached_until_margin_then_reissued(env, backend):
 
 def test_single_flight(env, backend, monkeypatch):
     # the policy allows 60 requests a minute (tested below); this test is about single flight
-    monkeypatch.setattr(env["app"], "_rate_limit", lambda *a: None)
+    monkeypatch.setattr(env["app"].issuer, "rate_limit", lambda *a: None)
     backend.latency = 0.5
     try:
         calls = backend.calls
@@ -205,14 +204,33 @@ def test_audit_down_means_503_and_no_sts_call(env, backend, monkeypatch):
     calls = backend.calls
     r = get(env)
     assert r.status_code == 503, r.text
-    assert "the audit log is unavailable, so no credentials are issued" in error_of(r)
+    assert "the audit log is unavailable" in error_of(r)
+    assert "unable to open" not in r.text  # the store's own error stays in the log
+    assert backend.calls == calls
+
+
+def test_cached_credentials_are_not_handed_over_unaudited(env, backend, monkeypatch):
+    """Issue 10, finding 8: with the audit log down, cached credentials were still answered
+    (200, unaudited). Every hand-over is audited first, or refused."""
+    assert get(env).status_code == 200  # now cached
+    audit = env["app"].fort_store.audit
+    assert get(env).status_code == 200
+    handed = audit.query(user="alice", action="credentials.issue", limit=1)[0]
+    assert handed.details["cached"] is True and handed.decision == "allow"
+    broken = Store("sqlite:////nonexistent-dir/x.sqlite", create=False)
+    monkeypatch.setattr(env["app"].fort_store, "audit", broken.audit)
+    calls = backend.calls
+    r = get(env)
+    assert r.status_code == 503, r.text
+    assert "AccessKeyId" not in r.text and "SessionToken" not in r.text
     assert backend.calls == calls
 
 
 def test_store_down_means_503_and_no_sts_call(env, backend, monkeypatch):
     app = env["app"]
     broken = Store("sqlite:////nonexistent-dir/x.sqlite", create=False)
-    monkeypatch.setattr(type(app), "fort_store", property(lambda self: broken))
+    monkeypatch.setattr(app.fort_store, "engine", broken.engine)
+    monkeypatch.setattr(app.fort_store, "audit", broken.audit)
     calls = backend.calls
     r = get(env)
     assert r.status_code == 503, r.text
@@ -278,7 +296,7 @@ def test_rate_limit(env, backend):
         assert 1 <= int(r.headers["Retry-After"]) <= 60
         assert "limit" in error_of(r)
         # another user is not affected
-        app._windows.pop("bob", None)
+        app.issuer.reset_rate_limit("bob")
         assert get(env, user="bob", query="role=fort-ads-study").status_code == 200
     finally:
         policy.write_text(text)

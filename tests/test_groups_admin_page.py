@@ -34,10 +34,15 @@ def env(tmp_path_factory):
         oauth_scopes=[scopes.GROUPS_ADMIN, scopes.GROUPS_AUDIT, scopes.GROUPS_READ],
     )
     hub = RunningHub(work / "hub")
-    # a membership manager: may change memberships, may not read the audit log
+    # a membership manager: a current fort admin (store) whose hub scopes let him change
+    # memberships but not read the audit log (the fort-admin role goes to 'admin' by name here,
+    # not to the admins group, so the manager's admins membership gives him no hub scope)
     manager_role = (
         "c.JupyterHub.load_roles.append({'name': 'membership-manager', 'users': ['manager'], "
-        "'scopes': [scopes.GROUPS_ADMIN, scopes.access(scopes.GROUPS_SERVICE)]})"
+        "'scopes': [scopes.GROUPS_ADMIN, scopes.access(scopes.GROUPS_SERVICE)]})\n"
+        "for r in c.JupyterHub.load_roles:\n"
+        "    if r['name'] == 'fort-admin':\n"
+        "        r.pop('groups', None); r['users'] = ['admin']"
     )
     hub.extra_config = hub_config([slot], hub.url, extra=manager_role)
     cfg = slot.config(hub, policy, f"sqlite:///{work / 'fort.sqlite'}")
@@ -48,6 +53,7 @@ def env(tmp_path_factory):
     try:
         hub.start()
         make_users(hub, "alice", "bob", "carol", "dave", "admin", "manager")
+        Memberships(app.fort_store).upsert("admins", "manager")
         svc.call(app.reconcile, "test")
         yield {"hub": hub, "app": app, "svc": svc}
     finally:

@@ -33,7 +33,6 @@ def env(tmp_path_factory):
     hub.extra_config = hub_config([slot, query], hub.url)
     cfg = slot.config(hub, policy, f"sqlite:///{work / 'fort.sqlite'}")
     cfg.GroupsService.reconcile_interval = 3600
-    cfg.FortServiceApp.groups_cache_seconds = 0
     app = GroupsService(config=cfg)
     app.initialize([])
     svc = ServiceThread(app).start()  # before the hub, which waits for its services

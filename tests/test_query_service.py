@@ -14,9 +14,9 @@ import pytest
 
 from fort_hub.services.query.app import RESTART_REASON
 from fort_hub.services.query.engines.duckdb import DuckDBEngine
-from fort_hub.services.query.records import QueryRecord, QueryRecords
 from fort_hub.store import Store
 from fort_hub.store.audit import AuditError
+from fort_hub.store.queries import QueryRecord, QueryRecords
 from tests.query_support import QueryEnv
 
 SLOW = "SELECT count(*) FROM url_shares a, url_shares b, url_shares c, url_shares d, url_shares e"

@@ -25,7 +25,6 @@ def make(cls, policy_path, store_url, **extra):
     c.FortSettings.policy_file = str(policy_path)
     c.FortSettings.store_url = store_url
     c.FortServiceApp.bind_url = f"http://127.0.0.1:{free_port()}"
-    c.FortServiceApp.groups_cache_seconds = 0
     c.HubOAuth.api_token = "unused"
     c.HubOAuth.api_url = f"http://127.0.0.1:{free_port()}/hub/api"  # nothing listens
     for k, v in extra.items():
@@ -42,7 +41,9 @@ async def test_credentials_audit_first_and_cache(example_policy_path, store_url)
     again = await app.credentials_for("alice", "fort-urls-study", request_id="r2")
     assert again == creds and app.backend.calls == 1
     rec = app.fort_store.audit.query(user="alice", action="credentials.issue")
-    assert [r.request_id for r in rec] == ["r1"]
+    # every hand-over is audited, the cached one too (finding 8 of issue 10)
+    assert [r.request_id for r in rec] == ["r2", "r1"]
+    assert rec[0].details["cached"] is True and "session_policy" in rec[1].details
     with pytest.raises(web.HTTPError) as e:
         await app.credentials_for("alice", "fort-ads-study", request_id="r3")
     assert e.value.status_code == 403
@@ -108,7 +109,7 @@ def test_reconcile_plans_are_data(example_policy):
 async def test_oversized_session_policy_is_refused_audited_and_never_sent(
     example_policy_path, store_url, monkeypatch
 ):
-    from fort_hub.services.credentials import app as app_module
+    from fort_hub.services.credentials import issuer as app_module
     from fort_hub.services.credentials.sessionpolicy import SessionPolicyTooLarge
 
     app = make(CredentialsService, example_policy_path, store_url,
@@ -121,7 +122,7 @@ async def test_oversized_session_policy_is_refused_audited_and_never_sent(
     with pytest.raises(web.HTTPError) as e:
         await app.credentials_for("alice", "fort-urls-study", request_id="big")
     assert e.value.status_code == 500
-    assert "limit of 2048" in e.value.log_message and "administrators" in e.value.log_message
+    assert "limit of 2048" in e.value.message and "administrators" in e.value.message
     assert app.backend.calls == 0
     (rec,) = app.fort_store.audit.query(user="alice", action="credentials.issue")
     assert rec.decision == "deny" and "limit of 2048" in rec.reason

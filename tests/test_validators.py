@@ -8,8 +8,8 @@ import pytest
 from fort_hub.authenticators.facebook_handlers import _CODE
 from fort_hub.authenticators.meta import _B64URL
 from fort_hub.policy.loader import BUCKET_RE, NAME_RE, QUANTITY_RE, ROLE_ARN_RE, S3_PREFIX_RE
-from fort_hub.services.base import REQUEST_ID_RE
 from fort_hub.services.groups.api import USERNAME_RE
+from fort_hub.services.handler import REQUEST_ID_RE
 from fort_hub.services.query.handlers import ID_RE
 
 VALID = [

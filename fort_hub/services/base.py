@@ -21,18 +21,8 @@ and a ``__main__.py`` calling ``MyService.launch_instance()``. Run by the hub
 ``$JUPYTERHUB_SERVICE_URL``, serves under ``$JUPYTERHUB_SERVICE_PREFIX`` and authenticates with
 ``HubOAuth`` configured from the ``$JUPYTERHUB_*`` environment (or ``c.HubOAuth.*``).
 
-Handler contract (:class:`FortHandler`):
-
-- every request gets a request id (a well-formed incoming ``X-Request-Id`` or a fresh one),
-  echoed in the ``X-Request-Id`` response header, in error bodies and in audit records;
-- ``prepare()`` identifies the caller through the hub (token header or OAuth cookie), requires
-  the service's access scope and then at least one of ``required_scopes``; API handlers answer
-  ``401``/``403`` JSON, page handlers (``is_api = False``) redirect to the hub login;
-- state-changing cookie-authenticated requests must carry the ``_xsrf`` form field or header
-  (token-authenticated API calls need not);
-- every error is JSON ``{"error": {"status", "message", "request_id"}}`` (HTML for pages) and
-  never contains a traceback: unexpected exceptions are logged with the request id and answered
-  with a generic message.
+The handler contract (errors, parameters, XSRF, headers, client address) is in
+:mod:`fort_hub.services.handler`; membership and admin decisions in :mod:`fort_hub.access`.
 """
 
 from __future__ import annotations
@@ -41,37 +31,33 @@ import asyncio
 import datetime as dt
 import json
 import os
-import re
 import signal
-import time
-import traceback
-import uuid
 from typing import Any
 from urllib.parse import quote, urlencode, urlparse
 
-from jupyterhub.services.auth import (
-    HubOAuth,
-    HubOAuthCallbackHandler,
-    HubOAuthenticated,
-    UserNotAllowed,
-    check_scopes,
-)
+from jupyterhub.services.auth import HubOAuth
 from jupyterhub.utils import url_path_join
 from tornado import web
-from tornado.escape import xhtml_escape
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bytes, Float, Integer, TraitError, Unicode, default, validate
+from traitlets import Bytes, Float, Integer, List, TraitError, Unicode, default, validate
 from traitlets import Callable as CallableTrait
 from traitlets.config import Application, catch_config_error
 
-from ..config import FortSettings, shared_watcher, user_groups
+from ..config import FortSettings, shared_watcher
 from ..policy import Policy, PolicyError
 from ..store import StoreError
-
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+from .handler import (
+    FortHandler,
+    FortPageHandler,
+    LoginHandler,
+    NotFoundHandler,
+    OAuthCallbackHandler,
+    ServiceError,
+    client_address,
+    parse_networks,
+)
 
 
 def utcnow() -> dt.datetime:
@@ -130,183 +116,6 @@ class HubApi:
         except OSError as e:
             raise HubApiError(599, f"hub API {method} {path}: hub unreachable ({e})") from None
         return json.loads(resp.body) if resp.body else None
-
-
-class FortHTTPError(web.HTTPError):
-    """An HTTPError whose response carries extra *headers* (e.g. ``Retry-After``)."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(status, "%s", message)
-        self.headers = headers or {}
-
-
-class FortHandler(HubOAuthenticated, web.RequestHandler):
-    """Base of every fort service handler (see the module docstring for the contract)."""
-
-    #: the caller needs at least one of these (besides the service's access scope)
-    required_scopes: tuple[str, ...] = ()
-    #: False for browser pages: unauthenticated visitors are sent to the hub login
-    is_api: bool = True
-
-    @property
-    def app(self) -> FortServiceApp:
-        return self.settings["fort_app"]
-
-    @property
-    def hub_auth(self):
-        return self.settings["hub_auth"]
-
-    @hub_auth.setter
-    def hub_auth(self, value):  # HubAuthenticated declares a setter; keep the settings one
-        pass
-
-    @property
-    def log(self):
-        return self.app.log
-
-    def initialize(self) -> None:
-        rid = self.request.headers.get("X-Request-Id", "")
-        self.request_id = rid if REQUEST_ID_RE.match(rid) else uuid.uuid4().hex
-        self.set_header("X-Request-Id", self.request_id)
-
-    def set_default_headers(self) -> None:
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("X-Content-Type-Options", "nosniff")
-
-    def check_xsrf_cookie(self) -> None:
-        """Tornado checks XSRF before ``prepare``; we check it in ``prepare``, once we know
-        whether the request is token-authenticated (then no XSRF check is needed)."""
-
-    @property
-    def client(self) -> str:
-        return self.request.remote_ip or ""
-
-    async def prepare(self) -> None:
-        model = None
-        try:
-            model = await self.hub_auth.get_user(self, sync=False)
-        except web.HTTPError as e:
-            self.log.error("[%s] hub authentication failed: %s", self.request_id, e)
-            raise web.HTTPError(502, "the hub could not be asked who you are; try again") from None
-        user = None
-        if model:
-            try:
-                user = self.check_hub_user(model)
-            except UserNotAllowed:
-                raise web.HTTPError(
-                    403,
-                    f"{model.get('kind', 'user')} {model.get('name')!r} may not use "
-                    f"{self.app.service_name}: the token lacks "
-                    f"{' or '.join(sorted(self.hub_scopes or ()))}",
-                ) from None
-        self._hub_auth_user_cache = user
-        if self.request.method not in SAFE_METHODS:
-            self.hub_auth.check_xsrf_cookie(self)
-        if user is None:
-            if self.is_api:
-                raise web.HTTPError(401, "authentication required: send 'Authorization: token …'")
-            if self.request.method in SAFE_METHODS:
-                self.redirect(self.get_login_url())
-                return
-            raise web.HTTPError(401, "log in first")
-        if self.required_scopes and not self.has_scope(*self.required_scopes):
-            raise web.HTTPError(
-                403,
-                f"{user.get('kind', 'user')} {user['name']!r} lacks the scope "
-                f"{' or '.join(self.required_scopes)}",
-            )
-
-    def has_scope(self, *scopes: str) -> bool:
-        user = self.current_user
-        return bool(user) and bool(check_scopes(set(scopes), set(user.get("scopes", ()))))
-
-    @property
-    def username(self) -> str:
-        return self.current_user["name"]
-
-    # ----- bodies and errors ------------------------------------------------------------------
-
-    def write_json(self, data: Any, status: int = 200) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps(data, default=str))
-
-    def json_body(self) -> dict:
-        ctype = self.request.headers.get("Content-Type", "application/json")
-        if "json" not in ctype:
-            raise web.HTTPError(415, "send a JSON body (Content-Type: application/json)")
-        try:
-            body = json.loads(self.request.body or b"{}")
-        except ValueError as e:
-            raise web.HTTPError(400, f"the body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise web.HTTPError(400, "the body must be a JSON object")
-        return body
-
-    def log_exception(self, typ, value, tb) -> None:
-        """Like tornado's, without the query string (it may hold a token)."""
-        where = f"{self.request.method} {self.request.path} rid={self.request_id}"
-        if isinstance(value, web.HTTPError):
-            if value.log_message:
-                msg = value.log_message % value.args if value.args else value.log_message
-                self.log.warning("%d %s: %s", value.status_code, where, msg)
-        else:
-            self.log.error("Uncaught exception %s", where, exc_info=(typ, value, tb))
-
-    def get_login_url(self) -> str:
-        if self.is_api:
-            raise web.HTTPError(401, "authentication required")
-        return super().get_login_url()
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, web.HTTPError) and exc.log_message:
-            message = exc.log_message % exc.args if exc.args else exc.log_message
-        elif isinstance(exc, web.HTTPError) or exc is None:
-            message = self._reason
-        else:
-            message = f"internal error (request id {self.request_id})"
-        if status_code >= 500 and exc is not None and not isinstance(exc, web.HTTPError):
-            self.log.error(
-                "[%s] unhandled error: %s",
-                self.request_id,
-                "".join(traceback.format_exception(exc)),
-            )
-        self.clear_header("Content-Type")
-        for name, value in getattr(exc, "headers", {}).items():
-            self.set_header(name, value)
-        err = {"status": status_code, "message": message, "request_id": self.request_id}
-        if self.is_api:
-            self.set_header("Content-Type", "application/json; charset=UTF-8")
-            self.finish(json.dumps({"error": err}))
-        else:
-            self.set_header("Content-Type", "text/html; charset=UTF-8")
-            self.finish(
-                f"<!doctype html><title>{status_code}</title><h1>{status_code} "
-                f"{xhtml_escape(self._reason)}</h1><p>{xhtml_escape(message)}</p>"
-                f"<p><small>request id {xhtml_escape(self.request_id)}</small></p>"
-            )
-
-
-class FortPageHandler(FortHandler):
-    """Browser pages: OAuth login through the hub, XSRF-protected forms, HTML errors."""
-
-    is_api = False
-
-
-class OAuthCallbackHandler(HubOAuthCallbackHandler):
-    @property
-    def hub_auth(self):
-        return self.settings["hub_auth"]
-
-    @hub_auth.setter
-    def hub_auth(self, value):
-        pass
-
-
-class NotFoundHandler(FortHandler):
-    async def prepare(self) -> None:
-        raise web.HTTPError(404, f"no such endpoint: {self.request.path}")
 
 
 def log_request(handler: web.RequestHandler) -> None:
@@ -409,19 +218,33 @@ class FortServiceApp(Application, FortSettings):
             raise TraitError("FortServiceApp.policy_reload_interval must be at least 0.1 s")
         return proposal["value"]
 
-    groups_cache_seconds = Float(
-        5.0,
-        help="""How long a user's group memberships (policy + fort store) are cached before
-        being read again. 0 reads them on every request.
+    trusted_proxies = List(
+        Unicode(),
+        ["127.0.0.0/8", "::1/128"],
+        help="""Addresses (or CIDR networks) of the proxies in front of the service whose
+        `X-Forwarded-For` header is believed; from anyone else forwarded headers are ignored and
+        the peer address is the client (audit records' `client`). The default trusts loopback,
+        where the hub's proxy runs in a single-machine deployment; on Kubernetes add the pod
+        network the chart's proxy runs in.
 
-            c.FortServiceApp.groups_cache_seconds = 2
+            c.FortServiceApp.trusted_proxies = ["127.0.0.0/8", "::1/128", "10.0.0.0/8"]
         """,
     ).tag(config=True)
+
+    @validate("trusted_proxies")
+    def _validate_trusted_proxies(self, proposal):
+        try:
+            parse_networks(proposal["value"])
+        except ValueError as e:
+            raise TraitError(f"FortServiceApp.trusted_proxies: {e}") from None
+        return proposal["value"]
 
     hub_user_cache_seconds = Integer(
         60,
         help="""How long the hub's answer to "whose token is this?" is cached (HubAuth
-        cache_max_age). A revoked token keeps working for at most this long.
+        cache_max_age). A revoked token keeps working for at most this long. Only the caller's
+        identity comes from this cache: memberships and admin powers are read from the fort
+        store on every request.
 
             c.FortServiceApp.hub_user_cache_seconds = 30
         """,
@@ -440,12 +263,28 @@ class FortServiceApp(Application, FortSettings):
         env = os.environ.get("FORT_COOKIE_SECRET")
         return bytes.fromhex(env) if env else os.urandom(32)
 
-    max_body_size = Integer(1024 * 1024, help="Largest request body accepted, in bytes.").tag(
-        config=True
-    )
-    max_header_size = Integer(16 * 1024, help="Largest request header block, in bytes.").tag(
-        config=True
-    )
+    max_body_size = Integer(
+        1024 * 1024,
+        help="""Largest request body accepted, in bytes (larger ones are refused with 413).
+
+            c.FortServiceApp.max_body_size = 256 * 1024
+        """,
+    ).tag(config=True)
+
+    max_header_size = Integer(
+        16 * 1024,
+        help="""Largest request header block accepted, in bytes.
+
+            c.FortServiceApp.max_header_size = 32 * 1024
+        """,
+    ).tag(config=True)
+
+    @validate("max_body_size", "max_header_size", "hub_user_cache_seconds")
+    def _validate_sizes(self, proposal):
+        low = 0 if proposal["trait"].name == "hub_user_cache_seconds" else 1024
+        if proposal["value"] < low:
+            raise TraitError(f"FortServiceApp.{proposal['trait'].name} must be at least {low}")
+        return proposal["value"]
 
     #: the clock every time decision uses (tests inject one; not configurable from files)
     clock = CallableTrait(utcnow)
@@ -485,12 +324,16 @@ class FortServiceApp(Application, FortSettings):
         if not self.hub_auth.api_token:
             self.log.warning("no hub API token ($JUPYTERHUB_API_TOKEN / c.HubOAuth.api_token)")
         self.hub_api = HubApi(self.hub_auth.api_url, self.hub_auth.api_token)
-        self._groups_cache: dict[str, tuple[float, dict]] = {}
+        self.access = self.fort_access
+        self._trusted = parse_networks(self.trusted_proxies)
         self._stopping: asyncio.Event | None = None
 
     def make_app(self) -> web.Application:
         prefix = self.service_prefix
-        routes: list[tuple] = [(url_path_join(prefix, "oauth_callback"), OAuthCallbackHandler)]
+        routes: list[tuple] = [
+            (url_path_join(prefix, "oauth_callback"), OAuthCallbackHandler),
+            (url_path_join(prefix, "login"), LoginHandler),
+        ]
         for spec in self.handlers():
             path, *rest = spec
             routes.append((url_path_join(prefix, path), *rest))
@@ -517,7 +360,7 @@ class FortServiceApp(Application, FortSettings):
         self.web_app = self.make_app()
         self.http_server = HTTPServer(
             self.web_app,
-            xheaders=True,
+            xheaders=False,  # see client_address: only trusted proxies are believed
             max_body_size=self.max_body_size,
             max_header_size=self.max_header_size,
         )
@@ -544,7 +387,6 @@ class FortServiceApp(Application, FortSettings):
             self.log.exception("policy check failed")
 
     def _policy_changed(self, policy: Policy) -> None:
-        self._groups_cache.clear()
         self.on_policy_change(policy)
 
     async def serve(self) -> None:
@@ -573,22 +415,10 @@ class FortServiceApp(Application, FortSettings):
 
     # ----- helpers for handlers ---------------------------------------------------------------
 
-    async def groups_of(self, username: str) -> dict[str, dt.datetime | None]:
-        """*username*'s active groups (policy static members + fort store memberships), cached
-        for ``groups_cache_seconds``. Raises StoreError when the store is down."""
-        now = time.monotonic()
-        hit = self._groups_cache.get(username)
-        if hit and now - hit[0] < self.groups_cache_seconds:
-            return hit[1]
-        policy = self.fort_policy
-        groups = await self.fort_store.run(
-            user_groups, username, policy, self.fort_store, self.clock()
-        )
-        if self.groups_cache_seconds > 0:
-            if len(self._groups_cache) > 100_000:
-                self._groups_cache.clear()
-            self._groups_cache[username] = (now, groups)
-        return groups
+    def client_address(self, peer: str, forwarded_for: str) -> str:
+        """The caller's address: *peer*, or what ``X-Forwarded-For`` says when the peer (and
+        each hop walked) is one of ``trusted_proxies``."""
+        return client_address(peer, forwarded_for, self._trusted)
 
     def service_url(self, *parts: str, **query: str) -> str:
         path = url_path_join(self.service_prefix, *(quote(p, safe="") for p in parts))
@@ -601,12 +431,12 @@ def launch(app_class: type[FortServiceApp], argv: list[str] | None = None) -> No
 
 
 __all__ = [
-    "FortHTTPError",
     "FortHandler",
     "FortPageHandler",
     "FortServiceApp",
     "HubApi",
     "HubApiError",
+    "ServiceError",
     "launch",
     "utcnow",
 ]

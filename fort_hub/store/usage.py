@@ -43,7 +43,9 @@ class UsageCounters:
             ).first()
         return int(row[0]) if row else 0
 
-    def _add(self, conn, subject: str, metric: str, window: str, amount: int) -> int:
+    def add_in(self, conn, subject: str, metric: str, window: str, amount: int) -> int:
+        """Add *amount* inside the caller's transaction *conn* and return the new value (for
+        decisions that must commit together with other writes, e.g. a quota admission)."""
         t = schema.usage
         stmt = self.store.insert(t).values(
             subject=subject, metric=metric, window=window, value=amount
@@ -57,14 +59,14 @@ class UsageCounters:
     def add(self, subject: str, metric: str, window: str, amount: int = 1) -> int:
         """Add *amount* (may be negative) and return the new value."""
         with self.store.transaction() as conn:
-            return self._add(conn, subject, metric, window, amount)
+            return self.add_in(conn, subject, metric, window, amount)
 
     def try_consume(
         self, subject: str, metric: str, window: str, amount: int, limit: int
     ) -> Consumed:
         """Atomically add *amount* unless that would take the counter over *limit*."""
         with self.store.transaction() as conn:
-            used = self._add(conn, subject, metric, window, amount)
+            used = self.add_in(conn, subject, metric, window, amount)
             if used > limit:
                 conn.rollback()
                 return Consumed(False, used - amount, limit)

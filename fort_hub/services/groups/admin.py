@@ -5,13 +5,13 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from sqlalchemy import select
-from tornado import web
 
 from ... import scopes
 from ...store import StoreError, isoformat, schema
 from ...store.audit import AuditError
 from ...store.memberships import Memberships
 from ..base import FortPageHandler, HubApiError
+from ..handler import ServiceError
 from .api import USERNAME_RE, parse_expiry
 
 
@@ -26,6 +26,8 @@ def _usage_rows(store, user: str, limit: int = 200) -> list[dict]:
 
 class AdminPageHandler(FortPageHandler):
     required_scopes = (scopes.GROUPS_ADMIN,)
+    admin_scopes = (scopes.GROUPS_ADMIN,)
+    query_params = ("user", "action", "since", "msg")
 
     async def get(self):
         app = self.app
@@ -33,22 +35,19 @@ class AdminPageHandler(FortPageHandler):
         now = app.clock()
         filters = {k: self.get_argument(k, "")[:200] for k in ("user", "action", "since")}
         store = app.fort_store
+        rows = await store.run(Memberships(store).list)
+        records = None  # the audit log is shown only to holders of the audit scope
+        if await self.admin_power(scopes.GROUPS_AUDIT):
+            records = await store.run(
+                store.audit.query,
+                user=filters["user"] or None,
+                action=filters["action"] or None,
+                since=filters["since"] or None,
+                limit=50,
+            )
+        usage = await store.run(_usage_rows, store, filters["user"])
         try:
-            rows = await store.run(Memberships(store).list)
-            records = None  # the audit log is shown only to holders of the audit scope
-            if self.has_scope(scopes.GROUPS_AUDIT):
-                records = await store.run(
-                    store.audit.query,
-                    user=filters["user"] or None,
-                    action=filters["action"] or None,
-                    since=filters["since"] or None,
-                    limit=50,
-                )
-            usage = await store.run(_usage_rows, store, filters["user"])
-        except StoreError as e:
-            raise web.HTTPError(503, f"the fort store is unavailable: {e}") from None
-        try:
-            hub_groups = {g["name"]: g for g in await app.reconciler._paged("groups")}
+            hub_groups = {g["name"]: g for g in await app.reconciler.paged("groups")}
         except HubApiError:
             hub_groups = {}
         groups = []
@@ -89,11 +88,11 @@ class AdminPageHandler(FortPageHandler):
         user = self.get_argument("user", "").strip()
         try:
             if op not in ("add", "extend", "remove"):
-                raise web.HTTPError(400, f"unknown operation {op[:20]!r}")
+                raise ServiceError(400, f"unknown operation {op[:20]!r}")
             if group not in app.fort_policy.groups:
-                raise web.HTTPError(400, f"no group {group[:40]!r} in the policy")
+                raise ServiceError(400, f"no group {group[:40]!r} in the policy")
             if not USERNAME_RE.match(user):
-                raise web.HTTPError(400, f"{user[:40]!r} is not a valid username")
+                raise ServiceError(400, f"{user[:40]!r} is not a valid username")
             if op == "remove":
                 await app.remove_member(self.username, group, user, self.request_id, self.client)
                 msg = f"removed {user} from {group}"
@@ -104,7 +103,7 @@ class AdminPageHandler(FortPageHandler):
                 )
                 until = isoformat(expires) if expires else "no expiry"
                 msg = f"{'extended' if op == 'extend' else 'added'} {user} in {group} ({until})"
-        except web.HTTPError as e:
+        except ServiceError as e:
             msg = f"error: {e.log_message % e.args if e.args else e.log_message}"
         except AuditError:
             msg = "error: the audit log is unavailable; nothing was changed"

@@ -6,20 +6,18 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 
-from tornado import web
 from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, Float
 
 from ... import scopes
-from ...store import isoformat
-from ...store.memberships import Memberships
-from ..base import FortServiceApp, HubApiError
+from ...store import StoreError, isoformat
+from ..base import FortServiceApp
 from .admin import admin_handlers
 from .api import api_handlers
-from .reconcile import Reconciler, owned
+from .members import HubGroups, MembershipAdmin
+from .reconcile import Reconciler
 
 
 class GroupsService(FortServiceApp):
@@ -32,7 +30,9 @@ class GroupsService(FortServiceApp):
     reconcile_interval = Float(
         60.0,
         help="""Seconds between reconciliation runs (they also run at start, on every policy
-        change and after each admin change). Expired memberships are removed within this time.
+        change). Each membership change is applied to the hub group in the same request and each
+        expiry at its time; this periodic run is the safety net (e.g. for edits made to the hub
+        groups elsewhere).
 
             c.GroupsService.reconcile_interval = 30
         """,
@@ -57,6 +57,8 @@ class GroupsService(FortServiceApp):
     def initialize(self, argv=None):
         super().initialize(argv)
         self.reconciler = Reconciler(self)
+        self.memberships = MembershipAdmin(self.fort_store, self.access, HubGroups(self.hub_api))
+        self._expiry_timer: asyncio.TimerHandle | None = None
         self._reconcile_lock: asyncio.Lock | None = None
         self.last_reconcile: dict = {}
 
@@ -70,6 +72,8 @@ class GroupsService(FortServiceApp):
 
     async def shutdown(self) -> None:
         self._reconcile_timer.stop()
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
         await super().shutdown()
 
     def on_policy_change(self, policy) -> None:
@@ -92,100 +96,43 @@ class GroupsService(FortServiceApp):
                 self.log.error("reconciliation (%s) failed: %s", reason, e)
                 self.last_reconcile = {"at": isoformat(started), "reason": reason, "error": str(e)}
                 return []
-            self._groups_cache.clear()
+            await self.arm_expiry_timer()
             self.last_reconcile = {
                 "at": isoformat(started), "reason": reason,
                 "changes": [c.as_dict() for c in changes],
             }  # fmt: skip
             return changes
 
-    # ----- what handlers and pages share -----------------------------------------------------
+    # ----- the hub's copy follows the store ------------------------------------------------
+
+    async def arm_expiry_timer(self) -> None:
+        """Reconcile at the next expiry (policy or store), so the hub group loses an expired
+        member at that moment, not at the next periodic run."""
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        now = self.clock()
+        try:
+            nxt = await self.fort_store.run(self.memberships.next_expiry, now)
+        except StoreError as e:
+            self.log.error("cannot read the next expiry (the periodic run will catch up): %s", e)
+            return
+        if nxt is None:
+            return
+        delay = max(0.0, (nxt - now).total_seconds()) + 0.05
+        if delay < self.reconcile_interval:
+            self._expiry_timer = asyncio.get_running_loop().call_later(
+                delay, self.schedule_reconcile, "expiry"
+            )
+
+    async def add_member(self, actor, group, user, expires, request_id, client) -> dict:
+        out = await self.memberships.add(actor, group, user, expires, request_id, client)
+        await self.arm_expiry_timer()
+        return out
+
+    async def remove_member(self, actor, group, user, request_id, client) -> None:
+        await self.memberships.remove(actor, group, user, request_id, client)
+        await self.arm_expiry_timer()
 
     async def describe_user(self, username: str) -> dict:
-        policy = self.fort_policy
-        now = self.clock()
-        groups = await self.groups_of(username)
-        eff = policy.effective_groups(username, groups, now)
-        rows = {
-            m.group: m
-            for m in await self.fort_store.run(Memberships(self.fort_store).list, None, username)
-        }
-        return {
-            "user": username,
-            "groups": [
-                {
-                    "name": g,
-                    "expires": isoformat(groups[g]),
-                    "source": rows[g].source if g in rows else "policy",
-                }
-                for g in eff
-            ],
-            "grants": policy.grants_for(eff),
-            "datasets": policy.datasets_for(eff, "query"),
-            "profiles": [
-                {"slug": p.slug, "display_name": p.display_name} for p in policy.profiles_for(eff)
-            ],
-            "roles": policy.roles_for(eff),
-            "quota": policy.quota_for(eff).as_dict(),
-            "user_prefix": policy.user_prefix(username),
-        }
-
-    def _static(self, group: str, user: str) -> bool:
-        return any(m.username == user for m in self.fort_policy.static_members(group))
-
-    async def add_member(
-        self, actor: str, group: str, user: str, expires: dt.datetime | None, request_id: str,
-        client: str,
-    ) -> dict:  # fmt: skip
-        """Add or extend a membership (audit first, then the store, then the hub)."""
-        store = self.fort_store
-        prior = await store.run(Memberships(store).get, group, user)
-        verb = "extend" if prior and prior.active(self.clock()) else "add"
-        await store.audit.arecord(
-            actor, "groups.add", f"groups/{group}/members/{user}", "allow",
-            f"{verb} until {isoformat(expires) or 'no expiry'}",
-            details={"group": group, "user": user, "expires": isoformat(expires), "by": "api"},
-            request_id=request_id, client=client,
-        )  # fmt: skip
-        m = await store.run(Memberships(store).upsert, group, user, expires, "api", actor)
-        self._groups_cache.pop(user, None)
-        in_hub = await self._hub_members(group, [user], add=True)
-        return {
-            "group": group, "user": user, "expires": isoformat(m.expires), "source": m.source,
-            "in_hub_group": in_hub,
-        }  # fmt: skip
-
-    async def remove_member(
-        self, actor: str, group: str, user: str, request_id: str, client: str
-    ) -> None:
-        if self._static(group, user):
-            raise web.HTTPError(
-                409, f"{user!r} is a member of {group!r} through the policy file; edit the policy"
-            )
-        store = self.fort_store
-        prior = await store.run(Memberships(store).get, group, user)
-        if prior is None:
-            raise web.HTTPError(404, f"{user!r} is not a member of {group!r}")
-        await store.audit.arecord(
-            actor, "groups.remove", f"groups/{group}/members/{user}", "allow", "removed by admin",
-            details={"group": group, "user": user, "by": "api"},
-            request_id=request_id, client=client,
-        )  # fmt: skip
-        await store.run(Memberships(store).remove, group, user)
-        self._groups_cache.pop(user, None)
-        await self._hub_members(group, [user], add=False)
-
-    async def _hub_members(self, group: str, users: list[str], add: bool) -> bool:
-        """Apply to the hub group now; on failure the next reconciliation does it."""
-        try:
-            model = await self.hub_api.request("GET", f"groups/{group}")
-            if not owned(model):
-                self.log.warning("hub group %s is not managed by fort-groups; not changed", group)
-                return False
-            await self.hub_api.request(
-                "POST" if add else "DELETE", f"groups/{group}/users", {"users": users}
-            )
-            return True
-        except HubApiError as e:
-            self.log.info("hub group %s not updated now (%s); reconciliation will", group, e)
-            return False
+        return await self.memberships.describe(username)

@@ -103,7 +103,7 @@ class Reconciler:
     def hub(self) -> HubApi:
         return self.app.hub_api
 
-    async def _paged(self, path: str) -> list[dict]:
+    async def paged(self, path: str) -> list[dict]:
         items, offset = [], 0
         while True:
             page = await self.hub.request(
@@ -133,8 +133,8 @@ class Reconciler:
             rows = await store.run(members.list)
         want = desired_members(policy, rows, now)
         expired = expired_members(policy, rows, now)
-        hub_groups = {g["name"]: g for g in await self._paged("groups")}
-        hub_users = {u["name"] for u in await self._paged("users")}
+        hub_groups = {g["name"]: g for g in await self.paged("groups")}
+        hub_users = {u["name"] for u in await self.paged("users")}
         changes: list[Change] = []
         for name in policy.groups:
             group = hub_groups.get(name)

@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import math
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from jupyterhub.traitlets import EntryPointType
@@ -31,24 +33,17 @@ from traitlets import Float, Integer, Unicode, default, validate
 from ...policy.model import Dataset, Policy
 from ...store import StoreError
 from ...store.core import isoformat
+from ...store.queries import INFLIGHT, QueryRecord, QueryRecords
 from ..base import FortServiceApp
+from ..handler import ServiceError, bad_text, printable
 from .engines.athena import AthenaEngine
 from .engines.base import EngineError, EngineJob, QueryCancelled, QueryEngine, ResultTooLarge
 from .engines.duckdb import DuckDBEngine
 from .quotas import QuotaExceeded, Quotas
-from .records import INFLIGHT, QueryRecord, QueryRecords
 from .results import ResultStore
 from .sqlcheck import CheckedQuery, SqlRejected, check_sql
 
 RESTART_REASON = "fort-query restarted while this query was in flight; run it again"
-
-
-class Refused(Exception):
-    """A request refused with an HTTP status and a message (plus optional JSON details)."""
-
-    def __init__(self, status: int, message: str, **details: Any):
-        super().__init__(message)
-        self.status, self.message, self.details = status, message, details
 
 
 class QueryService(FortServiceApp):
@@ -135,8 +130,32 @@ class QueryService(FortServiceApp):
         """,
     ).tag(config=True)
 
+    max_sql_bytes = Integer(
+        64 * 1024,
+        help="""Largest SQL text accepted, in bytes (UTF-8). Longer statements are refused with
+        413 before they are parsed: parsing is the one step whose cost the caller chooses.
+
+            c.QueryService.max_sql_bytes = 256 * 1024
+        """,
+    ).tag(config=True)
+
+    parse_threads = Integer(
+        2,
+        help="""Threads that parse and authorize SQL, off the event loop (admitted queries
+        only), so a long statement never delays other requests.
+
+            c.QueryService.parse_threads = 4
+        """,
+    ).tag(config=True)
+
     @validate(
-        "result_ttl", "query_timeout", "cleanup_interval", "max_result_rows", "max_result_bytes"
+        "result_ttl",
+        "query_timeout",
+        "cleanup_interval",
+        "max_result_rows",
+        "max_result_bytes",
+        "max_sql_bytes",
+        "parse_threads",
     )
     def _positive(self, proposal):
         if proposal["value"] <= 0:
@@ -159,6 +178,7 @@ class QueryService(FortServiceApp):
         #: (state, error) as soon as the engine is done and the result file is final
         self._live: dict[str, asyncio.Future] = {}
         self._cancel_requested: set[str] = set()
+        self._parser = ThreadPoolExecutor(self.parse_threads, thread_name_prefix="fort-sqlcheck")
 
     def handlers(self) -> list[tuple]:
         from .handlers import handlers
@@ -177,6 +197,7 @@ class QueryService(FortServiceApp):
             task.cancel()
         for engine in self.engines.values():
             engine.close()
+        self._parser.shutdown(wait=False, cancel_futures=True)
         await super().shutdown()
 
     async def recover(self) -> None:
@@ -213,26 +234,30 @@ class QueryService(FortServiceApp):
     # ----- decisions --------------------------------------------------------------------------
 
     async def effective_groups(self, username: str) -> tuple[Policy, list[str]]:
-        policy = self.fort_policy
-        groups = await self.groups_of(username)
-        return policy, policy.effective_groups(username, groups, self.clock())
+        """(policy, the caller's groups now), from the fort store (see fort_hub.access)."""
+        return await self.access.aeffective(username)
 
     def engine_for(self, dataset: Dataset) -> QueryEngine:
         engine = self.engines.get(dataset.engine)
         if engine is None:
-            raise Refused(400, f"dataset '{dataset.name}' uses unknown engine '{dataset.engine}'")
+            raise ServiceError(
+                400, f"dataset '{dataset.name}' uses unknown engine '{dataset.engine}'"
+            )
         return engine
 
-    def authorize(
-        self, policy: Policy, username: str, groups: list[str], sql: str, dataset_name: str
-    ) -> tuple[Dataset, CheckedQuery]:
-        dataset = policy.datasets.get(dataset_name)
-        decision = policy.authorize(username, groups, "query", dataset_name, self.clock())
+    def may_query(self, policy: Policy, username: str, groups: list[str], name: str) -> Dataset:
+        """The dataset *name* if *groups* may query it now, else 403 naming why."""
+        dataset = policy.datasets.get(name)
+        decision = policy.authorize(username, groups, "query", name, self.clock())
         if dataset is None or not decision:
-            raise Refused(403, f"you may not query dataset '{dataset_name}': {decision.reason}")
+            raise ServiceError(403, f"you may not query dataset '{name[:80]}': {decision.reason}")
+        return dataset
+
+    def check(self, policy: Policy, groups: list[str], sql: str, dataset: Dataset) -> CheckedQuery:
+        """Parse and authorize *sql* (blocking: run in the parse pool)."""
         engine = self.engine_for(dataset)
         try:
-            checked = check_sql(
+            return check_sql(
                 sql,
                 dataset=dataset.name,
                 tables={d.name: d.tables for d in policy.datasets.values()},
@@ -241,8 +266,7 @@ class QueryService(FortServiceApp):
                 target=engine.target(dataset),
             )
         except SqlRejected as e:
-            raise Refused(e.status, e.message) from None
-        return dataset, checked
+            raise ServiceError(e.status, e.message) from None
 
     def role_for(self, policy: Policy, groups: list[str], dataset: str) -> tuple[str, str]:
         """(group, role ARN): the first of the caller's groups granted *dataset* that has a role
@@ -256,36 +280,57 @@ class QueryService(FortServiceApp):
 
     # ----- submission -------------------------------------------------------------------------
 
+    def validate_submission(self, sql: Any, dataset_name: Any) -> None:
+        """400/413 for a submission that is not a query at all (audited by the caller)."""
+        if not isinstance(sql, str) or not isinstance(dataset_name, str) or not dataset_name:
+            raise ServiceError(400, "send a JSON object with string fields 'sql' and 'dataset'")
+        where = bad_text({"sql": sql, "dataset": dataset_name})
+        if where:
+            raise ServiceError(400, f"{where} is not valid Unicode text (a lone surrogate)")
+        size = len(sql.encode("utf-8"))
+        if size > self.max_sql_bytes:
+            raise ServiceError(
+                413, f"the SQL is {size} bytes; the limit is {self.max_sql_bytes} "
+                "(QueryService.max_sql_bytes)",
+            )  # fmt: skip
+
     async def submit(
         self, user: dict, sql: Any, dataset_name: Any, request_id: str, client: str
     ) -> QueryRecord:
-        """Authorize, count, audit (fail closed) and start one query."""
+        """Validate, decide (store + policy now), admit (quotas), parse off the event loop,
+        audit (fail closed) and start one query. Every refusal is audited."""
         username = user["name"]
-        if not isinstance(sql, str) or not isinstance(dataset_name, str) or not dataset_name:
-            raise Refused(400, "send a JSON object with string fields 'sql' and 'dataset'")
         store = self.fort_store
-        audit = {"actor": username, "action": "query.submit", "resource": dataset_name,
-                     "request_id": request_id, "client": client}  # fmt: skip
-        try:
-            policy, groups = await self.effective_groups(username)
-        except StoreError as e:
-            raise Refused(503, f"the fort store is unavailable: {e}") from None
+        shown = printable(sql)[:10_000] if isinstance(sql, str) else repr(sql)[:200]
+        resource = printable(dataset_name)[:255] if isinstance(dataset_name, str) else ""
+        audit = {"actor": username, "action": "query.submit", "resource": resource,
+                 "request_id": request_id, "client": client}  # fmt: skip
         qid = uuid.uuid4().hex
-        details = {"query_id": qid, "sql": sql[:10_000], "groups": groups}
+        details: dict[str, Any] = {"query_id": qid, "sql": shown}
+        rec = None
         try:
-            dataset, checked = self.authorize(policy, username, groups, sql, dataset_name)
+            self.validate_submission(sql, dataset_name)
+            policy, groups = await self.effective_groups(username)
+            details["groups"] = groups
+            dataset = self.may_query(policy, username, groups, dataset_name)
+            self.engine_for(dataset)
             quota = policy.quota_for(groups)
             rec = QueryRecord(
                 id=qid, username=username, dataset=dataset.name, engine=dataset.engine,
                 sql=sql, state="queued", submitted=isoformat(self.clock()),
             )  # fmt: skip
             await self._admit(rec, quota)
-        except Refused as refusal:
+            loop = asyncio.get_running_loop()
             try:
-                await store.audit.arecord(**audit, decision="deny", reason=refusal.message,
-                                          details=details)  # fmt: skip
-            except StoreError as e:
-                raise Refused(503, f"the audit log is unavailable, query refused: {e}") from None
+                checked = await loop.run_in_executor(
+                    self._parser, self.check, policy, groups, sql, dataset
+                )
+            except ServiceError:
+                await self._withdraw(rec)
+                raise
+        except ServiceError as refusal:
+            await store.audit.arecord(**audit, decision="deny", reason=refusal.message,
+                                      details=details)  # fmt: skip
             raise
         try:
             await store.audit.arecord(
@@ -293,21 +338,25 @@ class QueryService(FortServiceApp):
                 reason=f"tables {', '.join(checked.tables) or '(none)'} granted to {groups}",
                 details={**details, "tables": list(checked.tables)},
             )  # fmt: skip
-        except StoreError as e:
-            await self._abandon(rec, f"the audit log is unavailable: {e}")
-            raise Refused(503, f"the audit log is unavailable, query refused: {e}") from None
+        except StoreError:
+            await self._abandon(rec, "the audit log is unavailable")
+            raise
+        self._start(rec, policy, groups, dataset, checked, quota, request_id)
+        return rec
+
+    def _start(self, rec, policy, groups, dataset, checked, quota, request_id) -> None:
         group, role_arn = (
             self.role_for(policy, groups, dataset.name) if dataset.engine == "athena" else ("", "")
         )
         job = EngineJob(
-            id=qid, sql=checked.sql, dataset=dataset, username=username, groups=groups,
+            id=rec.id, sql=checked.sql, dataset=dataset, username=rec.username, groups=groups,
             role_arn=role_arn, extra={"region": policy.aws.region, "group": group},
         )  # fmt: skip
         max_rows = min(quota.max_result_rows, self.max_result_rows)
+        qid = rec.id
         self._done[qid] = asyncio.Event()
         self._live[qid] = asyncio.get_running_loop().create_future()
         self._tasks[qid] = asyncio.ensure_future(self._execute(rec, job, max_rows, request_id))
-        return rec
 
     def live_outcome(self, query_id: str) -> asyncio.Future | None:
         """For a query running in this process: a future resolved with ``(state, error)`` as
@@ -323,9 +372,26 @@ class QueryService(FortServiceApp):
         try:
             await self.fort_store.run(self.quotas.admit, rec.username, quota, insert)
         except QuotaExceeded as q:
-            raise Refused(429, str(q), quota=q.as_dict()) from None
+            retry = self.retry_after(q.resets)
+            raise ServiceError(
+                429, str(q), headers={"Retry-After": str(retry)}, quota=q.as_dict()
+            ) from None
+
+    def retry_after(self, resets: str | None) -> int:
+        """Seconds until a daily limit resets, or a short wait for a concurrency slot (it frees
+        when one of the caller's queries finishes)."""
+        if not resets:
+            return 5
+        left = (dt.datetime.fromisoformat(resets) - self.clock()).total_seconds()
+        return max(1, math.ceil(left))
+
+    async def _withdraw(self, rec: QueryRecord) -> None:
+        """Undo an admission whose SQL was then refused: it never became a query."""
+        await self._refund(rec.username)
+        try:
+            await self.fort_store.run(self.records.delete, rec.id)
         except StoreError as e:
-            raise Refused(503, f"the fort store is unavailable: {e}") from None
+            self.log.error("query %s: could not withdraw its admission: %s", rec.id, e)
 
     async def _refund(self, username: str) -> None:
         try:

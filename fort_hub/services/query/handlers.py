@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import json
-import math
 import os
 import re
-from typing import Any
 
-from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ...scopes import QUERY_ADMIN, QUERY_USE
-from ...store import StoreError
-from ..base import FortHandler
+from ...store.queries import INFLIGHT, QueryRecord
+from ..handler import FortHandler, ServiceError, printable
 from . import results as R
-from .app import QueryService, Refused
+from .app import QueryService
 from .engines.base import EngineError, EngineJob
-from .records import INFLIGHT, QueryRecord
 
 ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
 OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.json")
@@ -41,152 +35,86 @@ class _Idle:
         await asyncio.sleep(self.delay)
 
 
-class AllowMixin:
-    """405 answers list the supported methods in ``Allow`` (RFC 9110)."""
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        if status_code == 405:
-            methods = [
-                m for m in ("GET", "POST", "DELETE")
-                if getattr(type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())
-            ]  # fmt: skip
-            self.set_header("Allow", ", ".join(methods))
-        super().write_error(status_code, **kwargs)
-
-
-class QueryHandlerBase(AllowMixin, FortHandler):
+class QueryHandlerBase(FortHandler):
     required_scopes = (QUERY_USE, QUERY_ADMIN)
-    #: query parameters the endpoint understands; others are refused with 400
-    query_params: tuple[str, ...] = ()
 
     @property
     def app(self) -> QueryService:
         return self.settings["fort_app"]
 
-    async def prepare(self) -> None:
-        # no credentials at all is a 401 for every method (not the XSRF 403 of a cookie POST)
-        if not self.request.headers.get("Authorization") and not self.get_cookie(
-            getattr(self.hub_auth, "cookie_name", "") or "-"
-        ):
-            raise web.HTTPError(401, "authentication required: send 'Authorization: token …'")
-        await super().prepare()
-        unknown = sorted(set(self.request.query_arguments) - set(self.query_params))
-        if unknown:
-            known = ", ".join(self.query_params) or "none"
-            raise web.HTTPError(
-                400, f"unknown query parameter(s) {', '.join(map(repr, unknown))} (known: {known})"
-            )
-
-    @property
-    def is_admin(self) -> bool:
-        return self.has_scope(QUERY_ADMIN)
-
-    def refuse(self, r: Refused) -> None:
-        self.set_status(r.status)
-        if r.status == 429:
-            self.set_header("Retry-After", str(self.retry_after(r.details.get("quota", {}))))
-        body = {
-            "status": r.status,
-            "message": r.message,
-            "request_id": self.request_id,
-            **r.details,
-        }
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"error": body}))
-
-    def retry_after(self, quota: dict) -> int:
-        """Seconds until the limit resets (a daily limit), or a short wait for a slot (the
-        concurrency limit frees when one of the caller's queries finishes)."""
-        resets = quota.get("resets")
-        if not resets:
-            return 5
-        left = (dt.datetime.fromisoformat(resets) - self.app.clock()).total_seconds()
-        return max(1, math.ceil(left))
+    async def is_admin(self) -> bool:
+        """The admin scope and, for a user, a current admins membership (read now)."""
+        return await self.admin_power(QUERY_ADMIN)
 
     async def load(self, query_id: str) -> QueryRecord:
         """The caller's query (or anyone's, for admins); 404 otherwise (no existence leak)."""
         rec = None
         if ID_RE.match(query_id):
-            rec = await self.store_call(self.app.records.get, query_id)
-        if rec is None or (rec.username != self.username and not self.is_admin):
-            raise Refused(404, f"no query '{query_id[:64]}' of yours")
+            rec = await self.app.fort_store.run(self.app.records.get, query_id)
+        if rec is None or (rec.username != self.username and not await self.is_admin()):
+            raise ServiceError(404, f"no query '{printable(query_id[:64])}' of yours")
         return rec
 
-    async def store_call(self, fn, *args, **kwargs):
-        try:
-            return await self.app.fort_store.run(fn, *args, **kwargs)
-        except StoreError as e:
-            raise Refused(503, f"the fort store is unavailable: {e}") from None
-
-    async def audit(self, action: str, resource: str, reason: str, details: dict) -> None:
-        try:
-            await self.app.fort_store.audit.arecord(
-                actor=self.username, action=action, resource=resource, decision="allow",
-                reason=reason, details=details, request_id=self.request_id, client=self.client,
-            )  # fmt: skip
-        except StoreError as e:
-            raise Refused(503, f"the audit log is unavailable, request refused: {e}") from None
+    async def audit(self, action: str, resource: str, reason: str, details: dict,
+                    decision: str = "allow") -> None:  # fmt: skip
+        await self.app.fort_store.audit.arecord(
+            actor=self.username, action=action, resource=resource, decision=decision,
+            reason=reason, details=details, request_id=self.request_id, client=self.client,
+        )  # fmt: skip
 
     def int_arg(self, name: str, default: int, lo: int, hi: int) -> int:
         raw = self.get_query_argument(name, None)
         if raw is None:
             return default
         if not re.fullmatch(r"\d{1,12}", raw) or not lo <= int(raw) <= hi:
-            raise Refused(400, f"'{name}' must be an integer from {lo} to {hi}")
+            raise ServiceError(400, f"'{name}' must be an integer from {lo} to {hi}")
         return int(raw)
-
-
-def refusals(method):
-    async def wrapper(self, *args, **kwargs):
-        try:
-            return await method(self, *args, **kwargs)
-        except Refused as r:
-            if not self._finished:
-                self.refuse(r)
-
-    wrapper.__name__ = method.__name__
-    return wrapper
 
 
 class QueriesHandler(QueryHandlerBase):
     query_params = ("limit", "before", "user", "all")
 
-    @refusals
     async def post(self):
-        body = self.json_body()
-        extra = sorted(set(body) - {"sql", "dataset"})
+        body = self.json_body(check_text=False)  # submit() refuses bad text, audited
+        extra = sorted(printable(k)[:40] for k in set(body) - {"sql", "dataset"})
         if extra:
-            raise Refused(400, f"unknown field(s) {', '.join(extra)}: send 'sql' and 'dataset'")
+            raise ServiceError(
+                400, f"unknown field(s) {', '.join(extra)}: send 'sql' and 'dataset'"
+            )
         rec = await self.app.submit(
             self.current_user, body.get("sql"), body.get("dataset"), self.request_id, self.client
         )
         self.set_header("Location", self.app.service_url("api/v1/queries", rec.id))
         self.write_json({"id": rec.id, "state": rec.state}, status=202)
 
-    @refusals
     async def get(self):
         who = self.get_query_argument("user", None)
-        if who is not None and who != self.username and not self.is_admin:
-            raise Refused(403, f"listing other users' queries needs the scope {QUERY_ADMIN}")
+        if who is not None and who != self.username and not await self.is_admin():
+            raise ServiceError(
+                403, f"listing other users' queries needs the scope {QUERY_ADMIN} and a current "
+                f"{self.app.admin_group!r} membership",
+            )  # fmt: skip
         every = self.get_query_argument("all", "false")
         if every not in ("true", "false", "1", "0"):
-            raise Refused(400, "'all' must be true or false")
+            raise ServiceError(400, "'all' must be true or false")
         if every in ("1", "true"):
-            if not self.is_admin:
-                raise Refused(403, f"listing every user's queries needs the scope {QUERY_ADMIN}")
+            if not await self.is_admin():
+                raise ServiceError(
+                    403, f"listing every user's queries needs the scope {QUERY_ADMIN} and a "
+                    f"current {self.app.admin_group!r} membership",
+                )  # fmt: skip
             who = None
         elif who is None:
             who = self.username
         limit = self.int_arg("limit", 50, 1, 1000)
         before = self.get_query_argument("before", None)
-        recs = await self.store_call(self.app.records.list, who, limit, before)
+        recs = await self.app.fort_store.run(self.app.records.list, who, limit, before)
         self.write_json({"queries": [r.public() for r in recs]})
 
 
 class QueryHandler(QueryHandlerBase):
     query_params = ("wait",)
 
-    @refusals
     async def get(self, query_id):
         rec = await self.load(query_id)
         wait = self.int_arg("wait", 0, 0, 60)
@@ -195,11 +123,10 @@ class QueryHandler(QueryHandlerBase):
             rec = await self.load(query_id)
         self.write_json(rec.public())
 
-    @refusals
     async def delete(self, query_id):
         rec = await self.load(query_id)
         if rec.state not in INFLIGHT:
-            raise Refused(409, f"query {rec.id} is already {rec.state}")
+            raise ServiceError(409, f"query {rec.id} is already {rec.state}")
         await self.audit("query.cancel", rec.dataset, "cancelled by request", {"query_id": rec.id})
         await self.app.cancel(rec)
         self.write_json({"id": rec.id, "state": "cancelling"}, status=202)
@@ -208,12 +135,12 @@ class QueryHandler(QueryHandlerBase):
 class ResultsHandler(QueryHandlerBase):
     query_params = ("format", "page_token", "max_rows", "follow")
 
-    @refusals
     async def get(self, query_id):
         rec = await self.load(query_id)
         follow = self.get_query_argument("follow", "false")
         if follow not in ("true", "false"):
-            raise Refused(400, "'follow' must be true or false")
+            raise ServiceError(400, "'follow' must be true or false")
+        await self.may_download(rec)
         if rec.state in INFLIGHT and follow == "true" and self.pick_format() == "arrow":
             live = self.app.live_outcome(rec.id)
             if live is not None:
@@ -222,14 +149,16 @@ class ResultsHandler(QueryHandlerBase):
             await self.app.wait_finished(rec.id, self.app.query_timeout + 60)
             rec = await self.load(query_id)
         if rec.state in INFLIGHT:
-            raise Refused(
+            raise ServiceError(
                 409, f"query {rec.id} is still {rec.state}; poll GET queries/{rec.id} or "
                 "stream with ?follow=true",
             )  # fmt: skip
         if rec.state != "succeeded":
-            raise Refused(409, f"query {rec.id} {rec.state}: {rec.error or 'no result'}")
+            raise ServiceError(409, f"query {rec.id} {rec.state}: {rec.error or 'no result'}")
         if not rec.result_path or not os.path.exists(rec.result_path):
-            raise Refused(410, f"the result of query {rec.id} has expired; run the query again")
+            raise ServiceError(
+                410, f"the result of query {rec.id} has expired; run the query again"
+            )
         fmt = self.pick_format()
         offset = self.page_offset() if fmt == "json" else 0
         max_rows = self.int_arg("max_rows", 1000, 1, MAX_PAGE_ROWS) if fmt == "json" else 0
@@ -259,6 +188,22 @@ class ResultsHandler(QueryHandlerBase):
             chunks.close()
         self.finish()
 
+    async def may_download(self, rec: QueryRecord) -> None:
+        """A result is data: its owner must still be granted the dataset now (a membership
+        that ended since the query ran ends the download too). Refusals are audited. Others'
+        results reach only admins, whose power :meth:`load` checked just now."""
+        if rec.username != self.username:
+            return
+        policy, groups = await self.app.effective_groups(self.username)
+        try:
+            self.app.may_query(policy, self.username, groups, rec.dataset)
+        except ServiceError as refusal:
+            await self.audit(
+                "query.download", rec.dataset, refusal.message,
+                {"query_id": rec.id, "owner": rec.username}, decision="deny",
+            )  # fmt: skip
+            raise
+
     async def follow(self, rec: QueryRecord, live: asyncio.Future) -> None:
         """Stream the Arrow result while the query still writes it. The last 8 bytes (the
         end-of-stream marker) are held back until the query succeeded, so a query that fails
@@ -277,7 +222,7 @@ class ResultsHandler(QueryHandlerBase):
             if f is None:
                 if live.done():
                     state, error = live.result()
-                    raise Refused(409, f"query {rec.id} {state}: {error or 'no result'}")
+                    raise ServiceError(409, f"query {rec.id} {state}: {error or 'no result'}")
                 await idle.wait(progress=False)
         sent = 0
         try:
@@ -302,7 +247,7 @@ class ResultsHandler(QueryHandlerBase):
         if not ok:
             state, error = live.result()
             if sent == 0:
-                raise Refused(409, f"query {rec.id} {state}: {error or 'no result'}")
+                raise ServiceError(409, f"query {rec.id} {state}: {error or 'no result'}")
             self.request.connection.stream.close()  # truncated on purpose: the client errs
             return
         self.finish()
@@ -311,7 +256,9 @@ class ResultsHandler(QueryHandlerBase):
         fmt = self.get_query_argument("format", None)
         if fmt is not None:
             if fmt not in FORMATS:
-                raise Refused(400, f"format must be one of {', '.join(FORMATS)}, not '{fmt[:32]}'")
+                raise ServiceError(
+                    400, f"format must be one of {', '.join(FORMATS)}, not '{fmt[:32]}'"
+                )
             return fmt
         accept = self.request.headers.get("Accept", "")
         for name, mime in FORMATS.items():
@@ -324,19 +271,15 @@ class ResultsHandler(QueryHandlerBase):
         if token is None:
             return 0
         if not re.fullmatch(r"\d{1,15}", token):
-            raise Refused(
+            raise ServiceError(
                 400, "page_token is not valid: use next_page_token from the previous page"
             )
         return int(token)
 
 
 class DatasetsHandler(QueryHandlerBase):
-    @refusals
     async def get(self):
-        try:
-            policy, groups = await self.app.effective_groups(self.username)
-        except StoreError as e:
-            raise Refused(503, f"the fort store is unavailable: {e}") from None
+        policy, groups = await self.app.effective_groups(self.username)
         out = []
         for name in sorted(policy.datasets_for(groups, "query")):
             ds = policy.datasets[name]
@@ -358,25 +301,18 @@ class DatasetsHandler(QueryHandlerBase):
 
 
 class UsageHandler(QueryHandlerBase):
-    @refusals
     async def get(self):
-        try:
-            policy, groups = await self.app.effective_groups(self.username)
-            quota = policy.quota_for(groups)
-            inflight = await self.app.fort_store.run(self.app.records.inflight_count, self.username)
-            usage = await self.app.fort_store.run(
-                self.app.quotas.usage, self.username, quota, inflight
-            )
-        except StoreError as e:
-            raise Refused(503, f"the fort store is unavailable: {e}") from None
+        policy, groups = await self.app.effective_groups(self.username)
+        quota = policy.quota_for(groups)
+        inflight = await self.app.fort_store.run(self.app.records.inflight_count, self.username)
+        usage = await self.app.fort_store.run(self.app.quotas.usage, self.username, quota, inflight)
         self.write_json({"user": self.username, "limits": usage})
 
 
-class OpenAPIHandler(AllowMixin, FortHandler):
+class OpenAPIHandler(FortHandler):
     """The API description; public (it holds no data)."""
 
-    async def prepare(self) -> None:
-        pass
+    authenticated = False
 
     def get(self):
         with open(OPENAPI, "rb") as f:

@@ -74,7 +74,7 @@ class Quotas:
                 raise QuotaExceeded(
                     "bytes_scanned_per_day", scanned, quota.bytes_scanned_per_day, resets
                 )
-            used = self.store.usage._add(conn, username, QUERIES, window, 1)
+            used = self.store.usage.add_in(conn, username, QUERIES, window, 1)
             if used > quota.queries_per_day:
                 raise QuotaExceeded("queries_per_day", used - 1, quota.queries_per_day, resets)
             busy = insert(conn) if insert else None

@@ -8,9 +8,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from ...store import Store
-from ...store import schema as S
-from ...store.core import isoformat
+from . import schema as S
+from .core import Store, isoformat
 
 INFLIGHT = ("queued", "running")
 FINAL = ("succeeded", "failed", "cancelled")
@@ -67,6 +66,12 @@ class QueryRecords:
     def insert(self, rec: QueryRecord) -> None:
         with self.store.transaction() as conn:
             conn.execute(S.queries.insert().values(**asdict(rec)))
+
+    def delete(self, query_id: str) -> bool:
+        """Remove a record that never became a query (refused after its admission)."""
+        t = S.queries
+        with self.store.transaction() as conn:
+            return bool(conn.execute(t.delete().where(t.c.id == query_id)).rowcount)
 
     def get(self, query_id: str) -> QueryRecord | None:
         t = S.queries

@@ -1,0 +1,93 @@
+"""The single decision point: who is a member of what, and who is a fort admin, *now*.
+
+Every grant of access (a query, a download, credentials, a spawn, a membership change, the
+audit log) is decided from the fort store and the policy at the moment of the request. A hub
+group, a hub scope or a cache is a copy, never the authority: JupyterHub's groups follow the
+store (fort-groups updates them in the same request and at each expiry), and a hub scope such as
+``custom:fort-groups:admin`` only says which *kind* of caller this is. A user's admin powers
+come from a current, unexpired membership of ``admin_group`` (``admins``), checked here per
+request.
+
+:class:`Access` is a plain object built from a store, a policy source and a clock, so any
+number of processes make the same decision from the same store::
+
+    access = Access(store, lambda: settings.fort_policy, clock)
+    access.groups("alice")          # {"urls-study": datetime(...) | None}
+    access.effective("alice")       # (policy, ["urls-study"])
+    access.is_admin("admin")        # True while the admins membership lasts
+
+Nothing is cached: each call reads the user's memberships (one indexed query), so there is no
+copy to outlive an expiry, a removal or a policy change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from .policy import Policy
+from .store import Store
+from .store.memberships import Memberships
+
+DEFAULT_ADMIN_GROUP = "admins"
+
+
+def user_groups(
+    username: str, policy: Policy, store: Store | None = None, now: dt.datetime | None = None
+) -> dict[str, dt.datetime | None]:
+    """A user's active memberships: group -> expiry, from the policy's static members and the
+    fort store's memberships (fort-groups), limited to groups the policy declares."""
+    now = now or dt.datetime.now(dt.UTC)
+    out: dict[str, dt.datetime | None] = {}
+    for group in policy.groups.values():
+        for m in group.members:
+            if m.username == username and (m.expires is None or m.expires > now):
+                out[group.name] = m.expires
+    if store is not None:
+        for name, expires in Memberships(store).for_user(username, now).items():
+            if name in policy.groups:
+                out.setdefault(name, expires)
+    return out
+
+
+class Access:
+    """Membership and admin decisions from *store* and the policy, at the time *clock* says."""
+
+    def __init__(
+        self,
+        store: Store,
+        policy: Callable[[], Policy],
+        clock: Callable[[], dt.datetime],
+        admin_group: str = DEFAULT_ADMIN_GROUP,
+    ):
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self.admin_group = admin_group
+
+    def groups(self, username: str) -> dict[str, dt.datetime | None]:
+        """*username*'s active groups (policy static members + fort store memberships) with
+        their expiry. Raises StoreError when the store cannot be read (callers fail closed)."""
+        return user_groups(username, self.policy(), self.store, self.clock())
+
+    def effective(self, username: str) -> tuple[Policy, list[str]]:
+        """(policy, the groups that count for *username* now), as the policy decides them."""
+        policy = self.policy()
+        groups = user_groups(username, policy, self.store, self.clock())
+        return policy, policy.effective_groups(username, groups, self.clock())
+
+    def is_admin(self, username: str) -> bool:
+        """True while *username* holds an unexpired membership of the admin group."""
+        return self.admin_group in self.groups(username)
+
+    async def agroups(self, username: str) -> dict[str, dt.datetime | None]:
+        return await self.store.run(self.groups, username)
+
+    async def aeffective(self, username: str) -> tuple[Policy, list[str]]:
+        return await self.store.run(self.effective, username)
+
+    async def ais_admin(self, username: str) -> bool:
+        return await self.store.run(self.is_admin, username)
+
+
+__all__ = ["DEFAULT_ADMIN_GROUP", "Access", "user_groups"]

@@ -1,0 +1,192 @@
+"""Issuing per-user AWS credentials, as a plain object.
+
+:class:`CredentialIssuer` is built from the decision point (:class:`fort_hub.access.Access`:
+store, policy, clock), an STS backend and a few numbers. Every hand-over of credentials is a
+data-touching action: it is audited *before* the credentials leave, whether they come fresh from
+STS or from the cache (``details.cached``), and refused with 503 when the record cannot be
+committed. The cache only saves STS calls; the decision (membership, role) is made from the
+store on every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+
+from ...access import Access
+from ...policy import role_name
+from ..handler import ServiceError
+from .backends import AssumeRoleRequest, Credentials, StsBackendBase, StsError
+from .sessionpolicy import SessionPolicyTooLarge, packed, session_policy, session_tags, sts_name
+
+log = logging.getLogger("fort_hub.credentials")
+AUDIT_DOWN = "the audit log is unavailable, so no credentials are issued; try again shortly"
+
+
+@dataclass(frozen=True)
+class IssuerSettings:
+    duration: int = 3600
+    refresh_margin: int = 300
+    sts_attempts: int = 4
+    backoff_base: float = 0.2
+    backoff_max: float = 5.0
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What the store and the policy give *username* for *role* now."""
+
+    username: str
+    role: str
+    arn: str
+    groups: list[str]  # the caller's groups that hold the role
+
+
+class CredentialIssuer:
+    def __init__(self, access: Access, backend: StsBackendBase, settings: IssuerSettings):
+        self.access = access
+        self.backend = backend
+        self.settings = settings
+        self.cache: dict[tuple[str, str], Credentials] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Future] = {}
+        self._windows: dict[str, tuple[int, int]] = {}
+
+    def forget(self) -> None:
+        """Drop cached sessions (e.g. after a policy change)."""
+        self.cache.clear()
+
+    def reset_rate_limit(self, username: str | None = None) -> None:
+        """Start *username*'s (or everyone's) per-minute window afresh."""
+        if username is None:
+            self._windows.clear()
+        else:
+            self._windows.pop(username, None)
+
+    def rate_limit(self, username: str, per_minute: int) -> None:
+        minute = int(time.time() // 60)
+        window, used = self._windows.get(username, (minute, 0))
+        if window != minute:
+            window, used = minute, 0
+        if used >= per_minute:
+            retry = max(1, math.ceil(60 - time.time() % 60))
+            raise ServiceError(
+                429,
+                f"credential request limit reached ({per_minute} per minute); retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+            )
+        self._windows[username] = (window, used + 1)
+
+    async def decide(self, username: str, role: str, request_id: str, client: str) -> Grant:
+        """The grant from the store and the policy now, or a refusal (audited)."""
+        policy, eff = await self.access.aeffective(username)
+        self.rate_limit(username, policy.quota_for(eff).credential_requests_per_minute)
+        roles = policy.roles_for(eff)
+        if role not in roles:
+            known = {role_name(a) for a in policy.aws.roles.values()}
+            reason = (
+                f"unknown role {role!r}"
+                if role not in known
+                else f"role {role!r} is not given to your groups {sorted(eff)}"
+            )
+            await self.audit(username, role, "deny", reason, request_id, client)
+            raise ServiceError(404 if role not in known else 403, reason)
+        arn = roles[role]
+        return Grant(username, role, arn, [g for g in policy.role_groups(arn) if g in eff])
+
+    async def credentials_for(
+        self, username: str, role: str, request_id: str = "", client: str = ""
+    ) -> Credentials:
+        grant = await self.decide(username, role, request_id, client)
+        key = (username, role)
+        cached = self.cache.get(key)
+        margin = dt.timedelta(seconds=self.settings.refresh_margin)
+        if cached and cached.expiration - margin > self.access.clock():
+            await self.audit_handover(grant, cached, "cached session", request_id, client)
+            return cached
+        fut = self._inflight.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(self._issue(grant, request_id, client))
+            self._inflight[key] = fut
+            fut.add_done_callback(lambda _f: self._inflight.pop(key, None))
+        try:
+            return await asyncio.shield(fut)
+        except StsError as e:
+            if cached and cached.expiration > self.access.clock() + dt.timedelta(seconds=30):
+                log.warning("[%s] STS failed (%s); serving cached credentials", request_id, e)
+                await self.audit_handover(
+                    grant, cached, "cached session (STS unavailable)", request_id, client
+                )
+                return cached
+            raise ServiceError(
+                503, f"AWS STS is unavailable ({e}); no credentials issued, try again shortly"
+            ) from None
+
+    async def audit(self, username, role, decision, reason, request_id, client, details=None):
+        """One ``credentials.issue`` record; AuditError (a StoreError) propagates: the handler
+        contract answers 503 and nothing is handed over."""
+        await self.access.store.audit.arecord(
+            username, "credentials.issue", role, decision, reason, details=details,
+            request_id=request_id, client=client,
+        )  # fmt: skip
+
+    async def audit_handover(self, grant: Grant, creds: Credentials, how: str, rid, client):
+        await self.audit(
+            grant.username, grant.arn, "allow", f"{how} for role {grant.role!r} of {grant.groups}",
+            rid, client,
+            details={"cached": True, "groups": grant.groups, "access_key_id": creds.access_key_id,
+                     "expiration": creds.expiration.isoformat()},
+        )  # fmt: skip
+
+    async def _issue(self, grant: Grant, request_id: str, client: str) -> Credentials:
+        policy = self.access.policy()
+        username = grant.username
+        try:
+            document = packed(session_policy(policy, username, grant.groups))
+        except SessionPolicyTooLarge as e:
+            # the access policy grants this group too many S3 prefixes for one STS session: a
+            # configuration error for the admins (recorded), not something the caller can fix
+            reason = f"cannot issue credentials for role {grant.role!r}: {e}"
+            await self.audit(username, grant.role, "deny", reason, request_id, client)
+            raise ServiceError(500, f"{reason}; ask the hub's administrators") from None
+        s = self.settings
+        request = AssumeRoleRequest(
+            role_arn=grant.arn,
+            session_name=sts_name(username, "fort-"),
+            source_identity=sts_name(username),
+            policy=document,
+            duration_seconds=s.duration,
+            tags=session_tags(username, grant.groups[0] if grant.groups else ""),
+            region=policy.aws.region,
+        )
+        await self.audit(
+            username, grant.arn, "allow", f"role {grant.role!r} of groups {grant.groups}",
+            request_id, client,
+            details={"session_name": request.session_name, "duration": s.duration,
+                     "groups": grant.groups, "session_policy": document},
+        )  # fmt: skip
+        creds = await self._assume_with_retries(request, request_id)
+        self.cache[(username, grant.role)] = creds
+        return creds
+
+    async def _assume_with_retries(self, request: AssumeRoleRequest, request_id: str):
+        s = self.settings
+        for attempt in range(1, s.sts_attempts + 1):
+            try:
+                return await self.backend.assume_role(request)
+            except StsError as e:
+                if not e.retryable or attempt == s.sts_attempts:
+                    log.error("[%s] STS failed after %d attempt(s): %s", request_id, attempt, e)
+                    raise
+                step = min(s.backoff_max, s.backoff_base * 2 ** (attempt - 1))
+                delay = random.uniform(0, step)  # noqa: S311 - jitter, not crypto
+                log.warning("[%s] STS %s, retrying in %.2fs", request_id, e.code, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+__all__ = ["CredentialIssuer", "Grant", "IssuerSettings"]

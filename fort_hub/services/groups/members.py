@@ -1,0 +1,134 @@
+"""Membership changes and the "me" view of fort-groups, as a plain object.
+
+:class:`MembershipAdmin` is built from the fort store, the decision point
+(:class:`fort_hub.access.Access`, which carries the policy and the clock) and a
+:class:`HubGroups` that mirrors each change into the JupyterHub group in the same request.
+It holds no state of its own, so any number of fort-groups processes can serve the same store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from ...access import Access
+from ...store import Store, isoformat
+from ...store.memberships import Memberships
+from ..base import HubApi, HubApiError
+from ..handler import ServiceError
+from .reconcile import owned
+
+log = logging.getLogger("fort_hub.groups")
+
+
+class HubGroups:
+    """The hub's copy of the memberships: changed at once, best effort (reconciliation is the
+    safety net)."""
+
+    def __init__(self, hub: HubApi):
+        self.hub = hub
+
+    async def apply(self, group: str, users: list[str], add: bool) -> bool:
+        """Add or remove *users* in the hub group now; False when the hub could not be changed
+        (the next reconciliation does it)."""
+        try:
+            model = await self.hub.request("GET", f"groups/{group}")
+            if not owned(model):
+                log.warning("hub group %s is not managed by fort-groups; not changed", group)
+                return False
+            await self.hub.request(
+                "POST" if add else "DELETE", f"groups/{group}/users", {"users": users}
+            )
+            return True
+        except HubApiError as e:
+            log.info("hub group %s not updated now (%s); reconciliation will", group, e)
+            return False
+
+
+class MembershipAdmin:
+    """Add, extend and remove memberships (audit first, then the store, then the hub)."""
+
+    def __init__(self, store: Store, access: Access, hub: HubGroups):
+        self.store = store
+        self.access = access
+        self.hub = hub
+        self.members = Memberships(store)
+
+    def _static(self, group: str, user: str) -> bool:
+        return any(m.username == user for m in self.access.policy().static_members(group))
+
+    async def add(
+        self, actor: str, group: str, user: str, expires: dt.datetime | None, request_id: str,
+        client: str,
+    ) -> dict:  # fmt: skip
+        store = self.store
+        prior = await store.run(self.members.get, group, user)
+        verb = "extend" if prior and prior.active(self.access.clock()) else "add"
+        await store.audit.arecord(
+            actor, "groups.add", f"groups/{group}/members/{user}", "allow",
+            f"{verb} until {isoformat(expires) or 'no expiry'}",
+            details={"group": group, "user": user, "expires": isoformat(expires), "by": "api"},
+            request_id=request_id, client=client,
+        )  # fmt: skip
+        m = await store.run(self.members.upsert, group, user, expires, "api", actor)
+        in_hub = await self.hub.apply(group, [user], add=True)
+        return {
+            "group": group, "user": user, "expires": isoformat(m.expires), "source": m.source,
+            "in_hub_group": in_hub,
+        }  # fmt: skip
+
+    async def remove(self, actor: str, group: str, user: str, request_id: str, client: str) -> None:
+        if self._static(group, user):
+            raise ServiceError(
+                409, f"{user!r} is a member of {group!r} through the policy file; edit the policy"
+            )
+        store = self.store
+        prior = await store.run(self.members.get, group, user)
+        if prior is None:
+            raise ServiceError(404, f"{user!r} is not a member of {group!r}")
+        await store.audit.arecord(
+            actor, "groups.remove", f"groups/{group}/members/{user}", "allow", "removed by admin",
+            details={"group": group, "user": user, "by": "api"},
+            request_id=request_id, client=client,
+        )  # fmt: skip
+        await store.run(self.members.remove, group, user)
+        await self.hub.apply(group, [user], add=False)
+
+    async def describe(self, username: str) -> dict:
+        """What *username* may do now: groups with expiry and source, grants, datasets,
+        profiles, roles, quota and S3 prefix."""
+        policy = self.access.policy()
+        groups = await self.access.agroups(username)
+        eff = policy.effective_groups(username, groups, self.access.clock())
+        rows = {m.group: m for m in await self.store.run(self.members.list, None, username)}
+        return {
+            "user": username,
+            "groups": [
+                {
+                    "name": g,
+                    "expires": isoformat(groups[g]),
+                    "source": rows[g].source if g in rows else "policy",
+                }
+                for g in eff
+            ],
+            "grants": policy.grants_for(eff),
+            "datasets": policy.datasets_for(eff, "query"),
+            "profiles": [
+                {"slug": p.slug, "display_name": p.display_name} for p in policy.profiles_for(eff)
+            ],
+            "roles": policy.roles_for(eff),
+            "quota": policy.quota_for(eff).as_dict(),
+            "user_prefix": policy.user_prefix(username),
+        }
+
+    def next_expiry(self, now: dt.datetime) -> dt.datetime | None:
+        """The earliest future expiry among the policy's members and the store's memberships:
+        when the hub's copy must next change."""
+        policy = self.access.policy()
+        times = [m.expires for g in policy.groups.values() for m in g.members if m.expires]
+        times += [m.expires for m in self.members.list() if m.expires]
+        future = [t for t in times if t > now]
+        return min(future) if future else None
+
+
+__all__ = ["HubGroups", "MembershipAdmin"]
