@@ -98,11 +98,11 @@ async def test_contract_unreachable_is_retryable(backend, monkeypatch):
 )  # fmt: skip
 def test_boto3_error_codes_map_to_contract(aws_env, code, retryable):
     backend = StsBackend()
-    client = backend._client("us-east-1")
+    client = backend.client("us-east-1")
     with Stubber(client) as stub:
         stub.add_client_error("assume_role", service_error_code=code, service_message="nope")
         with pytest.raises(StsError) as e:
-            backend._call(request_for())
+            backend.assume_role_blocking(request_for())
     assert e.value.retryable is retryable and e.value.code == code
 
 

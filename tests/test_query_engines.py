@@ -175,25 +175,36 @@ def test_contract_cancel(case, tmp_path):
 # ----- Athena specifics ------------------------------------------------------------------------
 
 
+def record_assume_role(monkeypatch) -> list[dict]:
+    """The AssumeRole calls made through StsBackend (what the engine asks STS for)."""
+    from fort_hub.services.credentials.backends import StsBackend
+
+    assumed, real = [], StsBackend.client
+
+    def client(self, region):
+        c = real(self, region)
+        if not getattr(c, "fort_recorded", False):
+            orig = c.assume_role
+            c.assume_role = lambda **a: assumed.append(a) or orig(**a)
+            c.fort_recorded = True
+        return c
+
+    monkeypatch.setattr(StsBackend, "client", client)
+    return assumed
+
+
 def test_athena_runs_as_the_user_in_the_workgroup(aws_env, tmp_path, monkeypatch):
     from fort_hub.services.query.engines import athena as athena_mod
 
-    assumed, identities = [], []
-    real_client, real_session = athena_mod.boto3.client, athena_mod.boto3.Session
-
-    def client(service, **kw):  # records what the engine asks STS for
-        c = real_client(service, **kw)
-        if service == "sts":
-            orig = c.assume_role
-            c.assume_role = lambda **a: assumed.append(a) or orig(**a)
-        return c
+    identities = []
+    assumed = record_assume_role(monkeypatch)
+    real_session = athena_mod.boto3.Session
 
     def session(**kw):  # the session the engine's Athena client is made from
         sess = real_session(**kw)
         identities.append(sess.client("sts").get_caller_identity()["Arn"])
         return sess
 
-    monkeypatch.setattr(athena_mod.boto3, "client", client)
     monkeypatch.setattr(athena_mod.boto3, "Session", session)
     case = AthenaCase(tmp_path, aws_env)
     case.prepare([("US", 5)])
@@ -220,18 +231,7 @@ def test_athena_runs_as_the_user_in_the_workgroup(aws_env, tmp_path, monkeypatch
 
 
 def test_athena_session_names_are_sts_safe(aws_env, tmp_path, monkeypatch):
-    from fort_hub.services.query.engines import athena as athena_mod
-
-    assumed = []
-    real_client = athena_mod.boto3.client
-
-    def client(service, **kw):
-        c = real_client(service, **kw)
-        orig = c.assume_role
-        c.assume_role = lambda **a: assumed.append(a) or orig(**a)
-        return c
-
-    monkeypatch.setattr(athena_mod.boto3, "client", client)
+    assumed = record_assume_role(monkeypatch)
     AthenaEngine().credentials.session("josé müller", ROLE, "us-east-1", "urls-study")
     (req,) = assumed
     for name in (req["RoleSessionName"], req["SourceIdentity"]):

@@ -29,10 +29,30 @@ class AssumeRoleRequest:
     role_arn: str
     session_name: str
     source_identity: str
-    policy: str  # packed JSON session policy
+    policy: str  # packed JSON session policy ("" for none: the role's own permissions)
     duration_seconds: int
     tags: dict[str, str] = field(default_factory=dict)
     region: str = "us-east-1"
+
+
+def user_session(
+    username: str, role_arn: str, group: str, region: str, duration: int, policy: str = ""
+) -> AssumeRoleRequest:
+    """The one shape of a researcher's STS session, for notebooks (fort-credentials, with a
+    session policy) and for Athena queries (fort-query): RoleSessionName ``fort-<user>``,
+    SourceIdentity ``<user>`` (CloudTrail attributes it) and the ``fort-user`` / ``fort-group``
+    session tags the study roles' trust policy requires (docs/deploy-eks.md)."""
+    from .sessionpolicy import session_tags, sts_name
+
+    return AssumeRoleRequest(
+        role_arn=role_arn,
+        session_name=sts_name(username, "fort-"),
+        source_identity=sts_name(username),
+        policy=policy,
+        duration_seconds=duration,
+        tags=session_tags(username, group),
+        region=region,
+    )
 
 
 @dataclass(frozen=True)
@@ -108,7 +128,8 @@ class StsBackend(StsBackendBase):
         self._clients: dict[str, object] = {}
         self._lock = threading.Lock()
 
-    def _client(self, region: str):
+    def client(self, region: str):
+        """The boto3 STS client for *region* (one per region, made on first use)."""
         with self._lock:
             if region not in self._clients:
                 import boto3
@@ -125,18 +146,19 @@ class StsBackend(StsBackendBase):
                 self._clients[region] = boto3.session.Session().client("sts", **kwargs)
             return self._clients[region]
 
-    def _call(self, request: AssumeRoleRequest) -> Credentials:
+    def assume_role_blocking(self, request: AssumeRoleRequest) -> Credentials:
+        """:meth:`assume_role` for code that already runs in a thread (e.g. an engine)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         self.calls += 1
         try:
-            resp = self._client(request.region).assume_role(
+            resp = self.client(request.region).assume_role(
                 RoleArn=request.role_arn,
                 RoleSessionName=request.session_name,
                 SourceIdentity=request.source_identity,
-                Policy=request.policy,
                 DurationSeconds=request.duration_seconds,
                 Tags=[{"Key": k, "Value": v} for k, v in request.tags.items()],
+                **({"Policy": request.policy} if request.policy else {}),
             )
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
@@ -151,7 +173,9 @@ class StsBackend(StsBackendBase):
         return Credentials(c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"], exp)
 
     async def assume_role(self, request: AssumeRoleRequest) -> Credentials:
-        return await asyncio.get_running_loop().run_in_executor(None, self._call, request)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self.assume_role_blocking, request
+        )
 
 
 class StubStsBackend(StsBackendBase):

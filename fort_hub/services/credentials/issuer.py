@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from ...access import Access
 from ...policy import role_name
 from ..handler import ServiceError
-from .backends import AssumeRoleRequest, Credentials, StsBackendBase, StsError
-from .sessionpolicy import SessionPolicyTooLarge, packed, session_policy, session_tags, sts_name
+from .backends import AssumeRoleRequest, Credentials, StsBackendBase, StsError, user_session
+from .sessionpolicy import SessionPolicyTooLarge, packed, session_policy
 
 log = logging.getLogger("fort_hub.credentials")
 AUDIT_DOWN = "the audit log is unavailable, so no credentials are issued; try again shortly"
@@ -154,15 +154,8 @@ class CredentialIssuer:
             await self.audit(username, grant.role, "deny", reason, request_id, client)
             raise ServiceError(500, f"{reason}; ask the hub's administrators") from None
         s = self.settings
-        request = AssumeRoleRequest(
-            role_arn=grant.arn,
-            session_name=sts_name(username, "fort-"),
-            source_identity=sts_name(username),
-            policy=document,
-            duration_seconds=s.duration,
-            tags=session_tags(username, grant.groups[0] if grant.groups else ""),
-            region=policy.aws.region,
-        )
+        group = grant.groups[0] if grant.groups else ""
+        request = user_session(username, grant.arn, group, policy.aws.region, s.duration, document)
         await self.audit(
             username, grant.arn, "allow", f"role {grant.role!r} of groups {grant.groups}",
             request_id, client,

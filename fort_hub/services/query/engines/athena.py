@@ -23,11 +23,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from botocore.exceptions import BotoCoreError, ClientError
 from jupyterhub.traitlets import EntryPointType
-from traitlets import Float, Integer, Unicode
+from traitlets import Float, Integer, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from ....policy.model import Dataset
-from ...credentials.sessionpolicy import session_tags, sts_name
+from ...credentials.backends import StsBackend, StsError, user_session
 from .base import EngineError, EngineJob, Outcome, QueryCancelled, QueryEngine, ResultSink
 
 ATHENA_TYPES = {
@@ -60,9 +60,10 @@ class CredentialsProvider(LoggingConfigurable):
 
 class AssumeRoleProvider(CredentialsProvider):
     """STS AssumeRole with the service's own AWS credentials, cached until shortly before
-    expiry: the same session fort-credentials vends to notebooks (RoleSessionName
-    ``fort-<user>``, SourceIdentity ``<user>``, session tags ``fort-user`` / ``fort-group``, which
-    the study roles' trust policy requires; docs/deploy-eks.md), without an inline policy."""
+    expiry: the same session fort-credentials vends to notebooks
+    (:func:`fort_hub.services.credentials.backends.user_session`), through the same
+    :class:`~fort_hub.services.credentials.backends.StsBackend` (``c.StsBackend.*`` settings
+    apply to both), without an inline policy."""
 
     duration = Integer(
         3600,
@@ -72,9 +73,16 @@ class AssumeRoleProvider(CredentialsProvider):
         """,
     ).tag(config=True)
 
+    @validate("duration")
+    def _validate_duration(self, proposal):
+        if not 900 <= proposal["value"] <= 43200:
+            raise TraitError("AssumeRoleProvider.duration must be between 900 and 43200 seconds")
+        return proposal["value"]
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._cache: dict[tuple[str, str], tuple[float, boto3.Session]] = {}
+        self.sts = StsBackend(parent=self)
+        self._cache: dict[tuple[str, str, str], tuple[float, boto3.Session]] = {}
         self._lock = threading.Lock()
 
     def session(self, username: str, role_arn: str, region: str, group: str = "") -> boto3.Session:
@@ -87,20 +95,19 @@ class AssumeRoleProvider(CredentialsProvider):
             hit = self._cache.get(key)
             if hit and hit[0] > time.time() + 300:
                 return hit[1]
-        tags = session_tags(username, group)
-        creds = boto3.client("sts", region_name=region).assume_role(
-            RoleArn=role_arn, RoleSessionName=sts_name(username, "fort-"),
-            SourceIdentity=sts_name(username), DurationSeconds=self.duration,
-            Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
-        )["Credentials"]  # fmt: skip
+        request = user_session(username, role_arn, group, region, self.duration)
+        try:
+            creds = self.sts.assume_role_blocking(request)
+        except StsError as e:
+            raise EngineError(f"your AWS role could not be assumed: {e}") from None
         session = boto3.Session(
-            aws_access_key_id=creds["AccessKeyId"],
-            aws_secret_access_key=creds["SecretAccessKey"],
-            aws_session_token=creds["SessionToken"],
+            aws_access_key_id=creds.access_key_id,
+            aws_secret_access_key=creds.secret_access_key,
+            aws_session_token=creds.session_token,
             region_name=region,
         )
         with self._lock:
-            self._cache[key] = (creds["Expiration"].timestamp(), session)
+            self._cache[key] = (creds.expiration.timestamp(), session)
         return session
 
 
