@@ -130,6 +130,25 @@ def test_expiry_with_injected_clock(env):
     assert members(env, "urls-study") == {"alice", "carol"}
 
 
+def test_hub_group_loses_an_expired_member_at_the_expiry(env):
+    """Issue 10: the hub's copy follows at once: an expiry is applied at its time by a timer,
+    not at the next periodic reconciliation (3600 s in this module)."""
+    tok = admin_token(env)
+    until = (dt.datetime.now(UTC) + dt.timedelta(seconds=2)).isoformat()
+    r = requests.put(api(env, "groups/ads-study/members/dave"), json={"expires": until},
+                     headers=auth(tok), timeout=30)  # fmt: skip
+    assert r.status_code == 200 and r.json()["in_hub_group"] is True, r.text
+    assert "dave" in members(env, "ads-study")  # in the same request
+    deadline = time.monotonic() + 20
+    while "dave" in members(env, "ads-study"):
+        assert time.monotonic() < deadline, "the expiry was not applied at its time"
+        time.sleep(0.2)
+    expired = env["app"].fort_store.audit.query(
+        action="groups.expire", resource="groups/ads-study/members/dave", limit=1
+    )
+    assert expired and expired[0].actor == "fort-groups"
+
+
 def admin_token(env):
     reconcile(env)  # admin is in the hub group 'admins', which holds the fort-admin role
     return user_token(env["hub"], "admin",
