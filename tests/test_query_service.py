@@ -241,10 +241,10 @@ def test_audit_store_down_fails_closed(env, monkeypatch):
 
 def test_results_expire(env):
     q = env.run("SELECT 1 AS x")
-    path = env.app.results.path(q["id"])
+    path = env.app.runner.results.path(q["id"])
     assert os.path.exists(path)
     env.app.clock = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
-    assert env.thread.call(env.app.remove_expired) == 1
+    assert env.thread.call(env.app.runner.remove_expired) == 1
     r = env.get(f"queries/{q['id']}/results")
     assert r.status_code == 410 and "expired" in r.json()["error"]["message"]
     assert env.get(f"queries/{q['id']}").json()["result_available"] is False

@@ -108,7 +108,7 @@ def test_parsing_is_admitted_first_and_off_the_event_loop(env):
     """Finding 5: large legal SELECTs were parsed on the event loop before the quota check,
     stalling every other request. Parsing now runs in a thread after admission: while a parse
     is held, the service answers, and the query already counts against the caller's quota."""
-    app = env["apps"][Q]
+    app = env["apps"][Q].runner
     release, entered = threading.Event(), threading.Event()
     real_check = app.check
 

@@ -15,6 +15,7 @@ from ..handler import FortHandler, ServiceError, printable
 from . import results as R
 from .app import QueryService
 from .engines.base import EngineError, EngineJob
+from .runner import QueryRunner
 
 ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
 OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.json")
@@ -42,6 +43,10 @@ class QueryHandlerBase(FortHandler):
     def app(self) -> QueryService:
         return self.settings["fort_app"]
 
+    @property
+    def runner(self) -> QueryRunner:
+        return self.app.runner
+
     async def is_admin(self) -> bool:
         """The admin scope and, for a user, a current admins membership (read now)."""
         return await self.admin_power(QUERY_ADMIN)
@@ -50,7 +55,7 @@ class QueryHandlerBase(FortHandler):
         """The caller's query (or anyone's, for admins); 404 otherwise (no existence leak)."""
         rec = None
         if ID_RE.match(query_id):
-            rec = await self.app.fort_store.run(self.app.records.get, query_id)
+            rec = await self.app.fort_store.run(self.runner.records.get, query_id)
         if rec is None or (rec.username != self.username and not await self.is_admin()):
             raise ServiceError(404, f"no query '{printable(query_id[:64])}' of yours")
         return rec
@@ -81,7 +86,7 @@ class QueriesHandler(QueryHandlerBase):
             raise ServiceError(
                 400, f"unknown field(s) {', '.join(extra)}: send 'sql' and 'dataset'"
             )
-        rec = await self.app.submit(
+        rec = await self.runner.submit(
             self.current_user, body.get("sql"), body.get("dataset"), self.request_id, self.client
         )
         self.set_header("Location", self.app.service_url("api/v1/queries", rec.id))
@@ -108,7 +113,7 @@ class QueriesHandler(QueryHandlerBase):
             who = self.username
         limit = self.int_arg("limit", 50, 1, 1000)
         before = self.get_query_argument("before", None)
-        recs = await self.app.fort_store.run(self.app.records.list, who, limit, before)
+        recs = await self.app.fort_store.run(self.runner.records.list, who, limit, before)
         self.write_json({"queries": [r.public() for r in recs]})
 
 
@@ -119,7 +124,7 @@ class QueryHandler(QueryHandlerBase):
         rec = await self.load(query_id)
         wait = self.int_arg("wait", 0, 0, 60)
         if wait and rec.state in INFLIGHT:
-            await self.app.wait_finished(rec.id, wait)  # long poll: answer once it finished
+            await self.runner.wait_finished(rec.id, wait)  # long poll: answer once it finished
             rec = await self.load(query_id)
         self.write_json(rec.public())
 
@@ -128,7 +133,7 @@ class QueryHandler(QueryHandlerBase):
         if rec.state not in INFLIGHT:
             raise ServiceError(409, f"query {rec.id} is already {rec.state}")
         await self.audit("query.cancel", rec.dataset, "cancelled by request", {"query_id": rec.id})
-        await self.app.cancel(rec)
+        await self.runner.cancel(rec)
         self.write_json({"id": rec.id, "state": "cancelling"}, status=202)
 
 
@@ -142,11 +147,11 @@ class ResultsHandler(QueryHandlerBase):
             raise ServiceError(400, "'follow' must be true or false")
         await self.may_download(rec)
         if rec.state in INFLIGHT and follow == "true" and self.pick_format() == "arrow":
-            live = self.app.live_outcome(rec.id)
+            live = self.runner.live_outcome(rec.id)
             if live is not None:
                 await self.follow(rec, live)
                 return
-            await self.app.wait_finished(rec.id, self.app.query_timeout + 60)
+            await self.runner.wait_finished(rec.id, self.app.query_timeout + 60)
             rec = await self.load(query_id)
         if rec.state in INFLIGHT:
             raise ServiceError(
@@ -194,9 +199,9 @@ class ResultsHandler(QueryHandlerBase):
         results reach only admins, whose power :meth:`load` checked just now."""
         if rec.username != self.username:
             return
-        policy, groups = await self.app.effective_groups(self.username)
+        policy, groups = await self.runner.effective_groups(self.username)
         try:
-            self.app.may_query(policy, self.username, groups, rec.dataset)
+            self.runner.may_query(policy, self.username, groups, rec.dataset)
         except ServiceError as refusal:
             await self.audit(
                 "query.download", rec.dataset, refusal.message,
@@ -212,7 +217,10 @@ class ResultsHandler(QueryHandlerBase):
             "query.download", rec.dataset, "result as arrow (followed while running)",
             {"query_id": rec.id, "format": "arrow", "owner": rec.username, "offset": 0},
         )  # fmt: skip
-        partial, final = self.app.results.path(rec.id) + ".partial", self.app.results.path(rec.id)
+        partial, final = (
+            self.runner.results.path(rec.id) + ".partial",
+            self.runner.results.path(rec.id),
+        )
         f, idle = None, _Idle()
         while f is None:
             for path in (partial, final):
@@ -279,13 +287,13 @@ class ResultsHandler(QueryHandlerBase):
 
 class DatasetsHandler(QueryHandlerBase):
     async def get(self):
-        policy, groups = await self.app.effective_groups(self.username)
+        policy, groups = await self.runner.effective_groups(self.username)
         out = []
         for name in sorted(policy.datasets_for(groups, "query")):
             ds = policy.datasets[name]
-            engine = self.app.engines.get(ds.engine)
+            engine = self.runner.engines.get(ds.engine)
             job = EngineJob(id="describe", sql="", dataset=ds, username=self.username,
-                            groups=groups, role_arn=self.app.role_for(policy, groups, name),
+                            groups=groups, role_arn=self.runner.role_for(policy, groups, name),
                             extra={"region": policy.aws.region})  # fmt: skip
             try:
                 columns = await engine.describe(ds, job) if engine else {}
@@ -302,10 +310,12 @@ class DatasetsHandler(QueryHandlerBase):
 
 class UsageHandler(QueryHandlerBase):
     async def get(self):
-        policy, groups = await self.app.effective_groups(self.username)
+        policy, groups = await self.runner.effective_groups(self.username)
         quota = policy.quota_for(groups)
-        inflight = await self.app.fort_store.run(self.app.records.inflight_count, self.username)
-        usage = await self.app.fort_store.run(self.app.quotas.usage, self.username, quota, inflight)
+        inflight = await self.app.fort_store.run(self.runner.records.inflight_count, self.username)
+        usage = await self.app.fort_store.run(
+            self.runner.quotas.usage, self.username, quota, inflight
+        )
         self.write_json({"user": self.username, "limits": usage})
 
 
