@@ -72,6 +72,15 @@ class UsageCounters:
                 return Consumed(False, used - amount, limit)
         return Consumed(True, used, limit)
 
+    def recent(self, subject: str | None = None, limit: int = 200) -> list[dict]:
+        """Counters newest window first (of *subject* only, when given), for admin views."""
+        t = schema.usage
+        stmt = select(t).order_by(t.c.window.desc(), t.c.subject).limit(limit)
+        if subject:
+            stmt = stmt.where(t.c.subject == subject)
+        with self.store.reading() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
     def prune(self, metric: str, keep_from_window: str) -> int:
         """Delete windows of *metric* that sort before *keep_from_window*."""
         t = schema.usage

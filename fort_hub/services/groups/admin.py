@@ -4,24 +4,13 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from sqlalchemy import select
-
 from ... import scopes
-from ...store import StoreError, isoformat, schema
+from ...store import StoreError, isoformat
 from ...store.audit import AuditError
 from ...store.memberships import Memberships
 from ..base import FortPageHandler, HubApiError
 from ..handler import ServiceError
 from .api import USERNAME_RE, parse_expiry
-
-
-def _usage_rows(store, user: str, limit: int = 200) -> list[dict]:
-    t = schema.usage
-    stmt = select(t).order_by(t.c.window.desc(), t.c.subject).limit(limit)
-    if user:
-        stmt = stmt.where(t.c.subject == user)
-    with store.reading() as conn:
-        return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
 class AdminPageHandler(FortPageHandler):
@@ -45,7 +34,7 @@ class AdminPageHandler(FortPageHandler):
                 since=filters["since"] or None,
                 limit=50,
             )
-        usage = await store.run(_usage_rows, store, filters["user"])
+        usage = await store.run(store.usage.recent, filters["user"])
         try:
             hub_groups = {g["name"]: g for g in await app.reconciler.paged("groups")}
         except HubApiError:
