@@ -158,3 +158,12 @@ def test_out_of_range_input_is_a_400_naming_the_field(env, service, method, path
     r = call(env, service, method, path, body, user="admin")
     assert r.status_code == 400, r.text
     assert says in error_of(r)
+
+
+def test_admin_page_cannot_be_framed(env):
+    """Finding 11: the admin page sent neither X-Frame-Options nor CSP frame-ancestors, so its
+    one-click remove/extend forms could be clickjacked."""
+    r = call(env, G, "GET", "", user="admin")
+    assert r.status_code == 200 and "<form" in r.text
+    assert r.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
