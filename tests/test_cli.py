@@ -43,7 +43,7 @@ def test_check_policy_prints_every_error(tmp_path):
         f"{bad}:2: groups[1].name: duplicate group 'a'",
         f"{bad}:4: grants[0].group: unknown group 'b'",
         f"{bad}:4: grants[0].datasets[0]: unknown dataset 'nope'",
-        f"{bad}:5: aws.user_prefix: 'users/' must contain '{{username}}'",
+        f"{bad}:5: aws.user_prefix: 'users/' must contain '{{username}}' exactly once",
     ]
     assert done.stderr == "4 error(s)\n"
 

@@ -36,6 +36,9 @@ def _identities(tmp: Path) -> Path:
     }  # fmt: skip
     data["identities"]["noemail"] = {"id": "10000000000000777", "name": "No Email",
                                      "email": "ne@example.org", "declined": ["email"]}  # fmt: skip
+    # an IAM wildcard in the email's local part: the username would be "a*" (#10 finding 2)
+    data["identities"]["wildcard"] = {"id": "10000000000000888", "name": "Star",
+                                      "email": "a*@example.org"}  # fmt: skip
     path = tmp / "identities.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -214,6 +217,8 @@ LOGIN_CASES = {
     "non-member": ("dave", {}, 403, f"no study membership on this hub. To request access, "
                                     f"contact {CONTACT}"),
     "no email": ("noemail", {}, 403, "did not share an email address"),
+    "wildcard username": ("wildcard", {}, 403, "'a*' (not allowed: '*') is not an allowed "
+                          "username: a username must be 1-128 characters: ASCII letters"),
     "graph error 190": ("alice", {"error": {"code": 190, "paths": ["me"]}}, 403,
                         "Facebook did not accept the login token (error 190"),
     "graph rate limit": ("alice", {"error": {"code": 4, "paths": ["debug_token"]}}, 503,
@@ -239,6 +244,8 @@ def test_refused_login(env, case):
     assert "Traceback" not in r.text
     denial = audit(env, "auth.deny")[0]
     assert denial.decision == "deny" and message.split(".")[0][:30] in denial.reason
+    if case == "wildcard username":  # refused before any account was made for it
+        assert user(env, "a*") is None
 
 
 def test_standin_enforces_appsecret_proof(env):

@@ -190,6 +190,20 @@ def test_api_bad_membership_input(env, path, body, status):
     assert r.status_code in (400, 404)
 
 
+def test_api_refuses_a_member_name_with_an_iam_wildcard(env):
+    """#10 finding 2: ``a*`` as a member would give that account every user's S3 prefix."""
+    tok = admin_token(env)
+    audit = env["app"].fort_store.audit
+    before = len(audit.query(action="groups.add", limit=1000))
+    for name in ("a%2A", "%24%7Baws%3Ausername%7D", "a%2Cb"):  # a*, ${aws:username}, a,b
+        r = requests.put(api(env, f"groups/ads-study/members/{name}"), headers=auth(tok),
+                         timeout=30)  # fmt: skip
+        assert r.status_code == 400, r.text
+        assert "is not an allowed username" in error_of(r)
+    assert len(audit.query(action="groups.add", limit=1000)) == before
+    assert Memberships(env["app"].fort_store).get("ads-study", "a*") is None
+
+
 def test_me(env):
     reconcile(env)
     tok = user_token(env["hub"], "carol", [ACCESS, scopes.GROUPS_READ])

@@ -21,6 +21,7 @@ from traitlets import Unicode, default
 
 from .. import scopes
 from ..config import FortSettings, user_groups
+from ..naming import check_username_problem
 from ..policy import Policy, PolicyError
 from ..store.audit import AuditError
 from .identity import aws_config_text
@@ -42,6 +43,21 @@ def _summarize(options: Any) -> dict[str, str]:
 
 def _applied_at_start(spawner, user_options) -> None:
     return None
+
+
+def fort_check_access(policy: Policy, username: str, groups: list[str]) -> None:
+    """Refuse (:class:`ProfileError`) a user in no active study group, even when a profile is
+    open to everyone, and a username that would widen the user's S3 prefix
+    (:mod:`fort_hub.naming`)."""
+    problem = check_username_problem(username)
+    if problem:
+        raise ProfileError(f"{problem}; ask a fort admin to rename the account")
+    if not groups:
+        contact = policy.contact or "a fort admin"
+        raise ProfileError(
+            "you are not in any active study group, so no server can start; "
+            f"to join one, ask {contact}"
+        )
 
 
 class SpawnDenied(web.HTTPError):
@@ -188,6 +204,7 @@ class FortSpawnerMixin(FortSettings):
             policy, groups, base_tolerations=self.fort_base_tolerations()
         )
         try:
+            fort_check_access(policy, self.user.name, groups)
             selection = validate_user_options(self.user_options, profile_list)
             self.fort_check_selection(selection)
         except ProfileError as e:

@@ -18,6 +18,7 @@ from tornado import web
 from traitlets import Float, Instance, Integer, TraitError, default, validate
 
 from ... import scopes
+from ...naming import check_username_problem, is_safe_username
 from ...policy import role_name
 from ...policy.loader import NAME_RE
 from ...store import StoreError
@@ -165,6 +166,11 @@ class CredentialsService(FortServiceApp):
         self, username: str, role: str, request_id: str = "", client: str = ""
     ) -> Credentials:
         policy = self.fort_policy
+        if not is_safe_username(username):
+            # it would be copied into the session policy's ARNs ("a*" matches every user)
+            reason = f"no credentials for this account: {check_username_problem(username)}"
+            await self._audit_deny(username, role, reason, request_id, client)
+            raise web.HTTPError(403, f"{reason}; ask a fort admin to rename it")
         try:
             groups = await self.groups_of(username)
         except StoreError as e:

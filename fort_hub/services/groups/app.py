@@ -14,6 +14,7 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, Float
 
 from ... import scopes
+from ...naming import check_username_problem, is_safe_username
 from ...store import isoformat
 from ...store.memberships import Memberships
 from ..base import FortServiceApp, HubApiError
@@ -127,7 +128,7 @@ class GroupsService(FortServiceApp):
             ],
             "roles": policy.roles_for(eff),
             "quota": policy.quota_for(eff).as_dict(),
-            "user_prefix": policy.user_prefix(username),
+            "user_prefix": policy.user_prefix(username) if is_safe_username(username) else "",
         }
 
     def _static(self, group: str, user: str) -> bool:
@@ -138,6 +139,9 @@ class GroupsService(FortServiceApp):
         client: str,
     ) -> dict:  # fmt: skip
         """Add or extend a membership (audit first, then the store, then the hub)."""
+        problem = check_username_problem(user)
+        if problem:  # it would widen the user's S3 prefix (fort_hub.naming)
+            raise web.HTTPError(400, problem)
         store = self.fort_store
         prior = await store.run(Memberships(store).get, group, user)
         verb = "extend" if prior and prior.active(self.clock()) else "add"
