@@ -251,6 +251,19 @@ def test_refused_login(env, case):
         assert user(env, "a*") is None
 
 
+def test_rest_api_refuses_to_create_an_unsafe_username(env):
+    """#10 finding 2: the hub's own user API goes through the same validate_username."""
+    hub = env["hub"]
+    r = requests.post(hub.api("users"), json={"usernames": ["b*"]}, headers=hub.admin_headers,
+                      timeout=10)  # fmt: skip
+    assert r.status_code == 403, r.text
+    assert "'b*' (not allowed: '*') is not an allowed username" in r.json()["message"]
+    # the single-user endpoint reports only "Failed to create user" (JupyterHub's wording)
+    r = requests.post(hub.api("users/b*"), headers=hub.admin_headers, timeout=10)
+    assert r.status_code == 400, r.text
+    assert user(env, "b*") is None
+
+
 def test_standin_enforces_appsecret_proof(env):
     """The stand-in in require mode refuses Graph calls without / with a wrong proof."""
     env["standin"].faults["require_proof"] = True
