@@ -467,6 +467,9 @@ async def test_form_data_is_checked_when_parsed(k8s, make):
     }
     with pytest.raises(SpawnDenied, match="must match"):
         await admin.run_options_from_form(form)
+    # a user in no study group is told so on the form (#10 finding 3)
+    with pytest.raises(SpawnDenied, match=r"not in any active study group.*ask a fort admin"):
+        await make("nogroup").run_options_from_form({"profile": ["python"]})
     # and checked again at start (REST requests never see the form)
     s.user_options = {"profile": "urls-large"}
     with pytest.raises(SpawnDenied, match="urls-large"):

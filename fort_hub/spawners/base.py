@@ -167,6 +167,8 @@ class FortSpawnerMixin(FortSettings):
         shown again with the reason (start checks again: REST requests skip the form)."""
         options = self.fort_parse_form(formdata)
         try:
+            policy = self._policy()  # no study group, no server: say so on the form
+            fort_check_access(policy, self.user.name, await self.fort_groups(policy))
             profile_list = await maybe_future(self.fort_profile_list())
             self.fort_check_selection(validate_user_options(options, profile_list))
         except ProfileError as e:
