@@ -63,11 +63,19 @@ def _open_store(url: str):
 
 def _audit(args) -> int:
     from .store import StoreError
+    from .store.core import redact_url
 
     store = _open_store(args.db)
     if store is None:
         return 2
     try:
+        if not store.has_audit_log():
+            print(
+                f"error: there is no audit log in {redact_url(store.url)} (no fort_audit_log "
+                "table): check --db, it must be the fort store the hub and services use",
+                file=sys.stderr,
+            )
+            return 2
         if args.audit_cmd == "verify":
             expect = None
             if args.expect_head:

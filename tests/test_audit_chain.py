@@ -33,12 +33,12 @@ def _sql(store, *statements, **params):
 
 
 def _swap_rows(store, a, b):
-    # three moves through a free seq, as a DBA with write access could do
+    # three moves through a free seq, as a DBA with write access could do (seq <= 0 is refused)
     _sql(
         store,
-        "UPDATE fort_audit_log SET seq = -1 WHERE seq = :a",
+        "UPDATE fort_audit_log SET seq = 999999 WHERE seq = :a",
         "UPDATE fort_audit_log SET seq = :a WHERE seq = :b",
-        "UPDATE fort_audit_log SET seq = :b WHERE seq = -1",
+        "UPDATE fort_audit_log SET seq = :b WHERE seq = 999999",
         a=a, b=b,
     )  # fmt: skip
 

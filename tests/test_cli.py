@@ -43,7 +43,7 @@ def test_check_policy_prints_every_error(tmp_path):
         f"{bad}:2: groups[1].name: duplicate group 'a'",
         f"{bad}:4: grants[0].group: unknown group 'b'",
         f"{bad}:4: grants[0].datasets[0]: unknown dataset 'nope'",
-        f"{bad}:5: aws.user_prefix: 'users/' must contain '{{username}}'",
+        f"{bad}:5: aws.user_prefix: 'users/' must contain '{{username}}' exactly once",
     ]
     assert done.stderr == "4 error(s)\n"
 
@@ -177,6 +177,25 @@ def test_audit_bad_store_is_a_clear_error(url, message):
     assert done.returncode == 2
     assert done.stderr.startswith(message)
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("cmd", ["verify", "head", "export"])
+def test_audit_on_a_store_without_an_audit_log_says_so(store_url, cmd):
+    """#10: it said "store unavailable: no such table" (SQLite) for a typo'd --db."""
+    from sqlalchemy import create_engine
+
+    from fort_hub.store.core import normalize_url
+
+    engine = create_engine(normalize_url(store_url))  # a database fort-hub never opened
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE unrelated (x INTEGER)"))
+    engine.dispose()
+    done = run("audit", cmd, "--db", store_url)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: there is no audit log in ")
+    assert "(no fort_audit_log table): check --db, it must be the fort store" in done.stderr
+    assert "no such table" not in done.stderr and "unavailable" not in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
 
 
 def test_version_and_help():

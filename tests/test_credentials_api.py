@@ -41,10 +41,13 @@ def env(tmp_path_factory):
     svc = ServiceThread(app).start()  # before the hub, which waits for its services
     try:
         hub.start()
-        make_users(hub, "alice", "bob", "carol", "erin", "mallory", "rate")
+        make_users(hub, "alice", "bob", "carol", "erin", "mallory", "rate", "a*")
         expired = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
         Memberships(app.fort_store).upsert("urls-study", "erin", expires=expired, source="api")
-        tokens = {u: user_token(hub, u, USER_SCOPES) for u in ("alice", "bob", "erin", "mallory")}
+        # a hub user with an IAM wildcard in its name, member of a study (#10 finding 2)
+        Memberships(app.fort_store).upsert("urls-study", "a*", expires=None, source="api")
+        users = ("alice", "bob", "erin", "mallory", "a*")
+        tokens = {u: user_token(hub, u, USER_SCOPES) for u in users}
         yield {"hub": hub, "app": app, "svc": svc, "tokens": tokens, "policy": policy}
     finally:
         svc.stop()
@@ -107,6 +110,22 @@ def test_issue_returns_credential_process_json_and_session_policy(env, backend):
 
 def _list(v):
     return v if isinstance(v, list) else [v]
+
+
+def test_wildcard_username_gets_no_credentials(env, backend):
+    """#10 finding 2: the hub user ``a*`` (from ``a*@example.org``) was given a session policy on
+    ``users/a*/*`` and ``ListBucket`` on ``users/a*/``: every user's prefix. Refused, audited,
+    and STS is never called."""
+    before = backend.calls
+    r = get(env, "a*")
+    assert r.status_code == 403, r.text
+    message = error_of(r)
+    assert "'a*' (not allowed: '*') is not an allowed username" in message
+    assert "ask a fort admin" in message
+    assert backend.calls == before
+    rec = env["app"].fort_store.audit.query(user="a*", action="credentials.issue", limit=1)[0]
+    assert rec.decision == "deny" and "'a*' (not allowed: '*')" in rec.reason
+    assert rec.resource == "fort-urls-study"
 
 
 def test_cached_until_margin_then_reissued(env, backend):

@@ -20,6 +20,7 @@ from fort_hub.authenticators.identities import Identities
 from fort_hub.authenticators.meta import b64url_encode, make_signed_request
 from fort_hub.dev.facebook import DEFAULT_IDENTITIES, Standin, StandinServer, load_identities
 from fort_hub.store import Store
+from fort_hub.store.memberships import Memberships
 from tests.fbflow import choose, login, start_login
 from tests.hubproc import RunningHub
 
@@ -36,6 +37,11 @@ def _identities(tmp: Path) -> Path:
     }  # fmt: skip
     data["identities"]["noemail"] = {"id": "10000000000000777", "name": "No Email",
                                      "email": "ne@example.org", "declined": ["email"]}  # fmt: skip
+    # an IAM wildcard in the email's local part: the username would be "a*" (#10 finding 2)
+    data["identities"]["wildcard"] = {"id": "10000000000000888", "name": "Star",
+                                      "email": "a*@example.org"}  # fmt: skip
+    data["identities"]["replay"] = {"id": "10000000000000999", "name": "Replay Victim",
+                                    "email": "replay@example.org"}  # fmt: skip
     path = tmp / "identities.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -214,6 +220,8 @@ LOGIN_CASES = {
     "non-member": ("dave", {}, 403, f"no study membership on this hub. To request access, "
                                     f"contact {CONTACT}"),
     "no email": ("noemail", {}, 403, "did not share an email address"),
+    "wildcard username": ("wildcard", {}, 403, "'a*' (not allowed: '*') is not an allowed "
+                          "username: a username must be 1-128 characters: ASCII letters"),
     "graph error 190": ("alice", {"error": {"code": 190, "paths": ["me"]}}, 403,
                         "Facebook did not accept the login token (error 190"),
     "graph rate limit": ("alice", {"error": {"code": 4, "paths": ["debug_token"]}}, 503,
@@ -239,6 +247,21 @@ def test_refused_login(env, case):
     assert "Traceback" not in r.text
     denial = audit(env, "auth.deny")[0]
     assert denial.decision == "deny" and message.split(".")[0][:30] in denial.reason
+    if case == "wildcard username":  # refused before any account was made for it
+        assert user(env, "a*") is None
+
+
+def test_rest_api_refuses_to_create_an_unsafe_username(env):
+    """#10 finding 2: the hub's own user API goes through the same validate_username."""
+    hub = env["hub"]
+    r = requests.post(hub.api("users"), json={"usernames": ["b*"]}, headers=hub.admin_headers,
+                      timeout=10)  # fmt: skip
+    assert r.status_code == 403, r.text
+    assert "'b*' (not allowed: '*') is not an allowed username" in r.json()["message"]
+    # the single-user endpoint reports only "Failed to create user" (JupyterHub's wording)
+    r = requests.post(hub.api("users/b*"), headers=hub.admin_headers, timeout=10)
+    assert r.status_code == 400, r.text
+    assert user(env, "b*") is None
 
 
 def test_standin_enforces_appsecret_proof(env):
@@ -316,6 +339,47 @@ def test_deauthorize_revokes_hub_tokens_and_blocks_stored_token(env):
     _, cb = login(hub.url, "bob")
     assert cb.status_code == 302
     assert Identities(env["store"]).by_subject("10000000000000002").revoked is None
+
+
+def test_replayed_or_future_dated_callbacks_change_nothing(env):
+    """#10 finding 12: a genuine deauthorize replayed after the user signed in again revoked
+    the new session; one dated 10 years ahead never went stale."""
+    hub, fb_id = env["hub"], "10000000000000999"
+    Memberships(env["store"]).upsert("urls-study", "replay", updated_by="test")
+    assert login(hub.url, "replay")[1].status_code == 302
+    genuine = make_signed_request({"user_id": fb_id}, SECRET)
+    deletion = make_signed_request({"user_id": fb_id}, SECRET)
+    assert _post_signed(env, "deauthorize", genuine).status_code == 200
+    time.sleep(1.1)  # issued_at has whole seconds
+    s, cb = login(hub.url, "replay")  # the user signs in again
+    assert cb.status_code == 302
+    tok = requests.post(hub.api("users/replay/tokens"), headers=hub.admin_headers,
+                        json={"note": "t"}, timeout=10).json()["token"]  # fmt: skip
+    future = make_signed_request({"user_id": fb_id, "issued_at": time.time() + 10 * 365 * 86400},
+                                 SECRET)  # fmt: skip
+    cases = [
+        ("deauthorize", genuine, "signed_request is stale: issued_at"),
+        ("data-deletion", deletion, "signed_request is stale: issued_at"),
+        ("deauthorize", future, "signed_request is dated in the future"),
+    ]
+    for path, sr, message in cases:
+        r = _post_signed(env, path, sr)
+        assert r.status_code == 400, r.text
+        assert message in r.json()["message"] and "Traceback" not in r.text
+    # nothing changed: the new session, its token, the binding and the auth_state stand
+    assert s.get(hub.url + "/hub/api/user", timeout=10).status_code == 200
+    auth = {"Authorization": f"token {tok}"}
+    assert requests.get(hub.api("user"), headers=auth, timeout=10).status_code == 200
+    assert Identities(env["store"]).by_subject(fb_id).revoked is None
+    assert user(env, "replay")["auth_state"] is not None
+    stale = audit(env, "auth.deauthorize", "replay")[0]
+    assert stale.decision == "deny" and "before replay's latest login" in stale.reason
+    assert audit(env, "auth.delete", "replay")[0].decision == "deny"
+    assert "dated in the future" in audit(env, "auth.deauthorize", "facebook")[0].reason
+    # a deauthorize issued after the latest login still works
+    fresh = make_signed_request({"user_id": fb_id}, SECRET)
+    assert _post_signed(env, "deauthorize", fresh).status_code == 200
+    assert requests.get(hub.api("user"), headers=auth, timeout=10).status_code == 403
 
 
 def test_data_deletion_and_status_page(env):

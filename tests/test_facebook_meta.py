@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from fort_hub.authenticators.meta import (
+    MAX_FUTURE_SKEW,
     GraphError,
     SignedRequestError,
     appsecret_proof,
@@ -52,6 +54,22 @@ def test_round_trip_and_max_age():
     assert parse_signed_request(sr, SECRET, max_age=60)["user_id"] == "42"
     with pytest.raises(SignedRequestError, match="older than 3600 seconds"):
         parse_signed_request(VECTOR, SECRET, max_age=3600, now=1700000000 + 3601)
+
+
+def test_issued_at_in_the_future_is_refused_beyond_the_skew():
+    """#10 finding 12: one dated 10 years ahead never went stale."""
+    t = 1700000000
+    assert parse_signed_request(VECTOR, SECRET, max_age=3600, now=t - MAX_FUTURE_SKEW)
+    with pytest.raises(SignedRequestError, match=r"dated in the future .* more than 300 seconds"):
+        parse_signed_request(VECTOR, SECRET, max_age=3600, now=t - MAX_FUTURE_SKEW - 1)
+    decade = make_signed_request({"user_id": "1", "issued_at": time.time() + 10 * 365 * 86400},
+                                 SECRET)  # fmt: skip
+    with pytest.raises(SignedRequestError, match="dated in the future"):
+        parse_signed_request(decade, SECRET, max_age=3600)
+    for bad in ("soon", None, True):
+        sr = make_signed_request({"user_id": "1", "issued_at": bad}, SECRET)
+        with pytest.raises(SignedRequestError, match="no numeric issued_at"):
+            parse_signed_request(sr, SECRET, max_age=3600)
 
 
 BAD = {

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import text
 
 from fort_hub import scopes
 from fort_hub.services.groups import GroupsService
 from fort_hub.store.memberships import Memberships
 from tests.conftest import EXAMPLE_POLICY, IN_CI
+from tests.forged_audit import FORGED_REASON, forge_row, legacy_audit_table
 from tests.fortsvc import ServiceSlot, ServiceThread, hub_config, make_users
 from tests.hubproc import RunningHub
 
@@ -168,3 +170,21 @@ def test_audit_log_needs_the_audit_scope(page, env):
     assert page.locator("#group-ads-study form.add").count() == 1  # may manage memberships
     assert page.locator("#audit").count() == 0
     assert "custom:fort-groups:audit" in page.locator("#audit-needs-scope").inner_text()
+
+
+def test_admin_page_shows_only_what_verify_verifies(page, env):
+    """#10 finding 9: a forged ``seq = 0`` "admin added mallory to admins" row (possible in a
+    store from before the check) showed on the admin page while ``audit verify`` passed."""
+    store = env["app"].fort_store
+    legacy_audit_table(store)
+    forge_row(store, 0)
+    try:
+        login(page, env, "admin")
+        audit_text = page.locator("#audit").inner_text()
+        assert "groups/admins/members/mallory" not in audit_text
+        assert FORGED_REASON not in audit_text
+        assert "groups.add" in audit_text  # the genuine records are there
+    finally:
+        with store.transaction() as conn:
+            conn.execute(text("DELETE FROM fort_audit_log WHERE seq <= 0"))
+        store.create_schema()

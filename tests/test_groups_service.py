@@ -9,11 +9,13 @@ import time
 
 import pytest
 import requests
+from sqlalchemy import text
 
 from fort_hub import scopes
 from fort_hub.services.groups import OWNER_KEY, GroupsService
 from fort_hub.store.memberships import Memberships
 from tests.conftest import EXAMPLE_POLICY
+from tests.forged_audit import FORGED_REASON, forge_row, legacy_audit_table
 from tests.fortsvc import ServiceSlot, ServiceThread, auth, hub_config, make_users, user_token
 from tests.hubproc import RunningHub
 
@@ -208,6 +210,20 @@ def test_api_bad_membership_input(env, path, body, status):
     assert r.status_code in (400, 404)
 
 
+def test_api_refuses_a_member_name_with_an_iam_wildcard(env):
+    """#10 finding 2: ``a*`` as a member would give that account every user's S3 prefix."""
+    tok = admin_token(env)
+    audit = env["app"].fort_store.audit
+    before = len(audit.query(action="groups.add", limit=1000))
+    for name in ("a%2A", "%24%7Baws%3Ausername%7D", "a%2Cb"):  # a*, ${aws:username}, a,b
+        r = requests.put(api(env, f"groups/ads-study/members/{name}"), headers=auth(tok),
+                         timeout=30)  # fmt: skip
+        assert r.status_code == 400, r.text
+        assert "is not an allowed username" in error_of(r)
+    assert len(audit.query(action="groups.add", limit=1000)) == before
+    assert Memberships(env["app"].fort_store).get("ads-study", "a*") is None
+
+
 def test_me(env):
     reconcile(env)
     tok = user_token(env["hub"], "carol", [ACCESS, scopes.GROUPS_READ])
@@ -273,6 +289,27 @@ def test_authorize_for_services(env):
                 {"user": "b", "action": "q", "resource": "r", "x": 1}):  # fmt: skip
         r = requests.post(url, json=bad, headers=auth(tok), timeout=30)
         assert r.status_code == 400 and error_of(r)
+
+
+def test_audit_api_shows_only_what_verify_verifies(env):
+    """#10 finding 9: a forged ``seq = 0`` row in a store from before the check (schema.py)
+    passed ``audit verify`` yet showed in the audit API."""
+    store = env["app"].fort_store
+    legacy_audit_table(store)
+    forge_row(store, 0)
+    tok = admin_token(env)
+    try:
+        for q in ("", "user=admin", "resource=groups/admins/members/mallory", "limit=1000"):
+            r = requests.get(api(env, f"audit?{q}"), headers=auth(tok), timeout=30)
+            assert r.status_code == 200, r.text
+            records = r.json()["records"]
+            assert all(x["seq"] > 0 and x["reason"] != FORGED_REASON for x in records), q
+        assert not store.audit.verify().ok  # and verify reports it
+    finally:
+        with store.transaction() as conn:
+            conn.execute(text("DELETE FROM fort_audit_log WHERE seq <= 0"))
+        store.create_schema()
+    assert store.audit.verify().ok
 
 
 def test_audit_api_filters_and_pages(env):

@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+from fort_hub.naming import UnsafeName
 from fort_hub.policy import Decision, Quota, parse_policy
 
 UTC = dt.UTC
@@ -198,9 +199,11 @@ def test_user_prefix(example_policy):
     assert parse_policy("version: 1\n").user_prefix("alice") == ""
     custom = parse_policy("version: 1\naws: {bucket: b-1, user_prefix: 'home/{username}/data/'}\n")
     assert custom.user_prefix("bob") == "s3://b-1/home/bob/data/"
-    braces = parse_policy("version: 1\naws: {bucket: b-1, user_prefix: 'x{{y}}/{username}/'}\n")
-    assert braces.user_prefix("bob") == "s3://b-1/x{y}/bob/"
-    assert braces.authorize("bob", [], "s3:write", "s3://b-1/x{y}/bob/f").allowed
+    assert custom.authorize("bob", [], "s3:write", "s3://b-1/home/bob/data/f").allowed
+    # a username that would widen the prefix is refused, and never authorizes a path
+    with pytest.raises(UnsafeName, match=r"'a\*' \(not allowed: '\*'\)"):
+        custom.user_prefix("a*")
+    assert not custom.authorize("a*", [], "s3:write", "s3://b-1/home/a*/data/f").allowed
 
 
 def test_data_paths_resolve_against_the_policy_file(example_policy, example_policy_path):

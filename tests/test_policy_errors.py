@@ -28,7 +28,7 @@ CASES = [
             (
                 2,
                 "grups",
-                "unknown key 'grups' (allowed: aws, datasets, grants, groups, profiles, quotas, version)",
+                "unknown key 'grups' (allowed: aws, contact, datasets, grants, groups, profiles, quotas, version)",
             )
         ],
     ),
@@ -237,7 +237,13 @@ CASES = [
             location: {database: d.duckdb}
             s3_prefixes: [/local/path]
         """,
-        [(6, "datasets[0].s3_prefixes[0]", "'/local/path' is not an s3:// URI")],
+        [
+            (
+                6,
+                "datasets[0].s3_prefixes[0]",
+                "'/local/path' is not an s3:// URI without wildcards or variables (* ? $ { })",
+            )
+        ],
     ),
     Case(
         "path table not in tables",
@@ -519,7 +525,7 @@ CASES = [
           bucket: fort-user-data
           user_prefix: users/{user}/
         """,
-        [(4, "aws.user_prefix", "'users/{user}/' must contain '{username}'")],
+        [(4, "aws.user_prefix", "'users/{user}/' must contain '{username}' exactly once")],
     ),
     Case(
         "prefix other field",
@@ -528,7 +534,97 @@ CASES = [
         aws:
           user_prefix: users/{username}/{team}/
         """,
-        [(3, "aws.user_prefix", "'users/{username}/{team}/' may use only the field '{username}'")],
+        [
+            (
+                3,
+                "aws.user_prefix",
+                "'users/{username}/{team}/' may use only the field '{username}' (no other fields or format specs)",
+            )
+        ],
+    ),
+    Case(
+        "prefix with a wildcard or format spec (#10)",
+        """
+        version: 1
+        aws:
+          user_prefix: "users/*/{username}/{username:*<9}/"
+        """,
+        [
+            (
+                3,
+                "aws.user_prefix",
+                "'users/*/{username}/{username:*<9}/' may use only the field '{username}' (no other fields or format specs)",
+            )
+        ],
+    ),
+    Case(
+        "prefix where one user's covers another's (#10)",
+        """
+        version: 1
+        aws:
+          user_prefix: "users/{username}"
+        """,
+        [
+            (
+                3,
+                "aws.user_prefix",
+                "'users/{username}' must have '/' right after '{username}' (else one user's prefix covers another's)",
+            )
+        ],
+    ),
+    Case(
+        "prefix with a policy variable (#10)",
+        """
+        version: 1
+        aws:
+          user_prefix: "home/$x/{username}/"
+        """,
+        [
+            (
+                3,
+                "aws.user_prefix",
+                "'home/$x/{username}/' may contain only letters, digits, . _ @ + = - and single '/' separators (no wildcard, policy variable or leading '/')",
+            )
+        ],
+    ),
+    Case(
+        "member with an IAM wildcard (#10)",
+        """
+        version: 1
+        groups:
+          - name: g
+            members: ["a*", {user: "b?x"}, "ok@example.org"]
+        """,
+        [
+            (
+                4,
+                "groups[0].members[0]",
+                "'a*' is not an allowed username: a username must be 1-128 characters: ASCII letters, digits and . _ @ + - (starting with a letter or digit)",
+            ),
+            (
+                4,
+                "groups[0].members[1]",
+                "'b?x' is not an allowed username: a username must be 1-128 characters: ASCII letters, digits and . _ @ + - (starting with a letter or digit)",
+            ),
+        ],
+    ),
+    Case(
+        "dataset prefix with a wildcard (#10)",
+        """
+        version: 1
+        datasets:
+          - name: d
+            engine: duckdb
+            location: {database: d.duckdb}
+            s3_prefixes: ["s3://b-1/users/*/"]
+        """,
+        [
+            (
+                6,
+                "datasets[0].s3_prefixes[0]",
+                "'s3://b-1/users/*/' is not an s3:// URI without wildcards or variables (* ? $ { })",
+            )
+        ],
     ),
     Case(
         "bad bucket",
@@ -706,7 +802,7 @@ def test_every_error_is_collected_in_line_order():
         "p.yaml:14: grants[0].datasets[0]: unknown dataset 'url_share'",
         "p.yaml:15: grants[0].actions[1]: unknown action 'write' (known: query, s3:read, s3:write)",
         "p.yaml:20: profiles[0].groups[0]: unknown group 'admins'",
-        "p.yaml:23: aws.user_prefix: 'users/' must contain '{username}'",
+        "p.yaml:23: aws.user_prefix: 'users/' must contain '{username}' exactly once",
         "p.yaml:25: aws.roles.urls-study: 'arn:aws:iam::123456789012:policy/fort' is not an IAM "
         "role ARN (arn:aws:iam::<account>:role/<name>)",
         "p.yaml:27: quotas.defaults.queries_per_day: must be a number, not a string",

@@ -232,11 +232,18 @@ def test_athena_runs_as_the_user_in_the_workgroup(aws_env, tmp_path, monkeypatch
 
 def test_athena_session_names_are_sts_safe(aws_env, tmp_path, monkeypatch):
     assumed = record_assume_role(monkeypatch)
-    AthenaEngine().credentials.session("josé müller", ROLE, "us-east-1", "urls-study")
+    engine = AthenaEngine()
+    # a name outside the username rule (fort_hub.naming) never reaches STS (#10 finding 2)
+    for bad in ("josé müller", "a*", "a?b", "${aws:username}"):
+        with pytest.raises(EngineError, match="is not an allowed username"):
+            engine.credentials.session(bad, ROLE, "us-east-1", "urls-study")
+    assert assumed == []
+    long = "a" * 70 + "@example.org"  # allowed, but longer than STS's 64 characters
+    engine.credentials.session(long, ROLE, "us-east-1", "urls-study")
     (req,) = assumed
     for name in (req["RoleSessionName"], req["SourceIdentity"]):
         assert name.isascii() and re.fullmatch(r"[\w+=,.@-]{2,64}", name), name
-    assert req["RoleSessionName"].startswith("fort-jos-")
+    assert req["RoleSessionName"].startswith("fort-aaaa")
 
 
 def test_athena_reads_the_s3_result_object_into_arrow(aws_env, tmp_path):

@@ -174,6 +174,30 @@ async def test_forbidden_profile_starts_nothing_and_is_audited(k8s, make, store_
     assert k8s.list("pods") == []
 
 
+async def test_no_study_group_and_unsafe_username_start_nothing(k8s, make, store_url,
+                                                                policy_path):  # fmt: skip
+    """#10 findings 3 and 2: a user in no active group got the profile open to everyone; a
+    user called ``a*`` got ``FORT_USER_PREFIX`` ``users/a*/``. Both refused, audited, no pod."""
+    policy_path.write_text(policy_path.read_text() + "contact: fort-support@example.org\n")
+    s = make("nogroup", {"profile": "python"})
+    with pytest.raises(SpawnDenied) as e:
+        await s.start()
+    assert e.value.status_code == 403
+    assert e.value.log_message == (
+        "Spawn refused: you are not in any active study group, so no server can start; "
+        "to join one, ask fort-support@example.org"
+    )
+    Memberships(shared_store(store_url)).upsert("urls-study", "a*", updated_by="test")
+    star = make("a*", {"profile": "python"})
+    with pytest.raises(SpawnDenied, match=r"'a\*' \(not allowed: '\*'\) is not an allowed"):
+        await star.start()
+    assert k8s.list("pods") == [] and not any(m == "POST" for m, _ in k8s.requests)
+    star_rec, nogroup_rec = audit(store_url, "spawn.start")
+    assert nogroup_rec.actor == "nogroup" and nogroup_rec.decision == "deny"
+    assert "ask fort-support@example.org" in nogroup_rec.reason
+    assert star_rec.actor == "a*" and star_rec.decision == "deny"
+
+
 async def test_unlisted_image_allowed_for_admins(k8s, make):
     image = "quay.io/jupyter/r-notebook:2025-06-02"
     s = make("admin", {"profile": "custom", "image--unlisted-choice": image})
@@ -219,13 +243,14 @@ async def test_group_change_and_expiry_between_spawns(k8s, make, store_url):
     # membership expires: its profiles are gone at the next spawn
     past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
     members.upsert("urls-study", "dave", expires=past, updated_by="test")
-    with pytest.raises(SpawnDenied, match="not available to your groups"):
+    with pytest.raises(SpawnDenied, match="not in any active study group"):
         await s.start()
     assert [p["slug"] for p in await maybe_future(s.fort_profile_list())] == ["python"]
     assert k8s.list("pods") == []
 
 
-async def test_irsa_service_account_before_pod_patched_and_deleted(k8s, make, store_url):
+async def test_irsa_service_account_before_pod_patched_and_deleted(k8s, make, store_url,
+                                                                   policy_path):  # fmt: skip
     members = Memberships(shared_store(store_url))
     members.upsert("urls-study", "dave", updated_by="test")
     s = make("dave", {"profile": "python"}, aws_identity_mode="irsa")
@@ -261,8 +286,10 @@ async def test_irsa_service_account_before_pod_patched_and_deleted(k8s, make, st
     assert env["AWS_ROLE_ARN"] == ADS_ARN
     await s.stop(now=True)
 
-    # no role any more: the annotation is removed
-    members.remove("ads-study", "dave")
+    # no role any more (the group's role left the policy): the annotation is removed
+    # (a user in no group at all gets no server: test_no_study_group_...)
+    text = policy_path.read_text()
+    policy_path.write_text(text.replace(f"    ads-study: {ADS_ARN}\n", ""))
     await asyncio.wait_for(s.start(), 30)
     sa = k8s.get("serviceaccounts", "default", "fort-dave")
     assert "eks.amazonaws.com/role-arn" not in sa["metadata"]["annotations"]
@@ -440,6 +467,9 @@ async def test_form_data_is_checked_when_parsed(k8s, make):
     }
     with pytest.raises(SpawnDenied, match="must match"):
         await admin.run_options_from_form(form)
+    # a user in no study group is told so on the form (#10 finding 3)
+    with pytest.raises(SpawnDenied, match=r"not in any active study group.*ask a fort admin"):
+        await make("nogroup").run_options_from_form({"profile": ["python"]})
     # and checked again at start (REST requests never see the form)
     s.user_options = {"profile": "urls-large"}
     with pytest.raises(SpawnDenied, match="urls-large"):

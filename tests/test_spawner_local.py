@@ -202,6 +202,27 @@ def test_rest_api_forbidden_profile_and_image(hub):
     store.dispose()
 
 
+def test_user_in_no_study_group_gets_no_server(hub):
+    """#10 finding 3: a user with no active group spawned the profile open to everyone."""
+    requests.post(hub.api("users"), json={"usernames": ["nogroup"]}, headers=hub.admin_headers)
+    for body in ({}, {"profile": "python"}):
+        r = requests.post(hub.api("users/nogroup/server"), json=body, headers=hub.admin_headers)
+        assert r.status_code == 403, r.text
+        message = r.json()["message"]
+        assert "you are not in any active study group, so no server can start" in message
+        assert "to join one, ask a fort admin" in message  # the example policy names no contact
+    r = requests.get(hub.api("users/nogroup"), headers=hub.admin_headers)
+    assert r.json()["servers"] == {}
+    store = Store(hub.store_url)
+    try:
+        records = store.audit.query(user="nogroup", action="spawn.start")
+    finally:
+        store.dispose()
+    assert [r.decision for r in records] == ["deny", "deny"]
+    assert "not in any active study group" in records[0].reason
+    assert records[0].details["groups"] == []
+
+
 def login(hub, username) -> requests.Session:
     s = requests.Session()
     s.get(f"{hub.url}/hub/login", timeout=10)

@@ -25,6 +25,7 @@ from tornado.httpclient import AsyncHTTPClient
 from traitlets import Bool, Float, List, Set, Unicode, default, validate
 
 from ..config import FortSettings, user_groups
+from ..naming import check_username_problem
 from ..store import StoreError
 from .facebook_handlers import FacebookCallbackHandler, FacebookLoginError, facebook_handlers
 from .graph import GraphAPI
@@ -224,6 +225,17 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
 
     def normalize_username(self, username):
         return super().normalize_username(username.strip())
+
+    def validate_username(self, username):
+        """Refuse, with a page saying why, a username that could widen the user's S3 prefix or
+        session policy (``a*@example.org`` -> ``a*``): :mod:`fort_hub.naming`."""
+        problem = check_username_problem(username)
+        if problem:
+            raise FacebookLoginError(
+                403, f"This hub cannot use your account's username: {problem}. "
+                f"Contact {self.access_contact}.", str(username)[:128],
+            )  # fmt: skip
+        return super().validate_username(username)
 
     def build_auth_state_dict(self, token_info, user_info):
         state = super().build_auth_state_dict(token_info, user_info)

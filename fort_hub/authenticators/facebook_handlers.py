@@ -97,11 +97,28 @@ class _MetaCallbackHandler(BaseHandler):
             await self._audit_refusal(str(e))
             raise web.HTTPError(400, "%s", str(e)) from None
 
-    async def _audit_refusal(self, reason: str) -> None:
+    async def _audit_refusal(self, reason: str, actor: str = "facebook") -> None:
         try:
-            await self._audit("facebook", "facebook", "deny", reason)
+            await self._audit(actor, "facebook", "deny", reason)
         except Exception as e:  # the refusal stands either way
             self.log.error("facebook.audit_failed action=%s error=%r", self.action, str(e))
+
+    async def refuse_stale(self, payload: dict, ident) -> None:
+        """Refuse (400, audited) a signed_request issued before the user's latest login: a
+        replayed deauthorize or deletion must not end the session the user started since.
+        ``issued_at`` has whole seconds: one from the login's own second is honoured."""
+        if ident is None:
+            return
+        identities = self.authenticator.identities
+        login = await self.authenticator.fort_store.run(identities.last_login, ident.username)
+        if login is not None and payload["issued_at"] < int(login.timestamp()):
+            reason = (
+                f"signed_request is stale: issued_at {payload['issued_at']} is before "
+                f"{ident.username}'s latest login ({login.isoformat(timespec='seconds')}); "
+                "nothing changed"
+            )
+            await self._audit_refusal(reason, ident.username)
+            raise web.HTTPError(400, "%s", reason)
 
     async def _lookup(self, subject: str):
         identities = self.authenticator.identities
@@ -123,6 +140,7 @@ class DeauthorizeHandler(_MetaCallbackHandler):
         payload = await self.verified_payload()
         subject = payload["user_id"]
         ident, user = await self._lookup(subject)
+        await self.refuse_stale(payload, ident)
         revoked_tokens = 0
         if ident:
             await self.authenticator.fort_store.run(self.authenticator.identities.revoke, subject)
@@ -152,6 +170,7 @@ class DataDeletionHandler(_MetaCallbackHandler):
         payload = await self.verified_payload()
         subject = payload["user_id"]
         ident, user = await self._lookup(subject)
+        await self.refuse_stale(payload, ident)
         code = secrets.token_urlsafe(18)
         username = ident.username if ident else None
         status = "completed" if ident else "no_data"

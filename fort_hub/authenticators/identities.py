@@ -118,6 +118,13 @@ class Identities:
             )
         return self.by_subject(subject)
 
+    def last_login(self, username: str) -> dt.datetime | None:
+        """When *username* last signed in (the newest ``auth.login`` in the audit log, which
+        every hub process shares), or None."""
+        for rec in self.store.audit.query(user=username, action="auth.login", limit=1):
+            return parse_time(rec.ts)
+        return None
+
     def record_deletion(self, code: str, subject: str, username: str | None, status: str) -> None:
         now = isoformat(utcnow())
         with self.store.transaction() as conn:

@@ -21,6 +21,8 @@ from typing import Any
 
 #: a signed_request longer than this is refused before any decoding
 MAX_SIGNED_REQUEST = 4096
+#: how far (seconds) a signed_request's ``issued_at`` may be ahead of this host's clock
+MAX_FUTURE_SKEW = 300
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}\Z")
 
 #: Graph error codes that mean "too many calls": application, user, page and API-level limits
@@ -80,7 +82,9 @@ def parse_signed_request(
 
     Raises :class:`SignedRequestError` naming what is wrong: too long, not two segments, not
     base64url, bad padding, payload not a JSON object, algorithm not HMAC-SHA256, signature
-    mismatch, no user_id, or older than *max_age* seconds (by its ``issued_at``).
+    mismatch, no user_id, or (with *max_age*) no numeric ``issued_at``, one older than
+    *max_age* seconds or more than :data:`MAX_FUTURE_SKEW` seconds in the future (a request
+    dated ahead would never go stale).
     """
     if not isinstance(signed_request, str) or not signed_request:
         raise SignedRequestError("signed_request is missing")
@@ -113,9 +117,16 @@ def parse_signed_request(
     if max_age is not None:
         issued = payload.get("issued_at")
         now = time.time() if now is None else now
-        if not isinstance(issued, int | float) or now - issued > max_age:
+        if isinstance(issued, bool) or not isinstance(issued, int | float):
+            raise SignedRequestError(f"signed_request has no numeric issued_at ({issued!r})")
+        if now - issued > max_age:
             raise SignedRequestError(
                 f"signed_request is older than {int(max_age)} seconds (issued_at {issued!r})"
+            )
+        if issued - now > MAX_FUTURE_SKEW:
+            raise SignedRequestError(
+                f"signed_request is dated in the future (issued_at {issued!r} is more than "
+                f"{MAX_FUTURE_SKEW} seconds ahead of this hub's clock)"
             )
     return payload
 

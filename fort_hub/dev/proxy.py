@@ -10,9 +10,24 @@ researchers, long polls (``GET queries/{id}?wait=1``) and spawn-progress polling
 slots and the queue times out into 503 pages (measured with ``benchmarks/bench_demo.py``). Here
 the client may keep :data:`MAX_CLIENTS` requests in flight and buffer :data:`MAX_BUFFER` bytes;
 ``fort-hub demo`` passes ``--proxy-timeout`` for long downloads.
+
+Its logs (tornado's access log prints the full URI of every 4xx and 5xx) pass through
+:class:`RedactSecrets`: the values of OAuth ``code`` and ``state``, tokens, ``signed_request``
+and ``_xsrf`` become ``[redacted]``.
 """
 
 from __future__ import annotations
+
+import logging
+import re
+
+#: query parameters whose values never reach a log line
+SECRET_PARAMS = re.compile(
+    r"(?i)([?&;](?:code|state|[a-z_]*token|signed_request|_xsrf|password|[a-z_]*secret)=)"
+    r"[^&;\s#]*"
+)
+#: the loggers whose lines carry request URIs
+LOGGERS = ("tornado.access", "tornado.application", "tornado.general", "configurable_http_proxy")
 
 #: requests the proxy may forward at once
 MAX_CLIENTS = 1000
@@ -20,9 +35,26 @@ MAX_CLIENTS = 1000
 MAX_BUFFER = 1 << 30
 
 
+class RedactSecrets(logging.Filter):
+    """Rewrites a record's message with secret query values replaced by ``[redacted]``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = SECRET_PARAMS.sub(r"\1[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+def install_redaction() -> None:
+    for name in LOGGERS:
+        logging.getLogger(name).addFilter(RedactSecrets())
+
+
 def main() -> None:
     from tornado.httpclient import AsyncHTTPClient
 
+    install_redaction()
     AsyncHTTPClient.configure(None, max_clients=MAX_CLIENTS, max_buffer_size=MAX_BUFFER)
     from configurable_http_proxy.cli import main as chp
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from ..naming import USERNAME_RULE, check_user_prefix_template, is_safe_username
 from .model import (
     DATASET_ACTIONS,
     UTC,
@@ -29,7 +30,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 ROLE_ARN_RE = re.compile(
     r"^arn:aws[a-zA-Z-]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}\Z", re.ASCII
 )
-S3_PREFIX_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?\Z")
+#: the key part may not hold an IAM wildcard or policy variable (it is copied into ARNs)
+S3_PREFIX_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._@+=/-]*)?\Z")
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 QUANTITY_RE = re.compile(r"^\d+(\.\d+)?([KMGTPE]i?|[kmgtpe])?\Z")
 #: a policy with more values than this is refused (guards against YAML alias bombs)
@@ -142,7 +144,7 @@ _INVALID = _Invalid()
 class _Validator:
     """Turns the raw tree into a :class:`Policy`, recording every problem on the tree."""
 
-    TOP = {"version", "groups", "datasets", "grants", "profiles", "aws", "quotas"}
+    TOP = {"version", "contact", "groups", "datasets", "grants", "profiles", "aws", "quotas"}
 
     def __init__(self, tree: _Tree, base_dir: Path):
         self.t = tree
@@ -233,6 +235,7 @@ class _Validator:
         profiles = self.profiles(raw.get("profiles"), groups)
         aws = self.aws(raw.get("aws"), groups)
         default_quota, group_quotas = self.quotas(raw.get("quotas"), groups)
+        contact = self.string(raw["contact"], ("contact",)) if "contact" in raw else ""
         if self.t.errors:
             return None
         return Policy(
@@ -244,6 +247,7 @@ class _Validator:
             aws=aws,
             default_quota=default_quota,
             group_quotas=group_quotas,
+            contact=contact,
             source=self.t.file,
         )
 
@@ -271,6 +275,8 @@ class _Validator:
                     m = self.mapping(m, mp, {"user", "expires"}, {"user"})
                     user = self.string(m.get("user"), mp + ("user",)) if "user" in m else ""
                     expires = self.expiry(m.get("expires"), mp + ("expires",))
+                if user and not is_safe_username(user):
+                    self.t.error(mp, f"{user!r} is not an allowed username: {USERNAME_RULE}")
                 if user in seen_users:
                     self.t.error(mp, f"duplicate member '{user}'")
                 seen_users.add(user)
@@ -296,7 +302,10 @@ class _Validator:
             prefixes = []
             for j, s in enumerate(self.seq(d.get("s3_prefixes"), p + ("s3_prefixes",))):
                 s = self.string(
-                    s, p + ("s3_prefixes", j), pattern=S3_PREFIX_RE, what="an s3:// URI"
+                    s,
+                    p + ("s3_prefixes", j),
+                    pattern=S3_PREFIX_RE,
+                    what="an s3:// URI without wildcards or variables (* ? $ { })",
                 )
                 prefixes.append(s if s.endswith("/") else s + "/")
             if self._unique(out, name, p + ("name",), "dataset"):
@@ -472,15 +481,9 @@ class _Validator:
         if bucket:
             self.string(bucket, p + ("bucket",), pattern=BUCKET_RE, what="a valid S3 bucket name")
         prefix = a.get("user_prefix", "users/{username}/")
-        if not isinstance(prefix, str) or "{username}" not in prefix:
-            self.t.error(p + ("user_prefix",), f"{prefix!r} must contain '{{username}}'")
-        else:
-            try:
-                prefix.format(username="x")
-            except (KeyError, IndexError, ValueError):
-                self.t.error(
-                    p + ("user_prefix",), f"{prefix!r} may use only the field '{{username}}'"
-                )
+        problem = check_user_prefix_template(prefix)
+        if problem:
+            self.t.error(p + ("user_prefix",), f"{prefix!r} {problem}")
         return AwsSettings(
             region=str(a.get("region", "us-east-1")),
             roles={str(k): str(v) for k, v in roles.items()},

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..naming import check_username, is_safe_username
+
 UTC = dt.UTC
 
 #: Actions a grant can give on a dataset.
@@ -149,6 +151,8 @@ class Policy:
     aws: AwsSettings = field(default_factory=AwsSettings)
     default_quota: Quota = field(default_factory=Quota)
     group_quotas: Mapping[str, Quota] = field(default_factory=dict)
+    #: whom people without access should ask (shown in refusals); empty: "a fort admin"
+    contact: str = ""
     source: str = "<memory>"
 
     def __post_init__(self):
@@ -307,7 +311,7 @@ class Policy:
         )
 
     def _authorize_s3_uri(self, user: str, eff: list[str], action: str, uri: str) -> Decision:
-        own = self.user_prefix(user)
+        own = self.user_prefix(user) if is_safe_username(user) else ""
         if own and uri.startswith(own):
             return Decision(True, f"'{uri}' is under the user's own prefix")
         # a dataset prefix ends in "/", so it can only be one of the URI's parent "folders"
@@ -374,9 +378,11 @@ class Policy:
         return Quota(**{f: max(getattr(q, f) for q in overrides) for f in Quota.FIELDS})
 
     def user_prefix(self, username: str) -> str:
-        """``s3://bucket/users/alice/`` (empty when no bucket is configured)."""
+        """``s3://bucket/users/alice/`` (empty when no bucket is configured). Raises
+        :class:`fort_hub.naming.UnsafeName` for a username that could widen the prefix (``*``)."""
         if not self.aws.bucket:
             return ""
+        check_username(username)
         if self._prefix_parts is not None:
             head, tail = self._prefix_parts
             return head + username + tail

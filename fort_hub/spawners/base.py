@@ -21,6 +21,7 @@ from traitlets import Unicode, default
 
 from .. import scopes
 from ..config import FortSettings, user_groups
+from ..naming import check_username_problem
 from ..policy import Policy, PolicyError
 from ..store.audit import AuditError
 from .identity import aws_config_text
@@ -42,6 +43,21 @@ def _summarize(options: Any) -> dict[str, str]:
 
 def _applied_at_start(spawner, user_options) -> None:
     return None
+
+
+def fort_check_access(policy: Policy, username: str, groups: list[str]) -> None:
+    """Refuse (:class:`ProfileError`) a user in no active study group, even when a profile is
+    open to everyone, and a username that would widen the user's S3 prefix
+    (:mod:`fort_hub.naming`)."""
+    problem = check_username_problem(username)
+    if problem:
+        raise ProfileError(f"{problem}; ask a fort admin to rename the account")
+    if not groups:
+        contact = policy.contact or "a fort admin"
+        raise ProfileError(
+            "you are not in any active study group, so no server can start; "
+            f"to join one, ask {contact}"
+        )
 
 
 class SpawnDenied(web.HTTPError):
@@ -151,6 +167,8 @@ class FortSpawnerMixin(FortSettings):
         shown again with the reason (start checks again: REST requests skip the form)."""
         options = self.fort_parse_form(formdata)
         try:
+            policy = self._policy()  # no study group, no server: say so on the form
+            fort_check_access(policy, self.user.name, await self.fort_groups(policy))
             profile_list = await maybe_future(self.fort_profile_list())
             self.fort_check_selection(validate_user_options(options, profile_list))
         except ProfileError as e:
@@ -188,6 +206,7 @@ class FortSpawnerMixin(FortSettings):
             policy, groups, base_tolerations=self.fort_base_tolerations()
         )
         try:
+            fort_check_access(policy, self.user.name, groups)
             selection = validate_user_options(self.user_options, profile_list)
             self.fort_check_selection(selection)
         except ProfileError as e:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import schema
@@ -469,9 +469,11 @@ class AuditLog:
         resource: str | None = None,
     ) -> list[AuditRecord]:
         """Newest first. *user* is matched against the actor (who acted), *resource* exactly;
-        page with *before_seq* (the smallest seq of the previous page)."""
+        page with *before_seq* (the smallest seq of the previous page). Only chain records
+        (``seq > 0``, what :meth:`verify` walks) are ever returned."""
         t = schema.audit_log
-        stmt = select(t).order_by(t.c.seq.desc()).limit(max(1, min(int(limit), 10_000)))
+        stmt = select(t).where(t.c.seq > 0).order_by(t.c.seq.desc())
+        stmt = stmt.limit(max(1, min(int(limit), 10_000)))
         if user:
             stmt = stmt.where(t.c.actor == user)
         if action:
@@ -509,6 +511,16 @@ class AuditLog:
         """Walk the chain. Detects an edited field (hash mismatch), a removed record (gap in
         seq), reordered records (prev_hash mismatch) and a truncated tail (the head row, or
         *expect_head* kept elsewhere, e.g. printed earlier by ``fort-hub audit head``)."""
+        t = schema.audit_log
+        with self.store.reading() as conn:
+            outside, lowest = conn.execute(
+                select(func.count(), func.min(t.c.seq)).where(t.c.seq <= 0)
+            ).one()
+        if outside:  # only in a store created before the seq > 0 check (schema.py)
+            return VerifyResult(
+                False, 0, lowest, f"{outside} record(s) with seq <= 0 are outside the chain: "
+                "forged (fort-hub never writes them; no reader shows them)",
+            )  # fmt: skip
         expected_seq, prev, n = 1, GENESIS, 0
         for rec in self.iter_all():
             n += 1

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, create_engine, event, select, text
+from sqlalchemy import Connection, create_engine, event, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -175,6 +175,7 @@ class Store:
                 if self.dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(7355608)"))
                 schema.metadata.create_all(conn)
+                schema.upgrade_audit_log(conn, self.dialect)
                 if self.dialect == "postgresql":
                     from .audit import install_functions
 
@@ -193,6 +194,15 @@ class Store:
                         f"the store at {redact_url(self.url)} has schema version {row[0]}, newer "
                         f"than this fort-hub ({schema.SCHEMA_VERSION}); upgrade fort-hub"
                     )
+        except SQLAlchemyError as e:
+            raise _wrap(e) from e
+
+    def has_audit_log(self) -> bool:
+        """Whether this store has an audit table (a store never opened by fort-hub has none)."""
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(fort_readonly=True)
+                return inspect(conn).has_table(schema.audit_log.name)
         except SQLAlchemyError as e:
             raise _wrap(e) from e
 

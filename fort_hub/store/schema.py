@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     Index,
     Integer,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 SCHEMA_VERSION = 1
@@ -51,7 +53,41 @@ audit_log = Table(
     Column("hash", String(64), nullable=False),
     Index("ix_fort_audit_actor", "actor", "seq"),
     Index("ix_fort_audit_action", "action", "seq"),
+    # the chain starts at 1: a row at 0 or below would be outside what `audit verify` walks
+    CheckConstraint("seq > 0", name="ck_fort_audit_log_seq_positive"),
 )
+
+_SEQ_CHECK = "ck_fort_audit_log_seq_positive"
+
+
+def upgrade_audit_log(conn, dialect: str) -> None:
+    """Give an audit table created before the ``seq > 0`` check the same guarantee (idempotent).
+
+    PostgreSQL: the CHECK constraint, added ``NOT VALID`` so that rows already there (forged
+    ones are evidence) stay for ``audit verify`` to report. SQLite cannot add a CHECK to an
+    existing table, so two triggers refuse the same inserts and updates.
+    """
+    if dialect == "postgresql":
+        conn.execute(text(f"""
+            DO $$ BEGIN
+              IF NOT EXISTS (SELECT 1 FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
+                             WHERE c.conname = '{_SEQ_CHECK}' AND t.oid = 'fort_audit_log'::regclass)
+              THEN ALTER TABLE fort_audit_log ADD CONSTRAINT {_SEQ_CHECK} CHECK (seq > 0) NOT VALID;
+              END IF;
+            END $$"""))  # fmt: skip
+        return
+    ddl = conn.execute(
+        text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'fort_audit_log'")
+    ).scalar()
+    if ddl and _SEQ_CHECK not in ddl:
+        for event in ("INSERT", "UPDATE OF seq"):
+            name = f"{_SEQ_CHECK}_{event.split()[0].lower()}"
+            conn.execute(text(
+                f"CREATE TRIGGER IF NOT EXISTS {name} BEFORE {event} ON fort_audit_log "
+                f"WHEN NEW.seq <= 0 BEGIN SELECT RAISE(ABORT, "
+                f"'CHECK constraint failed: {_SEQ_CHECK}'); END"
+            ))  # fmt: skip
+
 
 #: one row (id=1): the newest record's seq and hash, updated in the same transaction as the
 #: insert, so that a truncated tail is detected and appends need no max() scan.

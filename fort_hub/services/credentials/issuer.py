@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from ...access import Access
+from ...naming import check_username_problem, is_safe_username
 from ...policy import role_name
 from ..handler import ServiceError
 from .backends import AssumeRoleRequest, Credentials, StsBackendBase, StsError, user_session
@@ -83,6 +84,11 @@ class CredentialIssuer:
 
     async def decide(self, username: str, role: str, request_id: str, client: str) -> Grant:
         """The grant from the store and the policy now, or a refusal (audited)."""
+        if not is_safe_username(username):
+            # it would be copied into the session policy's ARNs ("a*" matches every user)
+            reason = f"no credentials for this account: {check_username_problem(username)}"
+            await self.audit(username, role, "deny", reason, request_id, client)
+            raise ServiceError(403, f"{reason}; ask a fort admin to rename it")
         policy, eff = await self.access.aeffective(username)
         self.rate_limit(username, policy.quota_for(eff).credential_requests_per_minute)
         roles = policy.roles_for(eff)

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 
 from ...access import Access
+from ...naming import check_username_problem, is_safe_username
 from ...store import Store, isoformat
 from ...store.memberships import Memberships
 from ..base import HubApi, HubApiError
@@ -61,6 +62,9 @@ class MembershipAdmin:
         self, actor: str, group: str, user: str, expires: dt.datetime | None, request_id: str,
         client: str,
     ) -> dict:  # fmt: skip
+        problem = check_username_problem(user)
+        if problem:  # it would widen the user's S3 prefix (fort_hub.naming)
+            raise ServiceError(400, problem)
         store = self.store
         prior = await store.run(self.members.get, group, user)
         verb = "extend" if prior and prior.active(self.access.clock()) else "add"
@@ -118,7 +122,7 @@ class MembershipAdmin:
             ],
             "roles": policy.roles_for(eff),
             "quota": policy.quota_for(eff).as_dict(),
-            "user_prefix": policy.user_prefix(username),
+            "user_prefix": policy.user_prefix(username) if is_safe_username(username) else "",
         }
 
     def next_expiry(self, now: dt.datetime) -> dt.datetime | None:

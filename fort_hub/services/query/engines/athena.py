@@ -26,6 +26,7 @@ from jupyterhub.traitlets import EntryPointType
 from traitlets import Float, Integer, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
+from ....naming import check_username_problem
 from ....policy.model import Dataset
 from ...credentials.backends import StsBackend, StsError, user_session
 from .base import EngineError, EngineJob, Outcome, QueryCancelled, QueryEngine, ResultSink
@@ -90,6 +91,9 @@ class AssumeRoleProvider(CredentialsProvider):
             raise EngineError(
                 "no AWS role is given to your groups for this dataset (policy aws.roles)"
             )
+        problem = check_username_problem(username)  # the session name, identity and tags
+        if problem:
+            raise EngineError(f"{problem}; ask a fort admin to rename the account")
         key = (username, role_arn, group)
         with self._lock:
             hit = self._cache.get(key)
