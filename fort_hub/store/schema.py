@@ -33,6 +33,8 @@ meta = Table(
     Column("value", Text, nullable=False),
 )
 
+_SEQ_CHECK = "ck_fort_audit_log_seq_positive"
+
 # ---- audit log -------------------------------------------------------------------------------
 audit_log = Table(
     "fort_audit_log",
@@ -54,10 +56,8 @@ audit_log = Table(
     Index("ix_fort_audit_actor", "actor", "seq"),
     Index("ix_fort_audit_action", "action", "seq"),
     # the chain starts at 1: a row at 0 or below would be outside what `audit verify` walks
-    CheckConstraint("seq > 0", name="ck_fort_audit_log_seq_positive"),
+    CheckConstraint("seq > 0", name=_SEQ_CHECK),
 )
-
-_SEQ_CHECK = "ck_fort_audit_log_seq_positive"
 
 
 def upgrade_audit_log(conn, dialect: str) -> None:
