@@ -1,0 +1,251 @@
+"""Run the Z2JH hub pod as the chart rendered it, on this machine: the chart's own
+``jupyterhub_config.py`` and ``z2jh.py`` (unmodified) read the rendered Secret and ConfigMap at
+the paths the chart mounts them, with the hub Deployment's environment, fort-hub installed in
+this venv (as docker/hub.Dockerfile installs it), PostgreSQL, and tests/k8s_double.py as the
+cluster, reached through the in-cluster service-account configuration KubeSpawner reads.
+
+It runs as root inside a private mount and network namespace (``unshare --mount --net``), so
+the chart's absolute paths (``/usr/local/etc/jupyterhub``, ``/srv/jupyterhub``,
+``/var/run/secrets/kubernetes.io/serviceaccount``, ``/etc/hosts``) and fixed ports (8081, 8000,
+8001, 10101-10103) are the namespace's own: nothing on the machine changes, and nothing clashes
+with other tests. PostgreSQL is reached through its Unix socket, which the namespace shares.
+
+    unshare --mount --net --fork --kill-child python -m tests.chart_pod SPEC.json
+
+SPEC.json: ``{"docs": [rendered manifests], "objects": [what the admin creates: Secrets,
+ConfigMaps], "workdir": str, "scenario": "prod"}``. The scenario's observations go to
+``WORKDIR/result.json``; tests/test_chart_hub.py asserts on them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import requests
+
+ETC = Path("/usr/local/etc/jupyterhub")
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+PG_SOCKET_DIR = Path("/run/postgresql")
+NAMESPACE = "fort"
+#: Kubernetes Services of the release the hub pod reaches, by name -> port (all on loopback here)
+SERVICES = {"hub": 8081, "proxy-api": 8001, "proxy-public": 8000, "proxy-http": 8000}
+EXTRA_HOSTS = ("fort.example.org",)
+K8S_PORT = 443
+STANDIN_PORT = 9010
+
+
+def sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+
+
+def find(objs: list[dict], kind: str, name: str) -> dict:
+    for o in objs:
+        if o["kind"] == kind and o["metadata"]["name"] == name:
+            return o
+    raise KeyError(f"{kind}/{name} is neither rendered by the chart nor created by the admin")
+
+
+def object_files(obj: dict) -> dict[str, bytes]:
+    data = obj.get("data") or {}
+    if obj["kind"] == "ConfigMap":
+        out = {k: v.encode() for k, v in data.items()}
+        out.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
+    else:
+        out = {k: base64.b64decode(v) for k, v in data.items()}
+    out.update({k: v.encode() for k, v in (obj.get("stringData") or {}).items()})
+    return out
+
+
+# ----- the namespace: private mounts at the chart's paths ---------------------------------------
+
+
+def private_mounts(workdir: Path, hosts: list[str]) -> None:
+    sh("ip", "link", "set", "lo", "up")
+    sh("mount", "--make-rprivate", "/")  # nothing below propagates to the machine
+    keep = workdir / "pg-socket"
+    keep.mkdir()
+    sh("mount", "--bind", str(PG_SOCKET_DIR), str(keep))
+    for path in ("/usr/local/etc", "/srv", "/run"):
+        sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", path)
+    PG_SOCKET_DIR.mkdir()
+    sh("mount", "--bind", str(keep), str(PG_SOCKET_DIR))
+    etc_hosts = workdir / "hosts"
+    etc_hosts.write_text("127.0.0.1 localhost " + " ".join(hosts) + "\n")
+    sh("mount", "--bind", str(etc_hosts), "/etc/hosts")
+
+
+def lay_out_volumes(pod: dict, container: dict, objs: list[dict]) -> None:
+    """Write each mounted ConfigMap/Secret where the container mounts it (subPath: one file)."""
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for mount in container["volumeMounts"]:
+        vol = volumes[mount["name"]]
+        if "configMap" in vol:
+            files = object_files(find(objs, "ConfigMap", vol["configMap"]["name"]))
+        elif "secret" in vol:
+            files = object_files(find(objs, "Secret", vol["secret"]["secretName"]))
+        else:
+            continue  # emptyDir / PVC: an empty directory
+        target = Path(mount["mountPath"])
+        if mount.get("subPath"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(files[mount["subPath"]])
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (target / name).write_bytes(data)
+
+
+def container_env(container: dict, objs: list[dict]) -> dict[str, str]:
+    """The container's env as the kubelet gives it: secretKeyRef / configMapKeyRef / fieldRef
+    resolved, ``$(VAR)`` expanded from variables defined before, plus the Services' variables."""
+    env: dict[str, str] = {}
+    for name, port in SERVICES.items():
+        prefix = name.upper().replace("-", "_")
+        env[f"{prefix}_SERVICE_HOST"], env[f"{prefix}_SERVICE_PORT"] = "127.0.0.1", str(port)
+    env.update(KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT=str(K8S_PORT))
+    for item in container.get("env", []):
+        ref = item.get("valueFrom")
+        if ref is None:
+            value = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                           lambda m: env.get(m.group(1), m.group(0)), item.get("value", ""))  # fmt: skip
+        elif "fieldRef" in ref:
+            value = {"metadata.namespace": NAMESPACE}[ref["fieldRef"]["fieldPath"]]
+        else:
+            kind, key = ("Secret", "secretKeyRef") if "secretKeyRef" in ref else ("ConfigMap", "configMapKeyRef")  # fmt: skip
+            value = object_files(find(objs, kind, ref[key]["name"]))[ref[key]["key"]].decode()
+        env[item["name"]] = value
+    return env
+
+
+def service_account(workdir: Path) -> ssl.SSLContext:
+    """The in-cluster files KubeSpawner's client reads; the double serves TLS with this CA."""
+    cert, key = workdir / "k8s.crt", workdir / "k8s.key"
+    sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+       "-nodes", "-days", "1", "-subj", "/CN=kubernetes", "-addext",
+       "subjectAltName=IP:127.0.0.1,DNS:kubernetes.default.svc",
+       "-keyout", str(key), "-out", str(cert))  # fmt: skip
+    SA_DIR.mkdir(parents=True)
+    (SA_DIR / "token").write_text("hub-service-account-token")
+    (SA_DIR / "namespace").write_text(NAMESPACE)
+    shutil.copy(cert, SA_DIR / "ca.crt")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+# ----- processes ---------------------------------------------------------------------------------
+
+
+class Procs:
+    def __init__(self, workdir: Path):
+        self.workdir, self.procs = workdir, {}
+
+    def start(self, name: str, cmd: list[str], env: dict, cwd: str = "/"):
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115
+        self.procs[name] = subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, 15)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, 9)
+
+
+def wait_for(url: str, procs: Procs, name: str, timeout: float = 60, ok=(200, 302)) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if procs.procs[name].poll() is not None:
+            raise RuntimeError(f"{name} exited:\n{procs.log(name)[-4000:]}")
+        try:
+            if requests.get(url, timeout=2, allow_redirects=False).status_code in ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer in {timeout}s:\n{procs.log(name)[-4000:]}")
+
+
+def base_env(venv_bin: str) -> dict[str, str]:
+    return {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin", "HOME": "/srv/jupyterhub",
+            "LANG": "C.UTF-8"}  # fmt: skip
+
+
+def start_pod(spec: dict, procs: Procs, k8s_ssl) -> dict:
+    """Lay out the hub pod and start the proxy, the Facebook stand-in and the hub."""
+    docs, objs = spec["docs"], spec["docs"] + spec["objects"]
+    hub_pod = find(docs, "Deployment", "hub")["spec"]["template"]["spec"]
+    hub = next(c for c in hub_pod["containers"] if c["name"] == "hub")
+    lay_out_volumes(hub_pod, hub, objs)
+    # as root, not the chart's uid 1000: this venv's interpreter may live under /root
+    Path("/srv/jupyterhub").mkdir(parents=True)
+    venv_bin = str(Path(sys.executable).parent)
+    proxy = find(docs, "Deployment", "proxy")["spec"]["template"]["spec"]["containers"][0]
+    proxy_env = container_env(proxy, objs)
+    cmd = [re.sub(r"\$\((\w+)\)", lambda m: proxy_env[m.group(1)], a) for a in proxy["command"]]
+    procs.start("proxy", cmd, {**base_env(venv_bin), **proxy_env})
+    standin = ["fort-hub", "facebook-standin", f"--port={STANDIN_PORT}"]
+    procs.start("standin", standin, base_env(venv_bin))
+    env = {**base_env(venv_bin), **container_env(hub, objs)}
+    procs.start("hub", hub["args"], env, cwd="/srv/jupyterhub")
+    return env
+
+
+def wait_hub_ready(procs: Procs) -> None:
+    wait_for("http://127.0.0.1:8000/hub/health", procs, "hub", timeout=90)
+    deadline = time.monotonic() + 90  # the hub answers before its services and routes are up
+    while "JupyterHub is now running" not in procs.log("hub"):
+        if procs.procs["hub"].poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the hub did not finish starting:\n{procs.log('hub')[-4000:]}")
+        time.sleep(0.2)
+
+
+def main(spec_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    workdir = Path(spec["workdir"])
+    result: dict = {}
+    procs = Procs(workdir)
+    try:
+        private_mounts(workdir, [*SERVICES, *spec.get("hosts", []), *EXTRA_HOSTS])
+        k8s_ssl = service_account(workdir)
+        from tests.chart_scenarios import SCENARIOS
+        from tests.k8s_double import KubeDouble
+
+        with KubeDouble(ssl_context=k8s_ssl, port=K8S_PORT, validate_version="1.33.0") as k8s:
+            env = start_pod(spec, procs, k8s_ssl)
+            if spec["scenario"] == "refused":  # the hub must exit by itself
+                result["hub_exit"] = procs.procs["hub"].wait(timeout=90)
+            else:
+                wait_hub_ready(procs)
+                SCENARIOS[spec["scenario"]](spec, env, k8s, result)
+    except Exception:
+        result["error"] = traceback.format_exc()
+    finally:
+        procs.stop()
+        result["logs"] = {name: procs.log(name)[-500_000:] for name in procs.procs}
+        (workdir / "result.json").write_text(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
