@@ -20,6 +20,7 @@ ConfigMaps], "workdir": str, "scenario": "prod"}``. The scenario's observations 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -38,7 +39,10 @@ SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 PG_SOCKET_DIR = Path("/run/postgresql")
 NAMESPACE = "fort"
 #: Kubernetes Services of the release the hub pod reaches, by name -> port (all on loopback here)
-SERVICES = {"hub": 8081, "proxy-api": 8001, "proxy-public": 8000, "proxy-http": 8000}
+SERVICES = {"hub": 8081, "proxy-api": 8001, "proxy-public": 80, "proxy-http": 8000}
+#: Service ports that differ from the pod port behind them: proxy-public:80 -> the proxy's 8000
+#: (without HTTPS; with it, proxy-public is autohttps, which no test here runs)
+FORWARDS = {80: 8000}
 EXTRA_HOSTS = ("fort.example.org",)
 K8S_PORT = 443
 STANDIN_PORT = 9010
@@ -75,13 +79,16 @@ def private_mounts(workdir: Path, hosts: list[str]) -> None:
     keep = workdir / "pg-socket"
     keep.mkdir()
     sh("mount", "--bind", str(PG_SOCKET_DIR), str(keep))
-    for path in ("/usr/local/etc", "/srv", "/run"):
+    for path in ("/usr/local/etc", "/srv", "/run", "/home"):
         sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", path)
     PG_SOCKET_DIR.mkdir()
     sh("mount", "--bind", str(keep), str(PG_SOCKET_DIR))
-    etc_hosts = workdir / "hosts"
-    etc_hosts.write_text("127.0.0.1 localhost " + " ".join(hosts) + "\n")
-    sh("mount", "--bind", str(etc_hosts), "/etc/hosts")
+    # a copy of /etc (3-4 MB) with the cluster's names in hosts and room for pod mounts
+    # such as /etc/fort/aws
+    etc = workdir / "etc"
+    sh("cp", "-a", "/etc", str(etc))
+    (etc / "hosts").write_text("127.0.0.1 localhost " + " ".join(hosts) + "\n")
+    sh("mount", "--bind", str(etc), "/etc")
 
 
 def lay_out_volumes(pod: dict, container: dict, objs: list[dict]) -> None:
@@ -93,8 +100,9 @@ def lay_out_volumes(pod: dict, container: dict, objs: list[dict]) -> None:
             files = object_files(find(objs, "ConfigMap", vol["configMap"]["name"]))
         elif "secret" in vol:
             files = object_files(find(objs, "Secret", vol["secret"]["secretName"]))
-        else:
-            continue  # emptyDir / PVC: an empty directory
+        else:  # emptyDir / PVC / downward API: an empty directory (filled by the caller)
+            Path(mount["mountPath"]).mkdir(parents=True, exist_ok=True)
+            continue
         target = Path(mount["mountPath"])
         if mount.get("subPath"):
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -172,6 +180,30 @@ class Procs:
                 os.killpg(p.pid, 9)
 
 
+def forward(port: int, target: int) -> None:
+    """A Service port: 127.0.0.1:*port* -> 127.0.0.1:*target* (threads, for the pod's life)."""
+    import socket
+    import threading
+
+    def pipe(a, b):
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        for sock in (a, b):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def serve(listener):
+        while True:
+            client, _ = listener.accept()
+            upstream = socket.create_connection(("127.0.0.1", target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    listener = socket.create_server(("127.0.0.1", port))
+    threading.Thread(target=serve, args=(listener,), daemon=True).start()
+
+
 def wait_for(url: str, procs: Procs, name: str, timeout: float = 60, ok=(200, 302)) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -186,6 +218,28 @@ def wait_for(url: str, procs: Procs, name: str, timeout: float = 60, ok=(200, 30
     raise TimeoutError(f"{url} did not answer in {timeout}s:\n{procs.log(name)[-4000:]}")
 
 
+def run_notebook(pod: dict, procs: Procs) -> dict[str, str]:
+    """Play the kubelet for a notebook pod the hub created: its volumes (downward-API files
+    from the pod's annotations), its environment, its command (this venv's
+    jupyterhub-singleuser). Returns the environment, for commands run "in the notebook"."""
+    spec, meta = pod["spec"], pod["metadata"]
+    (nb,) = [c for c in spec["containers"] if c["name"] == "notebook"]
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for mount in nb.get("volumeMounts", []):
+        target = Path(mount["mountPath"])
+        target.mkdir(parents=True, exist_ok=True)
+        for item in volumes.get(mount["name"], {}).get("downwardAPI", {}).get("items", []):
+            field = re.fullmatch(r"metadata\.annotations\['(.+)'\]", item["fieldRef"]["fieldPath"])
+            (target / item["path"]).write_text(meta["annotations"][field.group(1)])
+    env = {e["name"]: e.get("value", "") for e in nb.get("env", []) if "value" in e}
+    env = {**base_env(str(Path(sys.executable).parent)), **env, "HOME": "/home/jovyan"}
+    Path("/home/jovyan").mkdir(parents=True, exist_ok=True)
+    # as root (the image's user is jovyan, uid 1000; this venv's interpreter may be under /root)
+    cmd = (nb.get("command") or []) + (nb.get("args") or []) + ["--allow-root"]
+    procs.start("notebook", cmd, env, cwd=nb.get("workingDir") or "/home/jovyan")
+    return env
+
+
 def base_env(venv_bin: str) -> dict[str, str]:
     return {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin", "HOME": "/srv/jupyterhub",
             "LANG": "C.UTF-8"}  # fmt: skip
@@ -198,14 +252,28 @@ def start_pod(spec: dict, procs: Procs, k8s_ssl) -> dict:
     hub = next(c for c in hub_pod["containers"] if c["name"] == "hub")
     lay_out_volumes(hub_pod, hub, objs)
     # as root, not the chart's uid 1000: this venv's interpreter may live under /root
-    Path("/srv/jupyterhub").mkdir(parents=True)
+    Path("/srv/jupyterhub").mkdir(parents=True, exist_ok=True)
     venv_bin = str(Path(sys.executable).parent)
     proxy = find(docs, "Deployment", "proxy")["spec"]["template"]["spec"]["containers"][0]
     proxy_env = container_env(proxy, objs)
     cmd = [re.sub(r"\$\((\w+)\)", lambda m: proxy_env[m.group(1)], a) for a in proxy["command"]]
     procs.start("proxy", cmd, {**base_env(venv_bin), **proxy_env})
-    standin = ["fort-hub", "facebook-standin", f"--port={STANDIN_PORT}"]
-    procs.start("standin", standin, base_env(venv_bin))
+    for port, target in FORWARDS.items():
+        forward(port, target)
+    sidecars = [c for c in hub_pod["containers"] if c["name"] != "hub"]
+    for c in sidecars:  # e.g. the dev values' Facebook stand-in, from the same image
+        lay_out_volumes(hub_pod, c, objs)
+        procs.start(c["name"], c["command"] + c.get("args", []),
+                    {**base_env(venv_bin), **container_env(c, objs)})  # fmt: skip
+    if not sidecars and spec.get("standin"):  # production: the stand-in plays Meta
+        standin = ["fort-hub", "facebook-standin", f"--port={STANDIN_PORT}"]
+        procs.start("standin", standin, base_env(venv_bin))
+    if spec.get("moto"):  # an AWS account for the dev values (they point at a real one)
+        procs.start("moto", ["moto_server", "-H", "127.0.0.1", "-p", "5555"], base_env(venv_bin))
+    if spec.get("datasets"):
+        from fort_hub.dev.datasets import ensure_datasets
+
+        ensure_datasets(spec["datasets"], rows={"url_shares": 1000, "ads_targeting": 100})
     env = {**base_env(venv_bin), **container_env(hub, objs)}
     procs.start("hub", hub["args"], env, cwd="/srv/jupyterhub")
     return env
@@ -237,7 +305,7 @@ def main(spec_path: str) -> int:
                 result["hub_exit"] = procs.procs["hub"].wait(timeout=90)
             else:
                 wait_hub_ready(procs)
-                SCENARIOS[spec["scenario"]](spec, env, k8s, result)
+                SCENARIOS[spec["scenario"]]({**spec, "procs": procs}, env, k8s, result)
     except Exception:
         result["error"] = traceback.format_exc()
     finally:

@@ -81,4 +81,53 @@ def prod(spec: dict, env: dict, k8s, result: dict) -> None:
     result["k8s_authorizations"] = sorted(k8s.authorizations)
 
 
-SCENARIOS = {"prod": prod}
+def wait_ready(s: requests.Session, name: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    model: dict = {}
+    while time.monotonic() < deadline:
+        model = api(s, "GET", f"users/{name}").json()
+        server = (model.get("servers") or {}).get("", {})
+        if server.get("ready"):
+            return model
+        time.sleep(0.3)
+    return model
+
+
+NOTEBOOK_QUERY = """
+import json
+from fort_hub.client import FortClient
+table = FortClient().query("SELECT count(*) AS n FROM url_shares", "url_shares", progress=False)
+print(json.dumps(table.to_pylist()))
+"""
+
+
+def in_notebook(env: dict, cmd: list[str]) -> dict:
+    import subprocess
+
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120,
+                       cwd="/home/jovyan")  # fmt: skip
+    return {"rc": p.returncode, "stdout": p.stdout[-4000:], "stderr": p.stderr[-4000:]}
+
+
+def dev(spec: dict, env: dict, k8s, result: dict) -> None:
+    """The dev values end to end: login, spawn, a notebook, a query and AWS credentials."""
+    from tests.chart_pod import run_notebook
+
+    observe_services(spec, result)
+    s = login(spec["identity"], result)
+    name = api(s, "GET", "user").json()["name"]
+    result["user"] = {"name": name}
+    r = api(s, "POST", f"users/{name}/server", json={"profile": spec["profile"]})
+    result["spawn"] = {"status": r.status_code, "text": r.text[:500]}
+    pod = result["pod"] = wait_pod(k8s)
+    if pod is None:
+        return
+    nb_env = run_notebook(pod, spec["procs"])
+    result["ready"] = wait_ready(s, name)
+    result["query"] = in_notebook(nb_env, ["python3", "-c", NOTEBOOK_QUERY])
+    result["credentials"] = in_notebook(
+        nb_env, ["fort-aws-credentials", "--role", "fort-urls-study"]
+    )
+
+
+SCENARIOS = {"prod": prod, "dev": dev}

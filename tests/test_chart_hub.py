@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from fort_hub import scopes
-from tests.chart import VALUES, render
+from tests.chart import VALUES, VALUES_DEV, render
 from tests.conftest import IN_CI, PG_URL, require_postgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.hub, pytest.mark.postgres]
@@ -191,7 +191,7 @@ def test_production_values_run_the_hub_with_fort(tmp_path, schemas):
     require_namespaces()
     overlay = ci_overlay(tmp_path, *schemas)
     docs = render([VALUES, overlay], sets=("hub.db.password=ci-hub-db-password",))
-    result = run_pod(tmp_path, docs, "prod", identity="alice", profile="python")
+    result = run_pod(tmp_path, docs, "prod", identity="alice", profile="python", standin=True)
     hub_log = result["logs"]["hub"]
     assert "Using Authenticator: fort_hub.authenticators.facebook.FacebookOAuthenticator" in hub_log
     assert "Using Spawner: fort_hub.spawners.kubernetes.FortKubeSpawner" in hub_log
@@ -255,3 +255,31 @@ def test_the_chart_default_authenticator_with_fort_services_refuses_to_start(tmp
     assert "FATAL: fort-hub: this hub runs fort services" in log
     assert "c.JupyterHub.authenticator_class is 'dummy'" in log
     assert "Starting managed service fort-" not in log  # refused before anything served
+
+
+def test_dev_values_end_to_end(tmp_path):
+    """values.yaml + values-dev.yaml: SQLite, the stand-in sidecar, the inline policy. Login
+    as the policy's `alice`, spawn, and from the notebook a query and AWS credentials. CI's
+    one substitution: moto plays the sandbox AWS account the dev values point at."""
+    require_namespaces()
+    overlay = tmp_path / "ci-aws.yaml"
+    overlay.write_text(yaml.safe_dump({"hub": {"extraEnv": {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:5555",
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}}}))  # fmt: skip
+    docs = render([VALUES, VALUES_DEV, overlay])
+    result = run_pod(tmp_path, docs, "dev", identity="alice", profile="python", moto=True,
+                     datasets="/srv/jupyterhub/data")  # fmt: skip
+    assert result["callback_url"] == "http://127.0.0.1:8000/hub/oauth_callback"
+    assert result["login"]["status"] == 302, result["login"]
+    assert result["user"]["name"] == "alice"  # strip_email_domains: the policy's name
+    assert result["spawn"]["status"] in (201, 202), result["spawn"]
+    assert result["ready"]["servers"][""]["ready"] is True
+    env = {e["name"]: e.get("value") for e in result["pod"]["spec"]["containers"][0]["env"]}
+    assert env["FORT_QUERY_URL"].startswith("http://proxy-public/services/fort-query")
+    query = result["query"]
+    assert query["rc"] == 0, query
+    assert json.loads(query["stdout"].strip().splitlines()[-1]) == [{"n": 1000}]
+    creds = result["credentials"]
+    assert creds["rc"] == 0, creds
+    session = json.loads(creds["stdout"])
+    assert session["Version"] == 1 and session["AccessKeyId"] and session["SessionToken"]
