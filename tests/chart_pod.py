@@ -4,13 +4,15 @@ the paths the chart mounts them, with the hub Deployment's environment, fort-hub
 this venv (as docker/hub.Dockerfile installs it), PostgreSQL, and tests/k8s_double.py as the
 cluster, reached through the in-cluster service-account configuration KubeSpawner reads.
 
-It runs as root inside a private mount and network namespace (``unshare --mount --net``), so
+It runs as root inside private mount, network and PID namespaces (``unshare --mount --net
+--pid``), so
 the chart's absolute paths (``/usr/local/etc/jupyterhub``, ``/srv/jupyterhub``,
 ``/var/run/secrets/kubernetes.io/serviceaccount``, ``/etc/hosts``) and fixed ports (8081, 8000,
 8001, 10101-10103) are the namespace's own: nothing on the machine changes, and nothing clashes
-with other tests. PostgreSQL is reached through its Unix socket, which the namespace shares.
+with other tests, and every process it started ends with it. PostgreSQL is reached through its
+Unix socket, which the namespace shares.
 
-    unshare --mount --net --fork --kill-child python -m tests.chart_pod SPEC.json
+    unshare --mount --net --pid --fork --kill-child python -m tests.chart_pod SPEC.json
 
 SPEC.json: ``{"docs": [rendered manifests], "objects": [what the admin creates: Secrets,
 ConfigMaps], "workdir": str, "scenario": "prod"}``. The scenario's observations go to
@@ -170,14 +172,12 @@ class Procs:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
+        """Kill at once: the pod is thrown away, and the PID namespace takes everything the
+        processes started (the hub's services) with it when this driver exits."""
         for p in self.procs.values():
             if p.poll() is None:
-                os.killpg(p.pid, 15)
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
                 os.killpg(p.pid, 9)
+            p.wait(timeout=15)
 
 
 def forward(port: int, target: int) -> None:
@@ -300,11 +300,13 @@ def main(spec_path: str) -> int:
         from tests.k8s_double import KubeDouble
 
         with KubeDouble(ssl_context=k8s_ssl, port=K8S_PORT, validate_version="1.33.0") as k8s:
+            t0 = time.monotonic()
             env = start_pod(spec, procs, k8s_ssl)
             if spec["scenario"] == "refused":  # the hub must exit by itself
                 result["hub_exit"] = procs.procs["hub"].wait(timeout=90)
             else:
                 wait_hub_ready(procs)
+                result["seconds_to_hub_ready"] = round(time.monotonic() - t0, 1)
                 SCENARIOS[spec["scenario"]]({**spec, "procs": procs}, env, k8s, result)
     except Exception:
         result["error"] = traceback.format_exc()

@@ -156,6 +156,7 @@ def run_pod(tmp_path, docs, scenario: str, **extra) -> dict:
         "unshare",
         "--mount",
         "--net",
+        "--pid",
         "--fork",
         "--kill-child",
         sys.executable,
