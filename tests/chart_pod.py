@@ -75,8 +75,21 @@ def object_files(obj: dict) -> dict[str, bytes]:
 # ----- the namespace: private mounts at the chart's paths ---------------------------------------
 
 
+def loopback_up() -> None:
+    """``ip link set lo up`` (a new network namespace starts with lo down), without iproute2."""
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        ifreq = fcntl.ioctl(sock, siocgifflags, struct.pack("16sh", b"lo", 0))
+        flags = struct.unpack("16sh", ifreq[:18])[1]
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))
+
+
 def private_mounts(workdir: Path, hosts: list[str]) -> None:
-    sh("ip", "link", "set", "lo", "up")
+    loopback_up()
     sh("mount", "--make-rprivate", "/")  # nothing below propagates to the machine
     keep = workdir / "pg-socket"
     keep.mkdir()

@@ -197,6 +197,9 @@ def test_production_values_run_the_hub_with_fort(tmp_path, schemas):
     assert "Using Authenticator: fort_hub.authenticators.facebook.FacebookOAuthenticator" in hub_log
     assert "Using Spawner: fort_hub.spawners.kubernetes.FortKubeSpawner" in hub_log
     assert "No allow config found" not in hub_log
+    # fort-hub is turned on by the values alone (hub.extraConfig), no snippet files in the image
+    assert "Loading extra config: fort-hub" in hub_log
+    assert "jupyterhub_config.d config" not in hub_log
     for name, want in expected_service_scopes().items():
         got = result["service_models"][name]
         assert got["status"] == 200 and got["model"]["kind"] == "service"
