@@ -241,8 +241,9 @@ def assert_pod_as_documented(pod: dict) -> None:
 
 
 def test_the_chart_default_authenticator_with_fort_services_refuses_to_start(tmp_path, schemas):
-    """Finding 7 through the chart: hub.config without fort's classes (the chart's defaults:
-    DummyAuthenticator and plain KubeSpawner) and the fort services -> the hub exits 1."""
+    """Findings 7 and 6 through the chart: hub.config without fort's classes (the chart's
+    defaults: DummyAuthenticator and plain KubeSpawner) and no policy file, with the fort
+    services -> the hub exits 1 naming each problem, before any service starts."""
     require_namespaces()
     overlay = ci_overlay(tmp_path, *schemas)
     docs = render(
@@ -251,6 +252,9 @@ def test_the_chart_default_authenticator_with_fort_services_refuses_to_start(tmp
             "hub.db.password=ci-hub-db-password",
             "hub.config.JupyterHub.authenticator_class=dummy",
             "hub.config.JupyterHub.spawner_class=kubespawner.KubeSpawner",
+            # finding 6: no policy file anywhere -> said at start, not by a dying service
+            "hub.config.FortSettings.policy_file=null",
+            "custom.fort.policyFile=null",
         ),
     )
     result = run_pod(tmp_path, docs, "refused")
@@ -258,6 +262,8 @@ def test_the_chart_default_authenticator_with_fort_services_refuses_to_start(tmp
     log = result["logs"]["hub"]
     assert "FATAL: fort-hub: this hub runs fort services" in log
     assert "c.JupyterHub.authenticator_class is 'dummy'" in log
+    assert "c.JupyterHub.spawner_class is 'kubespawner.KubeSpawner'" in log
+    assert "fort-query would start without a policy file" in log
     assert "Starting managed service fort-" not in log  # refused before anything served
 
 
