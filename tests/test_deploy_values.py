@@ -64,6 +64,11 @@ def values_of(variant: str) -> dict:
     return hub_values(rendered(variant))
 
 
+def test_every_values_file_is_in_a_rendered_combination():
+    files = set((ROOT / "helm-values").glob("*.yaml"))
+    assert files == {f for combo in VARIANTS.values() for f in combo}
+
+
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_rendered_manifest_validates(variant, version):
