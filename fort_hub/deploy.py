@@ -11,20 +11,25 @@ services, roles, custom scopes, server token scopes) is merged by name.
 What varies between deployments is read, in order, from the Z2JH chart values under
 ``custom.fort`` (``z2jh.get_config``, only inside a Z2JH hub) and then from the environment:
 
-=====================  ==========================  ========================================
-``custom.fort.<key>``  environment                 meaning
-=====================  ==========================  ========================================
-``policyFile``         ``FORT_POLICY_FILE``        the fort policy (also ``c.FortSettings``)
-``servicesHost``       ``FORT_SERVICES_HOST``      host the proxy reaches the services on
-                                                   (``127.0.0.1``; ``hub`` in Z2JH)
-``servicesBindHost``   ``FORT_SERVICES_BIND_HOST``  interface they listen on (default: the
-                                                   host; ``0.0.0.0`` in Z2JH)
-``servicesPort``       ``FORT_SERVICES_PORT``      first of three ports (default 10101)
-``adminGroup``         ``FORT_ADMIN_GROUP``        group whose members get ``fort-admin``
-``trustedAuthenticators`` ``FORT_TRUSTED_AUTHENTICATORS`` authenticator classes other than
-                                                   fort's a hub with fort services may run
-                                                   (comma-separated or a list; default none)
-=====================  ==========================  ========================================
+=========================  ================================  ================================
+``custom.fort.<key>``      environment                       meaning
+=========================  ================================  ================================
+``policyFile``             ``FORT_POLICY_FILE``              the fort policy (also
+                                                             ``c.FortSettings``)
+``servicesHost``           ``FORT_SERVICES_HOST``            host the proxy reaches the
+                                                             services on (``127.0.0.1``;
+                                                             ``hub`` in Z2JH)
+``servicesBindHost``       ``FORT_SERVICES_BIND_HOST``       interface they listen on
+                                                             (default: the host; ``0.0.0.0``
+                                                             in Z2JH)
+``servicesPort``           ``FORT_SERVICES_PORT``            first of three ports (10101)
+``adminGroup``             ``FORT_ADMIN_GROUP``              group whose members get
+                                                             ``fort-admin``
+``trustedAuthenticators``  ``FORT_TRUSTED_AUTHENTICATORS``   authenticator classes other
+                                                             than fort's that a hub with fort
+                                                             services may run (a list, or
+                                                             comma-separated; default none)
+=========================  ================================  ================================
 
 The authenticator and the spawner are not deployment settings: a hub running fort services must
 run fort's (``authenticator_class: facebook``, ``spawner_class: fort-kubernetes`` or
