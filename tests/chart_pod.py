@@ -91,13 +91,15 @@ def loopback_up() -> None:
 def private_mounts(workdir: Path, hosts: list[str]) -> None:
     loopback_up()
     sh("mount", "--make-rprivate", "/")  # nothing below propagates to the machine
-    keep = workdir / "pg-socket"
-    keep.mkdir()
-    sh("mount", "--bind", str(PG_SOCKET_DIR), str(keep))
+    keep = workdir / "pg-socket" if PG_SOCKET_DIR.is_dir() else None
+    if keep:  # PostgreSQL's socket directory survives the tmpfs over /run
+        keep.mkdir()
+        sh("mount", "--bind", str(PG_SOCKET_DIR), str(keep))
     for path in ("/usr/local/etc", "/srv", "/run", "/home"):
         sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", path)
-    PG_SOCKET_DIR.mkdir()
-    sh("mount", "--bind", str(keep), str(PG_SOCKET_DIR))
+    if keep:
+        PG_SOCKET_DIR.mkdir()
+        sh("mount", "--bind", str(keep), str(PG_SOCKET_DIR))
     # a copy of /etc (3-4 MB) with the cluster's names in hosts and room for pod mounts
     # such as /etc/fort/aws
     etc = workdir / "etc"
