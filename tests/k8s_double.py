@@ -17,7 +17,10 @@ delete. Behaviour beyond storage:
   webhook's informer cache on EKS -- so a spawner that does not wait loses the role;
 - with ``validate_version``, created pods and ServiceAccounts are checked with
   ``kubernetes-validate`` (strict) and rejected with 422 when invalid;
-- every request is logged in ``requests`` as ``(method, path)``.
+- every request is logged in ``requests`` as ``(method, path)``, and the ``Authorization``
+  headers seen in ``authorizations``;
+- with ``ssl_context`` it speaks HTTPS, as the in-cluster API server does (``port`` fixes the
+  port, e.g. the ``KUBERNETES_SERVICE_PORT`` a pod is given).
 """
 
 from __future__ import annotations
@@ -77,7 +80,12 @@ class KubeDouble:
     """``with KubeDouble() as k8s: ... k8s.url ...``"""
 
     def __init__(
-        self, pod_start_delay: float = 0.2, validate_version: str | None = None, sa_lag: float = 0
+        self,
+        pod_start_delay: float = 0.2,
+        validate_version: str | None = None,
+        sa_lag: float = 0,
+        ssl_context=None,
+        port: int = 0,
     ):
         self.pod_start_delay = pod_start_delay
         self.sa_lag = sa_lag
@@ -87,6 +95,7 @@ class KubeDouble:
         self.objects: dict[tuple[str, str, str], dict] = {}
         self.history: list[tuple[int, str, str, str, dict]] = []  # rv, type, kind, ns, obj
         self.requests: list[tuple[str, str]] = []
+        self.authorizations: set[str] = set()
         self.rv = 100
         self.cond = threading.Condition()
         self.closed = False
@@ -96,9 +105,13 @@ class KubeDouble:
         class Handler(_Handler):
             k8s = double
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if ssl_context is not None:
+            self.server.socket = ssl_context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self):
@@ -298,6 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = [p for p in url.path.split("/") if p]
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         self.k8s.requests.append((self.command, url.path))
+        self.k8s.authorizations.add(self.headers.get("Authorization", ""))
         # /api/v1/namespaces/{ns}/{kind}[/{name}]  or  /api/v1/{kind}
         if parts[:2] != ["api", "v1"]:
             return None

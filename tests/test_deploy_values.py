@@ -1,28 +1,40 @@
-"""The deployment files: helm values validate against the Z2JH chart's schema, every hub.config
-key is a real configurable trait, and the jupyterhub_config.d snippets produce the settings
-fort-hub needs (and never override what hub.config set)."""
+"""The deployment files, rendered by the real Z2JH chart with the real helm (tests/chart.py):
+every manifest of every values combination validates against the Kubernetes schemas, helm's own
+schema check refuses bad values, every hub.config key is a real configurable trait, and the
+jupyterhub_config.d snippets (and hub.extraConfig) produce the settings fort-hub needs, never
+override what hub.config set, and refuse a hub that would serve fort services behind another
+login or spawner."""
 
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import sys
 import types
 from importlib.metadata import entry_points
-from pathlib import Path
+from urllib.parse import urlparse
 
-import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 from traitlets import TraitError
 from traitlets.config import Config
 
 from fort_hub import deploy, scopes
+from tests.chart import (
+    IRSA_RBAC_CHART,
+    K8S_VERSIONS,
+    ROOT,
+    VALUES,
+    VARIANTS,
+    HelmError,
+    find,
+    hub_container,
+    hub_values,
+    render,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "z2jh"
-VALUES = ROOT / "helm-values" / "values.yaml"
-VALUES_DEV = ROOT / "helm-values" / "values-dev.yaml"
 SNIPPETS = sorted((ROOT / "jupyterhub_config.d").glob("*.py"))
 
 #: hub.config sections Z2JH users set that are not the authenticator or spawner class
@@ -38,67 +50,116 @@ BASE_SECTIONS = {
 }
 
 
-def helm_merge(base, override):
-    """Merge like helm does for values files: maps deep-merge, anything else replaces, and a
-    null in the override deletes the key."""
-    if not isinstance(base, dict) or not isinstance(override, dict):
-        return copy.deepcopy(override)
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = helm_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def load_yaml(path: Path):
+def load_yaml(path):
     return yaml.safe_load(path.read_text())
 
 
-@pytest.fixture(scope="module")
-def chart():
-    if not (SHARED / "values.yaml").exists():
-        pytest.fail(f"the Z2JH chart files are missing: expected {SHARED}/values.yaml")
-    return load_yaml(SHARED / "values.yaml"), load_yaml(SHARED / "values.schema.yaml")
+@functools.cache
+def rendered(variant: str, version: str = K8S_VERSIONS[-1]) -> list[dict]:
+    return render(VARIANTS[variant], kube_version=version)
 
 
-VARIANTS = {"values": [VALUES], "values+dev": [VALUES, VALUES_DEV]}
+def values_of(variant: str) -> dict:
+    """The merged values of *variant*, as helm merged them for the hub."""
+    return hub_values(rendered(variant))
 
 
-def merged(chart_defaults, files):
-    out = chart_defaults
-    for f in files:
-        out = helm_merge(out, load_yaml(f))
-    return out
+def test_every_values_file_is_in_a_rendered_combination():
+    files = set((ROOT / "helm-values").glob("*.yaml"))
+    assert files == {f for combo in VARIANTS.values() for f in combo}
 
 
-def test_helm_merge_semantics():
-    assert helm_merge({"a": {"b": 1, "c": 2}, "l": [1]}, {"a": {"b": None, "d": 3}, "l": [2]}) == {
-        "a": {"c": 2, "d": 3},
-        "l": [2],
-    }
-
-
+@pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_values_validate_against_chart_schema(chart, variant):
-    defaults, schema = chart
-    values = merged(defaults, VARIANTS[variant])
-    validator = jsonschema.Draft7Validator(schema)
-    errors = [
-        f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(values)
-    ]
+def test_every_rendered_manifest_validates(variant, version):
+    docs = rendered(variant, version)
+    assert {"Deployment", "Secret", "ConfigMap", "Service", "NetworkPolicy"} <= {
+        d["kind"] for d in docs
+    }
+    errors = []
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {e.message}")
     assert errors == []
 
 
-def test_schema_check_can_fail(chart):
-    defaults, schema = chart
-    bad = helm_merge(
-        merged(defaults, [VALUES]), {"singleuser": {"cloudMetadata": {"blockWithIptable": True}}}
-    )
-    assert list(jsonschema.Draft7Validator(schema).iter_errors(bad))
+def test_helm_applies_the_chart_schema():
+    """helm validates the merged values against the chart's values.schema.json."""
+    with pytest.raises(HelmError, match="blockWithIptable"):
+        render([VALUES], sets=("singleuser.cloudMetadata.blockWithIptable=true",))
+
+
+def test_a_null_extra_env_entry_does_not_render(tmp_path):
+    """Why values-dev.yaml replaces values.yaml's secret env entries with strings: a null only
+    deletes a key the chart's own defaults have, and the chart's hub.extraEnv is empty."""
+    overlay = tmp_path / "null.yaml"
+    overlay.write_text("hub: {extraEnv: {FORT_COOKIE_SECRET: null}}\n")
+    with pytest.raises(HelmError, match=r"extraEnv\.FORT_COOKIE_SECRET had an unexpected type"):
+        render([VALUES, overlay])
+
+
+def test_dev_values_replace_the_production_secrets():
+    env = {e["name"]: e for e in hub_container(rendered("values+dev"))["env"]}
+    assert not any("valueFrom" in env[k] for k in ("OAUTH_CLIENT_SECRET", "FORT_COOKIE_SECRET"))
+    assert env["FORT_STORE_URL"]["value"].startswith("sqlite:")
+    prod = {e["name"]: e for e in hub_container(rendered("values"))["env"]}
+    assert prod["FORT_COOKIE_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "fort-secrets"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_notebooks_reach_the_services_on_a_rendered_service(variant):
+    """services_url names a Service (and port) the release has, and the proxy's network policy
+    admits the notebooks' label on that port."""
+    docs, values = rendered(variant), values_of(variant)
+    url = urlparse(values["hub"]["config"]["FortKubeSpawner"]["services_url"])
+    service = find(docs, "Service", url.hostname)
+    port = next(p for p in service["spec"]["ports"] if p["port"] == (url.port or 80))
+    labels = values["singleuser"]["extraLabels"]
+    netpol = find(docs, "NetworkPolicy", "proxy")
+    admitted = [
+        r
+        for r in netpol["spec"]["ingress"]
+        if any(
+            labels.get(k) == v
+            for src in r.get("from", [])
+            for k, v in src.get("podSelector", {}).get("matchLabels", {}).items()
+        )
+    ]
+    assert any(p["port"] == port["targetPort"] for r in admitted for p in r["ports"])
+
+
+def test_dev_usernames_are_the_policy_names():
+    """With the dev values, the stand-in's identities log in as the names the dev policy lists."""
+    from fort_hub.authenticators.facebook import FacebookOAuthenticator
+
+    hub = values_of("values+dev")["hub"]
+    auth = FacebookOAuthenticator(**hub["config"]["FacebookOAuthenticator"])
+    identities = yaml.safe_load(hub["extraFiles"]["facebook-identities"]["stringData"])
+    names = {auth.user_info_to_username(i) for i in identities["identities"].values()}
+    members = {
+        m if isinstance(m, str) else m["user"]
+        for g in hub["extraFiles"]["fort-policy"]["data"]["groups"]
+        for m in g["members"]
+    }
+    assert members <= names
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_irsa_rbac_chart_is_for_the_release_namespace(version):
+    docs = render((), chart=IRSA_RBAC_CHART, namespace="lab", kube_version=version)
+    role, binding = find(docs, "Role", "fort-hub-irsa"), find(docs, "RoleBinding", "fort-hub-irsa")
+    for doc in docs:
+        kubernetes_validate.validate(doc, version, strict=True)
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "lab"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": "lab"}]
+    (rule,) = role["rules"]
+    assert rule["resources"] == ["serviceaccounts"] and rule["apiGroups"] == [""]
+    # FortKubeSpawner reads, creates, patches and deletes ServiceAccounts
+    assert {"get", "create", "patch", "delete"} <= set(rule["verbs"])
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert not list((ROOT / "helm-values").glob("*rbac*"))  # manifests are not values files
 
 
 def _load(dotted: str):
@@ -157,16 +218,14 @@ def check_hub_config(config: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_hub_config_keys_are_real_traits(chart, variant):
-    values = merged(chart[0], VARIANTS[variant])
-    assert check_hub_config(values["hub"]["config"]) == []
+def test_hub_config_keys_are_real_traits(variant):
+    assert check_hub_config(values_of(variant)["hub"]["config"]) == []
 
 
-def test_hub_config_check_can_fail(chart):
-    values = merged(chart[0], [VALUES])
-    config = helm_merge(
-        values["hub"]["config"], {"FacebookOAuthenticator": {"dialog_ur": "x"}, "Nope": {}}
-    )
+def test_hub_config_check_can_fail():
+    config = copy.deepcopy(values_of("values")["hub"]["config"])
+    config["FacebookOAuthenticator"]["dialog_ur"] = "x"
+    config["Nope"] = {}
     problems = check_hub_config(config)
     assert any("dialog_ur" in p for p in problems)
     assert any("hub.config.Nope" in p for p in problems)
@@ -229,9 +288,9 @@ def z2jh_module(values: dict) -> types.ModuleType:
     return mod
 
 
-def run_snippets(c: Config) -> Config:
-    assert [p.name[:3] for p in SNIPPETS] == ["10-", "20-", "30-", "40-"]
-    for path in SNIPPETS:
+def run_snippets(c: Config, check: bool = True) -> Config:
+    assert [p.name[:3] for p in SNIPPETS] == ["10-", "20-", "30-", "40-", "90-"]
+    for path in SNIPPETS if check else SNIPPETS[:-1]:
         exec(compile(path.read_text(), path.name, "exec"), {"c": c})
     return c
 
@@ -254,8 +313,8 @@ def z2jh_config(values: dict) -> Config:
     return c
 
 
-def test_snippets_in_a_z2jh_hub(chart, monkeypatch):
-    values = merged(chart[0], [VALUES])
+def test_snippets_in_a_z2jh_hub(monkeypatch):
+    values = values_of("values")
     monkeypatch.setitem(sys.modules, "z2jh", z2jh_module(values))
     monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/fort-hub")
     monkeypatch.setenv("FORT_STORE_URL", "postgresql+psycopg://fort:pw@db/fort")
@@ -263,7 +322,7 @@ def test_snippets_in_a_z2jh_hub(chart, monkeypatch):
     assert c.JupyterHub.authenticator_class == "facebook"
     assert c.JupyterHub.spawner_class == "fort-kubernetes"
     services = {s["name"]: s for s in c.JupyterHub.services}
-    assert list(services) == list(scopes.SERVICES)
+    assert sorted(services) == sorted(scopes.SERVICES)  # helm sorts hub.services by name
     groups = services["fort-groups"]
     assert groups["url"] == "http://hub:10101"
     assert groups["api_token"] == "secret-from-chart"  # hub.services' own keys are kept
@@ -326,7 +385,7 @@ def test_snippets_never_override(monkeypatch):
     ]
     c.JupyterHub.custom_scopes = {"custom:mine:x": {"description": "mine"}}
     c.Spawner.server_token_scopes = ["read:users:name!user"]
-    run_snippets(c)
+    run_snippets(c, check=False)
     assert c.JupyterHub.authenticator_class == "dummy"
     assert c.JupyterHub.spawner_class == "simple"
     assert c.Authenticator.enable_auth_state is False
@@ -363,3 +422,103 @@ def test_snippet_result_is_accepted_by_jupyterhub(monkeypatch, tmp_path):
     allowed = set(Service.class_trait_names(input=True))
     for spec in app.services:
         assert set(spec) <= allowed, set(spec) - allowed
+
+
+def test_extra_config_alone_turns_fort_hub_on(monkeypatch):
+    """values.yaml's hub.extraConfig does what the image's snippets do (no files needed)."""
+    values = values_of("values")
+    monkeypatch.setitem(sys.modules, "z2jh", z2jh_module(values))
+    c = z2jh_config(values)
+    exec(values["hub"]["extraConfig"]["fort-hub"], {"c": c})
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    assert services["fort-query"]["environment"]["FORT_POLICY_FILE"].endswith("fort/policy.yaml")
+    assert c.JupyterHub.custom_scopes == scopes.CUSTOM_SCOPES
+    assert c.Spawner.server_token_scopes == scopes.server_token_scopes()
+    twice = run_snippets(copy.deepcopy(c))  # image snippets and extraConfig: no duplicates
+    assert twice.JupyterHub.services == c.JupyterHub.services
+    assert twice.JupyterHub.load_roles == c.JupyterHub.load_roles
+
+
+# ----- fail closed: fort services only behind fort's authenticator and spawner ----------------
+
+
+def fort_config(**jupyterhub) -> Config:
+    c = Config()
+    c.JupyterHub.update(jupyterhub)
+    c.FortSettings.policy_file = "/etc/fort/policy.yaml"
+    deploy.configure_services(c)
+    return c
+
+
+def test_the_chart_defaults_with_fort_services_refuse_to_start(monkeypatch, capsys):
+    """Z2JH's defaults (DummyAuthenticator, plain KubeSpawner) with the fort services: exit 1."""
+    monkeypatch.setattr(deploy, "_z2jh_get_config", lambda: None)
+    monkeypatch.delenv("FORT_TRUSTED_AUTHENTICATORS", raising=False)
+    defaults = load_yaml(ROOT.parent / "shared" / "z2jh" / "chart" / "values.yaml")
+    assert defaults["hub"]["config"]["JupyterHub"]["authenticator_class"] == "dummy"
+    c = fort_config(authenticator_class="dummy", spawner_class="kubespawner.KubeSpawner")
+    with pytest.raises(SystemExit) as e:
+        deploy.check_deployment(c)
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert "FATAL: fort-hub: this hub runs fort services (fort-groups" in err
+    assert "c.JupyterHub.authenticator_class is 'dummy'" in err and "'facebook'" in err
+    assert "c.JupyterHub.spawner_class is 'kubespawner.KubeSpawner'" in err
+    assert "'fort-kubernetes'" in err
+
+
+@pytest.mark.parametrize(
+    ("jupyterhub", "trusted", "problems"),
+    [
+        ({"authenticator_class": "facebook", "spawner_class": "fort-kubernetes"}, "", []),
+        ({"authenticator_class": "local-facebook", "spawner_class": "fort-local"}, "", []),
+        ({"authenticator_class": "github", "spawner_class": "fort-local"}, "", ["authenticator"]),
+        ({"authenticator_class": "github", "spawner_class": "fort-local"}, "github", []),
+        (
+            {"authenticator_class": "oauthenticator.github.GitHubOAuthenticator"},
+            "github, dummy",
+            ["spawner_class is 'localprocess'"],  # JupyterHub's default spawner
+        ),
+        ({"spawner_class": "fort-local"}, "", ["authenticator_class is 'pam'"]),
+        ({"authenticator_class": "facebook", "spawner_class": "github"}, "", ["spawner"]),
+        (
+            {"authenticator_class": "no.such.Auth", "spawner_class": "fort-local"},
+            "no.such.Auth",
+            ["'no.such.Auth' cannot be imported"],
+        ),
+    ],
+)
+def test_deployment_problems(monkeypatch, jupyterhub, trusted, problems):
+    monkeypatch.setattr(deploy, "_z2jh_get_config", lambda: None)
+    found = deploy.deployment_problems(fort_config(**jupyterhub), trusted=trusted)
+    assert len(found) == (len(problems) + 1 if problems else 0), found
+    for expected, got in zip(problems, found[1:], strict=True):
+        assert expected in got
+
+
+def test_trusted_authenticators_from_chart_values(monkeypatch):
+    monkeypatch.setattr(
+        deploy, "_z2jh_get_config", lambda: z2jh_module({"custom": {"fort": {
+            "trustedAuthenticators": ["github"]}}}).get_config,
+    )  # fmt: skip
+    c = fort_config(authenticator_class="github", spawner_class="fort-kubernetes")
+    assert deploy.deployment_problems(c) == []
+
+
+def test_a_hub_without_fort_services_is_left_alone():
+    c = Config()
+    c.JupyterHub.authenticator_class = "dummy"
+    c.JupyterHub.services = [{"name": "other", "command": ["x"]}]
+    assert deploy.deployment_problems(c, trusted="") == []
+
+
+def test_fort_services_without_a_policy_file_refuse_to_start(monkeypatch):
+    monkeypatch.setattr(deploy, "_z2jh_get_config", lambda: None)
+    monkeypatch.delenv("FORT_POLICY_FILE", raising=False)
+    c = Config()
+    c.JupyterHub.authenticator_class = "facebook"
+    c.JupyterHub.spawner_class = "fort-local"
+    deploy.configure_services(c)
+    (_, problem) = deploy.deployment_problems(c, trusted="")
+    assert "fort-groups, fort-credentials, fort-query would start without a policy file" in problem
+    assert "hub.config.FortSettings.policy_file" in problem

@@ -322,23 +322,6 @@ def test_aws_config_volume_is_downward_api_of_annotation():
     }
 
 
-@pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_irsa_rbac_manifest_is_valid_and_covers_what_the_spawner_calls(version):
-    import pathlib
-
-    import yaml
-
-    path = pathlib.Path(__file__).parent.parent / "helm-values" / "irsa-rbac.yaml"
-    role, binding = list(yaml.safe_load_all(path.read_text()))
-    for doc in (role, binding):
-        kubernetes_validate.validate(doc, version, strict=True)
-    (rule,) = role["rules"]
-    assert rule["resources"] == ["serviceaccounts"] and rule["apiGroups"] == [""]
-    # FortKubeSpawner reads, creates, patches and deletes ServiceAccounts
-    assert {"get", "create", "patch", "delete"} <= set(rule["verbs"])
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
-
-
 # ----- FortLocalSpawner's image -> environment mapping -----------------------------------------
 
 

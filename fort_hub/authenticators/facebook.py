@@ -103,6 +103,19 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
         """,
     ).tag(config=True)
 
+    allow_study_members = Bool(
+        True,
+        help="""Admit whoever has an active study membership: a member of a group in the fort
+        policy (`FortSettings.policy_file`), or of one added through fort-groups, until the
+        membership expires. This is a fort hub's allow rule, declared as JupyterHub allow config
+        (so the "No allow config found" check sees it); `allowed_users`, `admin_users` and
+        `allow_all` admit people in addition, as in any OAuthenticator. Turn it off only to
+        admit nobody but those.
+
+            c.FacebookOAuthenticator.allow_study_members = True
+        """,
+    ).tag(config=True, allow_config=True)
+
     signed_request_max_age = Float(
         3600.0,
         help="""Refuse deauthorize / data-deletion callbacks whose `issued_at` is older than this
@@ -289,7 +302,7 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
     async def check_allowed(self, username, auth_model):
         if await super().check_allowed(username, auth_model):
             return True
-        if self.policy_file:
+        if self.allow_study_members and self.policy_file:
             groups = await self._read(
                 username, lambda: user_groups(username, self.fort_policy, self.fort_store)
             )
@@ -299,6 +312,14 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
             403, f"You signed in as {username!r}, but you have no study membership on this hub. "
             f"To request access, contact {self.access_contact}.", username,
         )  # fmt: skip
+
+    def check_allow_config(self):
+        super().check_allow_config()
+        if self.allow_study_members and not self.policy_file and not self.allow_all:
+            self.log.warning(
+                "FacebookOAuthenticator.allow_study_members is on but FortSettings.policy_file "
+                "is not set: no study member can log in, only allowed_users and admin_users"
+            )
 
     async def run_post_auth_hook(self, handler, auth_model):
         auth_model = await super().run_post_auth_hook(handler, auth_model)

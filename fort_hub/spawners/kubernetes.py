@@ -71,8 +71,8 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
           groups with `credential_process = fort-aws-credentials --role NAME`, which asks the
           fort-credentials service with the server's own API token. No IAM role per user.
         - `irsa`: a per-user ServiceAccount annotated `eks.amazonaws.com/role-arn` with the role
-          of the user's first group that has one. The hub needs the RBAC in
-          `helm-values/irsa-rbac.yaml`.
+          of the user's first group that has one. The hub needs the RBAC of
+          the chart `k8s/irsa-rbac`.
 
             c.FortKubeSpawner.aws_identity_mode = "irsa"
         """,
