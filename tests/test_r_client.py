@@ -17,7 +17,7 @@ import pytest
 
 from fort_hub.services.query.handlers import OPENAPI
 from tests.conftest import IN_CI, ROOT
-from tests.fortstack import SLOW_SQL, FortStack
+from tests.fortstack import SLOW_SQL
 
 PACKAGE = ROOT / "clients" / "r" / "fortclient"
 R_PACKAGES = ("httr2", "jsonlite", "testthat", "withr")
@@ -156,14 +156,9 @@ def test_drift_is_detected(signatures):
 # ----- the testthat suite against real services ------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with FortStack(tmp_path_factory.mktemp("rstack")) as s:
-        yield s
-
-
 @pytest.mark.hub
-def test_testthat_suite_against_a_real_hub(stack, r_lib, tmp_path):
+def test_testthat_suite_against_a_real_hub(fort_stack, r_lib, tmp_path):
+    stack = fort_stack
     out = tmp_path / "testthat.json"
     code = f"""
     library(fortclient)
