@@ -44,13 +44,13 @@ browser-deps:
 	else echo "warning: /usr/bin/chromium is missing; browser tests will be skipped"; fi
 
 # Debian's R with the R client's dependencies and IRkernel (clients/r/fortclient; the R tests).
-R_DEBS := r-base-core r-cran-httr2 r-cran-jsonlite r-cran-testthat r-cran-irkernel
+R_DEBS := r-base-core r-cran-httr2 r-cran-jsonlite r-cran-testthat r-cran-irkernel r-cran-roxygen2
 r-deps:
-	@if command -v Rscript >/dev/null && Rscript -e 'for (p in c("httr2", "jsonlite", "testthat", "IRkernel")) if (!requireNamespace(p, quietly = TRUE)) quit(status = 1)' 2>/dev/null; then :; \
+	@if command -v Rscript >/dev/null && Rscript -e 'for (p in c("httr2", "jsonlite", "testthat", "IRkernel", "roxygen2")) if (!requireNamespace(p, quietly = TRUE)) quit(status = 1)' 2>/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing Debian's R for the R client tests: $(R_DEBS)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(R_DEBS) >/dev/null; \
-	else echo "warning: R (Rscript with httr2, jsonlite, testthat, IRkernel) is missing; the R client tests will be skipped"; fi
+	else echo "warning: R (Rscript with httr2, jsonlite, testthat, IRkernel, roxygen2) is missing; the R client tests will be skipped"; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

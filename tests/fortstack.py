@@ -7,13 +7,18 @@ Users (the example policy plus a small-quota group): alice (urls-study, one AWS 
 
 from __future__ import annotations
 
+import functools
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from fort_hub import scopes
 from fort_hub.services.credentials import CredentialsService, StubStsBackend
 from fort_hub.services.groups import GroupsService
 from fort_hub.services.query import QueryService
-from tests.conftest import EXAMPLE_POLICY
+from tests.conftest import EXAMPLE_POLICY, IN_CI
 from tests.fortsvc import ServiceSlot, ServiceThread, hub_config, make_users, user_token
 from tests.hubproc import RunningHub
 from tests.query_support import make_datasets
@@ -23,6 +28,8 @@ SLOW_SQL = (
     "SELECT count(*) FROM url_shares a, url_shares b, url_shares c, url_shares d, url_shares e"
 )
 QUERY_TIMEOUT = 2.0
+#: what the R tests need of R (Debian: `make r-deps`)
+R_PACKAGES = ("httr2", "jsonlite", "testthat", "withr", "IRkernel")
 TINY = """
   - name: tiny
     description: one query a day (quota tests)
@@ -105,3 +112,22 @@ class FortStack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@functools.cache
+def require_r(packages: tuple[str, ...] = R_PACKAGES) -> str:
+    """Rscript with the package's dependencies, else skip (fail under CI)."""
+    found = shutil.which("Rscript")
+    problem = "Rscript is not installed"
+    if found:
+        check = "for (p in commandArgs(TRUE)) if (!requireNamespace(p, quietly = TRUE)) cat(p, '')"
+        r = subprocess.run(
+            [found, "-e", check, *packages], capture_output=True, text=True, timeout=60
+        )
+        problem = f"R lacks the packages {r.stdout.strip()}" if r.stdout.strip() else ""
+    if problem:
+        msg = f"{problem}: run `make r-deps` (as root: Debian's r-base-core, r-cran-httr2, ...)"
+        if IN_CI:
+            pytest.fail(msg + "; CI must run the R client tests")
+        pytest.skip(msg)
+    return found

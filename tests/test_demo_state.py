@@ -6,8 +6,9 @@ import socket
 import pytest
 from traitlets.config import Config
 
-from fort_hub.dev import demo, demo_hub, demo_setup
+from fort_hub.dev import demo, demo_hub, demo_r, demo_setup
 from fort_hub.policy import load_policy
+from tests.fortstack import require_r
 
 
 def test_state_dir_created_reused_and_reset(tmp_path):
@@ -36,15 +37,28 @@ def test_secrets_are_kept_across_runs(tmp_path):
     assert (tmp_path / "s" / "hub" / "secrets.json").stat().st_mode & 0o077 == 0
 
 
-def test_hub_config_is_overlay_plus_deployment_snippets(tmp_path, monkeypatch):
-    state = tmp_path / "s"
-    demo_setup.prepare_state(state, reset=False)
-    settings = demo_setup.Settings(
+def demo_settings(state, **extra) -> demo_setup.Settings:
+    return demo_setup.Settings(
         state_dir=str(state), public_url="http://127.0.0.1:8000", hub_port=8081,
         proxy_api_port=8001, services_port=10101, chp=["/bin/chp"],
         store_url=f"sqlite:///{state / 'fort.sqlite'}", facebook_url="http://127.0.0.1:9010",
         facebook_app_id="1", facebook_app_secret="s", aws_endpoint_url="http://127.0.0.1:5000",
+        **extra,
     )  # fmt: skip
+
+
+def hub_config(state, monkeypatch, **extra) -> Config:
+    path = demo_setup.write_hub_config(state, demo_settings(state, **extra))
+    monkeypatch.setenv("FORT_SERVICES_PORT", "10101")
+    c = Config()
+    exec(compile(path.read_text(), str(path), "exec"), {"get_config": lambda: c})
+    return c
+
+
+def test_hub_config_is_overlay_plus_deployment_snippets(tmp_path, monkeypatch):
+    state = tmp_path / "s"
+    demo_setup.prepare_state(state, reset=False)
+    settings = demo_settings(state)
     path = demo_setup.write_hub_config(state, settings)
     monkeypatch.setenv("FORT_SERVICES_PORT", "10101")
     c = Config()
@@ -95,3 +109,46 @@ def test_free_port_run_skips_used_ports():
         used = s.getsockname()[1]
         start = demo_setup.free_port_run(used, 3)
         assert used not in range(start, start + 3)
+
+
+def test_without_r_the_demo_says_how_to_add_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Rscript
+    r_kernel = demo_r.setup_r_kernel(tmp_path / "s")
+    assert not r_kernel.ready and r_kernel.jupyter_path == ""
+    assert "apt-get install r-base-core r-cran-irkernel r-cran-httr2" in r_kernel.note
+    state = tmp_path / "s"
+    demo_setup.prepare_state(state, reset=False)
+    text = demo_setup.banner(demo_settings(state, r_note=r_kernel.note), state, ["alice"])
+    assert "R notebooks are off: to add them, install R with IRkernel" in text
+    c = hub_config(state, monkeypatch)
+    assert "JUPYTER_PATH" not in c.Spawner.environment
+    assert c.Spawner.pre_spawn_hook.keywords["notebooks"] == (demo_hub.NOTEBOOK,)
+
+
+def test_with_r_the_demo_registers_a_working_r_kernel(tmp_path, monkeypatch):
+    from jupyter_client.manager import start_new_kernel
+
+    require_r(("IRkernel", "httr2", "jsonlite"))
+    state = tmp_path / "s"
+    demo_setup.prepare_state(state, reset=False)
+    r_kernel = demo_r.setup_r_kernel(state)
+    assert r_kernel.ready, r_kernel.note
+    assert "examples/getting-started-r.ipynb" in r_kernel.note
+    c = hub_config(state, monkeypatch, r_jupyter_path=r_kernel.jupyter_path)
+    assert c.Spawner.environment["JUPYTER_PATH"] == str(state / "jupyter")
+    assert c.Spawner.pre_spawn_hook.keywords["notebooks"] == (demo_hub.NOTEBOOK, demo_r.R_NOTEBOOK)
+    # the kernel a notebook server finds there starts R with the fort client installed
+    monkeypatch.setenv("JUPYTER_PATH", r_kernel.jupyter_path)
+    outputs: list[str] = []
+    km, kc = start_new_kernel(kernel_name="ir", startup_timeout=60)
+    try:
+        reply = kc.execute_interactive(
+            "library(fortclient); cat(is.function(fort_query), find.package('fortclient'))",
+            timeout=60,
+            output_hook=lambda msg: outputs.append(msg["content"].get("text", "")),
+        )
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert reply["content"]["status"] == "ok"
+    assert "".join(outputs) == f"TRUE {state / 'R' / 'library' / 'fortclient'}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,35 +17,16 @@ from pathlib import Path
 import pytest
 
 from fort_hub.services.query.handlers import OPENAPI
-from tests.conftest import IN_CI, ROOT
-from tests.fortstack import SLOW_SQL
+from tests.conftest import ROOT
+from tests.fortstack import SLOW_SQL, require_r
 
 PACKAGE = ROOT / "clients" / "r" / "fortclient"
-R_PACKAGES = ("httr2", "jsonlite", "testthat", "withr")
-
-
-def rscript() -> str:
-    """Rscript with the package's dependencies, else skip (fail under CI)."""
-    found = shutil.which("Rscript")
-    problem = "Rscript is not installed"
-    if found:
-        check = "for (p in commandArgs(TRUE)) if (!requireNamespace(p, quietly = TRUE)) cat(p, '')"
-        r = subprocess.run(
-            [found, "-e", check, *R_PACKAGES], capture_output=True, text=True, timeout=60
-        )
-        problem = f"R lacks the packages {r.stdout.strip()}" if r.stdout.strip() else ""
-    if problem:
-        msg = f"{problem}: run `make r-deps` (as root: Debian's r-base-core, r-cran-httr2, ...)"
-        if IN_CI:
-            pytest.fail(msg + "; CI must run the R client tests")
-        pytest.skip(msg)
-    return found
 
 
 @pytest.fixture(scope="module")
 def r_lib(tmp_path_factory) -> Path:
     """The package installed (R CMD INSTALL) into a private library."""
-    exe = rscript()
+    exe = require_r()
     lib = tmp_path_factory.mktemp("rlib")
     r = subprocess.run(
         [str(Path(exe).with_name("R")), "CMD", "INSTALL", "--no-docs", "--no-multiarch",
@@ -57,7 +39,7 @@ def r_lib(tmp_path_factory) -> Path:
 
 def run_r(r_lib: Path, code: str, env: dict | None = None, timeout: float = 120):
     return subprocess.run(
-        [rscript(), "-e", code],
+        [require_r(), "-e", code],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -151,6 +133,28 @@ def test_drift_is_detected(signatures):
         "fort_submit (for submitQuery) lacks the parameter(s) engine",
         "R/operations.R names getUsage, which the OpenAPI document does not have",
     ]
+
+
+def test_man_pages_and_namespace_are_generated_from_the_roxygen_comments(tmp_path):
+    """man/ and NAMESPACE are roxygen2's output for R/ (regenerate: roxygen2::roxygenise())."""
+    exe = require_r(("roxygen2",))
+    copy = tmp_path / "fortclient"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("man", "NAMESPACE"))
+    note = re.search(r"^RoxygenNote: (\S+)$", (PACKAGE / "DESCRIPTION").read_text(), re.M)[1]
+    code = f"""
+    if (as.character(packageVersion("roxygen2")) != {note!r}) {{
+      cat("roxygen2", as.character(packageVersion("roxygen2"))); quit(status = 3)
+    }}
+    suppressMessages(roxygen2::roxygenise({str(copy)!r}))
+    """
+    r = subprocess.run([exe, "-e", code], capture_output=True, text=True, timeout=120)
+    if r.returncode == 3:
+        pytest.skip(f"{r.stdout} is not the RoxygenNote {note}: its output may differ")
+    assert r.returncode == 0, r.stderr
+    generated = {p.relative_to(copy): p.read_text() for p in (copy / "man").iterdir()}
+    committed = {p.relative_to(PACKAGE): p.read_text() for p in (PACKAGE / "man").iterdir()}
+    assert generated == committed, "run roxygen2::roxygenise('clients/r/fortclient')"
+    assert (copy / "NAMESPACE").read_text() == (PACKAGE / "NAMESPACE").read_text()
 
 
 # ----- the testthat suite against real services ------------------------------------------------

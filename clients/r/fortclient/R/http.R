@@ -120,8 +120,13 @@ fort_request <- function(service, path, method = "GET", query = list(), body = N
 }
 
 fort_json <- function(...) {
-  resp <- fort_request(...)
-  httr2::resp_body_json(resp, simplifyVector = FALSE)
+  body_json(fort_request(...))
+}
+
+#' A response's JSON body as lists (no simplification: records stay records).
+#' @noRd
+body_json <- function(resp) {
+  jsonlite::parse_json(httr2::resp_body_string(resp, encoding = "UTF-8"))
 }
 
 #' The service's error as a condition: 429 is `fort_quota` (with the limit and its reset
@@ -130,7 +135,7 @@ fort_json <- function(...) {
 fort_http_error <- function(resp, service) {
   status <- httr2::resp_status(resp)
   err <- tryCatch(
-    httr2::resp_body_json(resp, simplifyVector = FALSE)$error, error = function(e) NULL
+    body_json(resp)$error, error = function(e) NULL
   )
   message <- if (is.list(err) && is.character(err$message)) {
     err$message

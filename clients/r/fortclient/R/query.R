@@ -192,7 +192,7 @@ fort_results <- function(query_id, format = NULL, page_token = NULL, max_rows = 
   switch(format,
     arrow = as.data.frame(arrow::read_ipc_stream(httr2::resp_body_raw(resp))),
     csv = read_csv_text(httr2::resp_body_string(resp, encoding = "UTF-8")),
-    json = json_page(httr2::resp_body_json(resp, simplifyVector = FALSE))
+    json = json_page(body_json(resp))
   )
 }
 
