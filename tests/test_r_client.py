@@ -161,7 +161,7 @@ def test_man_pages_and_namespace_are_generated_from_the_roxygen_comments(tmp_pat
 
 
 @pytest.mark.hub
-def test_testthat_suite_against_a_real_hub(fort_stack, r_lib, tmp_path):
+def test_testthat_suite_against_a_real_hub(r_lib, fort_stack, tmp_path):
     stack = fort_stack
     out = tmp_path / "testthat.json"
     code = f"""
@@ -186,5 +186,5 @@ def test_testthat_suite_against_a_real_hub(fort_stack, r_lib, tmp_path):
     results = json.loads(out.read_text())
     bad = [t for t in results if t["failed"] or t["error"] or t["skipped"]]
     assert not bad, f"{bad}\n{r.stdout[-6000:]}\n{r.stderr[-2000:]}"
-    assert {t["file"] for t in results} == {"test-credentials.R", "test-query.R"}
+    assert {t["file"] for t in results} == {"test-credentials.R", "test-parsing.R", "test-query.R"}
     assert len(results) >= 13 and sum(t["passed"] for t in results) >= 60, results

@@ -92,7 +92,10 @@ def setup_r_kernel(state: Path) -> RKernel:
             False, f"R lacks {', '.join(missing) or 'a working Rscript'}. {HOW_TO_ADD_R}"
         )
     lib = state / "R" / "library"
-    _install_package(rscript, lib)
+    try:
+        _install_package(rscript, lib)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        return RKernel(False, f"R notebooks are off: {e}")
     kernel_dir = state / "jupyter" / "kernels" / "ir"
     kernel_dir.mkdir(parents=True, exist_ok=True)
     spec_src = next(

@@ -15,7 +15,13 @@ QUERY_FIELDS <- c(
 #' \dontrun{fort_datasets()}
 #' @export
 fort_datasets <- function() {
-  datasets <- fort_json("query", "datasets")$datasets
+  datasets_df(fort_json("query", "datasets")$datasets)
+}
+
+#' `GET datasets`' list as one row per column; a dataset's `noise` is
+#' `{column: {distribution, variance}}`.
+#' @noRd
+datasets_df <- function(datasets) {
   rows <- list()
   for (d in datasets) {
     noise <- d$noise %||% list()

@@ -33,6 +33,12 @@ test_that("results come as CSV, and as JSON pages", {
   expect_equal(fort_wait(id, progress = FALSE)$state, "succeeded")
   csv <- fort_results(id, format = "csv")
   expect_equal(csv$shares, c(-20, 899, 818, 737, 656))
+  if (requireNamespace("arrow", quietly = TRUE)) {
+    expect_equal(fort_results(id, format = "arrow"), csv, ignore_attr = TRUE)
+  } else {
+    expect_error(fort_results(id, format = "arrow"), "needs the arrow package",
+                 class = "fort_bad_input")
+  }
   first <- fort_results(id, max_rows = 3)
   expect_equal(first$shares, c(-20, 899, 818))
   rest <- fort_results(id, page_token = attr(first, "next_page_token"), max_rows = 3)
