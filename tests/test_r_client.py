@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 
 from fort_hub.services.query.handlers import OPENAPI
 from tests.conftest import ROOT
@@ -111,8 +112,11 @@ def signatures(r_lib):
     return r_signatures(r_lib)
 
 
-def test_every_operation_has_an_r_function_with_its_parameters(signatures):
+@pytest.mark.hub
+def test_every_operation_has_an_r_function_with_its_parameters(signatures, fort_stack):
     doc = json.loads(Path(OPENAPI).read_text())
+    served = requests.get(fort_stack.services_url + "fort-query/api/v1/openapi.json", timeout=30)
+    assert served.json() == doc  # what clients read is the document in the package
     assert drift(doc, signatures) == []
     assert len(signatures["operations"]) == len(operation_parameters(doc)) == 8
 

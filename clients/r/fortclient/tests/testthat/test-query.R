@@ -9,6 +9,13 @@ test_that("fort_datasets lists the caller's datasets with their columns", {
   expect_true(all(c("noise_distribution", "noise_variance") %in% names(ds)))
 })
 
+test_that("fort_openapi reads the service's OpenAPI document", {
+  needs_services()
+  doc <- fort_openapi()
+  expect_equal(doc$openapi, "3.1.0")
+  expect_equal(doc$paths$`/queries`$post$operationId, "submitQuery")
+})
+
 test_that("fort_query returns the expected data.frame", {
   needs_services()
   df <- fort_query("SELECT country, count(*) AS n FROM url_shares GROUP BY 1 ORDER BY 1",
