@@ -130,6 +130,7 @@ def test_bad_input_is_a_usage_error(kernel):
     for cell, message in [
         ("%%fort_sql\n\n", "the cell is empty"),
         ("%%fort_sql 1x\nSELECT 1\n", "'1x' is not a valid Python variable name"),
+        ("%%fort_sql class\nSELECT 1\n", "'class' is not a valid Python variable name"),
         ("%%fort_sql --bogus\nSELECT 1\n", "unrecognized arguments: --bogus"),
         ("%%fort_sql\nSELECT * FROM nowhere\n", None),  # alice has one dataset: it is used
     ]:
@@ -139,3 +140,18 @@ def test_bad_input_is_a_usage_error(kernel):
             assert reply["ename"] == "FortSQLError" and "nowhere" in reply["evalue"]
         else:
             assert reply["ename"] == "UsageError" and message in reply["evalue"], reply
+
+
+def test_without_the_notebook_environment_the_magic_says_what_is_missing(kernel):
+    kernel.ok("import os\nsaved = os.environ.pop('FORT_SERVICES_URL')\n%reload_ext fort_hub.client")
+    try:
+        reply, _ = kernel.run("%%fort_sql\nSELECT 1\n")
+        assert reply["ename"] == "UsageError"
+        assert (
+            "fort-query is not configured: set FORT_QUERY_URL or FORT_SERVICES_URL"
+            in (reply["evalue"])
+        )
+    finally:
+        kernel.ok("os.environ['FORT_SERVICES_URL'] = saved\n%reload_ext fort_hub.client")
+    kernel.ok("%%fort_sql counted\nSELECT count(*) AS n FROM url_shares\n")
+    assert kernel.ok("print(counted.n[0])") == "200\n"

@@ -15,6 +15,7 @@ tables the SQL names. A refused or failed query raises :class:`FortSQLError` (a
 from __future__ import annotations
 
 import re
+from keyword import iskeyword
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -81,10 +82,10 @@ class FortMagics(Magics):
         sql = cell.strip()
         if not sql:
             raise UsageError("%%fort_sql: the cell is empty; write one SQL query below the magic")
-        if args.name is not None and not args.name.isidentifier():
+        if args.name is not None and (not args.name.isidentifier() or iskeyword(args.name)):
             raise UsageError(f"%%fort_sql: {args.name!r} is not a valid Python variable name")
-        dataset = args.dataset or guess_dataset(self.client.datasets(), sql)
         try:
+            dataset = args.dataset or guess_dataset(self.client.datasets(), sql)
             table = self.client.query(sql, dataset, progress=not args.no_progress)
         except FortQueryError as e:
             raise FortSQLError(e.message, e.status, e.query_id) from None
