@@ -16,7 +16,7 @@ PY_Z2JH    := $(VENV_Z2JH)/bin/python
 STAMP_Z2JH := $(VENV_Z2JH)/.fort-hub-installed
 HELM_Z2JH  := $(VENV_Z2JH)/bin/helm
 
-.PHONY: demo test lint format pytest pytest-z2jh install browser-deps bench clean help
+.PHONY: demo test lint format pytest pytest-z2jh install browser-deps r-deps bench clean help
 
 help:
 	@echo "make demo   - run the whole fort-hub platform on this machine (http://127.0.0.1:8000)"
@@ -57,6 +57,15 @@ browser-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "warning: /usr/bin/chromium is missing; browser tests will be skipped"; fi
 
+# Debian's R with the R client's dependencies and IRkernel (clients/r/fortclient; the R tests).
+R_DEBS := r-base-core r-cran-httr2 r-cran-jsonlite r-cran-testthat r-cran-irkernel r-cran-roxygen2
+r-deps:
+	@if command -v Rscript >/dev/null && Rscript -e 'for (p in c("httr2", "jsonlite", "testthat", "IRkernel", "roxygen2")) if (!requireNamespace(p, quietly = TRUE)) quit(status = 1)' 2>/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's R for the R client tests: $(R_DEBS)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(R_DEBS) >/dev/null; \
+	else echo "warning: R (Rscript with httr2, jsonlite, testthat, IRkernel, roxygen2) is missing; the R client tests will be skipped"; fi
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -65,10 +74,10 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-pytest: $(STAMP) $(HELM) browser-deps
+pytest: $(STAMP) $(HELM) browser-deps r-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-pytest-z2jh: $(STAMP_Z2JH) $(HELM_Z2JH) browser-deps
+pytest-z2jh: $(STAMP_Z2JH) $(HELM_Z2JH) browser-deps r-deps
 	$(PY_Z2JH) -c 'import jupyterhub; print("== the suite on JupyterHub", jupyterhub.__version__)'
 	$(PY_Z2JH) -m pytest $(PYTEST_ARGS)
 

@@ -1,6 +1,6 @@
 # The notebook image for fort-hub users: Jupyter's scipy-notebook, the fort client
-# (FortClient, fort-aws-credentials for boto3's credential_process) and an R kernel with arrow
-# and httr2 (R clients are generated from fort-query's OpenAPI document; docs/query.md).
+# (FortClient, the %%fort_sql magic, fort-aws-credentials for boto3's credential_process) and
+# an R kernel with arrow and the R client fortclient (clients/r/fortclient; docs/query.md).
 #
 #   docker build -f docker/user.Dockerfile -t ghcr.io/fort-hub/fort-hub-user:0.1.0 .
 #
@@ -28,6 +28,11 @@ RUN mamba install --yes \
 RUN pip install --no-cache-dir --no-deps /tmp/fort-hub \
  && pip install --no-cache-dir -r /tmp/fort-hub/docker/client-requirements.txt \
  && fort-aws-credentials --help > /dev/null \
+ && fix-permissions "${CONDA_DIR}"
+
+# the R client (fort_query(), fort_aws_credentials(), ...) into the R kernel's library
+RUN R CMD INSTALL /tmp/fort-hub/clients/r/fortclient \
+ && Rscript -e 'library(fortclient); stopifnot(is.function(fort_query))' \
  && fix-permissions "${CONDA_DIR}"
 
 USER 0

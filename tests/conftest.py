@@ -112,3 +112,13 @@ def fort_demo(tmp_path_factory):
     assert demo.stop() == 0, demo.output[-3000:]
     assert "fort-hub demo: stopped" in demo.output
     assert demo.leftover_processes() == []  # Ctrl-C / SIGTERM stops everything
+
+
+@pytest.fixture(scope="session")
+def fort_stack(tmp_path_factory):
+    """A real hub with fort-query, fort-credentials and fort-groups for the client tests (R
+    package, IPython magic), shared by their modules (tests/clientstack.py)."""
+    from tests.clientstack import FortStack
+
+    with FortStack(tmp_path_factory.mktemp("fort-stack")) as stack:
+        yield stack

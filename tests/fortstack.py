@@ -25,7 +25,7 @@ UTC = dt.UTC
 USERS = ("alice", "bob", "admin", "dave", "erin", "exadmin")
 
 
-def fort_stack(work):
+def services_behind_hub(work):
     """Generator for a module-scoped fixture: yields {"hub", "apps", "threads", "tokens"}."""
     policy = work / "policy.yaml"
     shutil.copy(EXAMPLE_POLICY, policy)

@@ -1,13 +1,16 @@
 """The demo's preparation steps, without starting anything: state directory reuse and reset,
 the hub config built from the deployment snippets, the welcome text, and clear errors."""
 
+import json
 import socket
+from pathlib import Path
 
 import pytest
 from traitlets.config import Config
 
-from fort_hub.dev import demo, demo_hub, demo_setup
+from fort_hub.dev import demo, demo_hub, demo_r, demo_setup
 from fort_hub.policy import load_policy
+from tests.clientstack import require_r
 
 
 def test_state_dir_created_reused_and_reset(tmp_path):
@@ -36,15 +39,28 @@ def test_secrets_are_kept_across_runs(tmp_path):
     assert (tmp_path / "s" / "hub" / "secrets.json").stat().st_mode & 0o077 == 0
 
 
-def test_hub_config_is_overlay_plus_deployment_snippets(tmp_path, monkeypatch):
-    state = tmp_path / "s"
-    demo_setup.prepare_state(state, reset=False)
-    settings = demo_setup.Settings(
+def demo_settings(state, **extra) -> demo_setup.Settings:
+    return demo_setup.Settings(
         state_dir=str(state), public_url="http://127.0.0.1:8000", hub_port=8081,
         proxy_api_port=8001, services_port=10101, chp=["/bin/chp"],
         store_url=f"sqlite:///{state / 'fort.sqlite'}", facebook_url="http://127.0.0.1:9010",
         facebook_app_id="1", facebook_app_secret="s", aws_endpoint_url="http://127.0.0.1:5000",
+        **extra,
     )  # fmt: skip
+
+
+def hub_config(state, monkeypatch, **extra) -> Config:
+    path = demo_setup.write_hub_config(state, demo_settings(state, **extra))
+    monkeypatch.setenv("FORT_SERVICES_PORT", "10101")
+    c = Config()
+    exec(compile(path.read_text(), str(path), "exec"), {"get_config": lambda: c})
+    return c
+
+
+def test_hub_config_is_overlay_plus_deployment_snippets(tmp_path, monkeypatch):
+    state = tmp_path / "s"
+    demo_setup.prepare_state(state, reset=False)
+    settings = demo_settings(state)
     path = demo_setup.write_hub_config(state, settings)
     monkeypatch.setenv("FORT_SERVICES_PORT", "10101")
     c = Config()
@@ -95,3 +111,38 @@ def test_free_port_run_skips_used_ports():
         used = s.getsockname()[1]
         start = demo_setup.free_port_run(used, 3)
         assert used not in range(start, start + 3)
+
+
+def test_without_r_the_demo_says_how_to_add_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Rscript
+    r_kernel = demo_r.setup_r_kernel(tmp_path / "s")
+    assert not r_kernel.ready and r_kernel.jupyter_path == ""
+    assert "apt-get install r-base-core r-cran-irkernel r-cran-httr2" in r_kernel.note
+    state = tmp_path / "s"
+    demo_setup.prepare_state(state, reset=False)
+    text = demo_setup.banner(demo_settings(state, r_note=r_kernel.note), state, ["alice"])
+    assert "R notebooks are off: to add them, install R with IRkernel" in text
+    c = hub_config(state, monkeypatch)
+    assert "JUPYTER_PATH" not in c.Spawner.environment
+    assert c.Spawner.pre_spawn_hook.keywords["notebooks"] == (demo_hub.NOTEBOOK,)
+
+
+def test_with_r_the_demo_registers_the_r_kernel(tmp_path, monkeypatch):
+    """The kernel itself is started by the end-to-end test (getting-started-r.ipynb runs on it)."""
+    require_r(("IRkernel", "httr2", "jsonlite"))
+    state = tmp_path / "s"
+    demo_setup.prepare_state(state, reset=False)
+    r_kernel = demo_r.setup_r_kernel(state)
+    assert r_kernel.ready, r_kernel.note
+    assert "examples/getting-started-r.ipynb" in r_kernel.note
+    spec = json.loads((state / "jupyter" / "kernels" / "ir" / "kernel.json").read_text())
+    assert Path(spec["argv"][0]).name == "R" and "IRkernel::main()" in spec["argv"]
+    assert spec["env"] == {"R_LIBS": str(state / "R" / "library")}
+    description = state / "R" / "library" / "fortclient" / "DESCRIPTION"
+    assert "Package: fortclient" in description.read_text()
+    installed = description.stat().st_mtime_ns
+    assert demo_r.setup_r_kernel(state).ready  # a second run reuses the installed package
+    assert description.stat().st_mtime_ns == installed
+    c = hub_config(state, monkeypatch, r_jupyter_path=r_kernel.jupyter_path)
+    assert c.Spawner.environment["JUPYTER_PATH"] == str(state / "jupyter")
+    assert c.Spawner.pre_spawn_hook.keywords["notebooks"] == (demo_hub.NOTEBOOK, demo_r.R_NOTEBOOK)

@@ -61,6 +61,13 @@ def test_hub_image_installs_fort_hub_and_the_snippets():
     assert "-r /tmp/fort-hub/docker/client-requirements.txt" in user
 
 
+def test_user_image_installs_the_r_client_into_the_r_kernel():
+    user = (ROOT / "docker" / "user.Dockerfile").read_text()
+    install = user.index("RUN R CMD INSTALL /tmp/fort-hub/clients/r/fortclient")
+    assert user.index("r-irkernel") < install < user.index("RUN rm -rf /tmp/fort-hub")
+    assert (ROOT / "clients" / "r" / "fortclient" / "DESCRIPTION").exists()
+
+
 def test_client_requirements_are_the_client_extra():
     import configparser
 

@@ -18,6 +18,7 @@ import yaml
 
 from fort_hub.dev.demo import READY_LINE
 from fort_hub.store import Store
+from tests.clientstack import require_r
 from tests.fbflow import login
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
@@ -136,6 +137,43 @@ def test_getting_started_notebook_runs(fort_demo, alice, tmp_path):
         Bucket="fort-user-data", Prefix="users/alice/results/"
     )["Contents"]
     assert [k["Key"] for k in keys] == ["users/alice/results/shares_by_month.csv"]
+
+
+def test_getting_started_r_notebook_runs_on_the_r_kernel(fort_demo, alice, tmp_path):
+    require_r(("IRkernel", "httr2", "jsonlite"))
+    env = alice["env"]
+    # her notebook server offers the R kernel the demo registered
+    specs = requests.get(
+        f"{fort_demo.url}{env['JUPYTERHUB_SERVICE_PREFIX']}api/kernelspecs",
+        headers={"Authorization": f"token {env['JUPYTERHUB_API_TOKEN']}"},
+        timeout=30,
+    ).json()["kernelspecs"]
+    assert specs["ir"]["spec"]["language"] == "R"
+    notebook = fort_demo.state / "users" / "alice" / "examples" / "getting-started-r.ipynb"
+    assert notebook.exists()  # copied by the demo's pre-spawn hook, R being installed
+    out = tmp_path / "executed-r.ipynb"
+    r = subprocess.run(
+        [sys.executable, "-m", "nbconvert", "--to", "notebook", "--execute", str(notebook)]
+        + ["--output", str(out), "--ExecutePreprocessor.timeout=120"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert r.returncode == 0, r.stderr[-4000:]
+    executed = json.loads(out.read_text())
+    assert executed["metadata"]["kernelspec"]["name"] == "ir"
+    text = "\n".join(
+        "".join(o.get("text", "")) + json.dumps(o.get("data", {}))
+        for c in executed["cells"]
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
+    )
+    assert "urls-study" in text and "url_shares" in text
+    assert "refused: you may not query dataset 'ads_targeting'" in text
+    assert "role fort-urls-study until" in text
+    assert "image/png" in text  # the plot
+    assert "queries_per_day" in text  # fort_usage()
 
 
 def test_session_policy_names_only_her_prefix_and_datasets(fort_demo, alice):

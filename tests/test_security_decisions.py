@@ -13,7 +13,7 @@ import requests
 
 from fort_hub import scopes
 from fort_hub.store.memberships import Memberships
-from tests.fortstack import call, error_of, fort_stack, store_of
+from tests.fortstack import call, error_of, services_behind_hub, store_of
 from tests.fortsvc import make_users, user_token
 
 pytestmark = pytest.mark.hub
@@ -24,7 +24,7 @@ SQL = {"sql": "SELECT country, count(*) AS n FROM url_shares GROUP BY 1", "datas
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    yield from fort_stack(tmp_path_factory.mktemp("decisions"))
+    yield from services_behind_hub(tmp_path_factory.mktemp("decisions"))
 
 
 class later:

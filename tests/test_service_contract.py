@@ -13,7 +13,7 @@ import requests
 
 from fort_hub import scopes
 from fort_hub.store import Store
-from tests.fortstack import call, error_of, fort_stack, store_of, url
+from tests.fortstack import call, error_of, services_behind_hub, store_of, url
 from tests.fortsvc import auth, user_token
 
 pytestmark = pytest.mark.hub
@@ -59,7 +59,7 @@ IDS = [p.service for p in PROBES]
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    yield from fort_stack(tmp_path_factory.mktemp("contract"))
+    yield from services_behind_hub(tmp_path_factory.mktemp("contract"))
 
 
 # ----- parameters and bodies -------------------------------------------------------------------

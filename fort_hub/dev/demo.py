@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fort_hub.dev import datasets as demo_datasets
+from fort_hub.dev.demo_r import setup_r_kernel
 from fort_hub.dev.demo_setup import (
     DemoError,
     Settings,
@@ -112,6 +113,7 @@ class Demo:
         self.datasets = demo_datasets.ensure_datasets(self.state / "data", rows)
         self.say(f"datasets ready in {time.monotonic() - t0:.1f}s: {', '.join(self.datasets)}")
         app_id, app_secret, self.identities = facebook_app(self.state)
+        r_kernel = setup_r_kernel(self.state)
         return Settings(
             state_dir=str(self.state),
             public_url=f"http://127.0.0.1:{self.args.port}",
@@ -124,6 +126,8 @@ class Demo:
             facebook_app_id=app_id,
             facebook_app_secret=app_secret,
             aws_endpoint_url="",
+            r_jupyter_path=r_kernel.jupyter_path,
+            r_note=r_kernel.note,
         )
 
     def start_moto(self, settings: Settings) -> None:

@@ -8,6 +8,7 @@ loopback addresses, the local Facebook stand-in, moto as AWS.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 import fort_hub
+from fort_hub.dev.demo_r import R_NOTEBOOK
 
 DATA = Path(__file__).parent / "data"
 NOTEBOOK = DATA / "getting-started.ipynb"
@@ -37,13 +39,14 @@ def snippet_paths() -> list[Path]:
     )
 
 
-def prepare_user_dir(spawner) -> None:
-    """``pre_spawn_hook``: the user's notebook directory, with the getting-started example."""
+def prepare_user_dir(spawner, notebooks: tuple[Path, ...] = (NOTEBOOK,)) -> None:
+    """``pre_spawn_hook``: the user's notebook directory, with the getting-started examples."""
     root = Path(spawner.format_string(spawner.notebook_dir))
     (root / "examples").mkdir(parents=True, exist_ok=True)
-    target = root / "examples" / NOTEBOOK.name
-    if NOTEBOOK.exists() and not target.exists():
-        shutil.copyfile(NOTEBOOK, target)
+    for notebook in notebooks:
+        target = root / "examples" / notebook.name
+        if notebook.exists() and not target.exists():
+            shutil.copyfile(notebook, target)
 
 
 def demo_spawner_class():
@@ -98,7 +101,8 @@ def overlay(c, settings_file: str) -> None:
 
     c.Spawner.notebook_dir = str(state / "users" / "{username}")
     c.Spawner.default_url = "/lab"
-    c.Spawner.pre_spawn_hook = prepare_user_dir
+    notebooks = (NOTEBOOK, R_NOTEBOOK) if s.get("r_jupyter_path") else (NOTEBOOK,)
+    c.Spawner.pre_spawn_hook = functools.partial(prepare_user_dir, notebooks=notebooks)
     c.Spawner.start_timeout = 180
     c.Spawner.http_timeout = 180
     c.Spawner.environment = {
@@ -106,6 +110,8 @@ def overlay(c, settings_file: str) -> None:
         # never a real AWS credentials file: only credential_process (fort-credentials)
         "AWS_SHARED_CREDENTIALS_FILE": str(state / "aws" / "no-shared-credentials"),
     }
+    if s.get("r_jupyter_path"):  # the R kernel (fort_hub.dev.demo_r)
+        c.Spawner.environment["JUPYTER_PATH"] = s["r_jupyter_path"]
     if os.geteuid() == 0:  # containers often run as root; the servers run as the demo's user
         c.Spawner.args = ["--allow-root"]
     c.FortLocalSpawner.services_url = public + "/services/"

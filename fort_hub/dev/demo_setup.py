@@ -78,6 +78,10 @@ class Settings:
     facebook_app_id: str
     facebook_app_secret: str
     aws_endpoint_url: str
+    #: where the demo registered the R kernel (``kernels/ir``); empty without R (demo_r.py)
+    r_jupyter_path: str = ""
+    #: the banner's line about R notebooks (how to add R when it is missing)
+    r_note: str = ""
 
 
 def prepare_state(state: Path, reset: bool) -> bool:
@@ -247,6 +251,7 @@ def banner(settings: Settings, state: Path, identities: list[str]) -> str:
             "",
             f"  admin page and audit log: {url}/services/fort-groups/ (as admin)",
             "  in a notebook: examples/getting-started.ipynb (FortClient, S3 via credential_process)",
+            *([f"  {settings.r_note}"] if settings.r_note else []),
             "",
             f"  state: {state}  (policy.yaml is live: edits take effect; --reset starts over)",
             f"  logs:  {state / 'logs'}",
