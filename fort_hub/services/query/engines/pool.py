@@ -4,6 +4,10 @@ need, taken one per query, returned when they finished cleanly, killed otherwise
 A :class:`WorkerProcess` is one ``worker.py`` child: commands go to its stdin as JSON lines,
 frames come back on its stdout. Reads block (they run on the engine's threads, never on the
 event loop). Killing a worker (SIGKILL) ends any read on its frames with :class:`WorkerGone`.
+
+Workers are started from the thread that builds the pool and from the engine's threads, which
+live as long as the engine: ``PR_SET_PDEATHSIG`` fires when the *thread* that started a worker
+ends, not only the process.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ import threading
 from typing import Any
 
 from . import worker as W
+from .base import EngineError
 
 WORKER_PROGRAM = W.__file__
 #: bytes read at a time when a frame's body is thrown away
 SKIP_CHUNK = 1 << 20
 
 
-class WorkerGone(Exception):
-    """The worker process ended (killed, crashed, or over a limit) while it was needed."""
+class WorkerGone(EngineError):
+    """The worker process ended (killed, crashed, or over a limit) while it was needed, or
+    none could be started."""
 
 
 class WorkerProcess:
@@ -33,11 +39,14 @@ class WorkerProcess:
 
     def __init__(self, config: dict[str, Any]):
         config = {**config, "parent": os.getpid()}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-P", WORKER_PROGRAM, json.dumps(config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            env={**os.environ, **W.ENVIRONMENT}, close_fds=True,
-        )  # fmt: skip
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-P", WORKER_PROGRAM, json.dumps(config)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                env={**os.environ, **W.ENVIRONMENT}, close_fds=True,
+            )  # fmt: skip
+        except OSError as e:  # e.g. no memory or process slots left
+            raise WorkerGone(f"no query worker could be started: {e}") from None
         self.pid = self.proc.pid
         self.ready = False
         #: the last command was answered completely (the worker waits for the next one)
@@ -136,17 +145,24 @@ class WorkerPool:
         w = WorkerProcess(self.config)
         with self._lock:
             self._all.add(w)
+            closed = self.closed
+        if closed:  # closed meanwhile: close() may have missed it
+            w.kill()
+            raise WorkerGone("fort-query is shutting down")
         return w
 
     def top_up(self) -> None:
+        """Start workers until *spare* wait (a failure is logged: the next query retries)."""
         with self._lock:
             missing = 0 if self.closed else self.spare - len(self._idle)
         for _ in range(missing):
-            w = self._spawn()
+            try:
+                w = self._spawn()
+            except WorkerGone as e:
+                self.log.error("%s", e)
+                return
             with self._lock:
                 self._idle.append(w)
-            if self.closed:  # closed meanwhile: close() may have missed it
-                w.kill()
 
     def acquire(self) -> WorkerProcess:
         with self._lock:

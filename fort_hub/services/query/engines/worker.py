@@ -1,8 +1,9 @@
 """The DuckDB query worker: one process running one query at a time, under hard limits.
 
-fort-query's :class:`~.duckdb.DuckDBEngine` starts these processes (``python worker.py CONFIG``;
-run with ``-P``, so that its folder is not on ``sys.path``; it imports nothing but the standard library, DuckDB and pyarrow, so a worker starts in
-about 0.4 s) and keeps a few started and waiting. A worker:
+fort-query's :class:`~.duckdb.DuckDBEngine` starts these processes (``python -P worker.py
+CONFIG``: ``-P`` keeps this folder off ``sys.path``; the file imports nothing but the standard
+library, DuckDB and pyarrow, so a worker starts in about 0.4 s) and keeps a few started and
+waiting. A worker:
 
 - limits its own address space (``RLIMIT_AS`` = ``worker_memory_limit``): memory DuckDB does not
   count against its ``memory_limit`` (huge strings, Arrow conversion) fails the query here
@@ -308,9 +309,10 @@ def limit_cpu(seconds: float | None) -> None:
 
 def confine(address_space: int, parent: int) -> None:
     """Die with the service, no core files, and a hard address-space limit."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # Linux only
+    if prctl is not None:
+        pr_set_pdeathsig = 1
+        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the service died before the line above
         os._exit(0)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
