@@ -256,8 +256,9 @@ def latency(a, path: Path, fort: FortClient, fort_thread: FortClient) -> None:
 
 
 def engine_latency(a, tmp: Path, path: Path) -> None:
-    """The engines alone, in this process (no HTTP, no fort store): ``engine.run`` of the 1-row
-    query into a result file, the two engines interleaved, their order alternating."""
+    """The engines alone, in this process (no HTTP, no fort store): ``engine.run`` into a
+    result file, of the 1-row query and of ``SELECT 1`` (no file read: the process hop alone),
+    the two engines interleaved, their order alternating."""
     from fort_hub.policy.model import Dataset
     from fort_hub.services.query.engines.base import EngineJob
     from fort_hub.services.query.results import FileSink
@@ -265,30 +266,35 @@ def engine_latency(a, tmp: Path, path: Path) -> None:
     ds = Dataset("url_shares", "duckdb", tables=("url_shares",),
                  location={"paths": {"url_shares": str(path)}})  # fmt: skip
     engines = [("workers", DuckDBEngine()), ("thread", InThreadDuckDBEngine())]
-    sql = 'SELECT * FROM "url_shares"."url_shares" LIMIT 1'
-    times = {name: [] for name, _ in engines}
 
-    async def once(engine, i):
+    async def once(engine, sql, i):
         sink = FileSink(str(tmp / f"e{i}.arrows"), 10, 10**9)
         t = time.perf_counter()
         await engine.run(EngineJob(id=f"e{i}", sql=sql, dataset=ds, username="alice"), sink)
         sink.commit()
         return time.perf_counter() - t
 
-    async def go():
+    async def go(sql):
+        times = {name: [] for name, _ in engines}
         for i in range(-3, a.latency_runs):  # 3 warm-up runs each
             for name, engine in engines[i % 2 :] + engines[: i % 2]:
-                took = await once(engine, i)
+                took = await once(engine, sql, i)
                 if i >= 0:
                     times[name].append(took)
+        return times
 
     try:
-        asyncio.run(go())
+        for sql in ('SELECT * FROM "url_shares"."url_shares" LIMIT 1', "SELECT 1 AS x"):
+            report_engines(f"engine.run of {sql!r} alone, {a.latency_runs} runs each:",
+                           asyncio.run(go(sql)))  # fmt: skip
     finally:
         for _, engine in engines:
             engine.close()
+
+
+def report_engines(title: str, times: dict[str, list[float]]) -> None:
     ms = 1e3
-    print(f"engine.run of the 1-row query alone, {a.latency_runs} runs each:")
+    print(title)
     for name, xs in times.items():
         q = statistics.quantiles(xs, n=20)
         print(f"  {name:8}: p50 {statistics.median(xs) * ms:.2f} ms "
