@@ -325,3 +325,24 @@ def test_duckdb_queries_run_in_a_limited_worker_process(hardened, tmp_path):
     assert size == hardened.engine.address_space  # default: 2 x memory_limit + 1 GiB
     assert abs(size - (2 * 512 * 10**6 + 2**30)) < 2**20  # (DuckDB reads back 488.2 MiB)
     assert re.search(r"Max core file size\s+0\s", limits)
+
+
+def test_duckdb_results_cross_the_worker_pipe_unchanged(tmp_path):
+    """Every Arrow type DuckDB produces, dictionaries (ENUM) included and over several batches,
+    arrives as DuckDB made it in-process."""
+    import duckdb
+
+    case = DuckCase(tmp_path, batch_rows=7, idle_workers=0)
+    path = case.dataset.location["paths"]["url_shares"]
+    body = (
+        "SELECT country::ENUM('US', 'DE', 'BR', 'IN') AS e, [shares, 2] AS l, {'x': views} AS s,"
+        " MAP {'k': shares} AS m, shares::HUGEINT AS h, INTERVAL 1 DAY AS i, url::BLOB AS b,"
+        " DATE '2020-01-01' + shares::INT AS d, views::DECIMAL(10, 2) AS dec, NULL AS n FROM T"
+        " ORDER BY url, shares"
+    )
+    try:
+        _, got = run(case, body.replace(" T", ' "url_shares"."url_shares"'), tmp_path)
+    finally:
+        case.engine.close()
+    expected = duckdb.sql(body.replace(" T", f" read_parquet('{path}')")).to_arrow_table()
+    assert got.num_rows == 30 and got.equals(expected)

@@ -28,7 +28,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
-import pyarrow as pa
 from traitlets import Float, Integer, Unicode, default, validate
 
 from ....policy.model import Dataset
@@ -308,12 +307,11 @@ class DuckDBEngine(QueryEngine):
         raise self._gone(job, cancelled, rc, gone)
 
     def _receive(self, job: EngineJob, sink: ResultSink, worker: WorkerProcess) -> Outcome:
-        schema, nbytes = None, 0
+        nbytes = 0
         while True:
             kind, length, rows, size = worker.header()
             if kind == W.SCHEMA:
-                schema = pa.ipc.read_schema(pa.py_buffer(worker.body(length)))
-                sink.set_schema(schema)
+                sink.set_schema(W.read_ipc_stream(worker.body(length))[0])
             elif kind == W.BATCH:
                 if job.id in self._cancelled:  # the worker stops at its next batch
                     worker.skip(length)
@@ -323,7 +321,7 @@ class DuckDBEngine(QueryEngine):
                         sink.rows + rows, nbytes + size, sink.max_rows, sink.max_bytes
                     )
                     nbytes += size
-                    sink.write(pa.ipc.read_record_batch(pa.py_buffer(worker.body(length)), schema))
+                    sink.write(W.read_ipc_stream(worker.body(length))[1])
                 except EngineError:
                     worker.retire = True  # still sending: killed when released
                     raise

@@ -17,9 +17,9 @@ waiting. A worker:
 
 Protocol: commands arrive on stdin as JSON lines (``run``, ``describe``, ``cancel``); answers go
 to the original stdout as frames (:data:`HEADER` then a body): ``READY`` once, then per
-command ``SCHEMA``, ``BATCH`` (an Arrow IPC record batch message) ..., and ``DONE``, or
-``DESCRIBED`` / ``ERROR`` (JSON bodies). File descriptor 1 is pointed at stderr so that nothing
-else can write into the frame stream.
+command ``SCHEMA``, ``BATCH`` ... (each an Arrow IPC stream of its own, so that dictionaries
+travel with their batch), and ``DONE``, or ``DESCRIBED`` / ``ERROR`` (JSON bodies). File
+descriptor 1 is pointed at stderr so that nothing else can write into the frame stream.
 """
 
 from __future__ import annotations
@@ -178,6 +178,24 @@ def write_json(out: BinaryIO, kind: int, data: dict) -> None:
     write_frame(out, kind, json.dumps(data).encode())
 
 
+def ipc_stream(schema: pa.Schema, batch: pa.RecordBatch | None = None) -> pa.Buffer:
+    """*batch* (or none) as a whole Arrow IPC stream: schema, the dictionaries the batch
+    uses (ENUM columns), the batch, end marker. Read back with :func:`read_ipc_stream`."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        if batch is not None:
+            writer.write_batch(batch)
+    return sink.getvalue()
+
+
+def read_ipc_stream(data) -> tuple[pa.Schema, pa.RecordBatch | None]:
+    reader = pa.ipc.open_stream(pa.py_buffer(data))
+    try:
+        return reader.schema, reader.read_next_batch()
+    except StopIteration:
+        return reader.schema, None
+
+
 # ----- the process -----------------------------------------------------------------------------
 
 
@@ -276,14 +294,15 @@ class Worker:
     def stream(self, job_id: str, con, sql: str) -> None:
         relation = con.sql(sql)  # None: a statement without a result (with the check bypassed)
         if relation is None:
-            write_frame(self.out, SCHEMA, pa.schema([]).serialize())
+            write_frame(self.out, SCHEMA, ipc_stream(pa.schema([])))
         else:
             reader = relation.to_arrow_reader(self.config["batch_rows"])
-            write_frame(self.out, SCHEMA, reader.schema.serialize())
+            write_frame(self.out, SCHEMA, ipc_stream(reader.schema))
             for batch in reader:
                 if job_id in self._cancelled:
                     break
-                write_frame(self.out, BATCH, batch.serialize(), batch.num_rows, batch.nbytes)
+                body = ipc_stream(reader.schema, batch)
+                write_frame(self.out, BATCH, body, batch.num_rows, batch.nbytes)
         if job_id in self._cancelled:
             write_json(self.out, ERROR, {"kind": CANCELLED, "message": "cancelled"})
         else:
