@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from fort_hub.policy.model import Dataset
+from fort_hub.services.query.engines import worker as W
 from fort_hub.services.query.engines.athena import AthenaEngine
 from fort_hub.services.query.engines.base import EngineError, EngineJob, QueryCancelled
 from fort_hub.services.query.engines.duckdb import DuckDBEngine
@@ -283,10 +284,14 @@ HOSTILE = [
 
 @pytest.fixture(scope="module")
 def hardened(tmp_path_factory):
-    """One engine (one worker process) for the hostile statements."""
+    """One engine (one worker process) for the hostile statements; the service's environment
+    holds a secret."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FORT_TEST_SECRET", "s3cr3t")
     case = DuckCase(tmp_path_factory.mktemp("hardened"), memory_limit="512MB", idle_workers=0)
     yield case
     case.engine.close()
+    mp.undo()
 
 
 @pytest.mark.parametrize("sql", HOSTILE)
@@ -325,6 +330,11 @@ def test_duckdb_queries_run_in_a_limited_worker_process(hardened, tmp_path):
     assert size == hardened.engine.address_space  # default: 2 x memory_limit + 1 GiB
     assert abs(size - (2 * 512 * 10**6 + 2**30)) < 2**20  # (DuckDB reads back 488.2 MiB)
     assert re.search(r"Max core file size\s+0\s", limits)
+    # none of the service's secrets (tokens, store URL, AWS keys) is in the worker's environment
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        names = {v.split(b"=", 1)[0].decode() for v in f.read().split(b"\0") if v}
+    assert "FORT_TEST_SECRET" in os.environ
+    assert names <= {*W.INHERITED, *W.ENVIRONMENT}, names
 
 
 def test_duckdb_results_cross_the_worker_pipe_unchanged(tmp_path):

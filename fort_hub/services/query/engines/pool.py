@@ -43,7 +43,9 @@ class WorkerProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-P", WORKER_PROGRAM, json.dumps(config)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                env={**os.environ, **W.ENVIRONMENT}, close_fds=True,
+                env={**{k: v for k, v in os.environ.items() if k in W.INHERITED},
+                     **W.ENVIRONMENT},
+                close_fds=True,
             )  # fmt: skip
         except OSError as e:  # e.g. no memory or process slots left
             raise WorkerGone(f"no query worker could be started: {e}") from None
@@ -168,13 +170,16 @@ class WorkerPool:
         with self._lock:
             if self.closed:
                 raise WorkerGone("fort-query is shutting down")
-            taken = None
+            taken, dead = None, []
             while self._idle and taken is None:
                 w = self._idle.pop()
                 if w.alive():
                     taken = w
                 else:
                     self._all.discard(w)
+                    dead.append(w)
+        for w in dead:  # died while waiting (e.g. the kernel's OOM killer)
+            w.reap()
         if taken is None:
             taken = self._spawn()
         self.top_up()

@@ -48,6 +48,10 @@ CANCELLED, OUT_OF_MEMORY, FAILED = "cancelled", "memory", "error"
 #: worker environment: two malloc arenas keep the address space small (each arena reserves
 #: 64 MB of address space per thread otherwise, all of it counted by RLIMIT_AS)
 ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
+#: the only variables of the service's environment a worker gets: what Python, DuckDB and
+#: Arrow need to start; never the service's tokens, database URL or cloud credentials
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH",
+             "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH")  # fmt: skip
 
 READERS = {
     ".parquet": "read_parquet",
