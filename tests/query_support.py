@@ -172,3 +172,14 @@ class QueryEnv:
         r = self.post(sql, dataset, token)
         assert r.status_code == 202, r.text
         return self.wait(r.json()["id"], token)
+
+
+def serve_until_stdin_closes(tmp: str, store_url: str) -> None:
+    """A fort-query service (QueryEnv) in this process, its URL on stdout, until stdin closes:
+    for tests that need the service in a process of its own (e.g. to kill it)."""
+    import sys
+
+    env = QueryEnv(Path(tmp), store_url).start()
+    print(env.base, flush=True)
+    sys.stdin.read()
+    env.stop()

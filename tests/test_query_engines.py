@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from fort_hub.policy.model import Dataset
+from fort_hub.services.query.engines import worker as W
 from fort_hub.services.query.engines.athena import AthenaEngine
 from fort_hub.services.query.engines.base import EngineError, EngineJob, QueryCancelled
 from fort_hub.services.query.engines.duckdb import DuckDBEngine
@@ -55,9 +56,9 @@ def canned(moto_url, rows: list[list[str]], columns: list[tuple[str, str]]):
 
 
 class DuckCase:
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, **settings):
         make_datasets(tmp_path, rows=30)
-        self.engine = DuckDBEngine()
+        self.engine = DuckDBEngine(**settings)
         self.dataset = Dataset(
             "url_shares", "duckdb", tables=("url_shares",),
             location={"paths": {"url_shares": str(tmp_path / "data" / "url_shares.parquet")}},
@@ -103,8 +104,11 @@ class AthenaCase:
 @pytest.fixture(params=["duckdb", "athena"])
 def case(request, tmp_path):
     if request.param == "duckdb":
-        return DuckCase(tmp_path)
-    return AthenaCase(tmp_path, request.getfixturevalue("aws_env"))
+        c = DuckCase(tmp_path)
+        yield c
+        c.engine.close()
+        return
+    yield AthenaCase(tmp_path, request.getfixturevalue("aws_env"))
 
 
 def job(case, sql, jid="j1"):
@@ -268,46 +272,94 @@ def test_athena_failure_message_reaches_the_user(aws_env, tmp_path):
         run(case, "SELECT 1", tmp_path)
 
 
-# ----- DuckDB hardening, with the SQL check bypassed ---------------------------------------------
+# ----- DuckDB hardening, with the SQL check bypassed, in the query worker ------------------------
+
+HOSTILE = [
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_text('/etc/hostname')",
+    "SELECT * FROM glob('/etc/*')",
+    "ATTACH '/tmp/fort-evil.duckdb' AS x",
+    "COPY (SELECT 1) TO '/tmp/fort-evil.csv'",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SET enable_external_access = true",
+    "SET memory_limit = '100GB'",
+    "SET allowed_paths = ['/etc/passwd']",
+    "SELECT * FROM read_csv('http://127.0.0.1:9/x.csv')",
+]
 
 
-@pytest.mark.parametrize(
-    "sql",
-    [
-        "SELECT * FROM read_csv('/etc/passwd')",
-        "SELECT * FROM read_text('/etc/hostname')",
-        "SELECT * FROM glob('/etc/*')",
-        "ATTACH '/tmp/fort-evil.duckdb' AS x",
-        "COPY (SELECT 1) TO '/tmp/fort-evil.csv'",
-        "INSTALL httpfs",
-        "LOAD httpfs",
-        "SET enable_external_access = true",
-        "SET memory_limit = '100GB'",
-        "SET allowed_paths = ['/etc/passwd']",
-        "SELECT * FROM read_csv('http://127.0.0.1:9/x.csv')",
-    ],
-)
-def test_duckdb_connection_is_hardened(tmp_path, sql):
-    case = DuckCase(tmp_path)
-    case.engine.memory_limit = "512MB"
-    con = case.engine.cursor(case.dataset)  # what a query runs on: a cursor of the cached base
+@pytest.fixture(scope="module")
+def hardened(tmp_path_factory):
+    """One engine (one worker process) for the hostile statements; the service's environment
+    holds a secret."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FORT_TEST_SECRET", "s3cr3t")
+    case = DuckCase(tmp_path_factory.mktemp("hardened"), memory_limit="512MB", idle_workers=0)
+    yield case
+    case.engine.close()
+    mp.undo()
+
+
+@pytest.mark.parametrize("sql", HOSTILE)
+def test_duckdb_connection_is_hardened(hardened, tmp_path, sql):
+    # engine.run is what every query goes through: the SQL reaches the worker's cursor as is
+    with pytest.raises(EngineError):
+        run(hardened, sql, tmp_path)
+    # the dataset itself stays readable
+    _, table = run(hardened, 'SELECT count(*) AS n FROM "url_shares"."url_shares"', tmp_path)
+    assert table.to_pylist() == [{"n": 30}]
+    # and the settings of the connection queries run on are the hardened ones
+    _, table = run(hardened, (
+        "SELECT name, value FROM duckdb_settings() WHERE name IN ('threads', 'memory_limit', "
+        "'enable_external_access', 'lock_configuration', 'autoinstall_known_extensions', "
+        "'autoload_known_extensions')"
+    ), tmp_path)  # fmt: skip
+    settings = {r["name"]: r["value"] for r in table.to_pylist()}
+    assert settings.pop("memory_limit").replace(" ", "") in ("488.2MiB", "512.0MB", "512MB")
+    assert settings == {
+        "threads": str(hardened.engine.threads), "enable_external_access": "false",
+        "lock_configuration": "true", "autoinstall_known_extensions": "false",
+        "autoload_known_extensions": "false",
+    }  # fmt: skip
+
+
+def test_duckdb_queries_run_in_a_limited_worker_process(hardened, tmp_path):
+    import os
+
+    _, table = run(hardened, "SELECT current_setting('threads') AS t", tmp_path)
+    assert table.to_pylist() == [{"t": hardened.engine.threads}]
+    (pid,) = hardened.engine.workers.pids()  # idle_workers = 0: the one that ran it
+    assert pid != os.getpid()
+    with open(f"/proc/{pid}/limits") as f:
+        limits = f.read()
+    size = int(re.search(r"Max address space\s+(\d+)", limits).group(1))
+    assert size == hardened.engine.address_space  # default: 2 x memory_limit + 1 GiB
+    assert abs(size - (2 * 512 * 10**6 + 2**30)) < 2**20  # (DuckDB reads back 488.2 MiB)
+    assert re.search(r"Max core file size\s+0\s", limits)
+    # none of the service's secrets (tokens, store URL, AWS keys) is in the worker's environment
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        names = {v.split(b"=", 1)[0].decode() for v in f.read().split(b"\0") if v}
+    assert "FORT_TEST_SECRET" in os.environ
+    assert names <= {*W.INHERITED, *W.ENVIRONMENT}, names
+
+
+def test_duckdb_results_cross_the_worker_pipe_unchanged(tmp_path):
+    """Every Arrow type DuckDB produces, dictionaries (ENUM) included and over several batches,
+    arrives as DuckDB made it in-process."""
+    import duckdb
+
+    case = DuckCase(tmp_path, batch_rows=7, idle_workers=0)
+    path = case.dataset.location["paths"]["url_shares"]
+    body = (
+        "SELECT country::ENUM('US', 'DE', 'BR', 'IN') AS e, [shares, 2] AS l, {'x': views} AS s,"
+        " MAP {'k': shares} AS m, shares::HUGEINT AS h, INTERVAL 1 DAY AS i, url::BLOB AS b,"
+        " DATE '2020-01-01' + shares::INT AS d, views::DECIMAL(10, 2) AS dec, NULL AS n FROM T"
+        " ORDER BY url, shares"
+    )
     try:
-        import duckdb
-
-        with pytest.raises(duckdb.Error):
-            con.execute(sql).fetchall()
-        # the dataset itself stays readable
-        assert con.execute('SELECT count(*) FROM "url_shares"."url_shares"').fetchone()[0] == 30
-        settings = dict(con.execute(
-            "SELECT name, value FROM duckdb_settings() WHERE name IN ('threads', 'memory_limit', "
-            "'enable_external_access', 'lock_configuration', 'autoinstall_known_extensions', "
-            "'autoload_known_extensions')"
-        ).fetchall())  # fmt: skip
-        assert settings.pop("memory_limit").replace(" ", "") in ("488.2MiB", "512.0MB", "512MB")
-        assert settings == {
-            "threads": str(case.engine.threads), "enable_external_access": "false",
-            "lock_configuration": "true", "autoinstall_known_extensions": "false",
-            "autoload_known_extensions": "false",
-        }  # fmt: skip
+        _, got = run(case, body.replace(" T", ' "url_shares"."url_shares"'), tmp_path)
     finally:
-        con.close()
+        case.engine.close()
+    expected = duckdb.sql(body.replace(" T", f" read_parquet('{path}')")).to_arrow_table()
+    assert got.num_rows == 30 and got.equals(expected)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 
-from .engines.base import ResultSink, ResultTooLarge
+from .engines.base import ResultSink, check_result_caps
 
 CHUNK = 4 << 20
 
@@ -40,22 +40,16 @@ class FileSink(ResultSink):
 
     def set_schema(self, schema: pa.Schema) -> None:
         if self._writer is None:
+            # created 0600 whatever the umask (pa.OSFile would create it 0666 & ~umask)
+            os.close(os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+            os.chmod(self.partial, 0o600)  # an older file of that name keeps its mode otherwise
             self._sink = pa.OSFile(self.partial, "wb")
             self._writer = ipc.new_stream(self._sink, schema)
 
     def write(self, batch: pa.RecordBatch) -> None:
         self.set_schema(batch.schema)
-        if self.rows + batch.num_rows > self.max_rows:
-            raise ResultTooLarge(
-                f"the result has more than {self.max_rows} rows (limit max_result_rows); "
-                "aggregate or add a LIMIT"
-            )
         self.nbytes += batch.nbytes
-        if self.nbytes > self.max_bytes:
-            raise ResultTooLarge(
-                f"the result is larger than {self.max_bytes} bytes (limit max_result_bytes); "
-                "select fewer columns or rows"
-            )
+        check_result_caps(self.rows + batch.num_rows, self.nbytes, self.max_rows, self.max_bytes)
         self._writer.write_batch(batch)
         self.rows += batch.num_rows
 
@@ -80,11 +74,14 @@ class FileSink(ResultSink):
 
 
 class ResultStore:
-    """The directory holding result files."""
+    """The directory holding result files: mode 0700, each file 0600 (only the service's
+    user can list or read results)."""
 
     def __init__(self, directory: str):
         self.directory = directory
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        # makedirs' mode is masked by the umask and ignored for an existing directory
+        os.chmod(directory, 0o700)
 
     def path(self, query_id: str) -> str:
         return os.path.join(self.directory, f"{query_id}.arrows")

@@ -41,6 +41,21 @@ class ResultTooLarge(EngineError):
     """The result went over a row or byte cap."""
 
 
+def check_result_caps(rows: int, nbytes: int, max_rows: int, max_bytes: int) -> None:
+    """Raise :class:`ResultTooLarge` naming the cap if a result of *rows* rows and *nbytes*
+    bytes (Arrow, uncompressed) goes over ``max_result_rows`` or ``max_result_bytes``."""
+    if rows > max_rows:
+        raise ResultTooLarge(
+            f"the result has more than {max_rows} rows (limit max_result_rows); "
+            "aggregate or add a LIMIT"
+        )
+    if nbytes > max_bytes:
+        raise ResultTooLarge(
+            f"the result is larger than {max_bytes} bytes (limit max_result_bytes); "
+            "select fewer columns or rows"
+        )
+
+
 @dataclass
 class EngineJob:
     """One authorized query handed to an engine."""

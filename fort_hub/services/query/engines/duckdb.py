@@ -1,64 +1,87 @@
 """The embedded DuckDB engine: datasets are Parquet/CSV/JSON files or a DuckDB database file.
 
-Every query gets its own in-memory connection on which the dataset's tables are views
-(``"<dataset>"."<table>"``). The connection is then hardened before the user's SQL runs:
+Queries never run in the service process. Each runs in a worker process (:mod:`.worker`, kept
+started by a :class:`~.pool.WorkerPool`) with hard limits of its own:
 
-- ``allowed_paths`` is the dataset's own files, then ``enable_external_access = false``: no other
-  file, URL, ATTACH, COPY or extension download can be reached, even if the SQL check were
-  bypassed;
-- ``autoinstall_known_extensions`` / ``autoload_known_extensions`` are off;
-- ``memory_limit`` and ``threads`` come from the settings, and ``lock_configuration = true`` stops
-  the query from changing any of this.
+- ``worker_memory_limit``: the worker's address space (``RLIMIT_AS``), above DuckDB's
+  ``memory_limit`` (which DuckDB does not apply to everything, e.g. huge strings);
+- ``worker_cpu_limit``: CPU seconds per query (``RLIMIT_CPU``);
+- cancel and ``query_timeout``: the worker is asked to interrupt the query, and is killed
+  (SIGKILL) if it has not stopped ``cancel_grace`` seconds later (DuckDB ignores interrupts
+  while it plans); a new worker takes its place.
 
-The hardened database is built once per dataset and reused for ``base_max_age`` seconds; each
-query runs on its own cursor (a separate connection to that database, sharing its locked
-settings), so a query costs no connection set-up. Cancellation and timeouts call the cursor's
-``interrupt()``.
+The worker sends the result as Arrow record batches over a pipe; this process writes them into
+the :class:`ResultSink`, so the row and byte caps apply here, and a batch that would break a cap
+is refused before it is read. In the worker, each dataset's tables are views in an in-memory
+DuckDB database hardened before any user SQL runs (:class:`.worker.HardenedDatabases`):
+``allowed_paths`` is the dataset's own files, then ``enable_external_access = false``, extension
+auto-install/auto-load off, ``memory_limit`` and ``threads`` from the settings, and
+``lock_configuration = true``. Each query runs on its own cursor of that database.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import re
+import signal
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
-from traitlets import Float, Integer, Unicode, validate
+from traitlets import Float, Integer, Unicode, default, validate
 
 from ....policy.model import Dataset
-from .base import EngineError, EngineJob, Outcome, QueryCancelled, QueryEngine, ResultSink
+from . import worker as W
+from .base import (
+    EngineError,
+    EngineJob,
+    Outcome,
+    QueryCancelled,
+    QueryEngine,
+    ResultSink,
+    check_result_caps,
+)
+from .pool import WorkerGone, WorkerPool, WorkerProcess
 
-READERS = {
-    ".parquet": "read_parquet",
-    ".csv": "read_csv_auto",
-    ".tsv": "read_csv_auto",
-    ".json": "read_json_auto",
-    ".ndjson": "read_json_auto",
-}
+START_TIMEOUT = 60  # seconds a worker may take to start
+UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgt]?)(i?)b?)?\s*", re.IGNORECASE)
+MIN_WORKER_MEMORY = 768 * 2**20
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def parse_size(text: str) -> int:
+    """Bytes in ``"3GB"``, ``"1.5 GiB"``, ``"512MB"``, ``"2g"`` (KB/MB/GB/TB are powers of
+    1000, KiB/MiB/GiB/TiB of 1024, as in DuckDB); ValueError otherwise."""
+    m = SIZE_RE.fullmatch(text)
+    if not m:
+        raise ValueError(f"'{text}' is not a size such as '4GB' or '512MiB'")
+    prefix = (m.group(2) or "").lower()
+    base = 1024 ** "kmgt".index(prefix) * 1024 if m.group(3) and prefix else UNITS[prefix]
+    return int(float(m.group(1)) * base)
 
 
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0]
+def duckdb_memory_limit(value: str) -> int:
+    """What DuckDB makes of a ``memory_limit`` setting, in bytes (ValueError if it refuses)."""
+    try:
+        con = duckdb.connect(":memory:", config={"memory_limit": value})
+    except duckdb.Error as e:
+        raise ValueError(W.first_line(e)) from None
+    try:
+        return parse_size(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+    finally:
+        con.close()
 
 
 class DuckDBEngine(QueryEngine):
-    """Runs queries in-process with DuckDB on hardened per-query connections."""
+    """Runs queries with DuckDB in isolated worker processes on hardened connections."""
 
     dialect = "duckdb"
 
     memory_limit = Unicode(
         "1GB",
-        help="""DuckDB memory limit per query connection.
+        help="""DuckDB memory limit per query connection (what DuckDB accepts: "4GB",
+        "512MiB", "50%"). DuckDB does not apply it to everything it allocates; the hard limit
+        per query is worker_memory_limit.
 
             c.DuckDBEngine.memory_limit = "4GB"
         """,
@@ -82,7 +105,7 @@ class DuckDBEngine(QueryEngine):
 
     max_running = Integer(
         8,
-        help="""Queries run at the same time (a thread each); more wait in line.
+        help="""Queries run at the same time (a worker process each); more wait in line.
 
             c.DuckDBEngine.max_running = 16
         """,
@@ -90,10 +113,54 @@ class DuckDBEngine(QueryEngine):
 
     base_max_age = Float(
         300,
-        help="""Seconds a dataset's hardened database (its views) is reused before it is
-        rebuilt (e.g. to see a replaced DuckDB file). 0 builds one per query.
+        help="""Seconds a dataset's hardened database (its views) is reused by a worker before
+        it is rebuilt (e.g. to see a replaced DuckDB file). 0 builds one per query.
 
             c.DuckDBEngine.base_max_age = 60
+        """,
+    ).tag(config=True)
+
+    worker_memory_limit = Unicode(
+        help="""Hard limit on the address space of each query's worker process (RLIMIT_AS),
+        e.g. "3GB" or "4GiB". A query that needs more fails, naming this setting; the service
+        itself is not affected. It counts virtual memory, including about 0.5 GB that DuckDB,
+        Arrow and Python reserve before any query; at least 768MiB and above memory_limit.
+        Default: twice DuckDB's memory_limit plus 1 GiB (3 GB for the default 1GB).
+
+            c.DuckDBEngine.worker_memory_limit = "8GB"
+        """,
+    ).tag(config=True)
+
+    @default("worker_memory_limit")
+    def _default_worker_memory(self):
+        return f"{2 * duckdb_memory_limit(self.memory_limit) + 2**30}B"
+
+    worker_cpu_limit = Float(
+        600,
+        help="""CPU seconds (all of its threads together) one query may use; its worker process
+        is then ended by the kernel (RLIMIT_CPU), also while DuckDB is still planning, and the
+        query fails naming this setting. query_timeout limits the wall-clock time.
+
+            c.DuckDBEngine.worker_cpu_limit = 1800
+        """,
+    ).tag(config=True)
+
+    idle_workers = Integer(
+        1,
+        help="""Worker processes kept started and waiting on top of the busy ones, so that a
+        query does not wait for a process to start (about 0.4 s). At most max_running +
+        idle_workers workers exist.
+
+            c.DuckDBEngine.idle_workers = 2
+        """,
+    ).tag(config=True)
+
+    cancel_grace = Float(
+        0.5,
+        help="""Seconds a worker is given to stop a cancelled or timed-out query before it is
+        killed (SIGKILL) and replaced.
+
+            c.DuckDBEngine.cancel_grace = 2
         """,
     ).tag(config=True)
 
@@ -103,161 +170,199 @@ class DuckDBEngine(QueryEngine):
             raise ValueError(f"DuckDBEngine.{proposal['trait'].name} must be at least 1")
         return proposal["value"]
 
+    @validate("idle_workers", "cancel_grace", "base_max_age")
+    def _not_negative(self, proposal):
+        if proposal["value"] < 0:
+            raise ValueError(f"DuckDBEngine.{proposal['trait'].name} must not be negative")
+        return proposal["value"]
+
+    @validate("worker_cpu_limit")
+    def _cpu_positive(self, proposal):
+        if not proposal["value"] > 0:
+            raise ValueError("DuckDBEngine.worker_cpu_limit must be positive (seconds)")
+        return proposal["value"]
+
+    @validate("memory_limit")
+    def _duckdb_size(self, proposal):
+        try:
+            duckdb_memory_limit(proposal["value"])
+        except ValueError as e:
+            raise ValueError(f"DuckDBEngine.memory_limit: {e}") from None
+        return proposal["value"]
+
+    @validate("worker_memory_limit")
+    def _worker_size(self, proposal):
+        try:
+            size = parse_size(proposal["value"])
+        except ValueError as e:
+            raise ValueError(f"DuckDBEngine.worker_memory_limit: {e}") from None
+        if size < MIN_WORKER_MEMORY:
+            raise ValueError(
+                f"DuckDBEngine.worker_memory_limit ({proposal['value']}) must be at least "
+                "768MiB: a worker reserves about 0.5 GB of address space before any query"
+            )
+        return proposal["value"]
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._running: dict[str, duckdb.DuckDBPyConnection] = {}
+        self.address_space = parse_size(self.worker_memory_limit)
+        if self.address_space <= duckdb_memory_limit(self.memory_limit):
+            raise ValueError(
+                f"DuckDBEngine.worker_memory_limit ({self.worker_memory_limit}) must be above "
+                f"DuckDBEngine.memory_limit ({self.memory_limit})"
+            )
+        self._running: dict[str, WorkerProcess] = {}
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(self.max_running, thread_name_prefix="fort-duckdb")
-        self._bases: dict[tuple, tuple[float, duckdb.DuckDBPyConnection]] = {}
-        self._interrupters: set[asyncio.Task] = set()
+        self._threads = ThreadPoolExecutor(self.max_running, thread_name_prefix="fort-duckdb")
+        self.workers = WorkerPool(
+            {"memory_limit": self.memory_limit, "threads": self.threads,
+             "batch_rows": self.batch_rows, "max_age": self.base_max_age,
+             "address_space": self.address_space},
+            self.idle_workers, self.log,
+        )  # fmt: skip
 
     def target(self, dataset: Dataset) -> tuple[str | None, str | None]:
         return (None, dataset.name)
 
-    # ----- connections ------------------------------------------------------------------------
-
-    def _files(self, dataset: Dataset) -> list[str]:
-        loc = dataset.location
-        if "database" in loc:
-            db = str(loc["database"])
-            return [db, db + ".wal"]
-        return [str(p) for p in (loc.get("paths") or {}).values()]
-
-    def connect(self, dataset: Dataset) -> duckdb.DuckDBPyConnection:
-        """A new hardened connection on which *dataset*'s tables are views."""
-        loc = dataset.location
-        for path in self._files(dataset)[:1] if "database" in loc else self._files(dataset):
-            if not os.path.exists(path):
-                raise EngineError(
-                    f"dataset '{dataset.name}': its file is missing ({os.path.basename(path)})"
-                )
-        con = duckdb.connect(
-            ":memory:",
-            config={
-                "autoinstall_known_extensions": False,
-                "autoload_known_extensions": False,
-                "memory_limit": self.memory_limit,
-                "threads": self.threads,
-                "python_enable_replacements": False,
-            },
-        )
-        try:
-            files = ", ".join(_lit(p) for p in self._files(dataset))
-            con.execute(f"SET allowed_paths = [{files}]")
-            schema = _q(dataset.name)
-            con.execute(f"CREATE SCHEMA {schema}")
-            if "database" in loc:
-                con.execute(f"ATTACH {_lit(str(loc['database']))} AS __fort_source (READ_ONLY)")
-                for table in dataset.tables:
-                    con.execute(
-                        f"CREATE VIEW {schema}.{_q(table)} AS SELECT * FROM __fort_source.{_q(table)}"
-                    )
-            else:
-                for table, path in (loc.get("paths") or {}).items():
-                    reader = READERS.get(os.path.splitext(str(path))[1].lower(), "read_parquet")
-                    con.execute(
-                        f"CREATE VIEW {schema}.{_q(table)} AS SELECT * FROM {reader}({_lit(str(path))})"
-                    )
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
-        except duckdb.Error as e:
-            con.close()
-            raise EngineError(
-                f"dataset '{dataset.name}' could not be opened: {_first_line(e)}"
-            ) from None
-        return con
-
-    def cursor(self, dataset: Dataset) -> duckdb.DuckDBPyConnection:
-        """A new connection to *dataset*'s cached hardened database."""
-        key = (dataset.name, dataset.tables, repr(sorted(dataset.location.items())))
-        now = time.monotonic()
-        with self._lock:
-            hit = self._bases.get(key)
-            if hit and now - hit[0] < self.base_max_age:
-                return hit[1].cursor()
-        base = self.connect(dataset)  # outside the lock: may read file metadata
-        with self._lock:
-            for k in [k for k in self._bases if k[0] == dataset.name]:
-                del self._bases[k]  # cursors still running keep the old database alive
-            if self.base_max_age > 0:
-                self._bases[key] = (now, base)
-            return base.cursor()
-
     # ----- contract ---------------------------------------------------------------------------
 
-    def _describe(self, dataset: Dataset) -> dict[str, list]:
-        con = self.cursor(dataset)
-        try:
-            out = {}
-            for table in dataset.tables:
-                rows = con.execute(f"DESCRIBE {_q(dataset.name)}.{_q(table)}").fetchall()
-                out[table] = [{"name": r[0], "type": r[1]} for r in rows]
-            return out
-        except duckdb.Error as e:
-            raise EngineError(f"dataset '{dataset.name}': {_first_line(e)}") from None
-        finally:
-            con.close()
-
     async def describe(self, dataset: Dataset, job: EngineJob | None = None) -> dict[str, list]:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._describe, dataset)
-
-    def _run(self, job: EngineJob, sink: ResultSink) -> Outcome:
-        con = self.cursor(job.dataset)
-        with self._lock:
-            if job.id in self._cancelled:
-                con.close()
-                raise QueryCancelled("cancelled before it started")
-            self._running[job.id] = con
-        try:
-            reader = con.sql(job.sql).to_arrow_reader(self.batch_rows)
-            sink.set_schema(reader.schema)
-            for batch in reader:
-                if job.id in self._cancelled:
-                    raise QueryCancelled("cancelled")
-                sink.write(batch)
-            if job.id in self._cancelled:
-                raise QueryCancelled("cancelled")
-            return Outcome(rows=sink.rows, bytes_scanned=0, engine_id="")
-        except duckdb.InterruptException:
-            raise QueryCancelled("interrupted") from None
-        except duckdb.Error as e:
-            if job.id in self._cancelled:
-                raise QueryCancelled("interrupted") from None
-            raise EngineError(_first_line(e)) from None
-        finally:
-            with self._lock:
-                self._running.pop(job.id, None)
-                self._cancelled.discard(job.id)
-            con.close()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self._describe, dataset)
 
     async def run(self, job: EngineJob, sink: ResultSink) -> Outcome:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, job, sink)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self._run, job, sink)
 
     async def cancel(self, job_id: str) -> None:
         with self._lock:
             self._cancelled.add(job_id)
-            running = job_id in self._running
-        if running:
-            # an interrupt that lands between registration and the start of execution is lost
-            # (DuckDB clears the flag when a query begins), so keep interrupting until it ends
-            task = asyncio.ensure_future(self._interrupt_until_stopped(job_id))
-            self._interrupters.add(task)
-            task.add_done_callback(self._interrupters.discard)
+            worker = self._running.get(job_id)
+        if worker is None:
+            return
+        try:
+            worker.send({"op": "cancel", "id": job_id})
+        except WorkerGone:
+            return
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.cancel_grace, self._kill_if_running, job_id, worker)
 
-    async def _interrupt_until_stopped(self, job_id: str, every: float = 0.05) -> None:
-        while True:
-            with self._lock:
-                con = self._running.get(job_id)
-            if con is None:
-                return
-            con.interrupt()
-            await asyncio.sleep(every)
+    def _kill_if_running(self, job_id: str, worker: WorkerProcess) -> None:
+        with self._lock:
+            still = self._running.get(job_id) is worker
+        if still:
+            self.log.warning("query %s did not stop when cancelled: killing its worker", job_id)
+            worker.kill()
 
     def close(self) -> None:
+        self.workers.close()  # running queries end with WorkerGone: they are failed at shutdown
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    # ----- on the engine's threads ------------------------------------------------------------
+
+    def _describe(self, dataset: Dataset) -> dict[str, list]:
+        worker = self.workers.acquire()
+        try:
+            worker.wait_ready(START_TIMEOUT)
+            worker.send({"op": "describe", "id": "", "dataset": self._dataset(dataset)})
+            kind, length, _, _ = worker.header()
+            if kind == W.DESCRIBED:
+                return worker.json(length)
+            raise EngineError(worker.json(length)["message"])
+        except WorkerGone as e:
+            worker.retire = True
+            raise EngineError(f"dataset '{dataset.name}' could not be described: {e}") from None
+        finally:
+            self.workers.release(worker)
+
+    def _run(self, job: EngineJob, sink: ResultSink) -> Outcome:
         with self._lock:
-            running = list(self._running.values())
-            self._bases.clear()
-        for con in running:  # stop what still runs; their queries are failed at shutdown
-            con.interrupt()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+            if job.id in self._cancelled:
+                self._cancelled.discard(job.id)
+                raise QueryCancelled("cancelled before it started")
+        worker = self.workers.acquire()
+        with self._lock:
+            self._running[job.id] = worker
+        gone = None
+        try:
+            worker.wait_ready(START_TIMEOUT)
+            if job.id in self._cancelled:  # cancelled while it took its worker
+                raise QueryCancelled("cancelled before it started")
+            worker.send({
+                "op": "run", "id": job.id, "sql": job.sql, "dataset": self._dataset(job.dataset),
+                "cpu_limit": self.worker_cpu_limit,
+            })  # fmt: skip
+            return self._receive(job, sink, worker)
+        except WorkerGone as e:
+            gone = e
+        finally:
+            with self._lock:
+                self._running.pop(job.id, None)
+                cancelled = job.id in self._cancelled
+                self._cancelled.discard(job.id)
+            if gone is None:
+                self.workers.release(worker)
+        rc = self.workers.discard(worker)
+        raise self._gone(job, cancelled, rc, gone)
+
+    def _receive(self, job: EngineJob, sink: ResultSink, worker: WorkerProcess) -> Outcome:
+        nbytes = 0
+        while True:
+            kind, length, rows, size = worker.header()
+            if kind == W.SCHEMA:
+                sink.set_schema(W.read_ipc_stream(worker.body(length))[0])
+            elif kind == W.BATCH:
+                if job.id in self._cancelled:  # the worker stops at its next batch
+                    worker.skip(length)
+                    continue
+                try:  # refused before it is read: the service never holds an oversized batch
+                    check_result_caps(
+                        sink.rows + rows, nbytes + size, sink.max_rows, sink.max_bytes
+                    )
+                    nbytes += size
+                    sink.write(W.read_ipc_stream(worker.body(length))[1])
+                except EngineError:
+                    worker.retire = True  # still sending: killed when released
+                    raise
+            elif kind == W.DONE:
+                worker.body(length)
+                if job.id in self._cancelled:
+                    raise QueryCancelled("cancelled")
+                return Outcome(rows=sink.rows, bytes_scanned=0, engine_id="")
+            elif kind == W.ERROR:
+                raise self._failure(worker, worker.json(length), job)
+            else:
+                raise WorkerGone(f"the query worker sent an unexpected frame ({kind})")
+
+    def _failure(self, worker: WorkerProcess, error: dict, job: EngineJob) -> EngineError:
+        if error["kind"] == W.CANCELLED or job.id in self._cancelled:
+            return QueryCancelled(error["message"])
+        if error["kind"] == W.OUT_OF_MEMORY:
+            worker.retire = True
+            return EngineError(
+                f"the query ran out of memory (DuckDBEngine.memory_limit {self.memory_limit}, "
+                f"worker_memory_limit {self.worker_memory_limit}): {error['message']}"
+            )
+        return EngineError(error["message"])
+
+    def _gone(self, job: EngineJob, cancelled: bool, rc: int | None, e: WorkerGone):
+        if cancelled:
+            return QueryCancelled("cancelled: its worker process was stopped")
+        if rc == -signal.SIGXCPU:
+            return EngineError(
+                f"the query used more than {self.worker_cpu_limit:g} s of CPU time "
+                "(DuckDBEngine.worker_cpu_limit) and was stopped"
+            )
+        if rc is not None and rc < 0:
+            return EngineError(
+                f"the query's worker process was killed ({signal.Signals(-rc).name}); the query "
+                f"may have needed more memory than worker_memory_limit ({self.worker_memory_limit})"
+            )
+        self.log.error("query %s: its worker ended (exit status %s): %s", job.id, rc, e)
+        return EngineError(f"the query's worker process ended unexpectedly ({e})")
+
+    @staticmethod
+    def _dataset(dataset: Dataset) -> dict:
+        return {"name": dataset.name, "tables": list(dataset.tables),
+                "location": dict(dataset.location)}  # fmt: skip

@@ -1,0 +1,360 @@
+"""The DuckDB query worker: one process running one query at a time, under hard limits.
+
+fort-query's :class:`~.duckdb.DuckDBEngine` starts these processes (``python -P worker.py
+CONFIG``: ``-P`` keeps this folder off ``sys.path``; the file imports nothing but the standard
+library, DuckDB and pyarrow, so a worker starts in about 0.4 s) and keeps a few started and
+waiting. A worker:
+
+- limits its own address space (``RLIMIT_AS`` = ``worker_memory_limit``): memory DuckDB does not
+  count against its ``memory_limit`` (huge strings, Arrow conversion) fails the query here
+  instead of growing the service;
+- limits each query's CPU time (``RLIMIT_CPU`` = CPU seconds used so far + ``worker_cpu_limit``):
+  the kernel ends the process when a query goes over, also while DuckDB plans;
+- dies with the service: ``PR_SET_PDEATHSIG`` (SIGKILL) and a thread that exits the process
+  when its command pipe (stdin) closes;
+- opens each dataset as a hardened in-memory DuckDB database (:class:`HardenedDatabases`) and
+  runs each query on its own cursor.
+
+Protocol: commands arrive on stdin as JSON lines (``run``, ``describe``, ``cancel``); answers go
+to the original stdout as frames (:data:`HEADER` then a body): ``READY`` once, then per
+command ``SCHEMA``, ``BATCH`` ... (each an Arrow IPC stream of its own, so that dictionaries
+travel with their batch), and ``DONE``, or ``DESCRIBED`` / ``ERROR`` (JSON bodies). File
+descriptor 1 is pointed at stderr so that nothing else can write into the frame stream.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import queue
+import resource
+import signal
+import struct
+import sys
+import threading
+import time
+from typing import Any, BinaryIO
+
+import duckdb
+import pyarrow as pa
+
+#: frame header: kind, body length, rows, bytes (Arrow ``nbytes`` of a batch)
+HEADER = struct.Struct("!BQQQ")
+READY, SCHEMA, BATCH, DONE, ERROR, DESCRIBED = range(1, 7)
+#: ERROR bodies: {"kind": one of these, "message": text for the user}
+CANCELLED, OUT_OF_MEMORY, FAILED = "cancelled", "memory", "error"
+#: worker environment: two malloc arenas keep the address space small (each arena reserves
+#: 64 MB of address space per thread otherwise, all of it counted by RLIMIT_AS)
+ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
+#: the only variables of the service's environment a worker gets: what Python, DuckDB and
+#: Arrow need to start; never the service's tokens, database URL or cloud credentials
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH",
+             "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH")  # fmt: skip
+
+READERS = {
+    ".parquet": "read_parquet",
+    ".csv": "read_csv_auto",
+    ".tsv": "read_csv_auto",
+    ".json": "read_json_auto",
+    ".ndjson": "read_json_auto",
+}
+
+
+class OpenError(Exception):
+    """A dataset could not be opened; the message is shown to the user."""
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+def dataset_files(location: dict[str, Any]) -> list[str]:
+    if "database" in location:
+        db = str(location["database"])
+        return [db, db + ".wal"]
+    return [str(p) for p in (location.get("paths") or {}).values()]
+
+
+class HardenedDatabases:
+    """Per dataset, an in-memory DuckDB database whose tables are views over the dataset's
+    files, hardened before any user SQL runs: ``allowed_paths`` = the dataset's own files,
+    ``enable_external_access = false``, no extension auto-install/auto-load, ``memory_limit``
+    and ``threads``, then ``lock_configuration = true``. Built once per dataset and reused for
+    *max_age* seconds; every query gets its own cursor (a connection sharing the locked
+    settings)."""
+
+    def __init__(self, memory_limit: str, threads: int, max_age: float):
+        self.memory_limit, self.threads, self.max_age = memory_limit, threads, max_age
+        self._bases: dict[tuple, tuple[float, duckdb.DuckDBPyConnection]] = {}
+        self._lock = threading.Lock()
+
+    def connect(self, name: str, tables: list[str], location: dict[str, Any]):
+        """A new hardened connection on which dataset *name*'s tables are views."""
+        files = dataset_files(location)
+        for path in files[:1] if "database" in location else files:
+            if not os.path.exists(path):
+                raise OpenError(f"dataset '{name}': its file is missing ({os.path.basename(path)})")
+        con = duckdb.connect(
+            ":memory:",
+            config={
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "memory_limit": self.memory_limit,
+                "threads": self.threads,
+                "python_enable_replacements": False,
+            },
+        )
+        try:
+            con.execute(f"SET allowed_paths = [{', '.join(map(quote_literal, files))}]")
+            schema = quote_ident(name)
+            con.execute(f"CREATE SCHEMA {schema}")
+            if "database" in location:
+                source = quote_literal(str(location["database"]))
+                con.execute(f"ATTACH {source} AS __fort_source (READ_ONLY)")
+                for table in tables:
+                    t = quote_ident(table)
+                    con.execute(f"CREATE VIEW {schema}.{t} AS SELECT * FROM __fort_source.{t}")
+            else:
+                for table, path in (location.get("paths") or {}).items():
+                    reader = READERS.get(os.path.splitext(str(path))[1].lower(), "read_parquet")
+                    con.execute(
+                        f"CREATE VIEW {schema}.{quote_ident(table)} AS "
+                        f"SELECT * FROM {reader}({quote_literal(str(path))})"
+                    )
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+        except duckdb.Error as e:
+            con.close()
+            raise OpenError(f"dataset '{name}' could not be opened: {first_line(e)}") from None
+        return con
+
+    def cursor(self, name: str, tables: list[str], location: dict[str, Any]):
+        """A new connection to dataset *name*'s cached hardened database."""
+        key = (name, tuple(tables), json.dumps(location, sort_keys=True, default=str))
+        now = time.monotonic()
+        with self._lock:
+            hit = self._bases.get(key)
+            if hit and now - hit[0] < self.max_age:
+                return hit[1].cursor()
+        base = self.connect(name, tables, location)
+        with self._lock:
+            for k in [k for k in self._bases if k[0] == name]:
+                del self._bases[k]  # cursors still running keep the old database alive
+            if self.max_age > 0:
+                self._bases[key] = (now, base)
+            return base.cursor()
+
+    def describe(self, name: str, tables: list[str], location: dict[str, Any]) -> dict:
+        con = self.cursor(name, tables, location)
+        try:
+            out = {}
+            for table in tables:
+                rows = con.execute(f"DESCRIBE {quote_ident(name)}.{quote_ident(table)}").fetchall()
+                out[table] = [{"name": r[0], "type": r[1]} for r in rows]
+            return out
+        except duckdb.Error as e:
+            raise OpenError(f"dataset '{name}': {first_line(e)}") from None
+        finally:
+            con.close()
+
+
+# ----- frames ----------------------------------------------------------------------------------
+
+
+def write_frame(out: BinaryIO, kind: int, body: Any = b"", rows: int = 0, nbytes: int = 0) -> None:
+    view = memoryview(body)
+    out.write(HEADER.pack(kind, view.nbytes, rows, nbytes))
+    out.write(view)
+    out.flush()
+
+
+def write_json(out: BinaryIO, kind: int, data: dict) -> None:
+    write_frame(out, kind, json.dumps(data).encode())
+
+
+def ipc_stream(schema: pa.Schema, batch: pa.RecordBatch | None = None) -> pa.Buffer:
+    """*batch* (or none) as a whole Arrow IPC stream: schema, the dictionaries the batch
+    uses (ENUM columns), the batch, end marker. Read back with :func:`read_ipc_stream`."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        if batch is not None:
+            writer.write_batch(batch)
+    return sink.getvalue()
+
+
+def read_ipc_stream(data) -> tuple[pa.Schema, pa.RecordBatch | None]:
+    reader = pa.ipc.open_stream(pa.py_buffer(data))
+    try:
+        return reader.schema, reader.read_next_batch()
+    except StopIteration:
+        return reader.schema, None
+
+
+# ----- the process -----------------------------------------------------------------------------
+
+
+class Worker:
+    """Runs the commands read by :meth:`listen`, one at a time, on the main thread."""
+
+    def __init__(self, config: dict[str, Any], out: BinaryIO):
+        self.config = config
+        self.out = out
+        self.dbs = HardenedDatabases(config["memory_limit"], config["threads"], config["max_age"])
+        self.commands: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._current: tuple[str, Any] | None = None  # (job id, cursor) of the running query
+        self._cancelled: set[str] = set()
+        self._queued: set[str] = set()
+
+    def listen(self, source: BinaryIO) -> None:
+        """The command reader (a daemon thread): cancels act at once, the rest is queued. The
+        end of the pipe means the service is gone: exit immediately, whatever runs."""
+        for line in iter(source.readline, b""):
+            msg = json.loads(line)
+            if msg["op"] == "cancel":
+                self.cancel(msg["id"])
+            else:
+                with self._lock:
+                    self._queued.add(msg.get("id", ""))
+                self.commands.put(msg)
+        os._exit(0)
+
+    def cancel(self, job_id: str) -> None:
+        with self._lock:
+            current = self._current
+            if job_id not in self._queued and not (current and current[0] == job_id):
+                return  # finished already
+            self._cancelled.add(job_id)
+        threading.Thread(target=self._interrupt, args=(job_id,), daemon=True).start()
+
+    def _interrupt(self, job_id: str) -> None:
+        # an interrupt landing before DuckDB starts executing is cleared when it starts: repeat
+        while True:
+            with self._lock:
+                current = self._current
+            if current is None or current[0] != job_id:
+                if job_id not in self._queued:
+                    return
+            else:
+                current[1].interrupt()
+            time.sleep(0.05)
+
+    def serve(self) -> None:
+        write_json(self.out, READY, {"pid": os.getpid()})
+        while True:
+            msg = self.commands.get()
+            job_id = msg.get("id", "")
+            try:
+                if msg["op"] == "run":
+                    self.run(msg)
+                else:
+                    described = self.dbs.describe(*dataset_args(msg["dataset"]))
+                    write_json(self.out, DESCRIBED, described)
+            except OpenError as e:
+                write_json(self.out, ERROR, {"kind": FAILED, "message": str(e)})
+            finally:
+                with self._lock:
+                    self._queued.discard(job_id)
+                    self._cancelled.discard(job_id)
+
+    def run(self, msg: dict) -> None:
+        job_id = msg["id"]
+        con = self.dbs.cursor(*dataset_args(msg["dataset"]))
+        with self._lock:
+            self._current = (job_id, con)
+        limit_cpu(msg["cpu_limit"])
+        try:
+            if job_id in self._cancelled:
+                raise duckdb.InterruptException("cancelled before it started")
+            self.stream(job_id, con, msg["sql"])
+        except duckdb.InterruptException:
+            write_json(self.out, ERROR, {"kind": CANCELLED, "message": "interrupted"})
+        except (duckdb.OutOfMemoryException, MemoryError) as e:
+            write_json(self.out, ERROR, {"kind": OUT_OF_MEMORY, "message": first_line(e)})
+        except duckdb.Error as e:
+            kind = CANCELLED if job_id in self._cancelled else FAILED
+            write_json(self.out, ERROR, {"kind": kind, "message": first_line(e)})
+        except BrokenPipeError:
+            raise
+        except Exception as e:  # e.g. a value Arrow cannot represent: the user's to fix
+            message = f"{type(e).__name__}: {first_line(e)}"
+            write_json(self.out, ERROR, {"kind": FAILED, "message": message})
+        finally:
+            limit_cpu(None)
+            with self._lock:
+                self._current = None
+            con.close()
+
+    def stream(self, job_id: str, con, sql: str) -> None:
+        relation = con.sql(sql)  # None: a statement without a result (with the check bypassed)
+        if relation is None:
+            write_frame(self.out, SCHEMA, ipc_stream(pa.schema([])))
+        else:
+            reader = relation.to_arrow_reader(self.config["batch_rows"])
+            write_frame(self.out, SCHEMA, ipc_stream(reader.schema))
+            for batch in reader:
+                if job_id in self._cancelled:
+                    break
+                body = ipc_stream(reader.schema, batch)
+                write_frame(self.out, BATCH, body, batch.num_rows, batch.nbytes)
+        if job_id in self._cancelled:
+            write_json(self.out, ERROR, {"kind": CANCELLED, "message": "cancelled"})
+        else:
+            write_json(self.out, DONE, {})
+
+
+def dataset_args(d: dict) -> tuple[str, list[str], dict]:
+    return d["name"], list(d["tables"]), d["location"]
+
+
+def limit_cpu(seconds: float | None) -> None:
+    """Let the coming query use *seconds* more CPU time (all threads), or lift the limit."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if seconds is None:
+        resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+        return
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    soft = math.ceil(used.ru_utime + used.ru_stime + seconds)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def confine(address_space: int, parent: int) -> None:
+    """Die with the service, no core files, and a hard address-space limit."""
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # Linux only
+    if prctl is not None:
+        pr_set_pdeathsig = 1
+        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the service died before the line above
+        os._exit(0)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if address_space:
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
+
+def main(argv: list[str]) -> None:
+    config = json.loads(argv[1])
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # stray writes to stdout cannot corrupt the frames
+    confine(config["address_space"], config["parent"])
+    worker = Worker(config, out)
+    threading.Thread(target=worker.listen, args=(sys.stdin.buffer,), daemon=True).start()
+    try:
+        worker.serve()
+    except BrokenPipeError:  # the service went away mid-answer
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
