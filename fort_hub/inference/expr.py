@@ -1,0 +1,118 @@
+"""Row-level arithmetic, evaluated by numpy in memory or written as SQL for a warehouse.
+
+Every fit in :mod:`fort_hub.inference` needs only sums over rows of a few expressions (moments,
+and for the logistic fit the score and its derivative at the current estimate). Writing each
+expression once as a small tree and evaluating it either with numpy or as ``SUM(...)`` in SQL
+makes every data path compute the same quantities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class Expr:
+    """A row-level numeric expression over the columns of a table."""
+
+    def __add__(self, other):
+        return Op("+", self, lift(other))
+
+    def __radd__(self, other):
+        return Op("+", lift(other), self)
+
+    def __sub__(self, other):
+        return Op("-", self, lift(other))
+
+    def __rsub__(self, other):
+        return Op("-", lift(other), self)
+
+    def __mul__(self, other):
+        return Op("*", self, lift(other))
+
+    def __rmul__(self, other):
+        return Op("*", lift(other), self)
+
+    def __truediv__(self, other):
+        return Op("/", self, lift(other))
+
+
+@dataclass(frozen=True, eq=False)
+class Col(Expr):
+    name: str
+
+
+@dataclass(frozen=True, eq=False)
+class Const(Expr):
+    value: float
+
+
+@dataclass(frozen=True, eq=False)
+class Op(Expr):
+    op: str
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True, eq=False)
+class Logistic(Expr):
+    """``1 / (1 + exp(-arg))``, with *arg* clipped to [-700, 700] so that no engine overflows."""
+
+    arg: Expr
+
+
+def lift(value) -> Expr:
+    return value if isinstance(value, Expr) else Const(float(value))
+
+
+CLIP = 700.0
+
+
+def evaluate(expr: Expr, columns: dict[str, np.ndarray], memo: dict | None = None):
+    """The value of *expr* on every row (float64 arrays); *memo* shares the values of common
+    subexpressions between several calls (keyed by node identity)."""
+    memo = {} if memo is None else memo
+    key = id(expr)
+    if key in memo:
+        return memo[key][1]
+    if isinstance(expr, Col):
+        value = columns[expr.name]
+    elif isinstance(expr, Const):
+        value = expr.value
+    elif isinstance(expr, Logistic):
+        arg = np.clip(evaluate(expr.arg, columns, memo), -CLIP, CLIP)
+        value = 1.0 / (1.0 + np.exp(-arg))
+    else:
+        left = evaluate(expr.left, columns, memo)
+        right = evaluate(expr.right, columns, memo)
+        value = OPS[expr.op](left, right)
+    memo[key] = (expr, value)  # the node is kept alive so that its id is not reused
+    return value
+
+
+OPS = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide}
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(value: float) -> str:
+    if not np.isfinite(value):
+        raise ValueError(f"a non-finite number ({value}) cannot be sent to the warehouse")
+    text = repr(float(value))
+    return f"({text})" if text.startswith("-") else text
+
+
+def to_sql(expr: Expr) -> str:
+    """*expr* in generic SQL (double quoted identifiers, ``CAST(... AS DOUBLE)``, ``EXP``,
+    ``LEAST``/``GREATEST``); :func:`fort_hub.inference.sql.transpile` adapts it to a dialect."""
+    if isinstance(expr, Col):
+        return f"CAST({quote(expr.name)} AS DOUBLE)"
+    if isinstance(expr, Const):
+        return literal(expr.value)
+    if isinstance(expr, Logistic):
+        arg = f"LEAST(GREATEST({to_sql(expr.arg)}, {-CLIP}), {CLIP})"
+        return f"(1.0 / (1.0 + EXP(-{arg})))"
+    return f"({to_sql(expr.left)} {expr.op} {to_sql(expr.right)})"
