@@ -9,6 +9,13 @@ known variance), in memory or inside the warehouse: see docs/inference.md.
 from fort_hub.inference.base import InferenceWarning
 from fort_hub.inference.linear import LinearRegression
 from fort_hub.inference.logistic import LogisticRegression
+from fort_hub.inference.sql import SQLSource
 from fort_hub.inference.summary import SummaryStatistics
 
-__all__ = ["InferenceWarning", "LinearRegression", "LogisticRegression", "SummaryStatistics"]
+__all__ = [
+    "InferenceWarning",
+    "LinearRegression",
+    "LogisticRegression",
+    "SQLSource",
+    "SummaryStatistics",
+]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fort_hub.inference.data import Source
-from fort_hub.inference.expr import Col, Const, Expr
+from fort_hub.inference.expr import Col, Const, Expr, Named
 
 
 class InferenceWarning(UserWarning):
@@ -91,8 +91,8 @@ class Standardized:
 
     def columns(self, names: Sequence[str]) -> list[Expr]:
         return [
-            (Col(c) - Const(m)) / Const(s)
-            for c, m, s in zip(names, self.shift, self.scale, strict=True)
+            Named(f"fort_z{i}_", (Col(c) - Const(m)) / Const(s))
+            for i, (c, m, s) in enumerate(zip(names, self.shift, self.scale, strict=True))
         ]
 
 

@@ -20,8 +20,11 @@ class Source(Protocol):
 
     def check_numeric(self, columns: Sequence[str], argument: str) -> None: ...
 
-    def aggregate(self, columns: Sequence[str], exprs: Sequence[Expr]) -> tuple[int, np.ndarray]:
-        """(rows without NULL in *columns*, the sum of each expression over them)."""
+    def aggregate(
+        self, columns: Sequence[str], exprs: Sequence[Expr], params: dict | None = None
+    ) -> tuple[int, np.ndarray]:
+        """(rows without NULL in *columns*, the sum of each expression over them), the
+        :class:`~fort_hub.inference.expr.Param` values taken from *params*."""
 
     def noise(self) -> dict[str, float]:
         """Declared noise variances by column ({} when the source declares none)."""
@@ -76,11 +79,14 @@ class InMemory:
         series = self.data[name]
         return pd.to_numeric(series, errors="coerce").astype("float64").to_numpy()
 
-    def aggregate(self, columns: Sequence[str], exprs: Sequence[Expr]) -> tuple[int, np.ndarray]:
+    def aggregate(
+        self, columns: Sequence[str], exprs: Sequence[Expr], params: dict | None = None
+    ) -> tuple[int, np.ndarray]:
         arrays = self.arrays(columns)
         n = len(next(iter(arrays.values())))
         memo: dict = {}
-        sums = [np.sum(np.broadcast_to(evaluate(e, arrays, memo), (n,))) for e in exprs]
+        values = [evaluate(e, arrays, memo, params or {}) for e in exprs]
+        sums = [np.sum(np.broadcast_to(v, (n,))) for v in values]
         return n, np.array(sums, dtype=float)
 
     def noise(self) -> dict[str, float]:

@@ -56,6 +56,22 @@ class Op(Expr):
 
 
 @dataclass(frozen=True, eq=False)
+class Param(Expr):
+    """A number given at evaluation time: the SQL is written (and transpiled) once, and each
+    evaluation only substitutes the values (Newton's method evaluates the same sums often)."""
+
+    name: str
+
+
+@dataclass(frozen=True, eq=False)
+class Named(Expr):
+    """A per-row value computed once in SQL (an inner SELECT column) and used by several sums."""
+
+    name: str
+    expr: Expr
+
+
+@dataclass(frozen=True, eq=False)
 class Logistic(Expr):
     """``1 / (1 + exp(-arg))``, with *arg* clipped to [-700, 700] so that no engine overflows."""
 
@@ -69,10 +85,9 @@ def lift(value) -> Expr:
 CLIP = 700.0
 
 
-def evaluate(expr: Expr, columns: dict[str, np.ndarray], memo: dict | None = None):
+def evaluate(expr: Expr, columns: dict[str, np.ndarray], memo: dict, params: dict):
     """The value of *expr* on every row (float64 arrays); *memo* shares the values of common
     subexpressions between several calls (keyed by node identity)."""
-    memo = {} if memo is None else memo
     key = id(expr)
     if key in memo:
         return memo[key][1]
@@ -80,12 +95,16 @@ def evaluate(expr: Expr, columns: dict[str, np.ndarray], memo: dict | None = Non
         value = columns[expr.name]
     elif isinstance(expr, Const):
         value = expr.value
+    elif isinstance(expr, Param):
+        value = float(params[expr.name])
+    elif isinstance(expr, Named):
+        value = evaluate(expr.expr, columns, memo, params)
     elif isinstance(expr, Logistic):
-        arg = np.clip(evaluate(expr.arg, columns, memo), -CLIP, CLIP)
+        arg = np.clip(evaluate(expr.arg, columns, memo, params), -CLIP, CLIP)
         value = 1.0 / (1.0 + np.exp(-arg))
     else:
-        left = evaluate(expr.left, columns, memo)
-        right = evaluate(expr.right, columns, memo)
+        left = evaluate(expr.left, columns, memo, params)
+        right = evaluate(expr.right, columns, memo, params)
         value = OPS[expr.op](left, right)
     memo[key] = (expr, value)  # the node is kept alive so that its id is not reused
     return value
@@ -105,14 +124,38 @@ def literal(value: float) -> str:
     return f"({text})" if text.startswith("-") else text
 
 
-def to_sql(expr: Expr) -> str:
+PLACEHOLDER = "fortparam_{}_"
+
+
+def to_sql(expr: Expr, inner: bool) -> str:
     """*expr* in generic SQL (double quoted identifiers, ``CAST(... AS DOUBLE)``, ``EXP``,
-    ``LEAST``/``GREATEST``); :func:`fort_hub.inference.sql.transpile` adapts it to a dialect."""
+    ``LEAST``/``GREATEST``), for the inner SELECT over the table (*inner*) or for the sums over
+    its rows, where columns and :class:`Named` values are the inner SELECT's columns. A
+    :class:`Param` is a placeholder identifier, replaced by its value before each run."""
     if isinstance(expr, Col):
-        return f"CAST({quote(expr.name)} AS DOUBLE)"
+        return f"CAST({quote(expr.name)} AS DOUBLE)" if inner else quote(expr.name)
+    if isinstance(expr, Named):
+        return to_sql(expr.expr, inner) if inner else quote(expr.name)
     if isinstance(expr, Const):
         return literal(expr.value)
+    if isinstance(expr, Param):
+        return quote(PLACEHOLDER.format(expr.name))
     if isinstance(expr, Logistic):
-        arg = f"LEAST(GREATEST({to_sql(expr.arg)}, {-CLIP}), {CLIP})"
+        arg = f"LEAST(GREATEST({to_sql(expr.arg, inner)}, {-CLIP}), {CLIP})"
         return f"(1.0 / (1.0 + EXP(-{arg})))"
-    return f"({to_sql(expr.left)} {expr.op} {to_sql(expr.right)})"
+    return f"({to_sql(expr.left, inner)} {expr.op} {to_sql(expr.right, inner)})"
+
+
+def named_nodes(exprs) -> dict[str, Named]:
+    """The :class:`Named` values the sums use (not looking inside them), by name."""
+    out: dict[str, Named] = {}
+    stack = list(exprs)
+    while stack:
+        e = stack.pop()
+        if isinstance(e, Named):
+            out.setdefault(e.name, e)
+        elif isinstance(e, Op):
+            stack += [e.left, e.right]
+        elif isinstance(e, Logistic):
+            stack.append(e.arg)
+    return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from fort_hub.inference.base import Regression, first_pass, positive_int, warn
-from fort_hub.inference.expr import Col, Const, Logistic
+from fort_hub.inference.expr import Col, Const, Logistic, Named, Param
 from fort_hub.inference.moments import Moments
 
 
@@ -66,41 +66,40 @@ class LogisticRegression(Regression):
 
 
 class NewtonStep:
-    """Sums of the conditional score, its derivative and the sandwich's meat at theta."""
+    """Sums of the conditional score, its derivative and the sandwich's meat at theta; the
+    expressions are built once with theta as parameters (one SQL text for every step)."""
 
     def __init__(self, source, used, z, y, omega, intercept):
-        self.source, self.used, self.z, self.y = source, used, z, y
-        self.omega, self.intercept = omega, intercept
-        self.p = len(z) + intercept
+        self.source, self.used, self.omega, self.intercept = source, used, omega, intercept
+        k, icpt, one = len(z), int(intercept), Const(1.0)
+        self.p = p = k + icpt
+        theta = [Param(f"t{i}") for i in range(p)]
+        eta = theta[0] if icpt else Const(0.0)
+        for zj, bj in zip(z, theta[icpt:], strict=True):
+            eta = eta + bj * zj
+        # eta = alpha + beta'w + (y - 1/2) beta'Omega beta; Delta = w + y Omega beta
+        f = Named("fort_f_", Logistic(eta + (y - Const(0.5)) * Param("c")))
+        r = y - f
+        ob = [Param(f"ob{j}") for j in range(k)]
+        d = [one] * icpt + [zj + y * o for zj, o in zip(z, ob, strict=True)]
+        g = [one] * icpt + [zj + (2.0 * y - one) * o for zj, o in zip(z, ob, strict=True)]
+        rd = [r * da for da in d]
+        self.upper = [(a, b) for a in range(p) for b in range(a, p)]
+        self.exprs = rd + [(f - f * f) * d[a] * g[b] for a in range(p) for b in range(p)]
+        self.exprs += [r * y] + [rd[a] * rd[b] for a, b in self.upper]
 
     def __call__(self, theta: np.ndarray) -> dict:
-        icpt, y, one = int(self.intercept), self.y, Const(1.0)
+        icpt, p = int(self.intercept), self.p
         beta = theta[icpt:]
-        c = float(np.sum(self.omega * beta**2))
-        eta = Const(theta[0]) if icpt else Const(0.0)
-        for zj, bj in zip(self.z, beta, strict=True):
-            eta = eta + Const(bj) * zj
-        eta = eta + (y - Const(0.5)) * Const(c)
-        f = Logistic(eta)
-        r = y - f
-        fd = f - f * f
-        ob = self.omega * beta
-        d = [one] * icpt + [zj + y * Const(o) for zj, o in zip(self.z, ob, strict=True)]
-        g = [one] * icpt + [
-            zj + (2.0 * y - one) * Const(o) for zj, o in zip(self.z, ob, strict=True)
-        ]
-        p = self.p
-        rd = [r * da for da in d]
-        exprs = rd + [fd * d[a] * g[b] for a in range(p) for b in range(p)]
-        exprs += [r * y] + [rd[a] * rd[b] for a in range(p) for b in range(a, p)]
-        n, s = self.source.aggregate(self.used, exprs)
+        params = {f"t{i}": v for i, v in enumerate(theta)}
+        params |= {f"ob{j}": v for j, v in enumerate(self.omega * beta)}
+        params["c"] = float(np.sum(self.omega * beta**2))
+        n, s = self.source.aggregate(self.used, self.exprs, params)
         score = s[:p]
         jac = -s[p : p + p * p].reshape(p, p)
-        ry = s[p + p * p]
-        jac[icpt:, icpt:] += np.diag(ry * self.omega)
+        jac[icpt:, icpt:] += np.diag(s[p + p * p] * self.omega)
         meat = np.zeros((p, p))
-        upper = [(a, b) for a in range(p) for b in range(a, p)]
-        for v, (i, j) in zip(s[p + p * p + 1 :], upper, strict=True):
+        for v, (i, j) in zip(s[p + p * p + 1 :], self.upper, strict=True):
             meat[i, j] = meat[j, i] = v
         return {"score": score, "jacobian": jac, "meat": meat, "n": n}
 

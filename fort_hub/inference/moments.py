@@ -90,9 +90,11 @@ def simulate_beta(mom: Moments, s_diag: np.ndarray, sigma_sq: float, reps: int,
     mu, sig, pairs = moment_covariance(mom, s, sigma_sq, intercept)
     free = slice(1, None) if intercept else slice(0, None)
     vals, vecs = np.linalg.eigh(sig[free, free])
-    root = vecs * np.sqrt(np.clip(vals, 0, None))
+    # the principal square root: unique, so the same seed gives the same draws whatever the
+    # rounding of the moments (an eigenvector basis is not unique)
+    root = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
     draws = np.tile(mu, (reps, 1))
-    draws[:, free] += rng.standard_normal((reps, len(vals))) @ root.T
+    draws[:, free] += rng.standard_normal((reps, len(vals))) @ root
     p = mom.xx.shape[0]
     q = np.zeros((reps, p, p))
     for c, (i, j) in enumerate(pairs):
