@@ -205,6 +205,8 @@ def test_summary_statistics_correct_the_noise():
         ({"x_s2": {"zz": 1.0}}, ValueError, r"x_s2: \['zz'\] are not among x_columns"),
         ({"x_s2": ["one", 2]}, TypeError, "x_s2: variances are numbers"),
         ({"x_s2": float("nan")}, ValueError, "x_s2: noise variances are finite"),
+        ({"x_s2": {"a": None}}, ValueError, r"x_s2: the noise variance of \['a'\] is not known"),
+        ({"x_s2": [1.0, None]}, ValueError, r"x_s2: the noise variance of \['b'\] is not known"),
         ({"n_replications": 0}, ValueError, "n_replications: expected an integer >= 2"),
     ],
 )

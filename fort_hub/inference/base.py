@@ -52,6 +52,12 @@ def variances(x_s2, columns: Sequence[str], declared: dict[str, float]) -> np.nd
             raise ValueError(
                 f"x_s2: {len(out)} variances for {len(columns)} x_columns; give one per column"
             )
+    unknown = [c for c, v in zip(columns, out, strict=True) if v is None]
+    if unknown:
+        raise ValueError(
+            f"x_s2: the noise variance of {unknown} is not known (None); the correction is "
+            "valid only for row-level additive noise of known, constant variance"
+        )
     try:
         arr = np.array([float(v) for v in out])
     except (TypeError, ValueError):

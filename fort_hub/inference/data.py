@@ -85,8 +85,8 @@ class InMemory:
         arrays = self.arrays(columns)
         n = len(next(iter(arrays.values())))
         memo: dict = {}
-        values = [evaluate(e, arrays, memo, params or {}) for e in exprs]
-        sums = [np.sum(np.broadcast_to(v, (n,))) for v in values]
+        sums = [np.sum(np.broadcast_to(evaluate(e, arrays, memo, params or {}), (n,)))
+                for e in exprs]  # fmt: skip
         return n, np.array(sums, dtype=float)
 
     def noise(self) -> dict[str, float]:

@@ -86,19 +86,18 @@ CLIP = 700.0
 
 
 def evaluate(expr: Expr, columns: dict[str, np.ndarray], memo: dict, params: dict):
-    """The value of *expr* on every row (float64 arrays); *memo* shares the values of common
-    subexpressions between several calls (keyed by node identity)."""
-    key = id(expr)
-    if key in memo:
-        return memo[key][1]
+    """The value of *expr* on every row (float64 arrays); *memo* keeps the values of
+    :class:`Named` nodes between calls (by name), as the SQL's inner SELECT does."""
+    if isinstance(expr, Named):
+        if expr.name not in memo:
+            memo[expr.name] = evaluate(expr.expr, columns, memo, params)
+        return memo[expr.name]
     if isinstance(expr, Col):
         value = columns[expr.name]
     elif isinstance(expr, Const):
         value = expr.value
     elif isinstance(expr, Param):
         value = float(params[expr.name])
-    elif isinstance(expr, Named):
-        value = evaluate(expr.expr, columns, memo, params)
     elif isinstance(expr, Logistic):
         arg = np.clip(evaluate(expr.arg, columns, memo, params), -CLIP, CLIP)
         value = 1.0 / (1.0 + np.exp(-arg))
@@ -106,7 +105,6 @@ def evaluate(expr: Expr, columns: dict[str, np.ndarray], memo: dict, params: dic
         left = evaluate(expr.left, columns, memo, params)
         right = evaluate(expr.right, columns, memo, params)
         value = OPS[expr.op](left, right)
-    memo[key] = (expr, value)  # the node is kept alive so that its id is not reused
     return value
 
 

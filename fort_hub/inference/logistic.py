@@ -81,8 +81,14 @@ class NewtonStep:
         f = Named("fort_f_", Logistic(eta + (y - Const(0.5)) * Param("c")))
         r = y - f
         ob = [Param(f"ob{j}") for j in range(k)]
-        d = [one] * icpt + [zj + y * o for zj, o in zip(z, ob, strict=True)]
-        g = [one] * icpt + [zj + (2.0 * y - one) * o for zj, o in zip(z, ob, strict=True)]
+        # Delta's and d eta / d beta's columns, computed once per row (inner SELECT columns)
+        d = [one] * icpt + [
+            Named(f"fort_d{j}_", zj + y * o) for j, (zj, o) in enumerate(zip(z, ob, strict=True))
+        ]
+        g = [one] * icpt + [
+            Named(f"fort_g{j}_", zj + (2.0 * y - one) * o)
+            for j, (zj, o) in enumerate(zip(z, ob, strict=True))
+        ]
         rd = [r * da for da in d]
         self.upper = [(a, b) for a in range(p) for b in range(a, p)]
         self.exprs = rd + [(f - f * f) * d[a] * g[b] for a in range(p) for b in range(p)]
