@@ -248,6 +248,9 @@ def test_too_much_noise_warns_instead_of_crashing():
         warnings.simplefilter("ignore", InferenceWarning)
         m = LinearRegression(["x1", "x2"], "y", x_s2=[1.4, 0.0], random_state=0).fit(df)
     assert m.sigma_sq < 0 and any("residual variance estimate is negative" in w for w in m.warnings)
+    with pytest.warns(InferenceWarning, match="singular: no estimate"):
+        m = LinearRegression(["x1", "x2"], "y").fit(df.assign(x2=df["x1"] * 2))
+    assert np.isnan(m.beta).all() and np.isnan(m.beta_vcov).all()
     with pytest.warns(InferenceWarning, match="x1: the noise variance"):
         s = SummaryStatistics(["x1", "x2"], x_s2=[100.0, 0.0]).fit(df)
     assert np.isnan(s.summary_statistics.loc["x1", "sd"])

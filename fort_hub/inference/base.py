@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fort_hub.inference.data import Source
+from fort_hub.inference.data import Source, as_source
 from fort_hub.inference.expr import Col, Const, Expr, Named
 
 
@@ -141,8 +141,6 @@ class Regression:
 
     def prepare(self, data) -> tuple[Source, list[str]]:
         """The source, checked, and the used columns; sets ``x_s2_`` (explicit or declared)."""
-        from fort_hub.inference.data import as_source
-
         source = as_source(data)
         check_columns(source, self.x_columns, "x_columns")
         check_columns(source, [self.y_column], "y_column")

@@ -56,12 +56,9 @@ class LinearRegression(Regression):
         if np.linalg.eigvalsh(corrected).min() <= 0:
             warn(self.warnings, "the noise-corrected X'X is not positive definite: the noise "
                  "variances are too large for these data (or x_s2 is wrong); estimates unreliable")  # fmt: skip
-        try:
-            gamma = np.linalg.solve(corrected, mom.xyc)
-            naive = np.linalg.solve(mom.xx, mom.xyc)
-        except np.linalg.LinAlgError:
+        gamma, naive = solve(corrected, mom.xyc), solve(mom.xx, mom.xyc)
+        if not np.all(np.isfinite(gamma)):
             warn(self.warnings, "the noise-corrected X'X is singular: no estimate")
-            gamma = naive = np.full(p, np.nan)
         rss = mom.ycyc - 2 * gamma @ mom.xyc + gamma @ mom.xx @ gamma
         df = mom.n - (p - 1) if self.df_corrected else mom.n
         self.sigma_sq = float(rss / df - np.sum(gamma[icpt:] ** 2 * s_diag[icpt:]))
@@ -71,12 +68,21 @@ class LinearRegression(Regression):
         back = mom.back_transform(self.fit_intercept)
         self.beta = back @ (gamma + mom.intercept_shift(self.fit_intercept))
         self.naive_beta = back @ (naive + mom.intercept_shift(self.fit_intercept))
-        rng = np.random.default_rng(self.random_state)
-        draws = simulate_beta(
-            mom, s_diag, self.sigma_sq, self.n_replications, rng, self.fit_intercept
-        )
-        self.beta_vcov = back @ np.atleast_2d(np.cov(draws, rowvar=False)) @ back.T
+        self.beta_vcov = np.full((p, p), np.nan)
+        if np.all(np.isfinite(gamma)):
+            rng = np.random.default_rng(self.random_state)
+            draws = simulate_beta(
+                mom, s_diag, self.sigma_sq, self.n_replications, rng, self.fit_intercept
+            )
+            self.beta_vcov = back @ np.atleast_2d(np.cov(draws, rowvar=False)) @ back.T
         self.beta_standarderror = np.sqrt(np.clip(np.diag(self.beta_vcov), 0, None))
+
+
+def solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        return np.full(len(b), np.nan)
 
 
 def second_pass(source, used, std: Standardized, intercept: bool) -> Moments:
