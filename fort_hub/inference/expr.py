@@ -125,35 +125,46 @@ def literal(value: float) -> str:
 PLACEHOLDER = "fortparam_{}_"
 
 
-def to_sql(expr: Expr, inner: bool) -> str:
+def to_sql(expr: Expr, raw: bool) -> str:
     """*expr* in generic SQL (double quoted identifiers, ``CAST(... AS DOUBLE)``, ``EXP``,
-    ``LEAST``/``GREATEST``), for the inner SELECT over the table (*inner*) or for the sums over
-    its rows, where columns and :class:`Named` values are the inner SELECT's columns. A
-    :class:`Param` is a placeholder identifier, replaced by its value before each run."""
+    ``LEAST``/``GREATEST``). *raw*: over the table's own columns (cast to DOUBLE); else over a
+    SELECT that already cast them. A :class:`Named` value is a column of an inner SELECT (see
+    :func:`named_levels`); a :class:`Param` a placeholder replaced by its value for each run."""
     if isinstance(expr, Col):
-        return f"CAST({quote(expr.name)} AS DOUBLE)" if inner else quote(expr.name)
+        return f"CAST({quote(expr.name)} AS DOUBLE)" if raw else quote(expr.name)
     if isinstance(expr, Named):
-        return to_sql(expr.expr, inner) if inner else quote(expr.name)
+        return quote(expr.name)
     if isinstance(expr, Const):
         return literal(expr.value)
     if isinstance(expr, Param):
         return quote(PLACEHOLDER.format(expr.name))
     if isinstance(expr, Logistic):
-        arg = f"LEAST(GREATEST({to_sql(expr.arg, inner)}, {-CLIP}), {CLIP})"
+        arg = f"LEAST(GREATEST({to_sql(expr.arg, raw)}, {-CLIP}), {CLIP})"
         return f"(1.0 / (1.0 + EXP(-{arg})))"
-    return f"({to_sql(expr.left, inner)} {expr.op} {to_sql(expr.right, inner)})"
+    return f"({to_sql(expr.left, raw)} {expr.op} {to_sql(expr.right, raw)})"
 
 
-def named_nodes(exprs) -> dict[str, Named]:
-    """The :class:`Named` values the sums use (not looking inside them), by name."""
-    out: dict[str, Named] = {}
-    stack = list(exprs)
-    while stack:
-        e = stack.pop()
+def named_levels(exprs) -> list[dict[str, Named]]:
+    """The :class:`Named` values *exprs* use, by level: level 0 uses none, level L uses some of
+    level L - 1 (each level is one nested SELECT)."""
+    level: dict[str, int] = {}
+    nodes: dict[str, Named] = {}
+
+    def visit(e: Expr) -> int:  # the level a value over *e* needs
         if isinstance(e, Named):
-            out.setdefault(e.name, e)
-        elif isinstance(e, Op):
-            stack += [e.left, e.right]
-        elif isinstance(e, Logistic):
-            stack.append(e.arg)
+            if e.name not in level:
+                level[e.name] = visit(e.expr)
+                nodes[e.name] = e
+            return level[e.name] + 1
+        if isinstance(e, Op):
+            return max(visit(e.left), visit(e.right))
+        if isinstance(e, Logistic):
+            return visit(e.arg)
+        return 0
+
+    for e in exprs:
+        visit(e)
+    out: list[dict[str, Named]] = [{} for _ in range(max(level.values(), default=-1) + 1)]
+    for name, lv in level.items():
+        out[lv][name] = nodes[name]
     return out

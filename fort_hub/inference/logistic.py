@@ -79,19 +79,17 @@ class NewtonStep:
             eta = eta + bj * zj
         # eta = alpha + beta'w + (y - 1/2) beta'Omega beta; Delta = w + y Omega beta
         f = Named("fort_f_", Logistic(eta + (y - Const(0.5)) * Param("c")))
-        r = y - f
         ob = [Param(f"ob{j}") for j in range(k)]
-        # Delta's and d eta / d beta's columns, computed once per row (inner SELECT columns)
-        d = [one] * icpt + [
-            Named(f"fort_d{j}_", zj + y * o) for j, (zj, o) in enumerate(zip(z, ob, strict=True))
-        ]
-        g = [one] * icpt + [
-            Named(f"fort_g{j}_", zj + (2.0 * y - one) * o)
-            for j, (zj, o) in enumerate(zip(z, ob, strict=True))
-        ]
-        rd = [r * da for da in d]
+        # per-row values computed once (nested SELECT columns in SQL, memoized in memory):
+        # d = (1, Delta), g = d eta / d theta, the residual r and the weight F (1 - F)
+        zo = list(enumerate(zip(z, ob, strict=True)))
+        d = [one] * icpt + [Named(f"fort_d{j}_", zj + y * o) for j, (zj, o) in zo]
+        g = [one] * icpt + [Named(f"fort_g{j}_", zj + (2.0 * y - one) * o) for j, (zj, o) in zo]
+        r, w = Named("fort_r_", y - f), Named("fort_w_", f - f * f)
+        rd = [Named(f"fort_rd{a}_", r * da) for a, da in enumerate(d)]
+        wd = [Named(f"fort_wd{a}_", w * da) for a, da in enumerate(d)]
         self.upper = [(a, b) for a in range(p) for b in range(a, p)]
-        self.exprs = rd + [(f - f * f) * d[a] * g[b] for a in range(p) for b in range(p)]
+        self.exprs = rd + [wd[a] * g[b] for a in range(p) for b in range(p)]
         self.exprs += [r * y] + [rd[a] * rd[b] for a, b in self.upper]
 
     def __call__(self, theta: np.ndarray) -> dict:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fort_hub.inference.expr import Expr, literal, named_nodes, quote, to_sql
+from fort_hub.inference.expr import Expr, literal, named_levels, quote, to_sql
 
 NUMERIC = re.compile(
     r"(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?\d*|INT\d|REAL|FLOAT\d*|DOUBLE( PRECISION)?"
@@ -64,21 +64,27 @@ class SQLSource:
 
     def sql(self, columns: Sequence[str], exprs: Sequence[Expr]) -> str:
         """The aggregate query in the source's dialect, with placeholders for the parameters:
-        sums over an inner SELECT that computes each row's shared values once."""
+        sums over nested SELECTs that compute each row's shared values once."""
         import sqlglot
 
         table = ".".join(quote(p) for p in self.table.split("."))
         present = " AND ".join(f"{quote(c)} IS NOT NULL" for c in columns)
-        shared = [f"{to_sql(n, inner=True)} AS {quote(name)}"
-                  for name, n in named_nodes(exprs).items()]  # fmt: skip
+        levels = named_levels(exprs) or [{}]
         cols = [f"CAST({quote(c)} AS DOUBLE) AS {quote(c)}" for c in columns]
-        inner = sqlglot.parse_one(f"SELECT {', '.join(cols + shared)} FROM {table} WHERE {present}",
-                                  read="duckdb")  # fmt: skip
+        cols += [f"{to_sql(n.expr, raw=True)} AS {quote(name)}" for name, n in levels[0].items()]
+        rows = sqlglot.parse_one(f"SELECT {', '.join(cols)} FROM {table} WHERE {present}",
+                                 read="duckdb")  # fmt: skip
         if self.where is not None:
-            inner = inner.where(self.where.copy(), append=True)
-        sums = ", ".join(f"SUM({to_sql(e, inner=False)}) AS s{i}" for i, e in enumerate(exprs))
+            rows = rows.where(self.where.copy(), append=True)
+        for i, named in enumerate(levels[1:], 1):
+            shared = ", ".join(f"{to_sql(n.expr, raw=False)} AS {quote(name)}"
+                               for name, n in named.items())  # fmt: skip
+            rows = sqlglot.parse_one(f"SELECT *, {shared}", read="duckdb").from_(
+                rows.subquery(f"fort_rows{i - 1}"), copy=False
+            )
+        sums = ", ".join(f"SUM({to_sql(e, raw=False)}) AS s{i}" for i, e in enumerate(exprs))
         outer = sqlglot.parse_one(f"SELECT COUNT(*) AS n, {sums}", read="duckdb")
-        return outer.from_(inner.subquery("fort_rows"), copy=False).sql(dialect=self.dialect)
+        return outer.from_(rows.subquery("fort_rows"), copy=False).sql(dialect=self.dialect)
 
     def aggregate(
         self, columns: Sequence[str], exprs: Sequence[Expr], params: dict | None = None

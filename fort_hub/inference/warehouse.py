@@ -26,7 +26,8 @@ class FortRunner:
         self.dialect = ENGINE_DIALECTS.get(self.entry.get("engine"), "duckdb")
 
     def one_row(self, sql: str) -> tuple:
-        table = self.client.query(sql, dataset=self.dataset, progress=False)
+        # the one-row result is followed as soon as it is submitted: no status polls
+        table = self.client.results(self.client.submit(sql, self.dataset), follow=True)
         if table.num_rows != 1:
             raise RuntimeError(f"fort-query answered {table.num_rows} rows to an aggregate query")
         return tuple(table.column(i)[0].as_py() for i in range(table.num_columns))
