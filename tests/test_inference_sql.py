@@ -170,3 +170,41 @@ def test_bad_sources():
     engine = sa.create_engine("sqlite://")
     with pytest.raises(ValueError, match="table: no table 'missing' in the database"):
         LinearRegression(["a"], "b").fit(SQLSource(engine, "missing"))
+
+
+class AthenaStandIn:
+    """A FortClient whose dataset is on Athena: the SQL it is sent must parse as Athena's
+    (Trino) SQL; it is run by DuckDB after sqlglot reads it as Athena's."""
+
+    def __init__(self, table: pa.Table):
+        import duckdb
+
+        self.con = duckdb.connect()
+        self.con.register("url_shares", table)
+        self.sent: list[str] = []
+        columns = [{"name": f.name, "type": str(f.type)} for f in table.schema]
+        self.entry = {"name": "url_shares", "engine": "athena", "error": None,
+                      "tables": [{"name": "url_shares", "columns": columns}], "noise": {}}  # fmt: skip
+
+    def datasets(self):
+        return [self.entry]
+
+    def submit(self, sql, dataset):
+        import sqlglot
+
+        self.sent.append(sql)
+        return sqlglot.transpile(sql, read="athena", write="duckdb")[0]
+
+    def results(self, sql, follow=False):
+        return self.con.sql(sql).to_arrow_table()
+
+    query = None  # present, as on a FortClient
+
+
+def test_athena_sql(table, reference):
+    client = AthenaStandIn(table.select(X + ["views", "viral"]).cast(
+        pa.schema([(c, pa.float64()) for c in X + ["views", "viral"]])))  # fmt: skip
+    source = SQLSource(client, "url_shares")
+    assert source.dialect == "athena"
+    assert_same(reference, fits(source))
+    assert sum("EXP(" in sql for sql in client.sent) >= 3  # the logistic fit's Newton passes
