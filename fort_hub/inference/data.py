@@ -26,6 +26,9 @@ class Source(Protocol):
         """(rows without NULL in *columns*, the sum of each expression over them), the
         :class:`~fort_hub.inference.expr.Param` values taken from *params*."""
 
+    def first_row(self, columns: Sequence[str]) -> np.ndarray | None:
+        """Any one row without NULL in *columns*, or None if there is none."""
+
     def noise(self) -> dict[str, float]:
         """Declared noise variances by column ({} when the source declares none)."""
 
@@ -95,6 +98,12 @@ class InMemory:
             for i, e in enumerate(exprs):
                 sums[i] += np.sum(np.broadcast_to(evaluate(e, block, memo, params or {}), (rows,)))
         return n, sums
+
+    def first_row(self, columns: Sequence[str]) -> np.ndarray | None:
+        arrays = self.arrays(columns)
+        if not len(next(iter(arrays.values()))):
+            return None
+        return np.array([arrays[c][0] for c in columns])
 
     def noise(self) -> dict[str, float]:
         return {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fort_hub.inference.base import Regression, Standardized, first_pass, positive_int, warn
+from fort_hub.inference.base import Regression, Standardized, positive_int, warn
 from fort_hub.inference.expr import Const
 from fort_hub.inference.moments import Moments, simulate_beta
 
@@ -37,11 +37,17 @@ class LinearRegression(Regression):
 
     def fit(self, data) -> LinearRegression:
         source, used = self.prepare(data)
-        std = first_pass(source, used, used)
-        if not self.fit_intercept:
-            std = Standardized(std.n, np.zeros(len(used)), std.scale)
-        std.scale[-1] = 1.0  # y is only shifted (PrivacyUnbiased's variance uses y'y)
-        self.moments_ = second_pass(source, used, std, self.fit_intercept)
+        # one pass over the rows: the columns shifted by the values of any one row (precise
+        # sums unless a column's spread is tiny next to that row's distance from its mean),
+        # then scaled in the sums (the design's columns are standardized for the solve)
+        shift = np.zeros(len(used))
+        if self.fit_intercept:
+            shift = source.first_row(used)
+            if shift is None:
+                raise ValueError("data: no rows left (after dropping rows with NULL in the used "
+                                 "columns)")  # fmt: skip
+        std = Standardized(0, shift, np.ones(len(used)))
+        self.moments_ = second_pass(source, used, std, self.fit_intercept).standardized()
         self.n = self.moments_.n
         self._solve()
         return self
@@ -94,8 +100,8 @@ def second_pass(source, used, std: Standardized, intercept: bool) -> Moments:
     pairs = [(i, j) for i in range(p) for j in range(i, p)]
     exprs = [design[i] * design[j] for i, j in pairs] + [d * yc for d in design] + [yc * yc]
     n, sums = source.aggregate(used, exprs)
-    if n != std.n:
-        raise RuntimeError(f"the rows changed between the two passes ({std.n} then {n})")
+    if n == 0:
+        raise ValueError("data: no rows left (after dropping rows with NULL in the used columns)")
     xx = np.zeros((p, p))
     for (i, j), v in zip(pairs, sums, strict=False):
         xx[i, j] = xx[j, i] = v

@@ -25,6 +25,16 @@ class Moments:
     scale: np.ndarray
     y_shift: float
 
+    def standardized(self) -> Moments:
+        """The same sums for the design's x columns divided by their root mean square."""
+        k = len(self.scale)
+        icpt = self.xx.shape[0] - k
+        rms = np.sqrt(np.diag(self.xx)[icpt:] / self.n)
+        factor = np.where(np.isfinite(rms) & (rms > 0), rms, 1.0)
+        t = np.concatenate([np.ones(icpt), 1.0 / factor])
+        return Moments(self.n, self.xx * np.outer(t, t), self.xyc * t, self.ycyc, self.shift,
+                       self.scale * factor, self.y_shift)  # fmt: skip
+
     def intercept_shift(self, intercept: bool) -> np.ndarray:
         """Add to a fit of y - y_shift on D to get the fit of y on D."""
         out = np.zeros(self.xx.shape[0])

@@ -95,10 +95,24 @@ class SQLSource:
         template = self._templates[key][0]
         values = params or {}
         sql = PLACEHOLDER_RE.sub(lambda m: literal(values[m.group(1)]), template)
-        row = self.runner.one_row(sql)
+        row = self.runner.one_row(sql) or (0,) + (None,) * len(exprs)
         self.queries += 1
         n = int(row[0] or 0)
         return n, np.array([np.nan if v is None else float(v) for v in row[1:]], dtype=float)
+
+    def first_row(self, columns: Sequence[str]) -> np.ndarray | None:
+        """Any one row without NULL in *columns* (after *where*), or None if there is none."""
+        import sqlglot
+
+        table = ".".join(quote(p) for p in self.table.split("."))
+        cols = ", ".join(f"CAST({quote(c)} AS DOUBLE) AS {quote(c)}" for c in columns)
+        present = " AND ".join(f"{quote(c)} IS NOT NULL" for c in columns)
+        tree = sqlglot.parse_one(f"SELECT {cols} FROM {table} WHERE {present}", read="duckdb")
+        if self.where is not None:
+            tree = tree.where(self.where.copy(), append=True)
+        row = self.runner.one_row(tree.limit(1).sql(dialect=self.dialect))
+        self.queries += 1
+        return None if row is None else np.array(row, dtype=float)
 
     def noise(self) -> dict[str, float]:
         return self.runner.noise()
@@ -154,13 +168,15 @@ class SQLAlchemyRunner:
         name = source.dialect.name
         self.dialect = DIALECTS.get(name, name)
 
-    def one_row(self, sql: str) -> tuple:
+    def one_row(self, sql: str) -> tuple | None:
         from sqlalchemy import text
 
         if hasattr(self.source, "connect") and not hasattr(self.source, "commit"):
             with self.source.connect() as conn:
-                return tuple(conn.execute(text(sql)).one())
-        return tuple(self.source.execute(text(sql)).one())
+                row = conn.execute(text(sql)).first()
+        else:
+            row = self.source.execute(text(sql)).first()
+        return None if row is None else tuple(row)
 
     def columns(self, table: str) -> dict[str, str]:
         import sqlalchemy
@@ -182,8 +198,9 @@ class DuckDBRunner:
     def __init__(self, con):
         self.con = con
 
-    def one_row(self, sql: str) -> tuple:
-        return tuple(self.con.execute(sql).fetchone())
+    def one_row(self, sql: str) -> tuple | None:
+        rows = self.con.execute(sql).fetchall()
+        return tuple(rows[0]) if rows else None
 
     def columns(self, table: str) -> dict[str, str]:
         import duckdb

@@ -25,11 +25,13 @@ class FortRunner:
             raise ValueError(f"dataset: {dataset!r} cannot be described: {self.entry['error']}")
         self.dialect = ENGINE_DIALECTS.get(self.entry.get("engine"), "duckdb")
 
-    def one_row(self, sql: str) -> tuple:
+    def one_row(self, sql: str) -> tuple | None:
         # the one-row result is followed as soon as it is submitted: no status polls
         table = self.client.results(self.client.submit(sql, self.dataset), follow=True)
+        if table.num_rows == 0:
+            return None
         if table.num_rows != 1:
-            raise RuntimeError(f"fort-query answered {table.num_rows} rows to an aggregate query")
+            raise RuntimeError(f"fort-query answered {table.num_rows} rows, not one")
         return tuple(table.column(i)[0].as_py() for i in range(table.num_columns))
 
     def columns(self, table: str) -> dict[str, str]:
