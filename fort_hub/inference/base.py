@@ -97,7 +97,7 @@ class Standardized:
 
     def columns(self, names: Sequence[str]) -> list[Expr]:
         return [
-            Named(f"fort_z{i}_", (Col(c) - Const(m)) / Const(s))
+            Named(f"fort_z{i}_", (Col(c) - Const(m) if m else Col(c)) / Const(s))
             for i, (c, m, s) in enumerate(zip(names, self.shift, self.scale, strict=True))
         ]
 

@@ -29,13 +29,14 @@ class Expr:
         return Op("-", lift(other), self)
 
     def __mul__(self, other):
-        return Op("*", self, lift(other))
+        return product(self, lift(other))
 
     def __rmul__(self, other):
-        return Op("*", lift(other), self)
+        return product(lift(other), self)
 
     def __truediv__(self, other):
-        return Op("/", self, lift(other))
+        other = lift(other)
+        return self if is_one(other) else Op("/", self, other)
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,6 +81,17 @@ class Logistic(Expr):
 
 def lift(value) -> Expr:
     return value if isinstance(value, Expr) else Const(float(value))
+
+
+def is_one(e: Expr) -> bool:
+    return isinstance(e, Const) and e.value == 1.0
+
+
+def product(left: Expr, right: Expr) -> Expr:
+    """left * right, without multiplications by one (the intercept's column of ones)."""
+    if is_one(left):
+        return right
+    return left if is_one(right) else Op("*", left, right)
 
 
 CLIP = 700.0
