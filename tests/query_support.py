@@ -82,6 +82,32 @@ def make_datasets(folder: Path, rows: int = 200) -> None:
     )
 
 
+def hub_config_with_fort_query(tmp: Path, store_url: str) -> str:
+    """jupyterhub_config.py text for a real hub running fort-query as a managed service, with
+    the example policy (copied to *tmp*) and the results under *tmp*."""
+    import sys
+
+    policy = tmp / "policy.yaml"
+    shutil.copy(EXAMPLE_POLICY, policy)
+    service = {
+        "name": "fort-query",
+        "url": f"http://127.0.0.1:{free_port()}",
+        "command": [
+            sys.executable, "-m", "fort_hub.services.query",
+            f"--QueryService.results_dir={tmp / 'results'}",
+        ],
+        "environment": {"FORT_POLICY_FILE": str(policy), "FORT_STORE_URL": store_url},
+        "oauth_no_confirm": True,
+    }  # fmt: skip
+    return f"""
+from fort_hub import scopes
+c.JupyterHub.authenticator_class = "dummy"
+c.JupyterHub.custom_scopes = scopes.CUSTOM_SCOPES
+c.JupyterHub.load_roles = c.JupyterHub.load_roles + scopes.load_roles(services=("fort-query",))
+c.JupyterHub.services = c.JupyterHub.services + [{service!r}]
+"""
+
+
 TOKENS = {
     "alice-token": ("alice", USE),  # urls-study
     "bob-token": ("bob", USE),  # ads-study

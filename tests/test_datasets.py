@@ -51,3 +51,17 @@ def test_ensure_datasets_writes_once(tmp_path):
 
 def test_default_size_is_at_least_a_million_rows():
     assert datasets.URL_SHARES_ROWS >= 1_000_000
+
+
+def test_the_policies_declare_the_generated_noise():
+    from importlib.resources import files
+
+    from fort_hub.policy import load_policy
+
+    for name in ("demo-policy.yaml", "example-policy.yaml"):
+        policy = load_policy(files("fort_hub.dev") / "data" / name)
+        declared = policy.datasets["url_shares"].noise
+        assert declared == {
+            col: {"distribution": "gaussian", "variance": sd**2}
+            for col, sd in datasets.NOISE_SD.items()
+        }, name

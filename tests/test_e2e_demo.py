@@ -133,6 +133,8 @@ def test_getting_started_notebook_runs(fort_demo, alice, tmp_path):
     assert "refused:" in text and "ads_targeting" in text
     assert "wrote s3://fort-user-data/users/alice/results/shares_by_month.csv" in text
     assert "image/png" in text  # the plot
+    # the noise-corrected fit ran inside the warehouse: its table, next to the naive one
+    assert "corrected" in text and "naive OLS" in text and "P>|z|" in text
     keys = moto_s3(fort_demo, alice["env"]).list_objects_v2(
         Bucket="fort-user-data", Prefix="users/alice/results/"
     )["Contents"]

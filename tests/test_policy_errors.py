@@ -183,6 +183,45 @@ CASES = [
         [(4, "datasets[0].engine", "unknown engine 'mysql' (known: duckdb, athena)")],
     ),
     Case(
+        "dataset noise: bad column, distribution and variance",
+        """
+        version: 1
+        datasets:
+          - name: d
+            engine: athena
+            location: {database: db, workgroup: wg}
+            noise:
+              shares: {distribution: laplace, variance: 196}
+              views: {distribution: gaussian, variance: -1}
+              "1bad": {distribution: gaussian, variance: 1}
+              reactions: {distribution: gaussian}
+              likes: 484
+        """,
+        [
+            (
+                7,
+                "datasets[0].noise.shares.distribution",
+                "unknown distribution 'laplace' (known: gaussian)",
+            ),
+            (8, "datasets[0].noise.views.variance", "must be >= 0, not -1"),
+            (9, "datasets[0].noise.1bad", "'1bad' is not a column name"),
+            (10, "datasets[0].noise.reactions", "missing required key 'variance'"),
+            (11, "datasets[0].noise.likes", "must be a mapping, not int"),
+        ],
+    ),
+    Case(
+        "dataset noise not a mapping",
+        """
+        version: 1
+        datasets:
+          - name: d
+            engine: athena
+            location: {database: db, workgroup: wg}
+            noise: [shares]
+        """,
+        [(6, "datasets[0].noise", "must be a mapping, not a list")],
+    ),
+    Case(
         "dataset missing engine",
         """
         version: 1

@@ -3,46 +3,22 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
-
 import pytest
 import requests
 
 from fort_hub.client import FortClient, FortQueryError
 from fort_hub.store import Store
-from tests.conftest import EXAMPLE_POLICY
 from tests.fortsvc import make_users, user_token
-from tests.hubproc import RunningHub, free_port, wait_http
-from tests.query_support import make_datasets
+from tests.hubproc import RunningHub, wait_http
+from tests.query_support import hub_config_with_fort_query, make_datasets
 
 pytestmark = pytest.mark.hub
 
 
 def test_fort_query_through_a_real_hub(tmp_path):
     make_datasets(tmp_path)
-    policy = tmp_path / "policy.yaml"
-    shutil.copy(EXAMPLE_POLICY, policy)
     store_url = f"sqlite:///{tmp_path / 'fort.sqlite'}"
-    port = free_port()
-    service = {
-        "name": "fort-query",
-        "url": f"http://127.0.0.1:{port}",
-        "command": [
-            sys.executable, "-m", "fort_hub.services.query",
-            f"--QueryService.results_dir={tmp_path / 'results'}",
-        ],
-        "environment": {"FORT_POLICY_FILE": str(policy), "FORT_STORE_URL": store_url},
-        "oauth_no_confirm": True,
-    }  # fmt: skip
-    config = f"""
-import sys
-from fort_hub import scopes
-c.JupyterHub.authenticator_class = "dummy"
-c.JupyterHub.custom_scopes = scopes.CUSTOM_SCOPES
-c.JupyterHub.load_roles = c.JupyterHub.load_roles + scopes.load_roles(services=("fort-query",))
-c.JupyterHub.services = c.JupyterHub.services + [{service!r}]
-"""
+    config = hub_config_with_fort_query(tmp_path, store_url)
     with RunningHub(tmp_path / "hub", config) as hub:
         try:
             base = f"{hub.url}/services/fort-query/"

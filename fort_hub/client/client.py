@@ -181,6 +181,15 @@ class FortClient:
     def datasets(self) -> list[dict]:
         return self._json("GET", "datasets")["datasets"]
 
+    def noise(self, dataset: str) -> dict[str, dict]:
+        """The additive noise *dataset* declares by column (the access policy's
+        ``datasets[].noise``), e.g. ``{"shares": {"distribution": "gaussian", "variance": 196}}``;
+        ``fort_hub.inference`` corrects estimates for it."""
+        for d in self.datasets():
+            if d["name"] == dataset:
+                return d.get("noise") or {}
+        raise FortQueryError(f"no dataset {dataset!r} among the ones you may query")
+
     def usage(self) -> dict:
         return self._json("GET", "usage")["limits"]
 

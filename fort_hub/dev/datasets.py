@@ -5,7 +5,8 @@ Development and demo data only. Two tables:
 - ``url_shares``: one row per (URL, month, country, age bracket, gender) breakdown with share,
   view and reaction counts, shaped like the Condor "URLs" dataset Facebook released to
   researchers. As there, every count has zero-mean Gaussian noise added (differential privacy),
-  so a small count can come out negative; ``noise_sd`` records the noise scale of each count.
+  so a small count can come out negative; ``NOISE_SD`` is the noise scale of each count, and
+  the policies in ``fort_hub/dev/data`` declare its square as ``datasets[].noise``.
   ``fact_check_rating`` is the third-party fact-checkers' rating of the URL, null when unrated.
 - ``ads_targeting``: one row per ad, shaped like the Ad Targeting dataset: ad id, page,
   targeting criteria, impressions bucket, spend range and delivery dates.

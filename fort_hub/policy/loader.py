@@ -33,6 +33,7 @@ ROLE_ARN_RE = re.compile(
 #: the key part may not hold an IAM wildcard or policy variable (it is copied into ARNs)
 S3_PREFIX_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._@+=/-]*)?\Z")
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 QUANTITY_RE = re.compile(r"^\d+(\.\d+)?([KMGTPE]i?|[kmgtpe])?\Z")
 #: a policy with more values than this is refused (guards against YAML alias bombs)
 MAX_NODES = 200_000
@@ -287,7 +288,7 @@ class _Validator:
 
     def datasets(self, raw) -> dict[str, Dataset]:
         out: dict[str, Dataset] = {}
-        keys = {"name", "description", "engine", "location", "tables", "s3_prefixes"}
+        keys = {"name", "description", "engine", "location", "tables", "s3_prefixes", "noise"}
         for i, d in enumerate(self.seq(raw, ("datasets",))):
             p = ("datasets", i)
             d = self.mapping(d, p, keys, {"name", "engine"})
@@ -308,11 +309,31 @@ class _Validator:
                     what="an s3:// URI without wildcards or variables (* ? $ { })",
                 )
                 prefixes.append(s if s.endswith("/") else s + "/")
+            noise = self.noise(d.get("noise"), p + ("noise",))
             if self._unique(out, name, p + ("name",), "dataset"):
                 out[name] = Dataset(
                     name, str(engine), str(d.get("description", "")), tables, location,
-                    tuple(prefixes),
+                    tuple(prefixes), noise,
                 )  # fmt: skip
+        return out
+
+    def noise(self, raw, path) -> dict:
+        """{column: {distribution: gaussian, variance: V}}: the release's additive noise."""
+        if raw is None:
+            return {}
+        cols = self.mapping(raw, path, set(raw) if isinstance(raw, dict) else set())
+        out = {}
+        for col, spec in cols.items():
+            p = path + (col,)
+            self.string(col, p, pattern=COLUMN_RE, what="a column name")
+            spec = self.mapping(spec, p, {"distribution", "variance"}, {"distribution", "variance"})
+            if "distribution" in spec and spec["distribution"] != "gaussian":
+                self.t.error(p + ("distribution",), f"unknown distribution "
+                             f"{spec['distribution']!r} (known: gaussian)")  # fmt: skip
+            if "variance" in spec:
+                variance = self.number(spec["variance"], p + ("variance",))
+                if variance is not None and len(spec) == 2:
+                    out[col] = {"distribution": "gaussian", "variance": float(variance)}
         return out
 
     def location(self, raw, path, engine, tables) -> dict:

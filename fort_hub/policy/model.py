@@ -66,6 +66,8 @@ class Dataset:
     #: athena: {"catalog", "database", "workgroup", optional "output_location"}
     location: Mapping[str, Any] = field(default_factory=dict)
     s3_prefixes: tuple[str, ...] = ()
+    #: column -> {"distribution": "gaussian", "variance": V}: the release's additive noise
+    noise: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -303,6 +303,7 @@ class DatasetsHandler(QueryHandlerBase):
             out.append({
                 "name": name, "description": ds.description, "engine": ds.engine,
                 "tables": [{"name": t, "columns": columns.get(t, [])} for t in ds.tables],
+                "noise": {c: dict(v) for c, v in ds.noise.items()},
                 "error": error,
             })  # fmt: skip
         self.write_json({"datasets": out})
