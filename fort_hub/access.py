@@ -16,8 +16,9 @@ number of processes make the same decision from the same store::
     access.effective("alice")       # (policy, ["urls-study"])
     access.is_admin("admin")        # True while the admins membership lasts
 
-Nothing is cached: each call reads the user's memberships (one indexed query), so there is no
-copy to outlive an expiry, a removal or a policy change.
+Nothing is cached: each call reads the user's memberships and whether their sign-in was
+deauthorized (two indexed queries), so there is no copy to outlive an expiry, a removal, a
+deauthorization or a policy change.
 """
 
 from __future__ import annotations
@@ -67,14 +68,19 @@ class Access:
 
     def groups(self, username: str) -> dict[str, dt.datetime | None]:
         """*username*'s active groups (policy static members + fort store memberships) with
-        their expiry. Raises StoreError when the store cannot be read (callers fail closed)."""
+        their expiry; none while their sign-in was deauthorized (until they sign in again).
+        Raises StoreError when the store cannot be read (callers fail closed)."""
+        if Memberships(self.store).deauthorized(username):
+            return {}
         return user_groups(username, self.policy(), self.store, self.clock())
 
     def effective(self, username: str) -> tuple[Policy, list[str]]:
         """(policy, the groups that count for *username* now), as the policy decides them."""
-        policy = self.policy()
-        groups = user_groups(username, policy, self.store, self.clock())
-        return policy, policy.effective_groups(username, groups, self.clock())
+        policy, now = self.policy(), self.clock()
+        if Memberships(self.store).deauthorized(username):
+            return policy, []
+        groups = user_groups(username, policy, self.store, now)
+        return policy, policy.effective_groups(username, groups, now)
 
     def is_admin(self, username: str) -> bool:
         """True while *username* holds an unexpired membership of the admin group."""

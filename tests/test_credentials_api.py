@@ -157,6 +157,15 @@ def test_single_flight(env, backend, monkeypatch):
     assert all(r.status_code == 200 for r in results), [r.text for r in results]
     assert len({r.json()["AccessKeyId"] for r in results}) == 1
     assert backend.calls == calls + 1
+    # one STS session, but every one of the 100 hand-overs has its own audit record
+    audited = {
+        rec.request_id
+        for rec in env["app"].fort_store.audit.query(
+            user="alice", action="credentials.issue", limit=1000
+        )
+        if rec.decision == "allow"
+    }
+    assert {r.headers["X-Request-Id"] for r in results} <= audited
 
 
 def test_token_without_scope_is_refused(env, backend):
@@ -269,7 +278,7 @@ def test_sts_down_without_cache_is_503(env, backend):
     backend.down = True
     calls = backend.calls
     r = get(env)
-    assert r.status_code == 503 and "STS is unavailable" in error_of(r)
+    assert r.status_code == 503 and "STS could not issue credentials" in error_of(r)
     assert backend.calls == calls + env["app"].sts_attempts
 
 

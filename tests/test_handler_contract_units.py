@@ -20,21 +20,24 @@ TRUSTED = parse_networks(["127.0.0.0/8", "::1/128", "10.0.0.0/8"])
         ("203.0.113.9", "", "203.0.113.9"),  # no proxy
         ("203.0.113.9", "198.51.100.1", "203.0.113.9"),  # an untrusted peer's header: ignored
         ("127.0.0.1", "198.51.100.1", "198.51.100.1"),  # the proxy says who connected
-        ("10.1.2.3", "198.51.100.1, 10.0.0.7", "198.51.100.1"),  # two trusted hops
+        ("10.1.2.3", "198.51.100.1, 10.0.0.7", "10.0.0.7"),  # only the hop the proxy wrote
         ("127.0.0.1", "6.6.6.6, 198.51.100.1", "198.51.100.1"),  # a forged left part: ignored
+        ("127.0.0.1", "203.0.113.66, 10.0.0.9", "10.0.0.9"),  # a notebook forging: its own IP
         ("127.0.0.1", "not-an-ip", "127.0.0.1"),  # garbage: the peer
         ("::1", "2001:db8::1", "2001:db8::1"),
     ],
 )
-def test_client_address_believes_only_trusted_hops(peer, forwarded, expected):
+def test_client_address_believes_only_the_trusted_proxys_hop(peer, forwarded, expected):
     assert client_address(peer, forwarded, TRUSTED) == expected
 
 
 def test_bad_text_names_the_field():
     assert bad_text({"sql": "ok", "dataset": "x"}) is None
-    assert bad_text({"sql": "SELECT \ud800"}) == "sql"
-    assert bad_text({"a": {"b": ["x", "\udfff"]}}) == "a.b[1]"
+    assert bad_text({"sql": "SELECT \ud800"}) == "sql is not valid Unicode text (a lone surrogate)"
+    assert bad_text({"a": {"b": ["x", "\udfff"]}}).startswith("a.b[1] is not valid")
+    assert bad_text({"dataset": "url\x00shares"}) == "dataset contains a NUL character"
     assert printable("SELECT \ud800") == "SELECT \\ud800"
+    assert printable("a\x00b") == "a\\x00b"
 
 
 def test_trusted_proxies_are_validated_naming_the_setting():

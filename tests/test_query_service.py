@@ -11,6 +11,7 @@ import time
 
 import pyarrow as pa
 import pytest
+import requests
 
 from fort_hub.services.query.app import RESTART_REASON
 from fort_hub.services.query.engines.duckdb import DuckDBEngine
@@ -301,3 +302,20 @@ def test_follow_streams_while_running_and_never_completes_a_failed_result(tmp_pa
         print("followed failed query:", outcome)
     finally:
         env.stop()
+
+
+@pytest.mark.parametrize("field", ["sql", "dataset"])
+def test_nul_character_is_a_400_and_audited(env, field):
+    """A NUL in `sql` reached the query record's insert before the SQL check: PostgreSQL
+    refused it and the caller got 503, with the attempt unaudited."""
+    body = {"sql": "SELECT 1 AS x FROM url_shares", "dataset": "url_shares"}
+    body[field] = body[field][:5] + "\x00" + body[field][5:]
+    r = requests.post(env.base + "queries", json=body, headers=env.h(), timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == f"{field} contains a NUL character"
+    store = Store(env.store_url)
+    try:
+        (rec,) = store.audit.query(user="alice", action="query.submit", limit=1)
+    finally:
+        store.dispose()
+    assert rec.decision == "deny" and rec.request_id == r.headers["X-Request-Id"]

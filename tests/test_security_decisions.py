@@ -147,11 +147,13 @@ def test_oversized_sql_is_refused_before_parsing_and_audited(env):
     ("service", "method", "path", "body", "says"),
     [
         (G, "GET", "api/v1/audit?before=" + "1" + "0" * 23, None, "before"),
+        (G, "GET", "api/v1/audit?since=9999-12-31T23:59:59-14:00", None, "since"),
         (G, "PUT", "api/v1/groups/ads-study/members/dave",
          {"expires": "9999-12-31T23:59:59-14:00"}, "expires"),
         (Q, "GET", "api/v1/queries?limit=" + "9" * 30, None, "limit"),
     ],
-    ids=["audit-before-1e23", "expires-past-year-9999", "queries-limit-huge"],
+    ids=["audit-before-1e23", "audit-since-past-9999", "expires-past-year-9999",
+         "queries-limit-huge"],
 )  # fmt: skip
 def test_out_of_range_input_is_a_400_naming_the_field(env, service, method, path, body, says):
     """Finding 13: these answered 500."""
@@ -167,3 +169,26 @@ def test_admin_page_cannot_be_framed(env):
     assert r.status_code == 200 and "<form" in r.text
     assert r.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+
+
+def test_deauthorized_user_loses_access_at_once(env):
+    """Meta's deauthorize revokes the user's hub tokens, but the services trust their cache of
+    the hub's answer for 60 s: the store's revocation ends every grant at the next request."""
+    from fort_hub.authenticators.identities import Identities
+
+    hub = env["hub"]
+    make_users(hub, "deb")
+    ends = dt.datetime.now(UTC) + dt.timedelta(days=1)
+    Memberships(store_of(env)).upsert("urls-study", "deb", expires=ends, source="api")
+    identities = Identities(store_of(env))
+    identities.bind("fb-deb", "deb")
+    env["tokens"]["deb"] = user_token(hub, "deb")
+    creds = "api/v1/aws/credentials?role=fort-urls-study"
+    assert call(env, scopes.CREDENTIALS_SERVICE, "GET", creds, user="deb").status_code == 200
+    assert call(env, Q, "POST", "api/v1/queries", SQL, user="deb").status_code == 202
+    identities.revoke("fb-deb")  # what the deauthorize callback records
+    r = call(env, scopes.CREDENTIALS_SERVICE, "GET", creds, user="deb")
+    assert r.status_code == 403 and "AccessKeyId" not in r.text
+    assert call(env, Q, "POST", "api/v1/queries", SQL, user="deb").status_code == 403
+    identities.bind("fb-deb", "deb")  # signing in again restores the memberships
+    assert call(env, scopes.CREDENTIALS_SERVICE, "GET", creds, user="deb").status_code == 200

@@ -222,10 +222,11 @@ def test_security_headers_on_success_error_and_404(env, probe):
 
 @pytest.mark.parametrize("probe", PROBES, ids=IDS)
 def test_forwarded_headers_from_a_client_are_not_believed(env, probe):
-    """Issue 10, finding 10: `X-Real-Ip` sent by a client became the audit record's address."""
+    """Issue 10, finding 10: `X-Real-Ip` sent by a client became the audit record's address.
+    Through the hub's proxy (trusted), only the hop the proxy appended is believed."""
     method, path, body, user = probe.data
-    r = call(env, probe, method, path, body, user=user,
-             headers={"X-Real-Ip": "203.0.113.66"})  # fmt: skip
+    forged = {"X-Real-Ip": "203.0.113.66", "X-Forwarded-For": "203.0.113.66"}
+    r = call(env, probe, method, path, body, user=user, headers=forged)
     assert r.status_code in (200, 202), r.text
     rec = store_of(env).audit.query(user=user, limit=1)[0]
     assert rec.request_id == r.headers["X-Request-Id"]

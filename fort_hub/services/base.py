@@ -221,13 +221,16 @@ class FortServiceApp(Application, FortSettings):
     trusted_proxies = List(
         Unicode(),
         ["127.0.0.0/8", "::1/128"],
-        help="""Addresses (or CIDR networks) of the proxies in front of the service whose
-        `X-Forwarded-For` header is believed; from anyone else forwarded headers are ignored and
-        the peer address is the client (audit records' `client`). The default trusts loopback,
-        where the hub's proxy runs in a single-machine deployment; on Kubernetes add the pod
-        network the chart's proxy runs in.
+        help="""Addresses (or CIDR networks) of the proxy in front of the service. When a
+        request comes from one of them, the audit records' `client` is the last
+        `X-Forwarded-For` entry (the address that proxy saw); otherwise it is the peer address,
+        and forwarded headers (`X-Forwarded-For`, `X-Real-Ip`) are ignored. Entries further left
+        are never believed: whoever connects to the proxy writes them. The default trusts
+        loopback, where the proxy runs in a single-machine deployment; on Kubernetes list the
+        proxy pod's address range, and let no notebook reach the service's port directly (the
+        hub's NetworkPolicy).
 
-            c.FortServiceApp.trusted_proxies = ["127.0.0.0/8", "::1/128", "10.0.0.0/8"]
+            c.FortServiceApp.trusted_proxies = ["127.0.0.0/8", "::1/128", "10.100.0.0/16"]
         """,
     ).tag(config=True)
 
@@ -416,8 +419,8 @@ class FortServiceApp(Application, FortSettings):
     # ----- helpers for handlers ---------------------------------------------------------------
 
     def client_address(self, peer: str, forwarded_for: str) -> str:
-        """The caller's address: *peer*, or what ``X-Forwarded-For`` says when the peer (and
-        each hop walked) is one of ``trusted_proxies``."""
+        """The caller's address: *peer*, or the last ``X-Forwarded-For`` entry when the peer is
+        one of ``trusted_proxies`` (see :func:`.handler.client_address`)."""
         return client_address(peer, forwarded_for, self._trusted)
 
     def service_url(self, *parts: str, **query: str) -> str:

@@ -23,9 +23,9 @@ renders every failure the same way in all three services:
   one), ``Cache-Control: no-store``, ``X-Content-Type-Options: nosniff``, ``Referrer-Policy:
   same-origin`` and, like the hub, ``X-Frame-Options: DENY`` and CSP ``frame-ancestors
   'none'``; a ``405`` lists the supported methods in ``Allow``.
-- **client address**: the peer address, or the ``X-Forwarded-For`` address the nearest
-  trusted proxy (``c.FortServiceApp.trusted_proxies``) saw; headers from anyone else are
-  ignored.
+- **client address**: the peer address, or, when the peer is one of
+  ``c.FortServiceApp.trusted_proxies``, the last ``X-Forwarded-For`` entry (the address that
+  proxy saw); entries further left and headers from anyone else are ignored.
 """
 
 from __future__ import annotations
@@ -101,16 +101,19 @@ def _depth_ok(value: Any, limit: int) -> bool:
 
 
 def bad_text(value: Any, path: str = "body") -> str | None:
-    """The path of the first string (key or value) in *value* that is not valid Unicode text
-    (a lone surrogate, which JSON's ``\\ud800`` escapes can produce), else None."""
+    """What is wrong with the first string (key or value) in *value* that is not storable text,
+    naming its path ("sql contains a NUL character", "a.b[1] is not valid Unicode text (a lone
+    surrogate)", which JSON's ``\\u0000`` / ``\\ud800`` escapes produce), else None."""
     stack = [(value, path)]
     while stack:
         item, where = stack.pop()
         if isinstance(item, str):
+            if "\x00" in item:
+                return f"{where} contains a NUL character"
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
-                return where
+                return f"{where} is not valid Unicode text (a lone surrogate)"
         elif isinstance(item, dict):
             for k, v in item.items():
                 stack.append((k, f"{where} key"))
@@ -121,8 +124,8 @@ def bad_text(value: Any, path: str = "body") -> str | None:
 
 
 def printable(value: str) -> str:
-    """*value* with anything that is not valid text escaped (for audit records and messages)."""
-    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    """*value* with anything that is not storable text escaped (for audit records, messages)."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 class FortHandler(HubOAuthenticated, web.RequestHandler):
@@ -286,9 +289,9 @@ class FortHandler(HubOAuthenticated, web.RequestHandler):
             raise ServiceError(400, "the body must be a JSON object")
         if not _depth_ok(body, MAX_JSON_DEPTH):
             raise ServiceError(400, f"the body is nested deeper than {MAX_JSON_DEPTH} levels")
-        where = bad_text(body) if check_text else None
-        if where:
-            raise ServiceError(400, f"{where} is not valid Unicode text (a lone surrogate)")
+        problem = bad_text(body) if check_text else None
+        if problem:
+            raise ServiceError(400, problem)
         return body
 
     # ----- errors -----------------------------------------------------------------------------
@@ -404,22 +407,20 @@ def parse_networks(values: list[str]) -> list[ipaddress.IPv4Network | ipaddress.
 
 
 def client_address(peer: str, forwarded_for: str, trusted: list) -> str:
-    """The address that reached the nearest trusted proxy: walk ``X-Forwarded-For`` from the
-    right while each hop is a trusted proxy; headers from an untrusted peer are ignored."""
-
-    def is_trusted(addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        return any(ip in net for net in trusted)
-
-    addr = peer
-    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()] if forwarded_for else []
-    while hops and is_trusted(addr):
-        addr = hops.pop()
+    """The address the proxy saw: when *peer* is a trusted proxy, the last ``X-Forwarded-For``
+    entry (the one that proxy appended), else *peer*. Entries further left were written by
+    whoever connected to the proxy, so they are never believed (a notebook can forge them)."""
     try:
-        return str(ipaddress.ip_address(addr))
+        ip = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer
+    if not any(ip in net for net in trusted):
+        return peer
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    if not hops:
+        return peer
+    try:
+        return str(ipaddress.ip_address(hops[-1]))
     except ValueError:
         return peer
 

@@ -102,6 +102,16 @@ class Memberships:
         now = now or utcnow()
         return {m.group: m.expires for m in self.list(username=username) if m.active(now)}
 
+    def deauthorized(self, username: str) -> bool:
+        """True while *username*'s sign-in identity is revoked (Meta's deauthorize callback;
+        signing in again clears it): every membership is then void for the services."""
+        t = schema.identities
+        with self.store.reading() as conn:
+            row = conn.execute(
+                select(t.c.revoked).where(t.c.username == username, t.c.revoked.is_not(None))
+            ).first()
+        return row is not None
+
     def expired(self, now: dt.datetime | None = None) -> list[Membership]:
         now = now or utcnow()
         return [m for m in self.list() if not m.active(now)]

@@ -60,6 +60,13 @@ audit_log = Table(
 )
 
 
+def add_indexes(conn) -> None:
+    """Indexes added after a table was first created (``create_all`` only makes new tables)."""
+    for table in (memberships, identities):
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+
+
 def upgrade_audit_log(conn, dialect: str) -> None:
     """Give an audit table created before the ``seq > 0`` check the same guarantee (idempotent).
 
@@ -119,6 +126,7 @@ memberships = Table(
     Column("source", String(16), nullable=False),  # "policy" or "api"
     Column("updated_by", String(255), nullable=False, default=""),
     Column("updated", String(40), nullable=False),
+    Index("ix_fort_memberships_user", "username"),  # every request reads a user's memberships
 )
 
 # ---- query records (fort-query) ---------------------------------------------------------------
@@ -154,6 +162,7 @@ identities = Table(
     Column("created", String(40), nullable=False),
     Column("revoked", String(40), nullable=True),  # set by a deauthorize callback
     UniqueConstraint("provider", "username", name="uq_fort_identities_username"),
+    Index("ix_fort_identities_user", "username"),  # every request checks for a deauthorization
 )
 
 # ---- data deletion requests (Facebook's data deletion callback) ----------------------------------

@@ -108,19 +108,22 @@ class CredentialIssuer:
         self, username: str, role: str, request_id: str = "", client: str = ""
     ) -> Credentials:
         grant = await self.decide(username, role, request_id, client)
-        key = (username, role)
+        # the session policy is built from the groups that hold the role now: a cached session
+        # serves only the same set of groups (an ended membership never reaches the cache)
+        key = (username, role, tuple(sorted(grant.groups)))
         cached = self.cache.get(key)
         margin = dt.timedelta(seconds=self.settings.refresh_margin)
         if cached and cached.expiration - margin > self.access.clock():
             await self.audit_handover(grant, cached, "cached session", request_id, client)
             return cached
         fut = self._inflight.get(key)
+        joined = fut is not None
         if fut is None:
-            fut = asyncio.ensure_future(self._issue(grant, request_id, client))
+            fut = asyncio.ensure_future(self._issue(grant, key, request_id, client))
             self._inflight[key] = fut
             fut.add_done_callback(lambda _f: self._inflight.pop(key, None))
         try:
-            return await asyncio.shield(fut)
+            creds = await asyncio.shield(fut)
         except StsError as e:
             if cached and cached.expiration > self.access.clock() + dt.timedelta(seconds=30):
                 log.warning("[%s] STS failed (%s); serving cached credentials", request_id, e)
@@ -128,9 +131,15 @@ class CredentialIssuer:
                     grant, cached, "cached session (STS unavailable)", request_id, client
                 )
                 return cached
-            raise ServiceError(
-                503, f"AWS STS is unavailable ({e}); no credentials issued, try again shortly"
+            raise ServiceError(  # the code only: STS messages name internal ARNs
+                503,
+                f"AWS STS could not issue credentials ({e.code or 'error'}); nothing was "
+                "issued, try again shortly",
             ) from None
+        if joined:  # issued (and audited) for a concurrent request: this hand-over is audited too
+            await self.audit_handover(grant, creds, "session issued for a concurrent request",
+                                      request_id, client)  # fmt: skip
+        return creds
 
     async def audit(self, username, role, decision, reason, request_id, client, details=None):
         """One ``credentials.issue`` record; AuditError (a StoreError) propagates: the handler
@@ -148,7 +157,7 @@ class CredentialIssuer:
                      "expiration": creds.expiration.isoformat()},
         )  # fmt: skip
 
-    async def _issue(self, grant: Grant, request_id: str, client: str) -> Credentials:
+    async def _issue(self, grant: Grant, key: tuple, request_id: str, client: str) -> Credentials:
         policy = self.access.policy()
         username = grant.username
         try:
@@ -169,7 +178,7 @@ class CredentialIssuer:
                      "groups": grant.groups, "session_policy": document},
         )  # fmt: skip
         creds = await self._assume_with_retries(request, request_id)
-        self.cache[(username, grant.role)] = creds
+        self.cache[key] = creds
         return creds
 
     async def _assume_with_retries(self, request: AssumeRoleRequest, request_id: str):

@@ -117,9 +117,12 @@ class AuditHandler(FortHandler):
         if args["since"]:
             try:
                 since = dt.datetime.fromisoformat(args["since"])
-            except ValueError:
-                raise ServiceError(400, "since must be an ISO date or datetime") from None
-            args["since"] = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
+                since = (since if since.tzinfo else since.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+            except (ValueError, OverflowError):
+                raise ServiceError(
+                    400, "since must be an ISO date or datetime (UTC years 1-9999)"
+                ) from None
+            args["since"] = since
         records = await self.app.fort_store.run(
             self.app.fort_store.audit.query,
             user=args["user"] or None,

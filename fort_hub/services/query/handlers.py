@@ -292,9 +292,10 @@ class DatasetsHandler(QueryHandlerBase):
         for name in sorted(policy.datasets_for(groups, "query")):
             ds = policy.datasets[name]
             engine = self.runner.engines.get(ds.engine)
+            group, arn = self.runner.role_for(policy, groups, name)
             job = EngineJob(id="describe", sql="", dataset=ds, username=self.username,
-                            groups=groups, role_arn=self.runner.role_for(policy, groups, name),
-                            extra={"region": policy.aws.region})  # fmt: skip
+                            groups=groups, role_arn=arn,
+                            extra={"region": policy.aws.region, "group": group})  # fmt: skip
             try:
                 columns = await engine.describe(ds, job) if engine else {}
                 error = None

@@ -164,9 +164,9 @@ class QueryRunner:
         """400/413 for a submission that is not a query at all (audited by the caller)."""
         if not isinstance(sql, str) or not isinstance(dataset_name, str) or not dataset_name:
             raise ServiceError(400, "send a JSON object with string fields 'sql' and 'dataset'")
-        where = bad_text({"sql": sql, "dataset": dataset_name})
-        if where:
-            raise ServiceError(400, f"{where} is not valid Unicode text (a lone surrogate)")
+        problem = bad_text({"sql": sql, "dataset": dataset_name})
+        if problem:
+            raise ServiceError(400, problem)
         size = len(sql.encode("utf-8"))
         if size > self.limits.max_sql_bytes:
             raise ServiceError(
