@@ -17,7 +17,7 @@ number of processes make the same decision from the same store::
     access.is_admin("admin")        # True while the admins membership lasts
 
 Nothing is cached: each call reads the user's memberships and whether their sign-in was
-deauthorized (two indexed queries), so there is no copy to outlive an expiry, a removal, a
+deauthorized (one round trip over two indexed tables), so there is no copy to outlive an expiry, a removal, a
 deauthorization or a policy change.
 """
 
@@ -34,20 +34,26 @@ DEFAULT_ADMIN_GROUP = "admins"
 
 
 def user_groups(
-    username: str, policy: Policy, store: Store | None = None, now: dt.datetime | None = None
+    username: str,
+    policy: Policy,
+    store: Store | None = None,
+    now: dt.datetime | None = None,
+    stored: dict[str, dt.datetime | None] | None = None,
 ) -> dict[str, dt.datetime | None]:
     """A user's active memberships: group -> expiry, from the policy's static members and the
-    fort store's memberships (fort-groups), limited to groups the policy declares."""
+    fort store's memberships (fort-groups; read from *store*, or given as *stored*), limited
+    to groups the policy declares."""
     now = now or dt.datetime.now(dt.UTC)
     out: dict[str, dt.datetime | None] = {}
     for group in policy.groups.values():
         for m in group.members:
             if m.username == username and (m.expires is None or m.expires > now):
                 out[group.name] = m.expires
-    if store is not None:
-        for name, expires in Memberships(store).for_user(username, now).items():
-            if name in policy.groups:
-                out.setdefault(name, expires)
+    if stored is None and store is not None:
+        stored = Memberships(store).for_user(username, now)
+    for name, expires in (stored or {}).items():
+        if name in policy.groups:
+            out.setdefault(name, expires)
     return out
 
 
@@ -70,17 +76,17 @@ class Access:
         """*username*'s active groups (policy static members + fort store memberships) with
         their expiry; none while their sign-in was deauthorized (until they sign in again).
         Raises StoreError when the store cannot be read (callers fail closed)."""
-        if Memberships(self.store).deauthorized(username):
-            return {}
-        return user_groups(username, self.policy(), self.store, self.clock())
+        return self._groups(username, self.policy(), self.clock())
 
     def effective(self, username: str) -> tuple[Policy, list[str]]:
         """(policy, the groups that count for *username* now), as the policy decides them."""
         policy, now = self.policy(), self.clock()
-        if Memberships(self.store).deauthorized(username):
-            return policy, []
-        groups = user_groups(username, policy, self.store, now)
+        groups = self._groups(username, policy, now)
         return policy, policy.effective_groups(username, groups, now)
+
+    def _groups(self, username: str, policy: Policy, now: dt.datetime) -> dict:
+        stored = Memberships(self.store).for_user_unless_deauthorized(username, now)
+        return {} if stored is None else user_groups(username, policy, None, now, stored)
 
     def is_admin(self, username: str) -> bool:
         """True while *username* holds an unexpired membership of the admin group."""

@@ -298,3 +298,28 @@ def test_dispose_returns_the_writer_connection_clean(store_url):
     store.audit.record("svc", "a.b", "again")  # and the writer reconnects
     assert store.audit.verify().checked == 2
     store.dispose()
+
+
+def test_memberships_unless_deauthorized(store):
+    """The decision read of every request: active memberships, or None while the user's
+    sign-in is deauthorized (SQLite and PostgreSQL)."""
+    import datetime as dt
+
+    from fort_hub.authenticators.identities import Identities
+    from fort_hub.store.memberships import Memberships
+
+    now = dt.datetime.now(dt.UTC)
+    m = Memberships(store)
+    m.upsert("g1", "kim", now + dt.timedelta(days=1))
+    m.upsert("g2", "kim", now - dt.timedelta(days=1))  # ended
+    m.upsert("g3", "kim", None)
+    assert m.for_user_unless_deauthorized("kim", now) == {"g1": now + dt.timedelta(days=1),
+                                                         "g3": None}  # fmt: skip
+    assert m.for_user_unless_deauthorized("nobody", now) == {}
+    ids = Identities(store)
+    ids.bind("fb-kim", "kim")
+    assert m.for_user_unless_deauthorized("kim", now) is not None
+    ids.revoke("fb-kim")
+    assert m.for_user_unless_deauthorized("kim", now) is None
+    ids.bind("fb-kim", "kim")  # signing in again
+    assert set(m.for_user_unless_deauthorized("kim", now)) == {"g1", "g3"}

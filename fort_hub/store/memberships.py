@@ -8,7 +8,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import literal, select, union_all
 
 from . import schema
 from .core import isoformat, parse_time, utcnow
@@ -102,15 +102,24 @@ class Memberships:
         now = now or utcnow()
         return {m.group: m.expires for m in self.list(username=username) if m.active(now)}
 
-    def deauthorized(self, username: str) -> bool:
-        """True while *username*'s sign-in identity is revoked (Meta's deauthorize callback;
-        signing in again clears it): every membership is then void for the services."""
-        t = schema.identities
+    def for_user_unless_deauthorized(
+        self, username: str, now: dt.datetime | None = None
+    ) -> dict[str, dt.datetime | None] | None:
+        """:meth:`for_user`, or None while *username*'s sign-in is deauthorized
+        (its sign-in identity revoked by Meta's deauthorize callback; signing in again clears
+        it): both in one round trip, for decisions made on every request."""
+        now = now or utcnow()
+        m, i = schema.memberships, schema.identities
+        revoked = select(literal(None).label("group_name"), literal(None).label("expires")).where(
+            i.c.username == username, i.c.revoked.is_not(None)
+        )
+        rows = select(m.c.group_name, m.c.expires).where(m.c.username == username)
         with self.store.reading() as conn:
-            row = conn.execute(
-                select(t.c.revoked).where(t.c.username == username, t.c.revoked.is_not(None))
-            ).first()
-        return row is not None
+            found = conn.execute(union_all(revoked, rows)).all()
+        if any(r.group_name is None for r in found):
+            return None
+        out = {r.group_name: parse_time(r.expires) for r in found}
+        return {g: e for g, e in out.items() if e is None or e > now}
 
     def expired(self, now: dt.datetime | None = None) -> list[Membership]:
         now = now or utcnow()
