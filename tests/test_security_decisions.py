@@ -81,6 +81,11 @@ def test_expired_admin_loses_every_power_at_once(env):
             assert "country" not in r.text and "alice" not in r.text  # no data, no listing
         r = call(env, G, "PUT", "api/v1/groups/admins/members/temp-admin", {}, user="temp-admin")
         assert r.status_code == 403 and "admin" in error_of(r)
+        page = call(env, G, "GET", "", user="temp-admin")  # the admin page
+        assert page.status_code == 403 and "<form" not in page.text
+        slow = call(env, Q, "POST", "api/v1/queries", SQL, user="alice").json()["id"]
+        r = call(env, Q, "DELETE", f"api/v1/queries/{slow}", user="temp-admin")  # cancel hers
+        assert r.status_code == 404
         r = call(env, G, "GET", "api/v1/audit?limit=5", user="admin")  # a current admin still can
         assert r.status_code == 200
     m = Memberships(store_of(env)).get("admins", "temp-admin")

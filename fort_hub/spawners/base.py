@@ -1,8 +1,9 @@
 """Behaviour both fort spawners share: group-filtered profiles, server-side enforcement, the
 audit record of every spawn and stop, and the notebook's environment.
 
-Whose groups count: the fort policy's static members plus the fort store's memberships
-(``fort_hub.config.user_groups``), which carry expiry. JupyterHub's own groups are not
+Whose groups count: the fort policy's static members plus the fort store's memberships, which
+carry expiry, as the decision point (``fort_hub.access.Access``) reads them; a deauthorized
+sign-in counts for nothing. JupyterHub's own groups are not
 consulted: they hold no expiry, and fort-groups keeps them in step with the store anyway.
 Groups are read again at every spawn, so a membership that expired or changed since the last
 spawn takes effect at the next one.
@@ -11,7 +12,6 @@ spawn takes effect at the next one.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,8 @@ from tornado import web
 from traitlets import Unicode, default
 
 from .. import scopes
-from ..config import FortSettings, user_groups
+from ..access import Access
+from ..config import FortSettings
 from ..naming import check_username_problem
 from ..policy import Policy, PolicyError
 from ..store.audit import AuditError
@@ -134,11 +135,12 @@ class FortSpawnerMixin(FortSettings):
                 503, "spawning is unavailable: the fort policy could not be read"
             ) from None
 
-    async def fort_groups(self, policy: Policy, now: dt.datetime | None = None) -> list[str]:
-        """The user's effective groups right now (expired memberships excluded)."""
-        store = self.fort_store
-        memberships = await store.run(user_groups, self.user.name, policy, store, now)
-        return policy.effective_groups(self.user.name, memberships, now)
+    async def fort_groups(self, policy: Policy) -> list[str]:
+        """The user's effective groups right now, from the decision point (fort_hub.access):
+        expired memberships and a deauthorized sign-in count for nothing."""
+        access = Access(self.fort_store, lambda: policy, self.fort_clock, self.admin_group)
+        _, groups = await access.aeffective(self.user.name)
+        return groups
 
     def fort_profile_list(self, spawner=None):
         """The ``profile_list`` for this user (a kubespawner ``profile_list`` callable): the
