@@ -198,6 +198,25 @@ async def test_no_study_group_and_unsafe_username_start_nothing(k8s, make, store
     assert star_rec.actor == "a*" and star_rec.decision == "deny"
 
 
+async def test_deauthorized_sign_in_starts_nothing(k8s, make, store_url):
+    """A sign-in revoked by Meta's deauthorize callback voids the user's memberships for the
+    spawner too (fort_hub.access), until the user signs in again."""
+    from fort_hub.authenticators.identities import Identities
+
+    ids = Identities(shared_store(store_url))
+    ids.bind("fb-alice", "alice")
+    ids.revoke("fb-alice")
+    s = make("alice", {"profile": "python"})
+    with pytest.raises(SpawnDenied, match="not in any active study group"):
+        await s.start()
+    assert k8s.list("pods") == []
+    ids.bind("fb-alice", "alice")  # signed in again
+    again = make("alice", {"profile": "python"})
+    await asyncio.wait_for(again.start(), 30)
+    assert len(k8s.list("pods")) == 1
+    await again.stop(now=True)
+
+
 async def test_unlisted_image_allowed_for_admins(k8s, make):
     image = "quay.io/jupyter/r-notebook:2025-06-02"
     s = make("admin", {"profile": "custom", "image--unlisted-choice": image})
