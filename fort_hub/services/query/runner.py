@@ -187,7 +187,6 @@ class QueryRunner:
                  "request_id": request_id, "client": client}  # fmt: skip
         qid = uuid.uuid4().hex
         details: dict[str, Any] = {"query_id": qid, "sql": shown}
-        rec = None
         try:
             self.validate_submission(sql, dataset_name)
             policy, groups = await self.effective_groups(username)
@@ -205,7 +204,7 @@ class QueryRunner:
                 checked = await loop.run_in_executor(
                     self._parser, self.check, policy, groups, sql, dataset
                 )
-            except ServiceError:
+            except Exception:  # refused, or the check itself broke: the admission is undone
                 await self._withdraw(rec)
                 raise
         except ServiceError as refusal:
