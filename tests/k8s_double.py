@@ -34,6 +34,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+from kubespawner.clients import load_config
+
 KINDS = {
     "pods": "Pod",
     "events": "Event",
@@ -115,6 +117,10 @@ class KubeDouble:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self):
+        # kubespawner's load_config is lru-cached on the host and sets a global default: when
+        # the kernel hands this double a port an earlier double had, a cache hit would leave
+        # the default pointing at the last (closed) double. Forget what was loaded.
+        load_config.cache_clear()
         self._thread.start()
         return self
 

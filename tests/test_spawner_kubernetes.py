@@ -15,8 +15,9 @@ import kubernetes_validate
 import pytest
 from jupyterhub.objects import Hub
 from jupyterhub.utils import maybe_future
-from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config import kube_config
+from kubespawner.clients import load_config
 from traitlets.config import Config, PyFileConfigLoader
 
 from fort_hub.config import shared_store
@@ -318,6 +319,20 @@ async def test_irsa_service_account_before_pod_patched_and_deleted(k8s, make, st
     await s.delete_forever()
     assert k8s.get("serviceaccounts", "default", "fort-dave") is None
     assert ("DELETE", "/api/v1/namespaces/default/serviceaccounts/fort-dave") in k8s.requests
+
+
+def test_a_double_on_a_reused_port_gets_the_spawners_requests(kubeconfig):
+    """kubespawner's load_config is lru-cached on the host and sets a global default: a double
+    on a port an earlier double had must still be the one a new spawner's client talks to (the
+    cause of a CI flake: connection refused to a closed double)."""
+    with KubeDouble() as first:
+        port = first.server.server_address[1]
+        load_config(host=first.url)
+    with KubeDouble() as second:
+        load_config(host=second.url)
+    with KubeDouble(port=port) as again:  # the kernel hands out the first port again
+        load_config(host=again.url)
+        assert Configuration.get_default_copy().host == again.url
 
 
 @pytest.mark.parametrize("wait", [True, False], ids=["waits", "control-without-wait"])
