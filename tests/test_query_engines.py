@@ -363,3 +363,38 @@ def test_duckdb_results_cross_the_worker_pipe_unchanged(tmp_path):
         case.engine.close()
     expected = duckdb.sql(body.replace(" T", f" read_parquet('{path}')")).to_arrow_table()
     assert got.num_rows == 30 and got.equals(expected)
+
+
+# ----- bytes scanned (DuckDB's profile) --------------------------------------------------------
+
+
+def test_duckdb_reports_the_bytes_a_query_read_from_its_parquet_files(tmp_path):
+    """What counts against bytes_scanned_per_day: positive for a scan, growing with the
+    columns and the row groups read, nothing for a query that reads no file."""
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "wide.parquet"
+    n = 40_000
+    pq.write_table(pa.table({
+        "id": list(range(n)), "a": [i * 3 for i in range(n)],
+        "b": [f"row {i} " * 4 for i in range(n)], "c": [float(i) for i in range(n)],
+    }), path, row_group_size=4_000)  # fmt: skip
+    case = DuckCase(tmp_path, idle_workers=0)
+    case.dataset = Dataset("wide", "duckdb", tables=("t",), location={"paths": {"t": str(path)}})
+    try:
+
+        def scanned(sql):
+            outcome, _ = run(case, sql.replace(" T", ' "wide"."t"'), tmp_path)
+            return outcome.bytes_scanned
+
+        one = scanned("SELECT sum(a) AS s FROM T")
+        two = scanned("SELECT sum(a) AS s, max(b) AS m FROM T")
+        few_rows = scanned("SELECT sum(a) AS s FROM T WHERE id < 4000")  # one row group of ten
+        nothing = scanned("SELECT 42 AS x")
+        again = scanned("SELECT sum(a) AS s FROM T")
+    finally:
+        case.engine.close()
+    assert one > 0 and two > one  # more columns read, more bytes
+    assert 0 < few_rows < one  # the row groups skipped are not counted
+    assert nothing == 0
+    assert again == one  # the same for the same query (no cache effect)

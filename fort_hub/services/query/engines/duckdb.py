@@ -326,10 +326,11 @@ class DuckDBEngine(QueryEngine):
                     worker.retire = True  # still sending: killed when released
                     raise
             elif kind == W.DONE:
-                worker.body(length)
+                done = worker.json(length)
                 if job.id in self._cancelled:
                     raise QueryCancelled("cancelled")
-                return Outcome(rows=sink.rows, bytes_scanned=0, engine_id="")
+                scanned = int(done.get("bytes_scanned") or 0)
+                return Outcome(rows=sink.rows, bytes_scanned=scanned, engine_id="")
             elif kind == W.ERROR:
                 raise self._failure(worker, worker.json(length), job)
             else:

@@ -20,6 +20,11 @@ to the original stdout as frames (:data:`HEADER` then a body): ``READY`` once, t
 command ``SCHEMA``, ``BATCH`` ... (each an Arrow IPC stream of its own, so that dictionaries
 travel with their batch), and ``DONE``, or ``DESCRIBED`` / ``ERROR`` (JSON bodies). File
 descriptor 1 is pointed at stderr so that nothing else can write into the frame stream.
+
+Each query runs profiled (``enable_profiling``, allowed on the locked connection) so that DONE
+reports the bytes it read (:func:`scanned_bytes`, counted against ``bytes_scanned_per_day``);
+DuckDB prints each profile to descriptor 2, which is /dev/null in a worker (Python's
+``sys.stderr`` keeps the service's stderr).
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ import pyarrow as pa
 #: frame header: kind, body length, rows, bytes (Arrow ``nbytes`` of a batch)
 HEADER = struct.Struct("!BQQQ")
 READY, SCHEMA, BATCH, DONE, ERROR, DESCRIBED = range(1, 7)
-#: ERROR bodies: {"kind": one of these, "message": text for the user}
+#: ERROR bodies: {"kind": one of these, "message": text for the user, "detail": DuckDB's whole
+#: message}; DONE bodies: {"bytes_scanned": what the query read from its files (see scanned_bytes)}
 CANCELLED, OUT_OF_MEMORY, FAILED = "cancelled", "memory", "error"
 #: worker environment: two malloc arenas keep the address space small (each arena reserves
 #: 64 MB of address space per thread otherwise, all of it counted by RLIMIT_AS)
@@ -52,6 +58,8 @@ ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
 #: Arrow need to start; never the service's tokens, database URL or cloud credentials
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH",
              "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH")  # fmt: skip
+
+MAX_DETAIL = 4000  # characters of DuckDB's message kept as an error's detail
 
 READERS = {
     ".parquet": "read_parquet",
@@ -276,6 +284,7 @@ class Worker:
         try:
             if job_id in self._cancelled:
                 raise duckdb.InterruptException("cancelled before it started")
+            con.enable_profiling()  # allowed on a locked connection; its output is discarded
             self.stream(job_id, con, msg["sql"])
         except duckdb.InterruptException:
             write_json(self.out, ERROR, {"kind": CANCELLED, "message": "interrupted"})
@@ -283,7 +292,8 @@ class Worker:
             write_json(self.out, ERROR, {"kind": OUT_OF_MEMORY, "message": first_line(e)})
         except duckdb.Error as e:
             kind = CANCELLED if job_id in self._cancelled else FAILED
-            write_json(self.out, ERROR, {"kind": kind, "message": first_line(e)})
+            detail = str(e)[:MAX_DETAIL]
+            write_json(self.out, ERROR, {"kind": kind, "message": first_line(e), "detail": detail})
         except BrokenPipeError:
             raise
         except Exception as e:  # e.g. a value Arrow cannot represent: the user's to fix
@@ -310,7 +320,34 @@ class Worker:
         if job_id in self._cancelled:
             write_json(self.out, ERROR, {"kind": CANCELLED, "message": "cancelled"})
         else:
-            write_json(self.out, DONE, {})
+            write_json(self.out, DONE, {"bytes_scanned": scanned_bytes(con)})
+
+
+def scanned_bytes(con) -> int:
+    """The bytes the query that just ran on *con* read from its dataset's files, from DuckDB's
+    profile (``enable_profiling``): per table scan, DuckDB's ``bytes_scanned`` (Parquet: the
+    column chunks of the row groups it read; CSV/JSON: the file), or for tables of a DuckDB
+    database file the size of the scanned columns (the scan's output bytes per row times the
+    rows it scanned); at least the bytes read from disk (``io.total_bytes_read``: footers,
+    metadata). A query DuckDB answers from file metadata alone has no operator profile: 0."""
+    try:
+        profile = json.loads(con.get_profiling_information())
+    except (duckdb.Error, ValueError):
+        return 0
+    scans = 0
+    nodes = list(profile.get("operator") or [])
+    while nodes:
+        node = nodes.pop()
+        nodes.extend(node.get("children") or [])
+        if node.get("type") != "TABLE_SCAN":
+            continue
+        if "bytes_scanned" in node:
+            scans += int(node["bytes_scanned"])
+        elif node.get("intermediate_rows"):
+            per_row = node.get("intermediate_size_bytes", 0) / node["intermediate_rows"]
+            scans += round(per_row * node.get("rows_scanned", 0))
+    read = (profile.get("io") or {}).get("total_bytes_read") or 0
+    return max(scans, int(read))
 
 
 def dataset_args(d: dict) -> tuple[str, list[str], dict]:
@@ -346,7 +383,14 @@ def confine(address_space: int, parent: int) -> None:
 def main(argv: list[str]) -> None:
     config = json.loads(argv[1])
     out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # stray writes to stdout cannot corrupt the frames
+    err = os.dup(2)
+    os.dup2(err, 1)  # stray writes to stdout cannot corrupt the frames
+    # DuckDB prints each profiled query's plan to descriptor 2: discarded; Python's own
+    # messages (sys.stderr) still reach the service's stderr
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = os.fdopen(err, "w", buffering=1)
     confine(config["address_space"], config["parent"])
     worker = Worker(config, out)
     threading.Thread(target=worker.listen, args=(sys.stdin.buffer,), daemon=True).start()
