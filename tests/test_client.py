@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 
 import pyarrow as pa
 import pytest
 
-from fort_hub.client import FortClient, FortQueryError
+from fort_hub.client import (
+    FortClient,
+    FortQueryError,
+    FortQueryFailed,
+    FortQuotaExceeded,
+    FortRefused,
+)
 from tests.query_support import QueryEnv
 
 
@@ -53,13 +60,62 @@ def test_specific_url_wins(notebook_env, monkeypatch):
 
 def test_errors_carry_the_server_message(notebook_env):
     fort = FortClient()
-    with pytest.raises(FortQueryError) as info:
+    with pytest.raises(FortRefused) as info:
         fort.query("SELECT * FROM ads_targeting", dataset="url_shares")
     assert info.value.status == 403 and "ads_targeting" in str(info.value)
-    with pytest.raises(FortQueryError, match="exactly one statement"):
+    with pytest.raises(FortRefused, match="exactly one statement") as info:
         fort.query("SELECT 1; SELECT 2", dataset="url_shares")
-    with pytest.raises(FortQueryError, match=r"Binder Error|not found|nope"):
+    assert info.value.status == 400
+    with pytest.raises(FortRefused, match=r"fort\.datasets\(\)") as info:
+        fort.query("DESCRIBE url_shares", dataset="url_shares")
+    with pytest.raises(FortQueryFailed) as info:
         fort.query("SELECT nope FROM url_shares", dataset="url_shares")
+    assert str(info.value).startswith('no column "nope" in the tables of this query')
+    assert info.value.detail.startswith("Binder Error:") and info.value.state == "failed"
+    assert isinstance(info.value, FortQueryError)  # code catching the base class still works
+    # IPython shows each as one line: the class, the status, the server's message
+    assert info.value._render_traceback_() == [f"FortQueryFailed: {info.value.message}"]
+
+
+def test_quota_refusal_is_a_quota_error(notebook_env, monkeypatch):
+    fort = FortClient()
+    body = {"error": {"status": 429, "message": "quota queries_per_day reached: 2 of 2 used",
+                      "quota": {"limit": "queries_per_day", "used": 2, "max": 2,
+                                "resets": "2030-01-02T00:00:00+00:00"}}}  # fmt: skip
+
+    class Answer:
+        status_code, headers, text = 429, {"Retry-After": "3600"}, ""
+
+        def json(self):
+            return body
+
+    monkeypatch.setattr(fort.session, "request", lambda *a, **k: Answer())
+    with pytest.raises(FortQuotaExceeded) as info:
+        fort.submit("SELECT 1", "url_shares")
+    e = info.value
+    assert (e.status, e.retry_after, e.quota["limit"]) == (429, 3600, "queries_per_day")
+    assert isinstance(e, FortRefused) and str(e) == body["error"]["message"]
+    assert e._render_traceback_() == [f"FortQuotaExceeded (HTTP 429): {e.message}"]
+
+
+def test_usage_and_datasets_read_as_tables(notebook_env):
+    fort = FortClient()
+    fort.query("SELECT sum(shares) AS s FROM url_shares", dataset="url_shares")
+    usage = fort.usage()
+    assert usage["queries_per_day"]["used"] == 1  # still the API's dict
+    scanned = usage["bytes_scanned_per_day"]["used"]
+    assert scanned > 0
+    text = repr(usage)
+    assert text.startswith("fort-query usage of alice:\nlimit")
+    assert any(line.split()[-1:] == ["UTC"] for line in text.splitlines()[2:4])
+    html = usage._repr_html_()
+    assert "<table>" in html and "<td>bytes scanned today</td>" in html and "100.0 GB" in html
+    datasets = fort.datasets()
+    assert [d["name"] for d in datasets] == ["url_shares"]
+    text = repr(datasets)
+    assert text.splitlines()[0].startswith("url_shares")
+    assert "url_shares  shares   BIGINT   gaussian (variance" in text
+    assert "<td>views</td>" in datasets._repr_html_()
 
 
 def test_cancel_and_progress(notebook_env, capsys):
@@ -70,9 +126,22 @@ def test_cancel_and_progress(notebook_env, capsys):
     qid = fort.submit(slow, "url_shares")
     time.sleep(0.3)
     assert fort.cancel(qid)["state"] == "cancelling"
-    with pytest.raises(FortQueryError, match="cancelled"):
+    with pytest.raises(FortQueryFailed, match="cancelled") as info:
         fort.wait(qid)
-    assert "fort-query" in capsys.readouterr().err  # the progress line outside Jupyter
+    assert info.value.state == "cancelled" and info.value.query_id == qid
+    assert capsys.readouterr().err == ""  # it ended within the first poll: no progress line
+    # one that runs over a poll: a progress line on stderr (outside Jupyter), then the error
+    qid = fort.submit(slow, "url_shares")
+    timer = threading.Timer(1.5, fort.cancel, [qid])
+    timer.start()
+    try:
+        with pytest.raises(FortQueryFailed, match="cancelled"):
+            fort.wait(qid)
+    finally:
+        timer.join()
+    err = capsys.readouterr().err
+    assert f"\rfort-query {qid[:8]}: running" in err
+    assert err.endswith(f"fort-query {qid[:8]}: cancelled".ljust(70) + "\n")
 
 
 def test_missing_environment_is_named(monkeypatch):

@@ -398,3 +398,54 @@ def test_duckdb_reports_the_bytes_a_query_read_from_its_parquet_files(tmp_path):
     assert 0 < few_rows < one  # the row groups skipped are not counted
     assert nothing == 0
     assert again == one  # the same for the same query (no cache effect)
+
+
+# ----- engine errors in plain words -------------------------------------------------------------
+
+
+def test_duckdb_errors_are_rewritten_in_plain_words():
+    from fort_hub.services.query.engines.errors import COLUMNS_HINT, plain_duckdb_error
+
+    cases = {
+        'Binder Error: Referenced column "age" not found in FROM clause!\n'
+        'Candidate bindings: "age_bracket", "a"\n\nLINE 1: SELECT age': (
+            f'no column "age" in the tables of this query; did you mean "age_bracket" or "a"? '
+            f"({COLUMNS_HINT})"
+        ),
+        'Binder Error: Referenced column "zz" not found in FROM clause!': (
+            f'no column "zz" in the tables of this query; {COLUMNS_HINT}'
+        ),
+        'Binder Error: Values list "x" does not have a column named "age"': (
+            f'table "x" has no column "age"; {COLUMNS_HINT}'
+        ),
+        "Binder Error: No function matches the given name and argument types 'sum(VARCHAR)'. "
+        "You might need to add explicit type casts.\n\tCandidate functions:\n\tsum(arg DECIMAL)": (
+            "sum() does not take (VARCHAR): cast the argument, e.g. sum(CAST(column AS DOUBLE))"
+        ),
+        'Binder Error: column "a" must appear in the GROUP BY clause or must be part of an '
+        'aggregate function.\nEither add it to the GROUP BY list, or use ANY_VALUE("a")': (
+            'column "a" must be listed in GROUP BY or used inside an aggregate '
+            '(e.g. any_value("a"))'
+        ),
+        "Conversion Error: Could not convert string 'x' to INT32 when casting from source column "
+        "c\n\nLINE 1: ...": (
+            "Could not convert string 'x' to INT32 when casting from source column c "
+            "(TRY_CAST gives NULL instead of failing)"
+        ),
+        "Out of Range Error: Overflow in multiplication of INT32\nmore": (
+            "Out of Range Error: Overflow in multiplication of INT32"
+        ),
+    }
+    assert {m: plain_duckdb_error(m) for m in cases} == cases
+
+
+def test_duckdb_engine_error_keeps_the_original_as_detail(tmp_path):
+    case = DuckCase(tmp_path, idle_workers=0)
+    try:
+        with pytest.raises(EngineError) as info:
+            run(case, 'SELECT age FROM "url_shares"."url_shares"', tmp_path)
+    finally:
+        case.engine.close()
+    assert str(info.value).startswith('no column "age" in the tables of this query; did you mean')
+    assert info.value.detail.startswith('Binder Error: Referenced column "age" not found')
+    assert "Candidate bindings:" in info.value.detail

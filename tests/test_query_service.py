@@ -239,6 +239,46 @@ def test_duckdb_bytes_scanned_counts_against_the_daily_quota(
         env.stop()
 
 
+def test_engine_error_is_recorded_in_plain_words_with_the_original(env):
+    q = env.run("SELECT age FROM url_shares")
+    assert q["state"] == "failed"
+    assert q["error"].startswith('no column "age" in the tables of this query; did you mean')
+    assert "fort.datasets()" in q["error"] and "Binder Error" not in q["error"]
+    assert q["error_detail"].startswith('Binder Error: Referenced column "age" not found')
+    ok = env.run("SELECT 1 AS x")
+    assert ok["error"] is None and ok["error_detail"] is None
+
+
+def test_a_store_from_before_error_detail_gets_the_column(tmp_path):
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    store = Store(url)
+    try:
+        store.create_schema()
+        with store.transaction() as conn:  # the table as an older fort-hub created it
+            conn.execute(text("ALTER TABLE fort_queries DROP COLUMN error_detail"))
+        store.create_schema()
+        store.create_schema()  # idempotent
+        now = dt.datetime.now(dt.UTC).isoformat()
+        QueryRecords(store).insert(
+            QueryRecord(
+                "d" * 32,
+                "alice",
+                "url_shares",
+                "duckdb",
+                "SELECT 1",
+                "failed",
+                now,
+                error="plain",
+                error_detail="original",
+            )
+        )
+        assert QueryRecords(store).get("d" * 32).error_detail == "original"
+    finally:
+        store.dispose()
+
+
 def test_restart_fails_inflight_queries(env):
     # a query a crashed process left running, and one in flight at a graceful stop
     records = QueryRecords(env.app.fort_store)

@@ -6,9 +6,9 @@ table = FortClient().query("SELECT * FROM url_shares LIMIT 10", dataset="url_sha
 In IPython/Jupyter, ``%load_ext fort_hub.client`` adds the ``%%fort_sql`` cell magic.
 """
 
-from .client import FortClient, FortQueryError
+from .client import FortClient, FortQueryError, FortQueryFailed, FortQuotaExceeded, FortRefused
 
-__all__ = ["FortClient", "FortQueryError"]
+__all__ = ["FortClient", "FortQueryError", "FortQueryFailed", "FortQuotaExceeded", "FortRefused"]
 
 
 def load_ipython_extension(ipython) -> None:

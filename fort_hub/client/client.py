@@ -12,7 +12,6 @@ Needs only ``requests`` and ``pyarrow`` (the ``[client]`` extra); never imports 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any
 
@@ -20,15 +19,55 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import requests
 
+from .display import Datasets, Progress, Usage
+
 ARROW = "application/vnd.apache.arrow.stream"
 
 
 class FortQueryError(Exception):
-    """The service refused or failed the request; ``str(e)`` is the server's message."""
+    """The service refused or failed the request; ``str(e)`` is the server's message.
 
-    def __init__(self, message: str, status: int | None = None, query_id: str | None = None):
+    ``status`` is the HTTP status of a refusal, ``query_id`` the query that failed, ``detail``
+    the engine's original message when the service rewrote it (e.g. DuckDB's "Binder Error:
+    ..."). IPython and Jupyter show it as one line, without the client's frames."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        query_id: str | None = None,
+        detail: str | None = None,
+    ):
         super().__init__(message)
         self.message, self.status, self.query_id = message, status, query_id
+        self.detail = detail
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook for custom tracebacks
+        status = f" (HTTP {self.status})" if self.status else ""
+        return [f"{type(self).__name__}{status}: {self.message}"]
+
+
+class FortRefused(FortQueryError):
+    """The request was refused (400 bad SQL or input, 403 no grant, 404, 409, 413)."""
+
+
+class FortQuotaExceeded(FortRefused):
+    """A usage limit (429): ``quota`` is ``{"limit", "used", "max", "resets"}``,
+    ``retry_after`` the seconds the service asks to wait."""
+
+    def __init__(self, message: str, status: int | None = 429, quota: dict | None = None,
+                 retry_after: int | None = None):  # fmt: skip
+        super().__init__(message, status)
+        self.quota, self.retry_after = quota or {}, retry_after
+
+
+class FortQueryFailed(FortQueryError):
+    """The query ran and failed, or was cancelled (``state``)."""
+
+    def __init__(self, message: str, query_id: str | None = None, detail: str | None = None,
+                 state: str = "failed"):  # fmt: skip
+        super().__init__(message, query_id=query_id, detail=detail)
+        self.state = state
 
 
 def _service_url(name: str, specific: str) -> str:
@@ -39,37 +78,6 @@ def _service_url(name: str, specific: str) -> str:
             raise FortQueryError(f"set {specific} or FORT_SERVICES_URL (the fort services' URL)")
         url = base.rstrip("/") + f"/{name}/"
     return url if url.endswith("/") else url + "/"
-
-
-class _Progress:
-    """A one-line status shown while waiting: a live display in Jupyter, stderr elsewhere."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.handle = None
-        if enabled:
-            try:
-                from IPython import get_ipython
-                from IPython.display import display
-
-                if get_ipython() is not None and "IPKernelApp" in get_ipython().config:
-                    self.handle = display("", display_id=True)
-            except ImportError:
-                pass
-
-    def show(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self.handle is not None:
-            self.handle.update(text)
-        else:
-            sys.stderr.write("\r" + text.ljust(70))
-            sys.stderr.flush()
-
-    def done(self, text: str) -> None:
-        self.show(text)
-        if self.enabled and self.handle is None:
-            sys.stderr.write("\n")
 
 
 class FortClient:
@@ -100,15 +108,31 @@ class FortClient:
         except requests.RequestException as e:
             raise FortQueryError(f"fort-query is unreachable at {self.api}: {e}") from None
         if r.status_code >= 400:
-            raise FortQueryError(self._message(r), r.status_code)
+            raise self._refusal(r)
         return r
 
     @staticmethod
-    def _message(r: requests.Response) -> str:
+    def _refusal(r: requests.Response) -> FortQueryError:
+        """The server's error as an exception: its message, its class by status."""
         try:
-            return r.json()["error"]["message"]
+            error = r.json()["error"]
+            message = error["message"]
         except (ValueError, KeyError, TypeError):
-            return f"HTTP {r.status_code}: {r.text[:200]}"
+            error, message = {}, f"HTTP {r.status_code}: {r.text[:200]}"
+        if r.status_code == 429:
+            retry = r.headers.get("Retry-After", "")
+            return FortQuotaExceeded(
+                message, 429, error.get("quota"), int(retry) if retry.isdigit() else None
+            )
+        if r.status_code < 500:
+            return FortRefused(message, r.status_code)
+        return FortQueryError(message, r.status_code)
+
+    @staticmethod
+    def _failed(st: dict) -> FortQueryFailed:
+        return FortQueryFailed(
+            st.get("error") or st["state"], st.get("id"), st.get("error_detail"), st["state"]
+        )
 
     def _json(self, method: str, path: str, **kw) -> Any:
         return self._request(method, path, **kw).json()
@@ -127,7 +151,7 @@ class FortClient:
     def wait(self, query_id: str, progress: bool = True) -> dict:
         """Wait (long polls of one second) until the query finished; raise
         :class:`FortQueryError` if it did not succeed."""
-        bar = _Progress(progress)
+        bar = Progress(progress)
         start = time.monotonic()
         while True:
             st = self.status(query_id, wait=1)
@@ -135,8 +159,8 @@ class FortClient:
                 break
             bar.show(f"fort-query {query_id[:8]}: {st['state']} {time.monotonic() - start:.1f}s")
         if st["state"] != "succeeded":
-            bar.done(f"fort-query {query_id[:8]}: {st['state']}")
-            raise FortQueryError(st.get("error") or st["state"], query_id=query_id)
+            bar.done(f"fort-query {query_id[:8]}: {st['state']}", always=False)
+            raise self._failed(st) from None
         if time.monotonic() - start > 0.5:
             bar.done(
                 f"fort-query {query_id[:8]}: {st['rows']} rows in {time.monotonic() - start:.1f}s"
@@ -164,7 +188,7 @@ class FortClient:
             # after, so ask with a long poll (it answers once the query is finished)
             st = self.status(query_id, wait=10)
             if st["state"] != "succeeded":
-                raise FortQueryError(st.get("error") or st["state"], query_id=query_id) from None
+                raise self._failed(st) from None
             raise FortQueryError(f"the result download broke off: {e}", query_id=query_id) from None
         finally:
             r.close()
@@ -178,8 +202,10 @@ class FortClient:
         self.wait(qid, progress=progress)
         return self.results(qid)
 
-    def datasets(self) -> list[dict]:
-        return self._json("GET", "datasets")["datasets"]
+    def datasets(self) -> Datasets:
+        """The datasets you may query: a list of dicts (``name``, ``description``, ``engine``,
+        ``tables`` with their ``columns``, declared ``noise``), shown as a table of columns."""
+        return Datasets(self._json("GET", "datasets")["datasets"])
 
     def noise(self, dataset: str) -> dict[str, dict]:
         """The additive noise *dataset* declares by column (the access policy's
@@ -190,8 +216,11 @@ class FortClient:
                 return d.get("noise") or {}
         raise FortQueryError(f"no dataset {dataset!r} among the ones you may query")
 
-    def usage(self) -> dict:
-        return self._json("GET", "usage")["limits"]
+    def usage(self) -> Usage:
+        """Your quotas and today's use: a dict ``{limit: {"used", "max", "resets"}}`` shown as
+        a table (``fort.usage()["bytes_scanned_per_day"]["used"]``)."""
+        body = self._json("GET", "usage")
+        return Usage(body["limits"], body.get("user"))
 
     def history(self, limit: int = 50) -> list[dict]:
         return self._json("GET", "queries", params={"limit": limit})["queries"]

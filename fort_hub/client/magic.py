@@ -47,11 +47,12 @@ def guess_dataset(datasets: list[dict], sql: str) -> str:
 
 class FortSQLError(FortQueryError):
     """A :class:`FortQueryError` from ``%%fort_sql``: IPython shows it as one line (the
-    service's message), without a traceback; the cell still fails."""
+    service's message), without a traceback; the cell still fails. ``cause`` is the client's
+    exception (e.g. a :class:`~.client.FortQuotaExceeded` with its ``quota``)."""
 
-    def _render_traceback_(self) -> list[str]:  # IPython's hook for custom tracebacks
-        status = f" (HTTP {self.status})" if self.status else ""
-        return [f"FortSQLError{status}: {self.message}"]
+    def __init__(self, cause: FortQueryError):
+        super().__init__(cause.message, cause.status, cause.query_id, cause.detail)
+        self.cause = cause
 
 
 @magics_class
@@ -88,7 +89,7 @@ class FortMagics(Magics):
             dataset = args.dataset or guess_dataset(self.client.datasets(), sql)
             table = self.client.query(sql, dataset, progress=not args.no_progress)
         except FortQueryError as e:
-            raise FortSQLError(e.message, e.status, e.query_id) from None
+            raise FortSQLError(e) from None
         df = table.to_pandas()
         if args.name is None:
             return df

@@ -176,6 +176,7 @@ class Store:
                     conn.execute(text("SELECT pg_advisory_xact_lock(7355608)"))
                 schema.metadata.create_all(conn)
                 schema.add_indexes(conn)
+                schema.add_columns(conn)
                 schema.upgrade_audit_log(conn, self.dialect)
                 if self.dialect == "postgresql":
                     from .audit import install_functions

@@ -29,6 +29,7 @@ class QueryRecord:
     rows: int | None = None
     bytes_scanned: int | None = None
     error: str | None = None
+    error_detail: str | None = None  # the engine's original message when `error` rewrote it
     engine_id: str | None = None
     result_path: str | None = None
     expires: str | None = None

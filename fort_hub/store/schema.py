@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    inspect,
     text,
 )
 
@@ -65,6 +66,22 @@ def add_indexes(conn) -> None:
     for table in (memberships, identities):
         for index in table.indexes:
             index.create(conn, checkfirst=True)
+
+
+#: nullable columns added to a table after it was first created: (table, column)
+ADDED_COLUMNS = (("fort_queries", "error_detail"),)
+
+
+def add_columns(conn) -> None:
+    """Add the :data:`ADDED_COLUMNS` a store created by an older fort-hub lacks (idempotent;
+    nullable, so older code reading or writing the table is unaffected)."""
+    inspector = inspect(conn)
+    for table_name, column_name in ADDED_COLUMNS:
+        have = {c["name"] for c in inspector.get_columns(table_name)}
+        if column_name not in have:
+            column = metadata.tables[table_name].c[column_name]
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {column_name} {kind}"))
 
 
 def upgrade_audit_log(conn, dialect: str) -> None:
@@ -145,6 +162,7 @@ queries = Table(
     Column("rows", BigInteger, nullable=True),
     Column("bytes_scanned", BigInteger, nullable=True),
     Column("error", Text, nullable=True),
+    Column("error_detail", Text, nullable=True),  # the engine's own message behind `error`
     Column("engine_id", String(255), nullable=True),  # e.g. Athena QueryExecutionId
     Column("result_path", Text, nullable=True),
     Column("expires", String(40), nullable=True),  # when the stored result is removed

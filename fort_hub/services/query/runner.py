@@ -294,7 +294,7 @@ class QueryRunner:
         engine = self.engines[rec.engine]
         store = self.store
         sink = self.results.sink(rec.id, max_rows, self.limits.max_result_bytes)
-        state, error, outcome = "failed", None, None
+        state, error, outcome, detail = "failed", None, None, None
         # the state change is recorded while the engine already works (off the critical path)
         running = asyncio.ensure_future(store.run(
             self.records.update, rec.id, ("queued",), state="running",
@@ -318,7 +318,7 @@ class QueryRunner:
         except ResultTooLarge as e:  # the engine stopped writing: run() has returned
             error = str(e)
         except EngineError as e:
-            error = str(e)
+            error, detail = str(e), e.detail
         except asyncio.CancelledError:
             error = "fort-query shut down while this query was running"
             await engine.cancel(rec.id)
@@ -338,17 +338,20 @@ class QueryRunner:
         if live is not None:
             live.set_result((state, error))  # followers of the result stream finish now
         try:
-            await self._finish(rec, state, error, outcome, sink.rows, request_id)
+            await self._finish(rec, state, (error, detail), outcome, sink.rows, request_id)
         finally:
             self._tasks.pop(rec.id, None)
             self._live.pop(rec.id, None)
             self._done.pop(rec.id, asyncio.Event()).set()
 
-    async def _finish(self, rec, state, error, outcome, rows, request_id) -> None:
+    async def _finish(self, rec, state, errors, outcome, rows, request_id) -> None:
+        """Record the final state; *errors* is (message, the engine's original or None)."""
         now = self.clock()
         scanned = outcome.bytes_scanned if outcome else 0
+        error, detail = errors
         values = {
-            "state": state, "error": error, "finished": isoformat(now), "rows": rows,
+            "state": state, "error": error, "error_detail": detail if error else None,
+            "finished": isoformat(now), "rows": rows,
             "bytes_scanned": scanned, "engine_id": (outcome.engine_id or None) if outcome else None,
         }  # fmt: skip
         if state == "succeeded":

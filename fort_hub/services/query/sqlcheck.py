@@ -120,6 +120,13 @@ FORBIDDEN_FUNCTION = re.compile(
     r"which_secret|load_aws_credentials|enable_\w+|disable_\w+)$",
     re.IGNORECASE,
 )
+#: statements people send to see a table's columns: refused (not read queries), pointing at the
+#: datasets listing, which shows every granted table's columns and declared noise
+CATALOG_KEYWORDS = frozenset(["DESCRIBE", "SHOW", "SUMMARIZE"])
+COLUMNS_ELSEWHERE = (
+    "; the columns of your tables are listed by fort.datasets() (R: fort_datasets(), "
+    "HTTP: GET datasets)"
+)
 PATHLIKE = re.compile(r"^[a-z][a-z0-9+.-]*://|[/\\*?~]|\.(csv|tsv|parquet|json|db|duckdb)$", re.I)
 
 
@@ -159,8 +166,9 @@ def parse_one_read_query(sql: str, dialect: str) -> exp.Expression:
         tokens = engine_dialect.tokenize(sql)  # once: for the leading keyword and the parser
         keyword = tokens[0].text.upper() if tokens else ""
         if keyword in STATEMENT_KEYWORDS:
+            hint = COLUMNS_ELSEWHERE if keyword in CATALOG_KEYWORDS else ""
             raise SqlRejected(
-                403, f"{keyword} statements are not allowed: only read queries may run"
+                403, f"{keyword} statements are not allowed: only read queries may run{hint}"
             )
         statements = [s for s in engine_dialect.parser().parse(tokens, sql) if s is not None]
     except SqlglotError as e:
@@ -178,7 +186,8 @@ def parse_one_read_query(sql: str, dialect: str) -> exp.Expression:
             if isinstance(node, cls):
                 if isinstance(node, exp.Command) and isinstance(node.this, str):
                     label = f"{node.this.upper()[:32]} (a command)"
-                raise SqlRejected(403, f"{label} is not allowed: only read queries may run")
+                hint = COLUMNS_ELSEWHERE if label in CATALOG_KEYWORDS else ""
+                raise SqlRejected(403, f"{label} is not allowed: only read queries may run{hint}")
     if not isinstance(root, READ_ROOTS):
         raise SqlRejected(
             403, f"{root.key.upper()} statements are not allowed: only SELECT, WITH, set "

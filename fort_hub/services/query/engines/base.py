@@ -30,7 +30,13 @@ from ....policy.model import Dataset
 
 
 class EngineError(Exception):
-    """The engine refused or failed the query; the message is shown to the user."""
+    """The engine refused or failed the query; the message is shown to the user. ``detail``
+    is the engine's original message when the message rewrote it in plain words (recorded on
+    the query as ``error_detail``)."""
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail
 
 
 class QueryCancelled(EngineError):

@@ -41,6 +41,7 @@ from .base import (
     ResultSink,
     check_result_caps,
 )
+from .errors import plain_duckdb_error
 from .pool import WorkerGone, WorkerPool, WorkerProcess
 
 START_TIMEOUT = 60  # seconds a worker may take to start
@@ -345,7 +346,9 @@ class DuckDBEngine(QueryEngine):
                 f"the query ran out of memory (DuckDBEngine.memory_limit {self.memory_limit}, "
                 f"worker_memory_limit {self.worker_memory_limit}): {error['message']}"
             )
-        return EngineError(error["message"])
+        original = error.get("detail") or error["message"]
+        plain = plain_duckdb_error(original)
+        return EngineError(plain, detail=original if plain != original else None)
 
     def _gone(self, job: EngineJob, cancelled: bool, rc: int | None, e: WorkerGone):
         if cancelled:
