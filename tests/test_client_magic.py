@@ -126,6 +126,35 @@ def test_long_query_shows_progress_then_its_failure(kernel):
     assert kernel.ok("print('slow' in globals())") == "False\n"
 
 
+def test_notebook_shows_one_progress_line_and_no_stray_output(kernel):
+    """FortClient in a notebook: a fast query prints nothing (there was an empty '' line), a
+    slow one one progress line updated in place (text, not a quoted string), and a failure is
+    one line of error, without the client's frames."""
+    kernel.ok("from fort_hub.client import FortClient\nfort = FortClient()")
+    reply, outputs = kernel.run('t = fort.query("SELECT 1 AS x", dataset="url_shares")')
+    assert reply["status"] == "ok" and outputs == []
+    reply, outputs = kernel.run(f"fort.query({SLOW_SQL!r}, dataset='url_shares')", timeout=60)
+    assert reply["status"] == "error" and reply["ename"] == "FortQueryFailed"
+    shown = [o for o in outputs if o["type"] in ("display_data", "update_display_data")]
+    assert [o["type"] for o in shown[:1]] == ["display_data"]
+    assert all(o["type"] == "update_display_data" for o in shown[1:])
+    assert len({o["transient"]["display_id"] for o in shown}) == 1  # one line, updated
+    texts = [o["data"]["text/plain"] for o in shown]
+    assert all(t.startswith("fort-query ") and "'" not in t for t in texts), texts
+    assert ": running " in texts[0] and texts[-1].endswith(": failed")
+    (error,) = [o for o in outputs if o["type"] == "error"]
+    assert error["traceback"] == [f"FortQueryFailed: {reply['evalue']}"]
+    assert "query_timeout" in reply["evalue"]
+    assert [o for o in outputs if o["type"] == "stream"] == []  # nothing on stdout/stderr
+    reply, outputs = kernel.run('fort.query("SELECT * FROM ads_targeting", "url_shares")')
+    assert reply["ename"] == "FortRefused" and len(outputs) == 1
+    assert outputs[0]["traceback"] == [f"FortRefused (HTTP 403): {reply['evalue']}"]
+    reply, outputs = kernel.run("fort.usage()")
+    (result,) = [o for o in outputs if o["type"] == "execute_result"]
+    assert "<table>" in result["data"]["text/html"]
+    assert result["data"]["text/plain"].startswith("fort-query usage of alice:")
+
+
 def test_bad_input_is_a_usage_error(kernel):
     for cell, message in [
         ("%%fort_sql\n\n", "the cell is empty"),

@@ -61,7 +61,8 @@ datasets_df <- function(datasets) {
 #' @return A data.frame; `attr(x, "query")` is the query's record (id, rows, timings).
 #' @section Errors: conditions of class `fort_refused` (the SQL or the dataset was refused:
 #'   the server's message), `fort_quota` (a usage limit: fields `limit`, `used`, `max`,
-#'   `resets` as POSIXct), `fort_query_failed` (the query ran and failed), all also
+#'   `resets` as POSIXct), `fort_query_failed` (the query ran and failed; `detail` is the
+#'   engine's original message), all also
 #'   `fort_error`.
 #' @examples
 #' \dontrun{
@@ -134,7 +135,9 @@ fort_status <- function(query_id, wait = NULL) {
 #'
 #' @inheritParams fort_status
 #' @param progress Show a progress line on stderr while the query runs.
-#' @return The query's record; a `fort_query_failed` error when it failed or was cancelled.
+#' @return The query's record; a `fort_query_failed` error when it failed or was cancelled
+#'   (fields `state`, and `detail`: the engine's original message when the service rewrote
+#'   it in plain words).
 #' @export
 fort_wait <- function(query_id, progress = TRUE) {
   check_string(query_id, "query_id")
@@ -153,7 +156,7 @@ fort_wait <- function(query_id, progress = TRUE) {
   if (st$state != "succeeded") {
     if (shown) message("")
     fort_abort(st$error %||% st$state, "fort_query_failed", query_id = query_id,
-               state = st$state)
+               state = st$state, detail = st$error_detail)
   }
   if (shown || elapsed() > 0.5) {
     show(sprintf("fort-query %s: %s rows in %.1fs", substr(query_id, 1, 8),

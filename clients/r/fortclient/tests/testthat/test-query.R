@@ -103,6 +103,18 @@ test_that("a long query shows progress, and its failure is fort_query_failed", {
   expect_true(any(grepl("fort-query [0-9a-f]{8}: running [0-9.]+s", messages)))
 })
 
+test_that("an engine error arrives in plain words, the original as detail", {
+  needs_services()
+  e <- caught(fort_query("SELECT nope FROM url_shares", dataset = "url_shares"))
+  expect_s3_class(e, "fort_query_failed")
+  expect_match(conditionMessage(e), '^no column "nope" in the tables of this query')
+  expect_match(conditionMessage(e), "fort_datasets()", fixed = TRUE)
+  expect_match(e$detail, "^Binder Error: Referenced column \"nope\" not found")
+  d <- caught(fort_query("DESCRIBE url_shares", dataset = "url_shares"))
+  expect_s3_class(d, "fort_refused")
+  expect_match(conditionMessage(d), "fort_datasets()", fixed = TRUE)
+})
+
 test_that("fort_cancel cancels a running query", {
   needs_services()
   id <- fort_submit(Sys.getenv("FORT_TEST_SLOW_SQL"), "url_shares")
