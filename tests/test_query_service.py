@@ -249,34 +249,29 @@ def test_engine_error_is_recorded_in_plain_words_with_the_original(env):
     assert ok["error"] is None and ok["error_detail"] is None
 
 
-def test_a_store_from_before_error_detail_gets_the_column(tmp_path):
+def test_a_store_from_before_error_detail_gets_the_column(store):
     from sqlalchemy import text
 
-    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
-    store = Store(url)
-    try:
-        store.create_schema()
-        with store.transaction() as conn:  # the table as an older fort-hub created it
-            conn.execute(text("ALTER TABLE fort_queries DROP COLUMN error_detail"))
-        store.create_schema()
-        store.create_schema()  # idempotent
-        now = dt.datetime.now(dt.UTC).isoformat()
-        QueryRecords(store).insert(
-            QueryRecord(
-                "d" * 32,
-                "alice",
-                "url_shares",
-                "duckdb",
-                "SELECT 1",
-                "failed",
-                now,
-                error="plain",
-                error_detail="original",
-            )
+    store.create_schema()
+    with store.transaction() as conn:  # the table as an older fort-hub created it
+        conn.execute(text("ALTER TABLE fort_queries DROP COLUMN error_detail"))
+    store.create_schema()
+    store.create_schema()  # idempotent
+    now = dt.datetime.now(dt.UTC).isoformat()
+    QueryRecords(store).insert(
+        QueryRecord(
+            "d" * 32,
+            "alice",
+            "url_shares",
+            "duckdb",
+            "SELECT 1",
+            "failed",
+            now,
+            error="plain",
+            error_detail="original",
         )
-        assert QueryRecords(store).get("d" * 32).error_detail == "original"
-    finally:
-        store.dispose()
+    )
+    assert QueryRecords(store).get("d" * 32).error_detail == "original"
 
 
 def test_restart_fails_inflight_queries(env):
