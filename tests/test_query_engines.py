@@ -449,3 +449,17 @@ def test_duckdb_engine_error_keeps_the_original_as_detail(tmp_path):
     assert str(info.value).startswith('no column "age" in the tables of this query; did you mean')
     assert info.value.detail.startswith('Binder Error: Referenced column "age" not found')
     assert "Candidate bindings:" in info.value.detail
+
+
+def test_athena_missing_column_in_plain_words():
+    from fort_hub.services.query.engines.errors import COLUMNS_HINT, plain_athena_error
+
+    reason = (
+        "Athena: COLUMN_NOT_FOUND: line 1:8: Column 'age' cannot be resolved or requester is "
+        "not authorized to access requested resources"
+    )
+    assert plain_athena_error(reason) == (
+        f'no column "age" in the tables of this query; {COLUMNS_HINT}'
+    )
+    other = "Athena: SYNTAX_ERROR: line 1:1: mismatched input"
+    assert plain_athena_error(other) == other

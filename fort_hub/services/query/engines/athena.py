@@ -30,6 +30,7 @@ from ....naming import check_username_problem
 from ....policy.model import Dataset
 from ...credentials.backends import StsBackend, StsError, user_session
 from .base import EngineError, EngineJob, Outcome, QueryCancelled, QueryEngine, ResultSink
+from .errors import plain_athena_error
 
 ATHENA_TYPES = {
     "boolean": pa.bool_(), "tinyint": pa.int8(), "smallint": pa.int16(),
@@ -226,8 +227,9 @@ class AthenaEngine(QueryEngine):
             if state == "CANCELLED" or job_id in self._cancelled:
                 raise QueryCancelled("cancelled")
             if state == "FAILED":
-                reason = ex["Status"].get("StateChangeReason", "the query failed")
-                raise EngineError(f"Athena: {reason}")
+                reason = f"Athena: {ex['Status'].get('StateChangeReason', 'the query failed')}"
+                plain = plain_athena_error(reason)
+                raise EngineError(plain, detail=reason if plain != reason else None)
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, self.poll_max)
 

@@ -9,7 +9,8 @@ This runs in the service (not in the clients), so that the Python client, the R 
     # 'no column "age" in the tables of this query; did you mean "age_bracket" or "country"?
     #  (fort.datasets() (R: fort_datasets()) lists each table's columns)'
 
-A message it does not recognise comes back as its first line.
+A message it does not recognise comes back as its first line. :func:`plain_athena_error` does
+the same for Athena's most common one (a missing column).
 """
 
 from __future__ import annotations
@@ -28,6 +29,17 @@ _NO_FUNCTION = re.compile(
 )
 _GROUP_BY = re.compile(r'column "(?P<col>[^"]+)" must appear in the GROUP BY clause')
 _CONVERSION = re.compile(r"^Conversion Error: (?P<what>.+)$")
+
+
+_ATHENA_NO_COLUMN = re.compile(r"COLUMN_NOT_FOUND: (?:line [\d:]+: )?Column '(?P<col>[^']+)'")
+
+
+def plain_athena_error(message: str) -> str:
+    """What to tell the user for Athena's ``StateChangeReason`` (*message* if unrecognised)."""
+    m = _ATHENA_NO_COLUMN.search(message)
+    if m:
+        return f'no column "{m["col"]}" in the tables of this query; {COLUMNS_HINT}'
+    return message
 
 
 def _or(names: list[str]) -> str:
