@@ -195,3 +195,40 @@ def test_client_needs_none_of_the_hub_side_packages():
     assert "hub-side package" not in r.stderr
     assert r.stdout.strip() == "exit 1" and "JUPYTERHUB_API_TOKEN" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_usage_and_datasets_render_as_tables():
+    from fort_hub.client.display import Datasets, Usage, human_bytes
+
+    assert [human_bytes(n) for n in (0, 999, 4872, 100 * 10**9)] == [
+        "0 B", "999 B", "4.9 kB", "100.0 GB",
+    ]  # fmt: skip
+    usage = Usage({
+        "queries_per_day": {"used": 2, "max": 500, "resets": "2030-01-02T00:00:00+00:00"},
+        "bytes_scanned_per_day": {"used": 4872, "max": 10**11, "resets": "2030-01-02T00:00:00+00:00"},
+        "max_result_rows": {"used": None, "max": 1000000, "resets": None},
+    }, user="alice")  # fmt: skip
+    assert repr(usage).splitlines() == [
+        "fort-query usage of alice:",
+        "limit                used    max        resets",
+        "queries today        2       500        2030-01-02 00:00 UTC",
+        "bytes scanned today  4.9 kB  100.0 GB   2030-01-02 00:00 UTC",
+        "rows per result              1,000,000",
+    ]
+    assert usage["bytes_scanned_per_day"]["used"] == 4872 and isinstance(usage, dict)
+    assert "<td>4.9 kB</td>" in usage._repr_html_()
+    datasets = Datasets([{
+        "name": "urls", "description": "URL <shares>",
+        "tables": [{"name": "t", "columns": [{"name": "age_bracket", "type": "VARCHAR"},
+                                             {"name": "shares", "type": "BIGINT"}]}],
+        "noise": {"shares": {"distribution": "gaussian", "variance": 196}},
+    }])  # fmt: skip
+    assert repr(datasets).splitlines() == [
+        "urls: URL <shares>",
+        "  table  column       type     noise",
+        "  t      age_bracket  VARCHAR",
+        "  t      shares       BIGINT   gaussian (variance 196)",
+    ]
+    assert "URL &lt;shares&gt;" in datasets._repr_html_()
+    assert datasets[0]["name"] == "urls"
+    assert repr(Datasets([])) == "(no datasets: your groups are granted none)"
