@@ -48,6 +48,7 @@ from traitlets.config import Application, catch_config_error
 
 from ..config import FortSettings, shared_watcher
 from ..policy import Policy, PolicyError
+from ..redaction import install_redaction
 from ..store import StoreError
 from .handler import (
     FortHandler,
@@ -331,6 +332,7 @@ class FortServiceApp(Application, FortSettings):
     @catch_config_error
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)
+        install_redaction(self.log.name)  # no OAuth code/state in clear in any log line
         if self.config_file:
             self.load_config_file(self.config_file)
             self.update_config(self.config)
