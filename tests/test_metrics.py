@@ -182,3 +182,14 @@ def test_dashboard_panels_use_only_exposed_metrics(env, metrics_token):
     families = {re.sub(r"_(bucket|count|sum|total|created)$", "", n) for n in exposed}
     shown = {re.sub(r"_(bucket|count|sum|total|created)$", "", n) for n in used}
     assert families - shown == set(), f"not on the dashboard: {sorted(families - shown)}"
+
+
+def test_authenticate_prometheus_false_opens_metrics_as_on_the_hub(env):
+    app = env["apps"][scopes.GROUPS_SERVICE]
+    app.authenticate_prometheus = False
+    try:
+        r = requests.get(url(env, scopes.GROUPS_SERVICE, "metrics"), timeout=30)
+    finally:
+        app.authenticate_prometheus = True
+    assert r.status_code == 200 and "fort_request_duration_seconds" in r.text
+    assert requests.get(url(env, scopes.GROUPS_SERVICE, "metrics"), timeout=30).status_code == 401

@@ -324,6 +324,7 @@ def banner(settings: Settings, state: Path, identities: list[str]) -> str:
             "",
             f"  state: {state}  (policy.yaml is live: edits take effect; --reset starts over)",
             f"  logs:  {state / 'logs'}",
+            f"  audit: fort-hub audit verify --db sqlite:///{state / 'fort.sqlite'}",
             f"  local AWS (moto): {settings.aws_endpoint_url}   Facebook stand-in: "
             f"{settings.facebook_url}",
             "",
