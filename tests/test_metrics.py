@@ -139,11 +139,15 @@ def test_label_values_stay_bounded_whatever_the_path(env, metrics_token):
         rid = uuid.uuid4().hex
         assert call(env, q, "GET", f"api/v1/queries/{rid}").status_code == 404
         assert call(env, q, "GET", f"api/v1/no-such/{rid}").status_code == 404
+        direct = env["apps"][q].bind_url + f"/services/{q}/api/v1/usage"  # the proxy refuses it
+        assert requests.request(f"M{rid[:8].upper()}", direct, timeout=30).status_code == 405
     samples = scrape(env, q, metrics_token)
     text = json.dumps(samples)
     assert "api/v1/queries/*" in text
     assert "(unmatched)" in text
     assert not re.search(r"[0-9a-f]{32}", text), "an id became a label value"
+    assert not re.search(r'"method": "M[0-9A-F]{8}"', text), "a method name became a label"
+    assert '"method": "other"' in text
     assert "alice" not in text
 
 

@@ -31,6 +31,7 @@ from prometheus_client import (
 from .handler import FortHandler
 
 METRICS_SCOPE = "read:metrics"
+HTTP_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 #: the route label of requests no route matched (their paths are never label values)
 UNMATCHED = "(unmatched)"
 #: buckets for audit commits: a group commit takes about a millisecond on SQLite
@@ -81,6 +82,7 @@ class ServiceMetrics:
         self.audit_failures.labels(service)
 
     def observe_request(self, route: str, method: str, code: int, seconds: float) -> None:
+        method = method if method in HTTP_METHODS else "other"  # any word reaches tornado
         self.requests.labels(self.service, route, method, str(code)).observe(seconds)
 
     def observe_audit(self, action: str, decision: str, seconds: float, committed: bool) -> None:
