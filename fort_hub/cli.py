@@ -132,7 +132,7 @@ def _utc_iso(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fort-hub", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="fort-hub", description="fort-hub: the command line.")
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"fort-hub {__version__}")

@@ -106,7 +106,8 @@ def fort_demo(tmp_path_factory):
     """One running ``fort-hub demo`` shared by the end-to-end modules (tests/demoproc.py)."""
     from tests.demoproc import RunningDemo
 
-    demo = RunningDemo(tmp_path_factory.mktemp("fort-demo") / "state")
+    # named as in the repository, so README's commands run as written from its parent
+    demo = RunningDemo(tmp_path_factory.mktemp("fort-demo") / ".fort-demo")
     demo.start()
     yield demo
     assert demo.stop() == 0, demo.output[-3000:]

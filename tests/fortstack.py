@@ -25,8 +25,9 @@ UTC = dt.UTC
 USERS = ("alice", "bob", "admin", "dave", "erin", "exadmin")
 
 
-def services_behind_hub(work):
-    """Generator for a module-scoped fixture: yields {"hub", "apps", "threads", "tokens"}."""
+def services_behind_hub(work, extra_hub_config: str = ""):
+    """Generator for a module-scoped fixture: yields {"hub", "apps", "threads", "tokens"}.
+    *extra_hub_config* is appended to the hub's configuration."""
     policy = work / "policy.yaml"
     shutil.copy(EXAMPLE_POLICY, policy)
     make_datasets(work)
@@ -39,7 +40,7 @@ def services_behind_hub(work):
         scopes.QUERY_SERVICE: ServiceSlot(scopes.QUERY_SERVICE, [scopes.QUERY_USE]),
     }
     hub = RunningHub(work / "hub")
-    hub.extra_config = hub_config(list(slots.values()), hub.url)
+    hub.extra_config = hub_config(list(slots.values()), hub.url, extra_hub_config)
     classes = {scopes.GROUPS_SERVICE: GroupsService, scopes.CREDENTIALS_SERVICE: CredentialsService,
                scopes.QUERY_SERVICE: QueryService}  # fmt: skip
     apps, threads = {}, []

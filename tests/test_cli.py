@@ -202,3 +202,12 @@ def test_version_and_help():
     assert run("--version").stdout.startswith("fort-hub ")
     done = run("audit", "--help")
     assert done.returncode == 0 and "verify" in done.stdout and "export" in done.stdout
+
+
+def test_demo_help_is_plain_text():
+    done = run("demo", "--help")
+    assert done.returncode == 0
+    assert "Run the whole fort-hub platform on this machine" in done.stdout
+    assert 'make demo DEMO_ARGS="--port 8080 --reset"' in done.stdout
+    assert "``" not in done.stdout and ":class:" not in done.stdout
+    assert "``" not in run("--help").stdout

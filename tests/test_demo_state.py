@@ -2,7 +2,11 @@
 the hub config built from the deployment snippets, the welcome text, and clear errors."""
 
 import json
+import os
+import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,8 +104,80 @@ def test_port_in_use_is_a_clear_error(tmp_path, capsys):
         port = s.getsockname()[1]
         rc = demo.main(["--dir", str(tmp_path / "s"), "--port", str(port)])
     assert rc == 1
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert f"port {port} on 127.0.0.1 is in use" in err and "Traceback" not in err
+    other = int(re.search(r'DEMO_ARGS="--port (\d+)"', err).group(1))
+    assert other != port and demo_setup.port_free(other)
+    assert len(err.strip().splitlines()) == 1 and out == ""  # one line, nothing else
+
+
+@pytest.fixture
+def other_process():
+    """A live process that is not this one (the pid of "another demo")."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def test_a_state_folder_held_by_a_running_demo_is_refused_naming_it(
+    tmp_path, capsys, other_process
+):
+    state = tmp_path / "s"
+    demo_setup.prepare_state(state, reset=False)
+    (state / demo_setup.LOCK).write_text(f"{other_process}\n")
+    (state / "policy.yaml").write_text((state / "policy.yaml").read_text() + "# mine\n")
+    for extra in ([], ["--reset"]):
+        rc = demo.main(["--dir", str(state), "--port", str(demo_setup.free_port()), *extra])
+        assert rc == 1
+        err = capsys.readouterr().err
+        assert f"{state} is in use by another fort-hub demo (pid {other_process})" in err
+        assert len(err.strip().splitlines()) == 1
+    assert "# mine" in (state / "policy.yaml").read_text()  # --reset deleted nothing
+    assert (state / demo_setup.LOCK).read_text().strip() == str(other_process)
+
+
+def test_a_lock_left_by_a_dead_demo_is_taken_over_and_released(tmp_path):
+    state = tmp_path / "s"
+    demo_setup.prepare_state(state, reset=False)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (state / demo_setup.LOCK).write_text(f"{gone.pid}\n")
+    assert demo_setup.lock_holder(state) is None
+    path = demo_setup.acquire_lock(state)
+    assert path.read_text().strip() == str(os.getpid())
+    assert demo_setup.lock_holder(state) is None  # our own lock holds nobody else out of it
+    demo_setup.release_lock(state)
+    assert not path.exists()
+
+
+def test_the_lock_is_taken_atomically(tmp_path, other_process):
+    state = tmp_path / "s"
+    demo_setup.prepare_state(state, reset=False)
+    (state / demo_setup.LOCK).write_text(f"{other_process}\n")
+    with pytest.raises(demo_setup.DemoError, match=f"pid {other_process}"):
+        demo_setup.acquire_lock(state)
+    demo_setup.release_lock(state)  # not ours: left alone
+    assert (state / demo_setup.LOCK).exists()
+
+
+class FakeSpawner:
+    def __init__(self, root):
+        self.notebook_dir = str(root / "{username}")
+
+    def format_string(self, s):
+        return s.format(username="alice")
+
+
+def test_jupyterlab_news_prompt_is_off_unless_the_user_changed_it(tmp_path):
+    spawner = FakeSpawner(tmp_path)
+    demo_hub.prepare_user_dir(spawner)
+    settings = (tmp_path / "alice" / demo_hub.LAB_SETTINGS / "@jupyterlab" / "apputils-extension"
+                / "notification.jupyterlab-settings")  # fmt: skip
+    assert json.loads(settings.read_text()) == {"fetchNews": "false", "checkForUpdates": False}
+    settings.write_text('{"fetchNews": "true"}')
+    demo_hub.prepare_user_dir(spawner)
+    assert json.loads(settings.read_text()) == {"fetchNews": "true"}  # her choice stays
 
 
 def test_free_port_run_skips_used_ports():

@@ -7,9 +7,14 @@ fort-credentials used names only her prefix and her datasets; the audit chain ve
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import boto3
 import pytest
@@ -20,6 +25,7 @@ from fort_hub.dev.demo import READY_LINE
 from fort_hub.store import Store
 from tests.clientstack import require_r
 from tests.fbflow import login
+from tests.hubproc import free_port
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
 
@@ -240,3 +246,82 @@ def test_audit_chain_verifies(fort_demo, alice):
 def test_policy_in_state_dir_is_the_demo_policy(fort_demo):
     data = yaml.safe_load((fort_demo.state / "policy.yaml").read_text())
     assert {g["name"] for g in data["groups"]} == {"urls-study", "ads-study", "admins"}
+
+
+def readme_audit_commands() -> list[str]:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    lines = [ln.split("  #")[0].strip() for ln in readme.splitlines()]
+    found = [ln for ln in lines if ln.startswith(".venv/bin/fort-hub audit ")]
+    assert len(found) == 3, found
+    return found
+
+
+def test_readme_audit_commands_work_on_the_demos_store(fort_demo, alice):
+    """README's commands, as written, from the folder holding the demo's .fort-demo."""
+    assert fort_demo.state.name == ".fort-demo"
+    fort_hub_bin = str(Path(sys.executable).with_name("fort-hub"))
+    out = {}
+    for line in readme_audit_commands():
+        argv = shlex.split(line)
+        assert argv[0] == ".venv/bin/fort-hub"
+        r = subprocess.run([fort_hub_bin, *argv[1:]], cwd=fort_demo.state.parent,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert r.returncode == 0, (line, r.stdout, r.stderr)
+        out[argv[2]] = r.stdout
+    assert out["verify"].startswith("OK")
+    assert re.fullmatch(r"\d+:[0-9a-f]{64}\n", out["head"])
+    records = [json.loads(ln) for ln in out["export"].splitlines()]
+    assert records and {r["actor"] for r in records} == {"alice"}
+    assert "query.submit" in {r["action"] for r in records}
+
+
+def test_a_second_demo_on_the_same_state_is_refused_naming_folder_and_pid(fort_demo):
+    port = free_port()
+    r = subprocess.run(
+        [sys.executable, "-m", "fort_hub.cli", "demo", "--dir", str(fort_demo.state),
+         "--port", str(port), "--reset"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        f"fort-hub demo: the demo state folder {fort_demo.state} is in use by another fort-hub "
+        f"demo (pid {fort_demo.proc.pid}); stop that one (Ctrl-C, or kill {fort_demo.proc.pid}) "
+        "or pass another --dir"
+    )
+    assert (fort_demo.state / "policy.yaml").exists()  # --reset deleted nothing
+    assert requests.get(fort_demo.url + "/hub/api/", timeout=30).status_code == 200
+
+
+def test_no_log_prints_an_oauth_code_or_state(fort_demo):
+    s, cb = login(fort_demo.url, "bob")
+    assert cb.status_code == 302
+    query = dict(parse_qsl(urlsplit(cb.request.url).query))
+    secrets = [query["code"], query["state"]]
+    again = s.get(cb.request.url, allow_redirects=False, timeout=30)  # a reload of the callback
+    assert again.status_code >= 400
+    for service in ("fort-groups", "fort-query"):
+        r = requests.get(f"{fort_demo.url}/services/{service}/oauth_callback",
+                         params={"code": "svc-c0de-secret", "state": "svc-5tate-secret"},
+                         allow_redirects=False, timeout=30)  # fmt: skip
+        assert r.status_code >= 400
+    standin = re.search(r"Facebook stand-in: (http://\S+)", fort_demo.output).group(1)
+    r = requests.get(f"{standin}/v19.0/me", params={"access_token": "EAABst4ndinSecret"},
+                     timeout=30)  # fmt: skip
+    assert r.status_code >= 400
+    secrets += ["svc-c0de-secret", "svc-5tate-secret", "EAABst4ndinSecret"]
+    time.sleep(1)  # the services' log lines reach their files
+    logs = {p.name: p.read_text(errors="replace") for p in (fort_demo.state / "logs").glob("*.log")}
+    assert "oauth_callback" in logs["jupyterhub.log"]
+    leaks = {(name, s) for name, text in logs.items() for s in secrets if s in text}
+    assert not leaks
+
+
+def test_jupyterlab_asks_no_news_question(fort_demo, alice):
+    env = alice["env"]
+    r = requests.get(
+        f"{fort_demo.url}/user/alice/lab/api/settings/@jupyterlab/apputils-extension:notification",
+        headers={"Authorization": f"token {env['JUPYTERHUB_API_TOKEN']}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text[:500]
+    assert r.json()["settings"]["fetchNews"] == "false"

@@ -12,7 +12,8 @@ One parent process starts and supervises, and on Ctrl-C or SIGTERM stops, everyt
 
 All state lives in ``./.fort-demo/`` (``--dir``): the policy (edit it live), the generated
 datasets (``url_shares``, 1,000,000 rows; ``ads_targeting``), the hub and fort databases, each
-user's notebook directory and the logs. A second run reuses it; ``--reset`` starts over.
+user's notebook directory and the logs. A second run reuses it; ``--reset`` starts over. One
+demo at a time holds a state folder (``demo.pid`` in it, taken over when that process is gone).
 
 DEVELOPMENT ONLY: everything listens on loopback, identities need no password, AWS is moto.
 """
@@ -36,14 +37,19 @@ from fort_hub.dev.demo_r import setup_r_kernel
 from fort_hub.dev.demo_setup import (
     DemoError,
     Settings,
+    acquire_lock,
     banner,
     chp_command,
     facebook_app,
     free_port,
     free_port_run,
+    held_error,
     load_secrets,
+    lock_holder,
+    port_advice,
     port_free,
     prepare_state,
+    release_lock,
     setup_aws,
     write_hub_config,
 )
@@ -58,8 +64,24 @@ PROBES = {
 }
 
 
+DESCRIPTION = "Run the whole fort-hub platform on this machine (development only)."
+EPILOG = """\
+JupyterHub with the Facebook stand-in, the three fort services, moto as AWS and
+the sample datasets, all on 127.0.0.1; Ctrl-C stops everything.
+
+State (policy.yaml, datasets, databases, notebooks, logs) lives in --dir and is
+reused next time; one demo at a time may use a state folder. From make, pass
+options as: make demo DEMO_ARGS="--port 8080 --reset"
+"""
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="fort-hub demo", description=__doc__.split("\n")[0].strip("`"))
+    p = argparse.ArgumentParser(
+        prog="fort-hub demo",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--dir", default=".fort-demo", help="state directory (default: ./.fort-demo)")
     p.add_argument("--port", type=int, default=8000, help="public port on 127.0.0.1 (8000)")
     p.add_argument("--reset", action="store_true", help="delete the state directory first")
@@ -90,6 +112,7 @@ class Demo:
         self.procs: dict[str, subprocess.Popen] = {}
         self.moto = None
         self.stopping = threading.Event()
+        self.locked = None
 
     def say(self, msg: str) -> None:
         print(msg, flush=True)
@@ -97,12 +120,13 @@ class Demo:
     # ----- start --------------------------------------------------------------------------------
 
     def prepare(self) -> Settings:
+        holder = lock_holder(self.state)
+        if holder is not None:  # before --reset could delete a running demo's state
+            raise held_error(self.state, holder)
         if not port_free(self.args.port):
-            raise DemoError(
-                f"port {self.args.port} on 127.0.0.1 is in use (another demo?); "
-                "stop it or pass --port"
-            )
+            raise DemoError(port_advice(self.args.port))
         new = prepare_state(self.state, self.args.reset)
+        self.locked = acquire_lock(self.state)
         self.say(f"{'creating' if new else 'reusing'} demo state in {self.state}")
         try:
             self.policy = load_policy(self.state / "policy.yaml")
@@ -256,6 +280,9 @@ class Demo:
             with contextlib.suppress(Exception):
                 self.moto.stop()
             self.moto = None
+        if self.locked is not None:
+            release_lock(self.state)
+            self.locked = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,9 +302,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        print("fort-hub demo: stopping", flush=True)
+        started = bool(demo.procs) or demo.moto is not None
+        if started:
+            print("fort-hub demo: stopping", flush=True)
         demo.stop()
-        print("fort-hub demo: stopped", flush=True)
+        if started:
+            print("fort-hub demo: stopped", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,20 @@ from pathlib import Path
 
 import fort_hub
 from fort_hub.dev.demo_r import R_NOTEBOOK
+from fort_hub.redaction import install_redaction
 
 DATA = Path(__file__).parent / "data"
 NOTEBOOK = DATA / "getting-started.ipynb"
+#: each demo user's JupyterLab settings, under her notebook directory ($JUPYTERLAB_SETTINGS_DIR)
+LAB_SETTINGS = Path(".jupyter", "lab", "user-settings")
+#: what the demo sets in JupyterLab unless the user changed it: no "fetch news?" prompt, no
+#: update check (both would contact jupyter.org from a development demo)
+LAB_DEFAULTS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    },
+}
 
 
 def snippet_paths() -> list[Path]:
@@ -43,6 +54,11 @@ def prepare_user_dir(spawner, notebooks: tuple[Path, ...] = (NOTEBOOK,)) -> None
     """``pre_spawn_hook``: the user's notebook directory, with the getting-started examples."""
     root = Path(spawner.format_string(spawner.notebook_dir))
     (root / "examples").mkdir(parents=True, exist_ok=True)
+    for name, settings in LAB_DEFAULTS.items():
+        path = root / LAB_SETTINGS / name
+        if not path.exists():  # the user's own choice stays
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(settings, indent=2))
     for notebook in notebooks:
         target = root / "examples" / notebook.name
         if notebook.exists() and not target.exists():
@@ -62,6 +78,7 @@ def demo_spawner_class():
         def user_env(self, env):
             env["USER"] = self.user.name
             env["HOME"] = self.format_string(self.notebook_dir)
+            env["JUPYTERLAB_SETTINGS_DIR"] = str(Path(env["HOME"]) / LAB_SETTINGS)
             return env
 
     return DemoLocalSpawner
@@ -83,6 +100,10 @@ def overlay(c, settings_file: str) -> None:
     c.JupyterHub.pid_file = str(state / "hub" / "jupyterhub.pid")
     c.JupyterHub.cleanup_servers = True
     c.JupyterHub.log_level = "INFO"
+    # JupyterHub scrubs its access log, but tornado's warning for a failed request (e.g. a
+    # reloaded /hub/oauth_callback: "400 GET /hub/oauth_callback?code=...&state=...") prints
+    # the whole URI: redact OAuth codes, states and tokens in every hub log line
+    install_redaction("JupyterHub")
     c.JupyterHub.authenticator_class = "facebook"
     c.JupyterHub.spawner_class = demo_spawner_class()
 

@@ -398,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     secret = args.app_secret or str(data["app"].get("secret", "dev-app-secret"))
     standin = Standin(data["identities"], app_id, secret, require_proof=args.require_proof)
 
+    from fort_hub.redaction import install_redaction
+
+    install_redaction()  # tornado logs failed requests with their query (codes, tokens)
+
     async def serve():
         standin.app().listen(args.port, args.host)
         print(f"Facebook stand-in (DEVELOPMENT ONLY) on http://{args.host}:{args.port} "

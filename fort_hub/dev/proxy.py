@@ -12,43 +12,18 @@ the client may keep :data:`MAX_CLIENTS` requests in flight and buffer :data:`MAX
 ``fort-hub demo`` passes ``--proxy-timeout`` for long downloads.
 
 Its logs (tornado's access log prints the full URI of every 4xx and 5xx) pass through
-:class:`RedactSecrets`: the values of OAuth ``code`` and ``state``, tokens, ``signed_request``
+:class:`fort_hub.redaction.RedactSecrets`: the values of OAuth ``code`` and ``state``, tokens, ``signed_request``
 and ``_xsrf`` become ``[redacted]``.
 """
 
 from __future__ import annotations
 
-import logging
-import re
-
-#: query parameters whose values never reach a log line
-SECRET_PARAMS = re.compile(
-    r"(?i)([?&;](?:code|state|[a-z_]*token|signed_request|_xsrf|password|[a-z_]*secret)=)"
-    r"[^&;\s#]*"
-)
-#: the loggers whose lines carry request URIs
-LOGGERS = ("tornado.access", "tornado.application", "tornado.general", "configurable_http_proxy")
+from fort_hub.redaction import LOGGERS, RedactSecrets, install_redaction
 
 #: requests the proxy may forward at once
 MAX_CLIENTS = 1000
 #: largest response the proxy buffers (it reads each response whole before sending it on)
 MAX_BUFFER = 1 << 30
-
-
-class RedactSecrets(logging.Filter):
-    """Rewrites a record's message with secret query values replaced by ``[redacted]``."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = SECRET_PARAMS.sub(r"\1[redacted]", message)
-        if redacted != message:
-            record.msg, record.args = redacted, ()
-        return True
-
-
-def install_redaction() -> None:
-    for name in LOGGERS:
-        logging.getLogger(name).addFilter(RedactSecrets())
 
 
 def main() -> None:
@@ -60,6 +35,8 @@ def main() -> None:
 
     chp()
 
+
+__all__ = ["LOGGERS", "RedactSecrets", "install_redaction", "main"]
 
 if __name__ == "__main__":
     main()

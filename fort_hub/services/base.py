@@ -31,6 +31,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 import signal
 from typing import Any
 from urllib.parse import quote, urlencode, urlparse
@@ -41,12 +42,13 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bytes, Float, Integer, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Bytes, Float, Integer, List, TraitError, Unicode, default, validate
 from traitlets import Callable as CallableTrait
 from traitlets.config import Application, catch_config_error
 
 from ..config import FortSettings, shared_watcher
 from ..policy import Policy, PolicyError
+from ..redaction import install_redaction
 from ..store import StoreError
 from .handler import (
     FortHandler,
@@ -58,6 +60,7 @@ from .handler import (
     client_address,
     parse_networks,
 )
+from .metrics import UNMATCHED, MetricsHandler, ServiceMetrics
 
 
 def utcnow() -> dt.datetime:
@@ -132,6 +135,10 @@ def log_request(handler: web.RequestHandler) -> None:
         1000.0 * handler.request.request_time(),
         user.get("name", "-"),
         getattr(handler, "request_id", "-"),
+    )
+    app = handler.settings["fort_app"]
+    app.metrics.observe_request(
+        app.route_of(handler), handler.request.method, status, handler.request.request_time()
     )
 
 
@@ -289,12 +296,30 @@ class FortServiceApp(Application, FortSettings):
             raise TraitError(f"FortServiceApp.{proposal['trait'].name} must be at least {low}")
         return proposal["value"]
 
+    authenticate_prometheus = Bool(
+        True,
+        help="""Require the `read:metrics` scope for `<prefix>metrics`, as the hub does for
+        /hub/metrics (`c.JupyterHub.authenticate_prometheus`). Turn it off only where nothing
+        but Prometheus can reach the service's port.
+
+            c.FortServiceApp.authenticate_prometheus = False
+        """,
+    ).tag(config=True)
+
     #: the clock every time decision uses (tests inject one; not configurable from files)
     clock = CallableTrait(utcnow)
 
     def handlers(self) -> list[tuple]:
         """(path relative to the service prefix, handler[, kwargs]) tuples. Override."""
         return []
+
+    def make_metrics(self) -> ServiceMetrics:
+        """This service's metrics (one registry). Override to add the service's own."""
+        return ServiceMetrics(self.service_name)
+
+    def route_of(self, handler: web.RequestHandler) -> str:
+        """The route template (never the path) that served *handler*: a metrics label."""
+        return self._routes.get(type(handler), UNMATCHED)
 
     def on_policy_change(self, policy: Policy) -> None:
         """Called on the event loop after a new valid policy took effect. Override."""
@@ -307,6 +332,7 @@ class FortServiceApp(Application, FortSettings):
     @catch_config_error
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)
+        install_redaction(self.log.name)  # no OAuth code/state in clear in any log line
         if self.config_file:
             self.load_config_file(self.config_file)
             self.update_config(self.config)
@@ -328,6 +354,9 @@ class FortServiceApp(Application, FortSettings):
             self.log.warning("no hub API token ($JUPYTERHUB_API_TOKEN / c.HubOAuth.api_token)")
         self.hub_api = HubApi(self.hub_auth.api_url, self.hub_auth.api_token)
         self.access = self.fort_access
+        self.metrics = self.make_metrics()
+        self.fort_store.audit.add_observer(self.metrics.observe_audit)
+        self._routes: dict[type, str] = {}
         self._trusted = parse_networks(self.trusted_proxies)
         self._stopping: asyncio.Event | None = None
 
@@ -336,10 +365,13 @@ class FortServiceApp(Application, FortSettings):
         routes: list[tuple] = [
             (url_path_join(prefix, "oauth_callback"), OAuthCallbackHandler),
             (url_path_join(prefix, "login"), LoginHandler),
+            (url_path_join(prefix, "metrics"), MetricsHandler),
         ]
         for spec in self.handlers():
             path, *rest = spec
             routes.append((url_path_join(prefix, path), *rest))
+        for path, cls, *_ in routes:  # "queries/([^/]+)" -> "queries/*"
+            self._routes.setdefault(cls, re.sub(r"\([^)]*\)", "*", path[len(prefix) :] or "/"))
         routes.append((r".*", NotFoundHandler))
         return web.Application(
             routes,

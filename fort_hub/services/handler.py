@@ -387,6 +387,16 @@ class OAuthCallbackHandler(HubOAuthCallbackHandler):
         for name, value in SECURITY_HEADERS.items():
             self.set_header(name, value)
 
+    def log_exception(self, typ, value, tb) -> None:
+        """Without the query string: it holds the OAuth ``code`` and ``state``."""
+        log = self.settings["fort_app"].log
+        where = f"{self.request.method} {self.request.path}"
+        if isinstance(value, web.HTTPError):
+            msg = value.log_message % value.args if value.args else value.log_message
+            log.warning("%d %s: %s", value.status_code, where, msg or "")
+        else:
+            log.error("Uncaught exception %s", where, exc_info=(typ, value, tb))
+
 
 class NotFoundHandler(FortHandler):
     authenticated = False

@@ -14,8 +14,9 @@ import hashlib
 import json
 import os
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -227,7 +228,13 @@ class AuditLog:
     def __init__(self, store: Store):
         self.store = store
         self._conn = None
+        self._observers: list[Callable[[str, str, float, bool], None]] = []
         self._reset_after_fork()
+
+    def add_observer(self, observer: Callable[[str, str, float, bool], None]) -> None:
+        """Call ``observer(action, decision, seconds, committed)`` after each record's commit
+        (or failure) with the seconds it took, from the recording thread (metrics)."""
+        self._observers.append(observer)
 
     def record(
         self,
@@ -262,7 +269,17 @@ class AuditLog:
             "request_id": str(request_id or uuid.uuid4().hex)[: MAX_FIELD["request_id"]],
             "client": str(client or "")[: MAX_FIELD["client"]],
         }
-        return self._group_commit(fields)
+        if not self._observers:
+            return self._group_commit(fields)
+        started, committed = time.perf_counter(), False
+        try:
+            result = self._group_commit(fields)
+            committed = True
+            return result
+        finally:
+            seconds = time.perf_counter() - started
+            for observe in self._observers:
+                observe(fields["action"], decision, seconds, committed)
 
     # ----- the write path ------------------------------------------------------------------------
     #

@@ -14,6 +14,7 @@ from ... import scopes
 from ...policy.loader import NAME_RE
 from ..base import FortServiceApp
 from ..handler import FortHandler, ServiceError
+from ..metrics import CredentialsMetrics
 from .backends import StsBackend, StsBackendBase
 from .issuer import CredentialIssuer, IssuerSettings
 
@@ -149,7 +150,10 @@ class CredentialsService(FortServiceApp):
             self.duration, self.refresh_margin, self.sts_attempts, self.backoff_base,
             self.backoff_max,
         )  # fmt: skip
-        self.issuer = CredentialIssuer(self.access, self.backend, settings)
+        self.issuer = CredentialIssuer(self.access, self.backend, settings, self.metrics)
+
+    def make_metrics(self) -> CredentialsMetrics:
+        return CredentialsMetrics(self.service_name)
 
     def on_policy_change(self, policy) -> None:
         # a role may have been withdrawn: issue afresh (authorization is checked on every call)

@@ -22,6 +22,7 @@ from ...access import Access
 from ...naming import check_username_problem, is_safe_username
 from ...policy import role_name
 from ..handler import ServiceError
+from ..metrics import CredentialsMetrics
 from .backends import AssumeRoleRequest, Credentials, StsBackendBase, StsError, user_session
 from .sessionpolicy import SessionPolicyTooLarge, packed, session_policy
 
@@ -49,7 +50,14 @@ class Grant:
 
 
 class CredentialIssuer:
-    def __init__(self, access: Access, backend: StsBackendBase, settings: IssuerSettings):
+    def __init__(
+        self,
+        access: Access,
+        backend: StsBackendBase,
+        settings: IssuerSettings,
+        metrics: CredentialsMetrics | None = None,
+    ):
+        self.metrics = metrics or CredentialsMetrics()
         self.access = access
         self.backend = backend
         self.settings = settings
@@ -115,6 +123,7 @@ class CredentialIssuer:
         margin = dt.timedelta(seconds=self.settings.refresh_margin)
         if cached and cached.expiration - margin > self.access.clock():
             await self.audit_handover(grant, cached, "cached session", request_id, client)
+            self.metrics.cache_hit()
             return cached
         fut = self._inflight.get(key)
         joined = fut is not None
@@ -184,9 +193,13 @@ class CredentialIssuer:
     async def _assume_with_retries(self, request: AssumeRoleRequest, request_id: str):
         s = self.settings
         for attempt in range(1, s.sts_attempts + 1):
+            started = time.perf_counter()
             try:
-                return await self.backend.assume_role(request)
+                creds = await self.backend.assume_role(request)
+                self.metrics.sts_call("ok", time.perf_counter() - started)
+                return creds
             except StsError as e:
+                self.metrics.sts_call(e.code or "error", time.perf_counter() - started)
                 if not e.retryable or attempt == s.sts_attempts:
                     log.error("[%s] STS failed after %d attempt(s): %s", request_id, attempt, e)
                     raise

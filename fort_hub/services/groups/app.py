@@ -14,6 +14,7 @@ from traitlets import Bool, Float
 from ... import scopes
 from ...store import StoreError, isoformat
 from ..base import FortServiceApp
+from ..metrics import GroupsMetrics
 from .admin import admin_handlers
 from .api import api_handlers
 from .members import HubGroups, MembershipAdmin
@@ -86,6 +87,9 @@ class GroupsService(FortServiceApp):
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def make_metrics(self) -> GroupsMetrics:
+        return GroupsMetrics(self.service_name)
+
     async def reconcile(self, reason: str = "manual") -> list:
         """One reconciliation pass (serialized). Errors are logged, never raised to the loop."""
         async with self._reconcile_lock:
@@ -95,7 +99,9 @@ class GroupsService(FortServiceApp):
             except Exception as e:
                 self.log.error("reconciliation (%s) failed: %s", reason, e)
                 self.last_reconcile = {"at": isoformat(started), "reason": reason, "error": str(e)}
+                self.metrics.reconciled(ok=False)
                 return []
+            self.metrics.reconciled(ok=True)
             await self.arm_expiry_timer()
             self.last_reconcile = {
                 "at": isoformat(started), "reason": reason,

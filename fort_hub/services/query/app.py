@@ -23,6 +23,7 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Float, Integer, Unicode, default, validate
 
 from ..base import FortServiceApp
+from ..metrics import QueryMetrics
 from .engines.athena import AthenaEngine
 from .engines.base import QueryEngine
 from .engines.duckdb import DuckDBEngine
@@ -161,8 +162,11 @@ class QueryService(FortServiceApp):
             self.max_sql_bytes, self.parse_threads,
         )  # fmt: skip
         self.runner = QueryRunner(
-            self.access, engines, ResultStore(self.results_dir), limits, self.log
+            self.access, engines, ResultStore(self.results_dir), limits, self.log, self.metrics
         )
+
+    def make_metrics(self) -> QueryMetrics:
+        return QueryMetrics(self.service_name)
 
     def handlers(self) -> list[tuple]:
         from .handlers import handlers

@@ -139,6 +139,15 @@ class QueryHandler(QueryHandlerBase):
 
 class ResultsHandler(QueryHandlerBase):
     query_params = ("format", "page_token", "max_rows", "follow")
+    served = 0  # result bytes written (fort_query_served_bytes)
+
+    def write(self, chunk) -> None:
+        super().write(chunk)
+        if self.get_status() < 400 and isinstance(chunk, bytes | str):
+            self.served += len(chunk)
+
+    def on_finish(self) -> None:
+        self.app.metrics.result_served(self.served)
 
     async def get(self, query_id):
         rec = await self.load(query_id)

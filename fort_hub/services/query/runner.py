@@ -32,6 +32,7 @@ from ...store import StoreError
 from ...store.core import isoformat
 from ...store.queries import INFLIGHT, QueryRecord, QueryRecords
 from ..handler import ServiceError, bad_text, printable
+from ..metrics import QueryMetrics
 from .engines.base import EngineError, EngineJob, QueryCancelled, QueryEngine, ResultTooLarge
 from .quotas import QuotaExceeded, Quotas
 from .results import ResultStore
@@ -60,6 +61,7 @@ class QueryRunner:
         results: ResultStore,
         limits: Limits,
         log: logging.Logger | None = None,
+        metrics: QueryMetrics | None = None,
     ):
         self.access = access
         self.store = access.store
@@ -76,6 +78,7 @@ class QueryRunner:
         self._live: dict[str, asyncio.Future] = {}
         self._cancel_requested: set[str] = set()
         self._parser = ThreadPoolExecutor(limits.parse_threads, thread_name_prefix="fort-sqlcheck")
+        self.metrics = metrics or QueryMetrics()
 
     def close(self) -> None:
         """Stop what runs here (their queries are failed at the next start) and the engines."""
@@ -236,6 +239,7 @@ class QueryRunner:
         self._done[qid] = asyncio.Event()
         self._live[qid] = asyncio.get_running_loop().create_future()
         self._tasks[qid] = asyncio.ensure_future(self._execute(rec, job, max_rows, request_id))
+        self.metrics.query_started(rec.engine)
 
     def live_outcome(self, query_id: str) -> asyncio.Future | None:
         """For a query running in this process: a future resolved with ``(state, error)`` as
@@ -337,6 +341,7 @@ class QueryRunner:
         live = self._live.get(rec.id)
         if live is not None:
             live.set_result((state, error))  # followers of the result stream finish now
+        self.metrics.query_finished(rec.engine, state, outcome.bytes_scanned if outcome else 0)
         try:
             await self._finish(rec, state, (error, detail), outcome, sink.rows, request_id)
         finally:
