@@ -1,0 +1,78 @@
+"""What replicas of a fort service share through the store, as plain objects over SQLite and
+PostgreSQL (the ``store`` fixture): the credentials rate limit, query leases and cross-replica
+cancellation requests."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+from fort_hub.access import Access
+from fort_hub.policy import load_policy
+from fort_hub.services.credentials.backends import StubStsBackend
+from fort_hub.services.credentials.issuer import RATE_METRIC, CredentialIssuer, IssuerSettings
+from fort_hub.services.handler import ServiceError
+
+UTC = dt.UTC
+
+
+def two_issuers(store, example_policy_path, per_minute: int, clock):
+    text = example_policy_path.read_text().replace(
+        "credential_requests_per_minute: 60", f"credential_requests_per_minute: {per_minute}"
+    )
+    example_policy_path.write_text(text)
+    policy = load_policy(example_policy_path)
+    access = Access(store, lambda: policy, clock)
+    return [CredentialIssuer(access, StubStsBackend(), IssuerSettings()) for _ in range(2)]
+
+
+def test_credentials_rate_limit_is_shared_by_replicas(store, example_policy_path):
+    now = [dt.datetime(2026, 12, 2, 10, 15, 40, tzinfo=UTC)]
+    issuers = two_issuers(store, example_policy_path, 3, lambda: now[0])
+
+    async def scenario():
+        for i in range(3):  # alternating replicas: three requests in all, not three each
+            await issuers[i % 2].rate_limit("alice", 3)
+        with pytest.raises(ServiceError) as refused:
+            await issuers[1].rate_limit("alice", 3)
+        await issuers[0].rate_limit("bob", 3)  # another user has their own window
+        now[0] += dt.timedelta(seconds=25)  # the next minute: a new window, the old one pruned
+        await issuers[1].rate_limit("alice", 3)
+        return refused.value
+
+    refusal = asyncio.run(scenario())
+    assert refusal.status_code == 429 and refusal.headers == {"Retry-After": "20"}
+    assert "3 per minute" in refusal.message
+    assert store.usage.get("alice", RATE_METRIC, "2026-12-02T10:16") == 1
+    assert store.usage.get("alice", RATE_METRIC, "2026-12-02T10:15") == 0  # pruned
+
+
+def test_reset_rate_limit_clears_it_for_every_replica(store, example_policy_path):
+    now = dt.datetime(2026, 12, 2, 10, 15, tzinfo=UTC)
+    issuers = two_issuers(store, example_policy_path, 1, lambda: now)
+
+    async def scenario():
+        await issuers[0].rate_limit("alice", 1)
+        await issuers[0].rate_limit("bob", 1)
+        issuers[1].reset_rate_limit("alice")
+        await issuers[0].rate_limit("alice", 1)  # alice starts afresh, bob does not
+        with pytest.raises(ServiceError):
+            await issuers[1].rate_limit("bob", 1)
+        issuers[1].reset_rate_limit()
+        await issuers[0].rate_limit("bob", 1)
+
+    asyncio.run(scenario())
+
+
+def test_usage_clear(store):
+    store.usage.add("alice", "m", "w1", 2)
+    store.usage.add("bob", "m", "w1", 2)
+    store.usage.add("alice", "other", "w1", 2)
+    assert store.usage.clear("m", "alice") == 1
+    assert (store.usage.get("alice", "m", "w1"), store.usage.get("bob", "m", "w1")) == (0, 2)
+    assert store.usage.clear("m") == 1
+    assert store.usage.get("alice", "other", "w1") == 2
+
+
