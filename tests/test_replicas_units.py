@@ -74,5 +74,3 @@ def test_usage_clear(store):
     assert (store.usage.get("alice", "m", "w1"), store.usage.get("bob", "m", "w1")) == (0, 2)
     assert store.usage.clear("m") == 1
     assert store.usage.get("alice", "other", "w1") == 2
-
-
