@@ -74,3 +74,34 @@ def test_usage_clear(store):
     assert (store.usage.get("alice", "m", "w1"), store.usage.get("bob", "m", "w1")) == (0, 2)
     assert store.usage.clear("m") == 1
     assert store.usage.get("alice", "other", "w1") == 2
+
+
+def test_query_leases_renew_reap_and_release(store):
+    from fort_hub.store.leases import QueryLeases
+    from fort_hub.store.queries import QueryRecord, QueryRecords
+
+    t0 = dt.datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    records, leases = QueryRecords(store), QueryLeases(store)
+
+    def admit(qid, replica):
+        records.insert(QueryRecord(qid, "alice", "d", "duckdb", "SELECT 1", "running", "t"))
+        with store.transaction() as conn:
+            leases.take_in(conn, qid, replica, t0 + dt.timedelta(seconds=30))
+
+    admit("a" * 32, "r1")
+    admit("b" * 32, "r2")
+    admit("c" * 32, "r2")
+    records.update("c" * 32, state="cancelled")  # by another replica
+    later = t0 + dt.timedelta(seconds=40)
+    assert leases.renew("r1", later + dt.timedelta(seconds=30)) == {"a" * 32: "running"}
+    # r2 stopped renewing: its running query fails with the reason, its leases go
+    reaped = leases.reap(later, "gone")
+    assert [r.id for r in reaped] == ["b" * 32]
+    assert records.get("b" * 32).state == "failed" and records.get("b" * 32).error == "gone"
+    assert records.get("c" * 32).state == "cancelled"
+    assert leases.holders() == {"a" * 32: "r1"}
+    assert leases.reap(later, "gone") == []
+    # a restart of r1 fails what its previous run held, lease or not
+    assert [r.id for r in leases.reap(later, "restarted", replica="r1")] == ["a" * 32]
+    leases.release("a" * 32)
+    assert leases.holders() == {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 
 from jupyterhub.traitlets import EntryPointType
 from tornado.ioloop import PeriodicCallback
@@ -134,7 +135,52 @@ class QueryService(FortServiceApp):
         """,
     ).tag(config=True)
 
+    replica_name = Unicode(
+        help="""This replica's name in the store's query leases: unique among the replicas of
+        fort-query sharing one store, and the same when a replica restarts (its queries left in
+        flight are then failed at once). Defaults to the host name (on Kubernetes the pod
+        name); set it when several replicas run on one host.
+
+            c.QueryService.replica_name = "fort-query-1"
+        """,
+    ).tag(config=True)
+
+    @default("replica_name")
+    def _default_replica_name(self):
+        return socket.gethostname()
+
+    lease_ttl = Float(
+        30,
+        help="""Seconds a replica's lease on its running queries lasts without a heartbeat.
+        When a replica dies, its queries are failed (with a reason, freeing their concurrency
+        slots) by another replica this long after its last heartbeat.
+
+            c.QueryService.lease_ttl = 60
+        """,
+    ).tag(config=True)
+
+    heartbeat_interval = Float(
+        2,
+        help="""Seconds between heartbeats: each renews this replica's leases, stops queries
+        that another replica was asked to cancel and fails queries of replicas that are gone.
+        Must be well below `lease_ttl`.
+
+            c.QueryService.heartbeat_interval = 5
+        """,
+    ).tag(config=True)
+
+    @validate("heartbeat_interval")
+    def _heartbeat_below_ttl(self, proposal):
+        value = proposal["value"]
+        if not 0 < value <= self.lease_ttl / 3:
+            raise ValueError(
+                f"QueryService.heartbeat_interval ({value:g}) must be positive and at most a "
+                f"third of QueryService.lease_ttl ({self.lease_ttl:g})"
+            )
+        return value
+
     @validate(
+        "lease_ttl",
         "result_ttl",
         "query_timeout",
         "cleanup_interval",
@@ -158,11 +204,12 @@ class QueryService(FortServiceApp):
         }
         limits = Limits(
             self.query_timeout, self.max_result_rows, self.max_result_bytes, self.result_ttl,
-            self.max_sql_bytes, self.parse_threads,
+            self.max_sql_bytes, self.parse_threads, self.lease_ttl,
         )  # fmt: skip
         self.runner = QueryRunner(
-            self.access, engines, ResultStore(self.results_dir), limits, self.log
-        )
+            self.access, engines, ResultStore(self.results_dir), limits, self.log,
+            replica=self.replica_name,
+        )  # fmt: skip
 
     def handlers(self) -> list[tuple]:
         from .handlers import handlers
@@ -173,12 +220,19 @@ class QueryService(FortServiceApp):
         await self.runner.recover()
         self._cleanup = PeriodicCallback(self._cleanup_tick, self.cleanup_interval * 1000)
         self._cleanup.start()
+        self._heartbeat = PeriodicCallback(self._heartbeat_tick, self.heartbeat_interval * 1000)
+        self._heartbeat.start()
+
+    def _heartbeat_tick(self) -> None:
+        if getattr(self, "_beating", None) is None or self._beating.done():
+            self._beating = asyncio.ensure_future(self.runner.heartbeat())
 
     def _cleanup_tick(self) -> None:
         self._cleanup_task = asyncio.ensure_future(self.runner.remove_expired())
 
     async def shutdown(self) -> None:
-        if getattr(self, "_cleanup", None):
-            self._cleanup.stop()
+        for periodic in ("_cleanup", "_heartbeat"):
+            if getattr(self, periodic, None):
+                getattr(self, periodic).stop()
         self.runner.close()
         await super().shutdown()
