@@ -27,7 +27,7 @@ from ..base import FortServiceApp
 from .engines.athena import AthenaEngine
 from .engines.base import QueryEngine
 from .engines.duckdb import DuckDBEngine
-from .results import ResultStore
+from .results import LocalResultStore, ResultStore
 from .runner import RESTART_REASON, Limits, QueryRunner
 
 __all__ = ["RESTART_REASON", "QueryService"]
@@ -63,9 +63,24 @@ class QueryService(FortServiceApp):
         """,
     ).tag(config=True)
 
+    result_store_class = EntryPointType(
+        LocalResultStore,
+        klass=ResultStore,
+        entry_point_group="fort_hub.result_stores",
+        help="""Where query results are kept (see fort_hub.services.query.results for the
+        contract): a name in the `fort_hub.result_stores` entry point group or an import
+        string. `local` (the default) is a directory (`results_dir`): one replica, or replicas
+        sharing a ReadWriteMany volume. `s3` is a bucket (`c.S3ResultStore.bucket`): any
+        replica serves any query's result.
+
+            c.QueryService.result_store_class = "s3"
+            c.S3ResultStore.bucket = "fort-query-results"
+        """,
+    ).tag(config=True)
+
     results_dir = Unicode(
-        help="""Directory for stored query results (Arrow IPC stream files, mode 0700).
-        Defaults to ./fort-query-results.
+        help="""Directory for stored query results with the `local` result store (Arrow IPC
+        stream files, mode 0700). Defaults to ./fort-query-results.
 
             c.QueryService.results_dir = "/var/lib/fort/query-results"
         """,
@@ -207,7 +222,8 @@ class QueryService(FortServiceApp):
             self.max_sql_bytes, self.parse_threads, self.lease_ttl,
         )  # fmt: skip
         self.runner = QueryRunner(
-            self.access, engines, ResultStore(self.results_dir), limits, self.log,
+            self.access, engines, self.result_store_class(self.results_dir, parent=self),
+            limits, self.log,
             replica=self.replica_name,
         )  # fmt: skip
 
@@ -235,4 +251,5 @@ class QueryService(FortServiceApp):
             if getattr(self, periodic, None):
                 getattr(self, periodic).stop()
         self.runner.close()
+        self.runner.results.close()
         await super().shutdown()

@@ -88,6 +88,7 @@ class QueryRunner:
         self._live: dict[str, asyncio.Future] = {}
         self._cancel_requested: set[str] = set()
         self._engine_of: dict[str, str] = {}  # the engine of each query running here
+        self._sinks: dict[str, Any] = {}  # the result sink of each query running here
         self._parser = ThreadPoolExecutor(limits.parse_threads, thread_name_prefix="fort-sqlcheck")
 
     def close(self) -> None:
@@ -144,7 +145,7 @@ class QueryRunner:
         try:
             expired = await self.store.run(self.records.expired_results, self.clock())
             for rec in expired:
-                self.results.remove(rec.id)
+                await asyncio.get_running_loop().run_in_executor(None, self.results.remove, rec.id)
                 await self.store.run(self.records.update, rec.id, result_path=None)
             return len(expired)
         except StoreError as e:
@@ -278,6 +279,11 @@ class QueryRunner:
         self._engine_of[qid] = rec.engine
         self._tasks[qid] = asyncio.ensure_future(self._execute(rec, job, max_rows, request_id))
 
+    def live_spool(self, query_id: str) -> str | None:
+        """The local file a query running here is writing its result to (for followers)."""
+        sink = self._sinks.get(query_id)
+        return sink.spool if sink is not None else None
+
     def live_outcome(self, query_id: str) -> asyncio.Future | None:
         """For a query running in this process: a future resolved with ``(state, error)`` as
         soon as the engine is done and the result file is final (result followers use it)."""
@@ -339,6 +345,7 @@ class QueryRunner:
         engine = self.engines[rec.engine]
         store = self.store
         sink = self.results.sink(rec.id, max_rows, self.limits.max_result_bytes)
+        self._sinks[rec.id] = sink
         state, error, outcome = "failed", None, None
         # the state change is recorded while the engine already works (off the critical path)
         running = asyncio.ensure_future(store.run(
@@ -387,6 +394,7 @@ class QueryRunner:
         finally:
             self._tasks.pop(rec.id, None)
             self._engine_of.pop(rec.id, None)
+            self._sinks.pop(rec.id, None)
             self._live.pop(rec.id, None)
             self._done.pop(rec.id, asyncio.Event()).set()
 
@@ -398,7 +406,7 @@ class QueryRunner:
             "bytes_scanned": scanned, "engine_id": (outcome.engine_id or None) if outcome else None,
         }  # fmt: skip
         if state == "succeeded":
-            values["result_path"] = self.results.path(rec.id)
+            values["result_path"] = self.results.location(rec.id)
             values["expires"] = isoformat(now + dt.timedelta(seconds=self.limits.result_ttl))
         try:
             recorded = await self.store.run(self.records.update, rec.id, INFLIGHT, **values)
