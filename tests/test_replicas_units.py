@@ -105,3 +105,24 @@ def test_query_leases_renew_reap_and_release(store):
     assert [r.id for r in leases.reap(later, "restarted", replica="r1")] == ["a" * 32]
     leases.release("a" * 32)
     assert leases.holders() == {}
+
+
+def test_concurrent_reapers_fail_each_query_once(store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fort_hub.store.leases import QueryLeases
+    from fort_hub.store.queries import QueryRecord, QueryRecords
+
+    t0 = dt.datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    records, leases = QueryRecords(store), QueryLeases(store)
+    for i in range(20):
+        qid = f"{i:032x}"
+        records.insert(QueryRecord(qid, "alice", "d", "duckdb", "SELECT 1", "running", "t"))
+        with store.transaction() as conn:
+            leases.take_in(conn, qid, "gone", t0)
+    later = t0 + dt.timedelta(minutes=1)
+    with ThreadPoolExecutor(4) as pool:
+        reaped = list(pool.map(lambda _: leases.reap(later, "gone"), range(4)))
+    ids = [r.id for batch in reaped for r in batch]
+    assert sorted(ids) == [f"{i:032x}" for i in range(20)]  # each exactly once
+    assert leases.holders() == {}

@@ -131,8 +131,12 @@ def test_ids_and_orphan_sweep(replicas):
     write(writer, QID, table(1))
     write(writer, OTHER, table(1))
     assert reader.ids() == {QID, OTHER}
-    assert reader.sweep_orphans({QID}) == 1
+    assert reader.sweep_orphans(lambda: {QID}) == 1
     assert writer.ids() == {QID} and writer.exists(QID)
+    sink = writer.sink(OTHER, 10, 10**6)  # being written: its partial file is an orphan too
+    sink.write(table(1).to_batches()[0])
+    assert reader.sweep_orphans(lambda: {QID}) == (1 if isinstance(reader, LocalResultStore) else 0)
+    sink.discard()
 
 
 def test_s3_store_needs_a_bucket(aws_env):

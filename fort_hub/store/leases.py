@@ -66,15 +66,23 @@ class QueryLeases:
             .outerjoin(ls, ls.c.query_id == q.c.id)
             .where(and_(q.c.state.in_(INFLIGHT), stale))
         )
+        expired = select(ls.c.query_id).where(ls.c.expires < isoformat(now)).limit(1)
+        with self.store.reading() as conn:  # most heartbeats find nothing: no write then
+            if not conn.execute(stmt).first() and not conn.execute(expired).first():
+                return []
         with self.store.transaction() as conn:
             rows = [row_to_record(r) for r in conn.execute(stmt)]
             ids = [r.id for r in rows]
-            if ids:
-                conn.execute(
-                    q.update()
-                    .where(q.c.id.in_(ids), q.c.state.in_(INFLIGHT))
-                    .values(state="failed", error=reason, finished=isoformat(now))
+            if ids:  # only what this call changed: two replicas reaping at once report once
+                changed = set(
+                    conn.execute(
+                        q.update()
+                        .where(q.c.id.in_(ids), q.c.state.in_(INFLIGHT))
+                        .values(state="failed", error=reason, finished=isoformat(now))
+                        .returning(q.c.id)
+                    ).scalars()
                 )
+                rows = [r for r in rows if r.id in changed]
                 conn.execute(ls.delete().where(ls.c.query_id.in_(ids)))
             # leases of queries that ended without their replica (cancelled elsewhere)
             conn.execute(ls.delete().where(ls.c.expires < isoformat(now)))

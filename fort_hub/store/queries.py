@@ -122,6 +122,9 @@ class QueryRecords:
             ]
 
     def ids_with_results(self) -> set[str]:
+        """Queries whose stored result is kept: those with a result, and those in flight (on
+        any replica: one may be storing its result right now)."""
         t = S.queries
+        keep = t.c.result_path.is_not(None) | t.c.state.in_(INFLIGHT)
         with self.store.reading() as conn:
-            return {r[0] for r in conn.execute(select(t.c.id).where(t.c.result_path.is_not(None)))}
+            return {r[0] for r in conn.execute(select(t.c.id).where(keep))}

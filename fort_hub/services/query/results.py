@@ -28,7 +28,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -124,9 +124,12 @@ class ResultStore(LoggingConfigurable):
             return False
         return True
 
-    def sweep_orphans(self, known: set[str]) -> int:
-        """Remove stored results whose query is not in *known* (e.g. left by a crash)."""
-        orphans = self.ids() - known
+    def sweep_orphans(self, known: Callable[[], set[str]]) -> int:
+        """Remove stored results whose query is not in ``known()`` (e.g. left by a crash).
+        *known* is called after the listing, so that a result another replica stores meanwhile
+        is never taken for an orphan."""
+        stored = self.ids()
+        orphans = stored - known()
         for qid in orphans:
             self.remove(qid)
         return len(orphans)
@@ -177,15 +180,6 @@ class LocalResultStore(ResultStore):
 
     def ids(self) -> set[str]:
         return {name.split(".", 1)[0] for name in os.listdir(self.directory)}
-
-    def sweep_orphans(self, known: set[str]) -> int:
-        n = 0
-        for name in os.listdir(self.directory):  # partial files too
-            if name.split(".", 1)[0] not in known:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(os.path.join(self.directory, name))
-                n += 1
-        return n
 
 
 def iter_bytes(store: ResultStore, query_id: str, chunk: int = CHUNK) -> Iterator[bytes]:

@@ -104,9 +104,8 @@ class QueryRunner:
         whose lease ran out), sweep results."""
         try:
             await self.reap(RESTART_REASON, self.replica)
-            known = await self.store.run(self.records.ids_with_results)
             await asyncio.get_running_loop().run_in_executor(
-                None, self.results.sweep_orphans, known
+                None, self.results.sweep_orphans, self.records.ids_with_results
             )
             await self.remove_expired()
         except StoreError as e:
