@@ -17,6 +17,7 @@ from tests.rrfront import RoundRobinFront
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = {
+    scopes.GROUPS_SERVICE: "fort_hub.services.groups",
     scopes.QUERY_SERVICE: "fort_hub.services.query",
     scopes.CREDENTIALS_SERVICE: "fort_hub.services.credentials",
 }
@@ -74,17 +75,22 @@ class Replica:
 class ReplicatedService:
     """*n* replicas of *service* and the front that spreads connections over them."""
 
-    def __init__(self, service: str, n: int, work: Path, config_lines, env: dict[str, str]):
+    def __init__(
+        self, service: str, n: int, work: Path, config_lines, env: dict[str, str],
+        front_port: int | None = None,
+    ):  # fmt: skip
         self.replicas = [
             Replica(service, i, work, config_lines(i)) for i in range(n)
         ]  # fmt: skip
         self.env = env
+        self.front_port = front_port
         self.front: RoundRobinFront | None = None
 
     def start(self) -> ReplicatedService:
         for r in self.replicas:
             r.start(self.env)
-        self.front = RoundRobinFront([("127.0.0.1", r.port) for r in self.replicas]).start()
+        backends = [("127.0.0.1", r.port) for r in self.replicas]
+        self.front = RoundRobinFront(backends, self.front_port).start()
         return self
 
     def stop(self) -> None:

@@ -13,9 +13,9 @@ from tests.hubproc import free_port
 
 
 class RoundRobinFront:
-    def __init__(self, backends: list[tuple[str, int]]):
+    def __init__(self, backends: list[tuple[str, int]], port: int | None = None):
         self.backends = list(backends)
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.connections: list[int] = []  # index of the backend each connection went to
         self._next = itertools.cycle(range(len(self.backends)))
@@ -78,4 +78,5 @@ class RoundRobinFront:
             with contextlib.suppress(ConnectionError, OSError, RuntimeError):
                 w.close()
 
-        await asyncio.gather(pipe(client_r, up_w), pipe(up_r, client_w))
+        with contextlib.suppress(asyncio.CancelledError):  # the front stopping
+            await asyncio.gather(pipe(client_r, up_w), pipe(up_r, client_w))

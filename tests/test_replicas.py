@@ -252,3 +252,76 @@ def test_a_replica_killed_during_a_query(stack):
     finally:
         a.start(stack["query"].env)  # restarted, it serves again
     assert status(a.url, qid)["state"] == "failed"
+
+
+@pytest.fixture(scope="module")
+def groups_stack(tmp_path_factory, pg_schema_url):
+    """Two fort-groups processes behind a front that a real hub knows as the service's url."""
+    from tests.fortsvc import ServiceSlot, hub_config, make_users
+    from tests.hubproc import RunningHub
+
+    work = tmp_path_factory.mktemp("groups-replicas")
+    policy = work / "policy.yaml"
+    policy.write_text(EXAMPLE_POLICY.read_text())
+    slot = ServiceSlot(scopes.GROUPS_SERVICE)  # the hub's url for it: the front's port
+    hub = RunningHub(work / "hub")
+    hub.extra_config = hub_config([slot], hub.url)
+
+    def config(i):
+        return [
+            f"c.FortSettings.policy_file = {str(policy)!r}",
+            f"c.FortSettings.store_url = {pg_schema_url!r}",
+            f"c.FortServiceApp.service_name = {scopes.GROUPS_SERVICE!r}",
+            f"c.HubOAuth.api_url = {hub.hub_api_url!r}",
+            f"c.HubOAuth.api_token = {slot.token!r}",
+            f"c.HubOAuth.access_scopes = {{{scopes.access(scopes.GROUPS_SERVICE)!r}}}",
+            "c.GroupsService.reconcile_interval = 1",  # both replicas reconcile, often
+        ]
+
+    service = ReplicatedService(
+        scopes.GROUPS_SERVICE, 2, work, config, service_env(hub.hub_api_url), slot.port
+    )
+    try:
+        service.start()
+        hub.start()
+        make_users(hub, "alice", "bob", "carol", "dave", "admin")
+        deadline = time.monotonic() + 30
+        while "admin" not in hub_members(hub, "admins"):  # the policy's admins, reconciled
+            assert time.monotonic() < deadline, "fort-groups never filled the admins group"
+            time.sleep(0.3)
+        yield {"hub": hub, "groups": service}
+    finally:
+        service.stop()
+        hub.stop()
+
+
+def hub_members(hub, group: str) -> set[str]:
+    r = requests.get(hub.api(f"groups/{group}"), headers=hub.admin_headers, timeout=30)
+    return set(r.json().get("users", ())) if r.status_code == 200 else set()
+
+
+def test_groups_replicas_answer_alike(groups_stack):
+    """A membership added through one fort-groups replica is what the other answers; the hub
+    group follows; every request through the hub reaches one of the two."""
+    from tests.fortsvc import user_token
+
+    hub, service = groups_stack["hub"], groups_stack["groups"]
+    access = scopes.access(scopes.GROUPS_SERVICE)
+    admin = user_token(hub, "admin", [access, scopes.GROUPS_ADMIN, scopes.GROUPS_READ])
+    dave = user_token(hub, "dave", [access, scopes.GROUPS_READ])
+    one, other = (f"{r.url}/services/fort-groups/api/v1/" for r in service.replicas)
+    r = requests.put(one + "groups/ads-study/members/dave", headers=h(admin), timeout=30)
+    assert r.status_code == 200, r.text
+    me = requests.get(other + "me", headers=h(dave), timeout=30)
+    assert me.status_code == 200, me.text
+    assert "ads-study" in {g["name"] for g in me.json()["groups"]}
+    assert "dave" in hub_members(hub, "ads-study")
+    r = requests.delete(other + "groups/ads-study/members/dave", headers=h(admin), timeout=30)
+    assert r.status_code == 204, r.text
+    via_hub = [
+        requests.get(f"{hub.url}/services/fort-groups/api/v1/me", headers=h(dave), timeout=30)
+        for _ in range(4)
+    ]
+    assert all(v.status_code == 200 for v in via_hub), [v.text for v in via_hub]
+    assert all("ads-study" not in {g["name"] for g in v.json()["groups"]} for v in via_hub)
+    assert set(service.front.connections[-4:]) == {0, 1}
