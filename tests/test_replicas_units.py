@@ -126,3 +126,39 @@ def test_concurrent_reapers_fail_each_query_once(store):
     ids = [r.id for batch in reaped for r in batch]
     assert sorted(ids) == [f"{i:032x}" for i in range(20)]  # each exactly once
     assert leases.holders() == {}
+
+
+def test_a_replica_stops_a_query_another_replica_failed(tmp_path, sqlite_url):
+    """After e.g. a store outage longer than the lease, another replica fails the query; the
+    replica still running it stops the engine at its next heartbeat and leaves that record
+    (and its audit trail) as the other replica wrote it."""
+    import time
+
+    from fort_hub.services.query.runner import LOST_REASON
+    from fort_hub.store.leases import QueryLeases
+    from tests.query_support import QueryEnv
+
+    slow = (
+        "SELECT count(*) FROM url_shares a, url_shares b, url_shares c, url_shares d, url_shares e"
+    )
+    env = QueryEnv(tmp_path, sqlite_url, QueryService__heartbeat_interval=0.2).start()
+    try:
+        r = env.post(slow)
+        assert r.status_code == 202, r.text
+        qid = r.json()["id"]
+        runner = env.app.runner
+        assert runner.live_outcome(qid) is not None
+        later = dt.datetime.now(UTC) + dt.timedelta(hours=1)  # the other replica's view
+        assert [q.id for q in QueryLeases(env.app.fort_store).reap(later, LOST_REASON)] == [qid]
+        deadline = time.monotonic() + 20
+        while runner.live_outcome(qid) is not None:
+            assert time.monotonic() < deadline, "the running replica never stopped the query"
+            time.sleep(0.1)
+        q = env.get(f"queries/{qid}").json()
+        assert q["state"] == "failed" and q["error"] == LOST_REASON
+        completes = env.app.fort_store.audit.query(action="query.complete", limit=10)
+        # its end is audited by the replica that failed it (runner.reap), not twice
+        assert [c for c in completes if c.details.get("query_id") == qid] == []
+        assert env.run("SELECT 1")["state"] == "succeeded"  # the engine serves on
+    finally:
+        env.stop()

@@ -133,8 +133,10 @@ class QueryRunner:
             if self._tasks:
                 expires = self.clock() + dt.timedelta(seconds=self.limits.lease_ttl)
                 states = await self.store.run(self.leases.renew, self.replica, expires)
-                for qid, state in states.items():
-                    if state == "cancelled" and qid in self._tasks:
+                for qid in list(self._tasks):
+                    # ended elsewhere: cancelled on another replica, or failed by one that
+                    # found this replica's lease run out (e.g. after a long store outage)
+                    if states.get(qid, "gone") not in INFLIGHT:
                         await self.cancel_here(qid)
             await self.reap(LOST_REASON)
         except StoreError as e:
@@ -392,6 +394,7 @@ class QueryRunner:
             await self._finish(rec, state, error, outcome, sink.rows, request_id)
         finally:
             self._tasks.pop(rec.id, None)
+            self._cancel_requested.discard(rec.id)
             self._engine_of.pop(rec.id, None)
             self._sinks.pop(rec.id, None)
             self._live.pop(rec.id, None)
@@ -407,17 +410,22 @@ class QueryRunner:
         if state == "succeeded":
             values["result_path"] = self.results.location(rec.id)
             values["expires"] = isoformat(now + dt.timedelta(seconds=self.limits.result_ttl))
+        reaped = False  # failed by another replica, which audited its end
         try:
             recorded = await self.store.run(self.records.update, rec.id, INFLIGHT, **values)
             await self.store.run(self.leases.release, rec.id)
-            if not recorded and state == "succeeded":  # cancelled meanwhile (another replica)
-                state, error = "cancelled", "cancelled by the user"
+            if not recorded:  # ended meanwhile by another replica: its record is the truth
+                final = await self.store.run(self.records.get, rec.id)
+                if final is not None:
+                    state, error, reaped = final.state, final.error, final.error == LOST_REASON
                 await asyncio.get_running_loop().run_in_executor(None, self.results.remove, rec.id)
         except StoreError as e:
             self.log.error("query %s finished (%s) but could not be recorded: %s", rec.id, state, e)
         self._done.pop(rec.id, asyncio.Event()).set()  # long polls answer now
         try:
             await self.store.run(self.quotas.add_scanned, rec.username, scanned)
+            if reaped:
+                return
             await self.store.audit.arecord(
                 actor=rec.username, action="query.complete", resource=rec.dataset,
                 decision="allow" if state == "succeeded" else "deny",
@@ -439,8 +447,11 @@ class QueryRunner:
         )  # fmt: skip
 
     async def cancel_here(self, query_id: str) -> None:
+        engine = self._engine_of.get(query_id)
+        if engine is None:  # it has just finished
+            return
         self._cancel_requested.add(query_id)
-        await self.engines[self._engine_of[query_id]].cancel(query_id)
+        await self.engines[engine].cancel(query_id)
 
     async def wait_finished(self, query_id: str, timeout: float) -> None:
         """Wait up to *timeout* s until *query_id*'s final state is recorded (long polls); a
