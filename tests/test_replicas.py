@@ -185,6 +185,15 @@ def test_any_replica_serves_any_query(stack):
         page = requests.get(f"{submit_on}{QPATH}queries/{qid}/results", params={"max_rows": 5},
                             headers=h(), timeout=30).json()  # fmt: skip
         assert page["rows"] == table.slice(0, 5).to_pylist()
+    # following a running query: streamed by the replica running it (from its spool file),
+    # served from S3 by the other once it has finished
+    for read_on in (a, b):
+        qid = submit(a, sql)
+        followed = requests.get(f"{read_on}{QPATH}queries/{qid}/results",
+                                params={"format": "arrow", "follow": "true"}, headers=h(),
+                                timeout=60)  # fmt: skip
+        assert followed.status_code == 200, followed.text
+        assert pa.ipc.open_stream(followed.content).read_all().num_rows == 200
     # through the front: consecutive requests land on alternating replicas
     seen = len(front.connections)
     ids = []

@@ -150,8 +150,8 @@ class ResultsHandler(QueryHandlerBase):
             live = self.runner.live_outcome(rec.id)
             if live is not None and await self.follow(rec, live):
                 return
-            if live is None:
-                await self.runner.wait_finished(rec.id, self.app.query_timeout + 60)
+            # running elsewhere, or done before it could be followed: wait for its record
+            await self.runner.wait_finished(rec.id, self.app.query_timeout + 60)
             rec = await self.load(query_id)
         if rec.state in INFLIGHT:
             raise ServiceError(
