@@ -53,7 +53,8 @@ class S3ResultStore(ResultStore):
 
     prefix = Unicode(
         "results/",
-        help="""Key prefix of the result objects.
+        help="""Key prefix of the result objects. Use one prefix (or bucket) per deployment:
+        fort-query removes objects under it that its own store does not know (orphans).
 
             c.S3ResultStore.prefix = "prod/results/"
         """,
