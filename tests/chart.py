@@ -20,13 +20,19 @@ SHARED = ROOT.parent / "shared" / "z2jh"
 CHART = SHARED / "chart"
 VALUES = ROOT / "helm-values" / "values.yaml"
 VALUES_DEV = ROOT / "helm-values" / "values-dev.yaml"
+VALUES_REPLICAS = ROOT / "helm-values" / "values-replicas.yaml"
+SERVICES_CHART = ROOT / "k8s" / "fort-services"
 IRSA_RBAC_CHART = ROOT / "k8s" / "irsa-rbac"
 RELEASE, NAMESPACE = "fort", "fort"
 #: the chart's oldest supported Kubernetes (Chart.yaml kubeVersion) and the newest we deploy on
 #: (docs/deploy-eks.md creates an EKS 1.33 cluster)
 K8S_VERSIONS = ("1.28.0", "1.33.0")
 #: every supported combination of our values files
-VARIANTS = {"values": (VALUES,), "values+dev": (VALUES, VALUES_DEV)}
+VARIANTS = {
+    "values": (VALUES,),
+    "values+dev": (VALUES, VALUES_DEV),
+    "values+replicas": (VALUES, VALUES_REPLICAS),
+}
 
 
 class HelmError(RuntimeError):

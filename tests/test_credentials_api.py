@@ -146,7 +146,10 @@ def test_cached_until_margin_then_reissued(env, backend):
 
 def test_single_flight(env, backend, monkeypatch):
     # the policy allows 60 requests a minute (tested below); this test is about single flight
-    monkeypatch.setattr(env["app"].issuer, "rate_limit", lambda *a: None)
+    async def unlimited(*_):
+        return None
+
+    monkeypatch.setattr(env["app"].issuer, "rate_limit", unlimited)
     backend.latency = 0.5
     try:
         calls = backend.calls

@@ -21,6 +21,8 @@ REGISTERED = {
     ("fort_hub.sts_backends", "stub"): "fort_hub.services.credentials.backends:StubStsBackend",
     ("fort_hub.query_engines", "duckdb"): "fort_hub.services.query.engines.duckdb:DuckDBEngine",
     ("fort_hub.query_engines", "athena"): "fort_hub.services.query.engines.athena:AthenaEngine",
+    ("fort_hub.result_stores", "local"): "fort_hub.services.query.results:LocalResultStore",
+    ("fort_hub.result_stores", "s3"): "fort_hub.services.query.results_s3:S3ResultStore",
     ("fort_hub.athena_credentials", "assume-role"): "fort_hub.services.query.engines.athena:AssumeRoleProvider",
 }  # fmt: skip
 
@@ -54,6 +56,11 @@ def test_service_backends_resolve_by_name(tmp_path):
     assert CredentialsService(sts_backend_class="STS").sts_backend_class is StsBackend  # any case
     q = QueryService(duckdb_engine_class="duckdb", athena_engine_class="athena")
     assert (q.duckdb_engine_class, q.athena_engine_class) == (DuckDBEngine, AthenaEngine)
+    from fort_hub.services.query.results import LocalResultStore
+    from fort_hub.services.query.results_s3 import S3ResultStore
+
+    assert QueryService().result_store_class is LocalResultStore  # the default
+    assert QueryService(result_store_class="s3").result_store_class is S3ResultStore
     c = Config()
     c.AthenaEngine.credentials_provider_class = "assume-role"
     assert AthenaEngine(config=c).credentials_provider_class is AssumeRoleProvider

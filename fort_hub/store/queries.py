@@ -42,7 +42,7 @@ class QueryRecord:
         return d
 
 
-def _row(r) -> QueryRecord:
+def row_to_record(r) -> QueryRecord:
     return QueryRecord(**dict(r._mapping))
 
 
@@ -78,7 +78,7 @@ class QueryRecords:
         t = S.queries
         with self.store.reading() as conn:
             r = conn.execute(select(t).where(t.c.id == query_id)).first()
-        return _row(r) if r else None
+        return row_to_record(r) if r else None
 
     def list(
         self, username: str | None = None, limit: int = 50, before: str | None = None
@@ -91,7 +91,7 @@ class QueryRecords:
         if before:
             stmt = stmt.where(t.c.submitted < before)
         with self.store.reading() as conn:
-            return [_row(r) for r in conn.execute(stmt)]
+            return [row_to_record(r) for r in conn.execute(stmt)]
 
     def inflight_count(self, username: str) -> int:
         t = S.queries
@@ -112,31 +112,20 @@ class QueryRecords:
         with self.store.transaction() as conn:
             return (conn.execute(stmt).rowcount or 0) > 0
 
-    def fail_inflight(self, reason: str, now: dt.datetime) -> list[QueryRecord]:
-        """Mark every queued or running query failed with *reason* (at start-up: nothing
-        survives a restart silently). Returns the records changed."""
-        t = S.queries
-        with self.store.transaction() as conn:
-            rows = [_row(r) for r in conn.execute(select(t).where(t.c.state.in_(INFLIGHT)))]
-            if rows:
-                conn.execute(
-                    t.update()
-                    .where(t.c.id.in_([r.id for r in rows]), t.c.state.in_(INFLIGHT))
-                    .values(state="failed", error=reason, finished=isoformat(now))
-                )
-        return rows
-
     def expired_results(self, now: dt.datetime) -> list[QueryRecord]:
         t = S.queries
         with self.store.reading() as conn:
             return [
-                _row(r)
+                row_to_record(r)
                 for r in conn.execute(
                     select(t).where(t.c.result_path.is_not(None), t.c.expires <= isoformat(now))
                 )
             ]
 
     def ids_with_results(self) -> set[str]:
+        """Queries whose stored result is kept: those with a result, and those in flight (on
+        any replica: one may be storing its result right now)."""
         t = S.queries
+        keep = t.c.result_path.is_not(None) | t.c.state.in_(INFLIGHT)
         with self.store.reading() as conn:
-            return {r[0] for r in conn.execute(select(t.c.id).where(t.c.result_path.is_not(None)))}
+            return {r[0] for r in conn.execute(select(t.c.id).where(keep))}

@@ -170,6 +170,17 @@ queries = Table(
     Index("ix_fort_queries_state", "state"),
 )
 
+#: which replica of fort-query runs an in-flight query, until when (renewed by its heartbeat);
+#: a query whose lease ran out is failed by whichever replica notices (see store.leases)
+query_leases = Table(
+    "fort_query_leases",
+    metadata,
+    Column("query_id", String(64), primary_key=True),
+    Column("replica", String(255), nullable=False),
+    Column("expires", String(40), nullable=False),  # ISO UTC
+    Index("ix_fort_query_leases_replica", "replica"),
+)
+
 # ---- external identities bound to hub usernames (the Facebook app-scoped id) -----------------------
 identities = Table(
     "fort_identities",

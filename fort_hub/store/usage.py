@@ -81,6 +81,15 @@ class UsageCounters:
         with self.store.reading() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
+    def clear(self, metric: str, subject: str | None = None) -> int:
+        """Delete every window of *metric* (of *subject* only, when given)."""
+        t = schema.usage
+        stmt = t.delete().where(t.c.metric == metric)
+        if subject is not None:
+            stmt = stmt.where(t.c.subject == subject)
+        with self.store.transaction() as conn:
+            return conn.execute(stmt).rowcount or 0
+
     def prune(self, metric: str, keep_from_window: str) -> int:
         """Delete windows of *metric* that sort before *keep_from_window*."""
         t = schema.usage

@@ -27,6 +27,8 @@ from .backends import AssumeRoleRequest, Credentials, StsBackendBase, StsError, 
 from .sessionpolicy import SessionPolicyTooLarge, packed, session_policy
 
 log = logging.getLogger("fort_hub.credentials")
+#: the usage counter (``fort_usage.metric``) of credential requests per user and minute
+RATE_METRIC = "credentials.requests"
 AUDIT_DOWN = "the audit log is unavailable, so no credentials are issued; try again shortly"
 
 
@@ -63,32 +65,35 @@ class CredentialIssuer:
         self.settings = settings
         self.cache: dict[tuple[str, str], Credentials] = {}
         self._inflight: dict[tuple[str, str], asyncio.Future] = {}
-        self._windows: dict[str, tuple[int, int]] = {}
+        self._pruned = ""  # the newest minute whose older windows were pruned
 
     def forget(self) -> None:
         """Drop cached sessions (e.g. after a policy change)."""
         self.cache.clear()
 
     def reset_rate_limit(self, username: str | None = None) -> None:
-        """Start *username*'s (or everyone's) per-minute window afresh."""
-        if username is None:
-            self._windows.clear()
-        else:
-            self._windows.pop(username, None)
+        """Start *username*'s (or everyone's) per-minute window afresh (in the store: for
+        every replica)."""
+        self.access.store.usage.clear(RATE_METRIC, username)
 
-    def rate_limit(self, username: str, per_minute: int) -> None:
-        minute = int(time.time() // 60)
-        window, used = self._windows.get(username, (minute, 0))
-        if window != minute:
-            window, used = minute, 0
-        if used >= per_minute:
-            retry = max(1, math.ceil(60 - time.time() % 60))
+    async def rate_limit(self, username: str, per_minute: int) -> None:
+        """Count one request in *username*'s current minute, in the fort store (shared by every
+        replica of the service); 429 with ``Retry-After`` once *per_minute* is reached."""
+        now = self.access.clock().astimezone(dt.UTC)
+        window = now.strftime("%Y-%m-%dT%H:%M")
+        usage = self.access.store.usage
+        got = await self.access.store.run(usage.try_consume, username, RATE_METRIC, window, 1,
+                                          per_minute)  # fmt: skip
+        if window != self._pruned:  # once a minute per replica: drop the windows before it
+            self._pruned = window
+            await self.access.store.run(usage.prune, RATE_METRIC, window)
+        if not got.allowed:
+            retry = max(1, math.ceil(60 - now.second - now.microsecond / 1e6))
             raise ServiceError(
                 429,
                 f"credential request limit reached ({per_minute} per minute); retry in {retry} s",
                 headers={"Retry-After": str(retry)},
             )
-        self._windows[username] = (window, used + 1)
 
     async def decide(self, username: str, role: str, request_id: str, client: str) -> Grant:
         """The grant from the store and the policy now, or a refusal (audited)."""
@@ -98,7 +103,7 @@ class CredentialIssuer:
             await self.audit(username, role, "deny", reason, request_id, client)
             raise ServiceError(403, f"{reason}; ask a fort admin to rename it")
         policy, eff = await self.access.aeffective(username)
-        self.rate_limit(username, policy.quota_for(eff).credential_requests_per_minute)
+        await self.rate_limit(username, policy.quota_for(eff).credential_requests_per_minute)
         roles = policy.roles_for(eff)
         if role not in roles:
             known = {role_name(a) for a in policy.aws.roles.values()}

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+from urllib.parse import urlparse
 
 from jupyterhub.traitlets import EntryPointType
 from tornado.ioloop import PeriodicCallback
@@ -27,7 +29,7 @@ from ..metrics import QueryMetrics
 from .engines.athena import AthenaEngine
 from .engines.base import QueryEngine
 from .engines.duckdb import DuckDBEngine
-from .results import ResultStore
+from .results import LocalResultStore, ResultStore
 from .runner import RESTART_REASON, Limits, QueryRunner
 
 __all__ = ["RESTART_REASON", "QueryService"]
@@ -63,9 +65,24 @@ class QueryService(FortServiceApp):
         """,
     ).tag(config=True)
 
+    result_store_class = EntryPointType(
+        LocalResultStore,
+        klass=ResultStore,
+        entry_point_group="fort_hub.result_stores",
+        help="""Where query results are kept (see fort_hub.services.query.results for the
+        contract): a name in the `fort_hub.result_stores` entry point group or an import
+        string. `local` (the default) is a directory (`results_dir`): one replica, or replicas
+        sharing a ReadWriteMany volume. `s3` is a bucket (`c.S3ResultStore.bucket`): any
+        replica serves any query's result.
+
+            c.QueryService.result_store_class = "s3"
+            c.S3ResultStore.bucket = "fort-query-results"
+        """,
+    ).tag(config=True)
+
     results_dir = Unicode(
-        help="""Directory for stored query results (Arrow IPC stream files, mode 0700).
-        Defaults to ./fort-query-results.
+        help="""Directory for stored query results with the `local` result store (Arrow IPC
+        stream files, mode 0700). Defaults to ./fort-query-results.
 
             c.QueryService.results_dir = "/var/lib/fort/query-results"
         """,
@@ -135,7 +152,52 @@ class QueryService(FortServiceApp):
         """,
     ).tag(config=True)
 
+    replica_name = Unicode(
+        help="""This replica's name in the store's query leases: unique among the replicas of
+        fort-query sharing one store, and the same when a replica restarts (its queries left in
+        flight are then failed at once). Defaults to `<host name>:<port of bind_url>` (on
+        Kubernetes the pod name and the port), unique for replicas on one host too.
+
+            c.QueryService.replica_name = "fort-query-1"
+        """,
+    ).tag(config=True)
+
+    @default("replica_name")
+    def _default_replica_name(self):
+        return f"{socket.gethostname()}:{urlparse(self.bind_url).port}"
+
+    lease_ttl = Float(
+        30,
+        help="""Seconds a replica's lease on its running queries lasts without a heartbeat.
+        When a replica dies, its queries are failed (with a reason, freeing their concurrency
+        slots) by another replica this long after its last heartbeat.
+
+            c.QueryService.lease_ttl = 60
+        """,
+    ).tag(config=True)
+
+    heartbeat_interval = Float(
+        2,
+        help="""Seconds between heartbeats: each renews this replica's leases, stops queries
+        that another replica was asked to cancel and fails queries of replicas that are gone.
+        Must be well below `lease_ttl`.
+
+            c.QueryService.heartbeat_interval = 5
+        """,
+    ).tag(config=True)
+
+    @validate("heartbeat_interval")
+    def _heartbeat_below_ttl(self, proposal):
+        value = proposal["value"]
+        if not 0 < value <= self.lease_ttl / 3:
+            raise ValueError(
+                f"QueryService.heartbeat_interval ({value:g}) must be positive and at most a "
+                f"third of QueryService.lease_ttl ({self.lease_ttl:g})"
+            )
+        return value
+
     @validate(
+        "lease_ttl",
         "result_ttl",
         "query_timeout",
         "cleanup_interval",
@@ -159,11 +221,13 @@ class QueryService(FortServiceApp):
         }
         limits = Limits(
             self.query_timeout, self.max_result_rows, self.max_result_bytes, self.result_ttl,
-            self.max_sql_bytes, self.parse_threads,
+            self.max_sql_bytes, self.parse_threads, self.lease_ttl,
         )  # fmt: skip
         self.runner = QueryRunner(
-            self.access, engines, ResultStore(self.results_dir), limits, self.log, self.metrics
-        )
+            self.access, engines, self.result_store_class(self.results_dir, parent=self),
+            limits, self.log, self.metrics,
+            replica=self.replica_name,
+        )  # fmt: skip
 
     def make_metrics(self) -> QueryMetrics:
         return QueryMetrics(self.service_name)
@@ -177,12 +241,20 @@ class QueryService(FortServiceApp):
         await self.runner.recover()
         self._cleanup = PeriodicCallback(self._cleanup_tick, self.cleanup_interval * 1000)
         self._cleanup.start()
+        self._heartbeat = PeriodicCallback(self._heartbeat_tick, self.heartbeat_interval * 1000)
+        self._heartbeat.start()
+
+    def _heartbeat_tick(self) -> None:
+        if getattr(self, "_beating", None) is None or self._beating.done():
+            self._beating = asyncio.ensure_future(self.runner.heartbeat())
 
     def _cleanup_tick(self) -> None:
         self._cleanup_task = asyncio.ensure_future(self.runner.remove_expired())
 
     async def shutdown(self) -> None:
-        if getattr(self, "_cleanup", None):
-            self._cleanup.stop()
+        for periodic in ("_cleanup", "_heartbeat"):
+            if getattr(self, periodic, None):
+                getattr(self, periodic).stop()
         self.runner.close()
+        self.runner.results.close()
         await super().shutdown()

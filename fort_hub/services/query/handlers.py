@@ -157,9 +157,9 @@ class ResultsHandler(QueryHandlerBase):
         await self.may_download(rec)
         if rec.state in INFLIGHT and follow == "true" and self.pick_format() == "arrow":
             live = self.runner.live_outcome(rec.id)
-            if live is not None:
-                await self.follow(rec, live)
+            if live is not None and await self.follow(rec, live):
                 return
+            # running elsewhere, or done before it could be followed: wait for its record
             await self.runner.wait_finished(rec.id, self.app.query_timeout + 60)
             rec = await self.load(query_id)
         if rec.state in INFLIGHT:
@@ -169,10 +169,18 @@ class ResultsHandler(QueryHandlerBase):
             )  # fmt: skip
         if rec.state != "succeeded":
             raise ServiceError(409, f"query {rec.id} {rec.state}: {rec.error or 'no result'}")
-        if not rec.result_path or not os.path.exists(rec.result_path):
-            raise ServiceError(
-                410, f"the result of query {rec.id} has expired; run the query again"
-            )
+        await self.send_stored(rec)
+
+    async def send_stored(self, rec: QueryRecord) -> None:
+        """The stored result, from the result store (whichever replica ran the query)."""
+        store, run = self.runner.results, self.app.fort_store.run
+        gone = ServiceError(410, f"the result of query {rec.id} has expired; run the query again")
+        if not rec.result_path:
+            raise gone
+        try:
+            size = await run(store.size, rec.id)
+        except FileNotFoundError:
+            raise gone from None
         fmt = self.pick_format()
         offset = self.page_offset() if fmt == "json" else 0
         max_rows = self.int_arg("max_rows", 1000, 1, MAX_PAGE_ROWS) if fmt == "json" else 0
@@ -180,22 +188,28 @@ class ResultsHandler(QueryHandlerBase):
             "query.download", rec.dataset, f"result as {fmt}",
             {"query_id": rec.id, "format": fmt, "owner": rec.username, "offset": offset},
         )  # fmt: skip
-        if fmt == "json":
-            data = await self.app.fort_store.run(R.page, rec.result_path, offset, max_rows)
-            nxt = data.pop("next_offset")
-            data["next_page_token"] = None if nxt is None else str(nxt)
-            data["id"] = rec.id
-            self.set_header("Content-Type", "application/json; charset=UTF-8")
-            self.finish(R.json_dumps(data))
-            return
-        self.set_header("Content-Type", FORMATS[fmt] + ("; charset=UTF-8" if fmt == "csv" else ""))
-        if fmt == "arrow":  # the stored file is the stream: its size is known, no chunking
-            self.set_header("Content-Length", str(os.path.getsize(rec.result_path)))
-        chunks = R.iter_bytes(rec.result_path) if fmt == "arrow" else R.iter_csv(rec.result_path)
         try:
-            for chunk in chunks:
+            if fmt == "json":
+                data = await run(R.page, store, rec.id, offset, max_rows)
+                nxt = data.pop("next_offset")
+                data["next_page_token"] = None if nxt is None else str(nxt)
+                data["id"] = rec.id
+                self.set_header("Content-Type", "application/json; charset=UTF-8")
+                self.finish(R.json_dumps(data))
+                return
+            chunks = R.iter_bytes(store, rec.id) if fmt == "arrow" else R.iter_csv(store, rec.id)
+            first = await run(next, chunks, None)
+        except FileNotFoundError:  # removed between the size check and the read
+            raise gone from None
+        self.set_header("Content-Type", FORMATS[fmt] + ("; charset=UTF-8" if fmt == "csv" else ""))
+        if fmt == "arrow":  # the stored stream: its size is known, no chunking
+            self.set_header("Content-Length", str(size))
+        try:
+            chunk = first
+            while chunk is not None:
                 self.write(chunk)
                 await self.flush()
+                chunk = await run(next, chunks, None)
         except StreamClosedError:
             return
         finally:
@@ -218,29 +232,29 @@ class ResultsHandler(QueryHandlerBase):
             )  # fmt: skip
             raise
 
-    async def follow(self, rec: QueryRecord, live: asyncio.Future) -> None:
-        """Stream the Arrow result while the query still writes it. The last 8 bytes (the
-        end-of-stream marker) are held back until the query succeeded, so a query that fails
-        midway leaves the client with a truncated stream, never a complete-looking one."""
+    async def follow(self, rec: QueryRecord, live: asyncio.Future) -> bool:
+        """Stream the Arrow result while the query (running here) still writes it. The last 8
+        bytes (the end-of-stream marker) are held back until the query succeeded, so a query
+        that fails midway leaves the client with a truncated stream, never a complete-looking
+        one. False when the query finished before its spool file could be opened (the caller
+        then serves the stored result)."""
+        spool = self.runner.live_spool(rec.id)
+        f, idle = None, _Idle()
+        while f is None:
+            if spool:
+                with contextlib.suppress(FileNotFoundError):
+                    f = open(spool, "rb")  # noqa: SIM115 - closed below
+            if f is None:
+                if live.done():
+                    state, error = live.result()
+                    if state == "succeeded":
+                        return False
+                    raise ServiceError(409, f"query {rec.id} {state}: {error or 'no result'}")
+                await idle.wait(progress=False)
         await self.audit(
             "query.download", rec.dataset, "result as arrow (followed while running)",
             {"query_id": rec.id, "format": "arrow", "owner": rec.username, "offset": 0},
         )  # fmt: skip
-        partial, final = (
-            self.runner.results.path(rec.id) + ".partial",
-            self.runner.results.path(rec.id),
-        )
-        f, idle = None, _Idle()
-        while f is None:
-            for path in (partial, final):
-                with contextlib.suppress(FileNotFoundError):
-                    f = open(path, "rb")  # noqa: SIM115 - closed below
-                    break
-            if f is None:
-                if live.done():
-                    state, error = live.result()
-                    raise ServiceError(409, f"query {rec.id} {state}: {error or 'no result'}")
-                await idle.wait(progress=False)
         sent = 0
         try:
             self.set_header("Content-Type", ARROW)
@@ -258,7 +272,7 @@ class ResultsHandler(QueryHandlerBase):
                     break
                 await idle.wait(progress)
         except StreamClosedError:
-            return
+            return True
         finally:
             f.close()
         if not ok:
@@ -266,8 +280,9 @@ class ResultsHandler(QueryHandlerBase):
             if sent == 0:
                 raise ServiceError(409, f"query {rec.id} {state}: {error or 'no result'}")
             self.request.connection.stream.close()  # truncated on purpose: the client errs
-            return
+            return True
         self.finish()
+        return True
 
     def pick_format(self) -> str:
         fmt = self.get_query_argument("format", None)

@@ -1,9 +1,24 @@
-"""Stored query results: one Arrow IPC *stream* file per query, written batch by batch.
+"""Stored query results: one Arrow IPC *stream* per query, written batch by batch, kept in a
+**result store** until the query record's ``expires`` passes.
 
-The stream format on disk means an ``application/vnd.apache.arrow.stream`` download is a plain
-copy of the file's bytes in chunks (no re-encoding, never the whole result in memory); JSON pages
-and CSV read the file through a memory map one record batch at a time. Files are removed when the
-query record's ``expires`` passes (see :meth:`ResultStore.remove`).
+The result store is a plug-point (``c.QueryService.result_store_class``, entry point group
+``fort_hub.result_stores``): :class:`LocalResultStore` (``local``, a directory: the default, one
+replica or a shared volume) and :class:`.results_s3.S3ResultStore` (``s3``: any replica serves
+any query's result). The contract of :class:`ResultStore`, all a store implements:
+
+- ``sink(query_id, max_rows, max_bytes)`` -> a :class:`FileSink` the engine writes batches to
+  (``write``/``set_schema``, caps enforced); ``commit()`` makes the result readable (returns its
+  location), ``discard()`` drops it. ``sink.spool`` is the local file being written, which a
+  follower of a running query reads as it grows.
+- ``location(query_id)`` -> where the result is (kept in the query record, for admins);
+- ``size(query_id)`` and ``open(query_id)`` -> a binary file object with ``read(n)`` and
+  ``close()`` over the stored stream; both raise :class:`FileNotFoundError` once it is gone;
+- ``remove(query_id)`` (idempotent) and ``ids()`` (every stored query id, for sweeps).
+
+The readers below (:func:`iter_bytes`, :func:`page`, :func:`iter_csv`) use only this contract.
+The stream format means an ``application/vnd.apache.arrow.stream`` download is a plain copy of
+the stored bytes in chunks (no re-encoding, never the whole result in memory); JSON pages and
+CSV decode one record batch at a time.
 """
 
 from __future__ import annotations
@@ -13,16 +28,19 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
+from traitlets import Unicode
+from traitlets.config import LoggingConfigurable
 
 from .engines.base import ResultSink, check_result_caps
 
 CHUNK = 4 << 20
+SUFFIX = ".arrows"
 
 
 class FileSink(ResultSink):
@@ -37,6 +55,11 @@ class FileSink(ResultSink):
         self.nbytes = 0
         self._sink: Any = None
         self._writer: ipc.RecordBatchStreamWriter | None = None
+
+    @property
+    def spool(self) -> str:
+        """The local file being written (followers read it while it grows)."""
+        return self.partial
 
     def set_schema(self, schema: pa.Schema) -> None:
         if self._writer is None:
@@ -73,46 +96,109 @@ class FileSink(ResultSink):
                 os.remove(p)
 
 
-class ResultStore:
-    """The directory holding result files: mode 0700, each file 0600 (only the service's
-    user can list or read results)."""
+class ResultStore(LoggingConfigurable):
+    """Where fort-query keeps results (the contract is in the module docstring)."""
 
-    def __init__(self, directory: str):
-        self.directory = directory
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+    def sink(self, query_id: str, max_rows: int, max_bytes: int) -> FileSink:
+        raise NotImplementedError
+
+    def location(self, query_id: str) -> str:
+        raise NotImplementedError
+
+    def size(self, query_id: str) -> int:
+        raise NotImplementedError
+
+    def open(self, query_id: str) -> BinaryIO:
+        raise NotImplementedError
+
+    def remove(self, query_id: str) -> None:
+        raise NotImplementedError
+
+    def ids(self) -> set[str]:
+        raise NotImplementedError
+
+    def exists(self, query_id: str) -> bool:
+        try:
+            self.size(query_id)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def sweep_orphans(self, known: Callable[[], set[str]]) -> int:
+        """Remove stored results whose query is not in ``known()`` (e.g. left by a crash).
+        *known* is called after the listing, so that a result another replica stores meanwhile
+        is never taken for an orphan."""
+        stored = self.ids()
+        orphans = stored - known()
+        for qid in orphans:
+            self.remove(qid)
+        return len(orphans)
+
+    def close(self) -> None:
+        """Release clients at shutdown."""
+
+
+class LocalResultStore(ResultStore):
+    """Results in a local directory (mode 0700, each file 0600: only the service's user can
+    list or read them). One replica, or several sharing one ReadWriteMany volume."""
+
+    directory = Unicode(
+        help="""The directory holding result files; QueryService sets it from
+        `QueryService.results_dir`.
+
+            c.LocalResultStore.directory = "/var/lib/fort/query-results"
+        """,
+    ).tag(config=True)
+
+    def __init__(self, directory: str = "", **kwargs):
+        super().__init__(**kwargs)
+        if directory:
+            self.directory = directory
+        if not self.directory:
+            raise ValueError("LocalResultStore.directory is not set")
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
         # makedirs' mode is masked by the umask and ignored for an existing directory
-        os.chmod(directory, 0o700)
+        os.chmod(self.directory, 0o700)
 
     def path(self, query_id: str) -> str:
-        return os.path.join(self.directory, f"{query_id}.arrows")
+        return os.path.join(self.directory, f"{query_id}{SUFFIX}")
 
     def sink(self, query_id: str, max_rows: int, max_bytes: int) -> FileSink:
         return FileSink(self.path(query_id), max_rows, max_bytes)
 
+    def location(self, query_id: str) -> str:
+        return self.path(query_id)
+
+    def size(self, query_id: str) -> int:
+        return os.path.getsize(self.path(query_id))
+
+    def open(self, query_id: str) -> BinaryIO:
+        return pa.memory_map(self.path(query_id), "r")
+
     def remove(self, query_id: str) -> None:
         FileSink(self.path(query_id), 0, 0).discard()
 
-    def sweep_orphans(self, known: set[str]) -> int:
-        """Remove result files whose query is not in *known* (e.g. left by a crash)."""
-        n = 0
-        for name in os.listdir(self.directory):
-            qid = name.split(".", 1)[0]
-            if qid not in known:
-                os.remove(os.path.join(self.directory, name))
-                n += 1
-        return n
+    def ids(self) -> set[str]:
+        return {name.split(".", 1)[0] for name in os.listdir(self.directory)}
 
 
-def iter_bytes(path: str, chunk: int = CHUNK) -> Iterator[bytes]:
+def iter_bytes(store: ResultStore, query_id: str, chunk: int = CHUNK) -> Iterator[bytes]:
     """The Arrow IPC stream, as stored, in chunks."""
-    with open(path, "rb") as f:
+    f = store.open(query_id)
+    try:
         while data := f.read(chunk):
             yield data
+    finally:
+        f.close()
 
 
-def _batches(path: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch], pa.MemoryMappedFile]:
-    source = pa.memory_map(path, "r")
-    reader = ipc.open_stream(source)
+def _batches(store: ResultStore, query_id: str):
+    source = store.open(query_id)
+    try:
+        reader = ipc.open_stream(source)
+    except BaseException:
+        source.close()
+        raise
     return reader.schema, iter(reader), source
 
 
@@ -120,9 +206,9 @@ def schema_json(schema: pa.Schema) -> list[dict[str, str]]:
     return [{"name": f.name, "type": str(f.type)} for f in schema]
 
 
-def page(path: str, offset: int, max_rows: int) -> dict[str, Any]:
+def page(store: ResultStore, query_id: str, offset: int, max_rows: int) -> dict[str, Any]:
     """Rows ``offset .. offset+max_rows`` as JSON-ready data, with the next offset (or None)."""
-    schema, batches, source = _batches(path)
+    schema, batches, source = _batches(store, query_id)
     rows: list[dict] = []
     seen = 0
     more = False
@@ -178,9 +264,9 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def iter_csv(path: str) -> Iterator[bytes]:
+def iter_csv(store: ResultStore, query_id: str) -> Iterator[bytes]:
     """The result as CSV with a header, one record batch at a time."""
-    schema, batches, source = _batches(path)
+    schema, batches, source = _batches(store, query_id)
     try:
         header = True
         for batch in batches:

@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import logging
 import math
+import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from ...access import Access
 from ...policy.model import Dataset, Policy
 from ...store import StoreError
 from ...store.core import isoformat
+from ...store.leases import QueryLeases
 from ...store.queries import INFLIGHT, QueryRecord, QueryRecords
 from ..handler import ServiceError, bad_text, printable
 from ..metrics import QueryMetrics
@@ -39,6 +41,10 @@ from .results import ResultStore
 from .sqlcheck import CheckedQuery, SqlRejected, check_sql
 
 RESTART_REASON = "fort-query restarted while this query was in flight; run it again"
+LOST_REASON = (
+    "the fort-query replica running this query stopped (its lease in the store ran out); "
+    "run it again"
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class Limits:
     result_ttl: float = 24 * 3600
     max_sql_bytes: int = 64 * 1024
     parse_threads: int = 2
+    #: seconds a replica's lease on its running queries lasts without a heartbeat
+    lease_ttl: float = 30
 
 
 class QueryRunner:
@@ -62,6 +70,7 @@ class QueryRunner:
         limits: Limits,
         log: logging.Logger | None = None,
         metrics: QueryMetrics | None = None,
+        replica: str = "",
     ):
         self.access = access
         self.store = access.store
@@ -72,11 +81,16 @@ class QueryRunner:
         self.log = log or logging.getLogger("fort_hub.query")
         self.records = QueryRecords(self.store)
         self.quotas = Quotas(self.store, self.clock)
+        #: this process's name in the store's leases (unique per replica; see QueryService)
+        self.replica = replica or socket.gethostname()
+        self.leases = QueryLeases(self.store)
         self._tasks: dict[str, asyncio.Task] = {}
         self._done: dict[str, asyncio.Event] = {}  # set once the final state is recorded
         #: (state, error) as soon as the engine is done and the result file is final
         self._live: dict[str, asyncio.Future] = {}
         self._cancel_requested: set[str] = set()
+        self._engine_of: dict[str, str] = {}  # the engine of each query running here
+        self._sinks: dict[str, Any] = {}  # the result sink of each query running here
         self._parser = ThreadPoolExecutor(limits.parse_threads, thread_name_prefix="fort-sqlcheck")
         self.metrics = metrics or QueryMetrics()
 
@@ -89,25 +103,53 @@ class QueryRunner:
         self._parser.shutdown(wait=False, cancel_futures=True)
 
     async def recover(self) -> None:
-        """At start: fail the queries a previous process left in flight, sweep results."""
+        """At start: fail the queries a previous run of this replica left in flight (and any
+        whose lease ran out), sweep results."""
         try:
-            failed = await self.store.run(self.records.fail_inflight, RESTART_REASON, self.clock())
-            for rec in failed:
-                self.log.warning(
-                    "query %s of %s was in flight at restart: failed", rec.id, rec.username
-                )
-                self.results.remove(rec.id)
-            known = await self.store.run(self.records.ids_with_results)
-            self.results.sweep_orphans(known)
+            await self.reap(RESTART_REASON, self.replica)
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.results.sweep_orphans, self.records.ids_with_results
+            )
             await self.remove_expired()
         except StoreError as e:
             self.log.error("could not recover in-flight queries (store unavailable): %s", e)
+
+    async def reap(self, reason: str, replica: str | None = None) -> int:
+        """Fail the in-flight queries whose replica is gone (see :class:`QueryLeases`)."""
+        failed = await self.store.run(self.leases.reap, self.clock(), reason, replica)
+        for rec in failed:
+            self.log.warning("query %s of %s: %s", rec.id, rec.username, reason)
+            await asyncio.get_running_loop().run_in_executor(None, self.results.remove, rec.id)
+            with contextlib.suppress(StoreError):
+                await self.store.audit.arecord(
+                    actor=rec.username, action="query.complete", resource=rec.dataset,
+                    decision="deny", reason=reason,
+                    details={"query_id": rec.id, "state": "failed", "rows": 0,
+                             "bytes_scanned": 0, "replica": self.replica},
+                )  # fmt: skip
+        return len(failed)
+
+    async def heartbeat(self) -> None:
+        """Renew this replica's leases, stop what another replica cancelled, and fail the
+        queries of replicas whose leases ran out. Run every few seconds."""
+        try:
+            if self._tasks:
+                expires = self.clock() + dt.timedelta(seconds=self.limits.lease_ttl)
+                states = await self.store.run(self.leases.renew, self.replica, expires)
+                for qid in list(self._tasks):
+                    # ended elsewhere: cancelled on another replica, or failed by one that
+                    # found this replica's lease run out (e.g. after a long store outage)
+                    if states.get(qid, "gone") not in INFLIGHT:
+                        await self.cancel_here(qid)
+            await self.reap(LOST_REASON)
+        except StoreError as e:
+            self.log.error("query heartbeat failed (store unavailable): %s", e)
 
     async def remove_expired(self) -> int:
         try:
             expired = await self.store.run(self.records.expired_results, self.clock())
             for rec in expired:
-                self.results.remove(rec.id)
+                await asyncio.get_running_loop().run_in_executor(None, self.results.remove, rec.id)
                 await self.store.run(self.records.update, rec.id, result_path=None)
             return len(expired)
         except StoreError as e:
@@ -238,8 +280,14 @@ class QueryRunner:
         qid = rec.id
         self._done[qid] = asyncio.Event()
         self._live[qid] = asyncio.get_running_loop().create_future()
+        self._engine_of[qid] = rec.engine
         self._tasks[qid] = asyncio.ensure_future(self._execute(rec, job, max_rows, request_id))
         self.metrics.query_started(rec.engine)
+
+    def live_spool(self, query_id: str) -> str | None:
+        """The local file a query running here is writing its result to (for followers)."""
+        sink = self._sinks.get(query_id)
+        return sink.spool if sink is not None else None
 
     def live_outcome(self, query_id: str) -> asyncio.Future | None:
         """For a query running in this process: a future resolved with ``(state, error)`` as
@@ -250,7 +298,11 @@ class QueryRunner:
         """Quotas and the record's insertion, in one transaction."""
 
         def insert(conn):
-            return self.records.insert_if_below(conn, rec, quota.max_concurrent_queries)
+            busy = self.records.insert_if_below(conn, rec, quota.max_concurrent_queries)
+            if busy is None:
+                expires = self.clock() + dt.timedelta(seconds=self.limits.lease_ttl)
+                self.leases.take_in(conn, rec.id, self.replica, expires)
+            return busy
 
         try:
             await self.store.run(self.quotas.admit, rec.username, quota, insert)
@@ -298,6 +350,7 @@ class QueryRunner:
         engine = self.engines[rec.engine]
         store = self.store
         sink = self.results.sink(rec.id, max_rows, self.limits.max_result_bytes)
+        self._sinks[rec.id] = sink
         state, error, outcome, detail = "failed", None, None, None
         # the state change is recorded while the engine already works (off the critical path)
         running = asyncio.ensure_future(store.run(
@@ -346,6 +399,9 @@ class QueryRunner:
             await self._finish(rec, state, (error, detail), outcome, sink.rows, request_id)
         finally:
             self._tasks.pop(rec.id, None)
+            self._cancel_requested.discard(rec.id)
+            self._engine_of.pop(rec.id, None)
+            self._sinks.pop(rec.id, None)
             self._live.pop(rec.id, None)
             self._done.pop(rec.id, asyncio.Event()).set()
 
@@ -360,15 +416,24 @@ class QueryRunner:
             "bytes_scanned": scanned, "engine_id": (outcome.engine_id or None) if outcome else None,
         }  # fmt: skip
         if state == "succeeded":
-            values["result_path"] = self.results.path(rec.id)
+            values["result_path"] = self.results.location(rec.id)
             values["expires"] = isoformat(now + dt.timedelta(seconds=self.limits.result_ttl))
+        reaped = False  # failed by another replica, which audited its end
         try:
-            await self.store.run(self.records.update, rec.id, INFLIGHT, **values)
+            recorded = await self.store.run(self.records.update, rec.id, INFLIGHT, **values)
+            await self.store.run(self.leases.release, rec.id)
+            if not recorded:  # ended meanwhile by another replica: its record is the truth
+                final = await self.store.run(self.records.get, rec.id)
+                if final is not None:
+                    state, error, reaped = final.state, final.error, final.error == LOST_REASON
+                await asyncio.get_running_loop().run_in_executor(None, self.results.remove, rec.id)
         except StoreError as e:
             self.log.error("query %s finished (%s) but could not be recorded: %s", rec.id, state, e)
         self._done.pop(rec.id, asyncio.Event()).set()  # long polls answer now
         try:
             await self.store.run(self.quotas.add_scanned, rec.username, scanned)
+            if reaped:
+                return
             await self.store.audit.arecord(
                 actor=rec.username, action="query.complete", resource=rec.dataset,
                 decision="allow" if state == "succeeded" else "deny",
@@ -379,19 +444,36 @@ class QueryRunner:
             self.log.error("query %s finished (%s) but could not be recorded: %s", rec.id, state, e)
 
     async def cancel(self, rec: QueryRecord) -> None:
-        """Stop *rec* (queued or running)."""
-        self._cancel_requested.add(rec.id)
-        await self.engines[rec.engine].cancel(rec.id)
-        if rec.id not in self._tasks:  # not running in this process: just mark it
-            self._cancel_requested.discard(rec.id)
-            await self.store.run(
-                self.records.update, rec.id, INFLIGHT, state="cancelled",
-                error="cancelled by the user", finished=isoformat(self.clock()),
-            )  # fmt: skip
+        """Stop *rec* (queued or running). Not running here: it is marked cancelled in the
+        store, and the replica running it stops it at its next heartbeat."""
+        if rec.id in self._tasks:
+            await self.cancel_here(rec.id)
+            return
+        await self.store.run(
+            self.records.update, rec.id, INFLIGHT, state="cancelled",
+            error="cancelled by the user", finished=isoformat(self.clock()),
+        )  # fmt: skip
+
+    async def cancel_here(self, query_id: str) -> None:
+        engine = self._engine_of.get(query_id)
+        if engine is None:  # it has just finished
+            return
+        self._cancel_requested.add(query_id)
+        await self.engines[engine].cancel(query_id)
 
     async def wait_finished(self, query_id: str, timeout: float) -> None:
-        """Wait up to *timeout* s until *query_id*'s final state is recorded (long polls)."""
+        """Wait up to *timeout* s until *query_id*'s final state is recorded (long polls); a
+        query another replica runs is watched in the store."""
         done = self._done.get(query_id)
         if done is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), timeout)
+            return
+        deadline = asyncio.get_running_loop().time() + timeout
+        delay = 0.02
+        while asyncio.get_running_loop().time() < deadline:
+            rec = await self.store.run(self.records.get, query_id)
+            if rec is None or rec.state not in INFLIGHT:
+                return
+            await asyncio.sleep(min(delay, max(0.0, deadline - asyncio.get_running_loop().time())))
+            delay = min(delay * 2, 0.5)

@@ -1,0 +1,144 @@
+"""The result-store contract (fort_hub.services.query.results), one suite run against every
+result store: the local directory and S3 (moto's server on 127.0.0.1). Two store objects over
+the same directory or bucket stand for two replicas of fort-query."""
+
+from __future__ import annotations
+
+import os
+
+import boto3
+import pyarrow as pa
+import pytest
+
+from fort_hub.services.query import results as R
+from fort_hub.services.query.engines.base import ResultTooLarge
+from fort_hub.services.query.results import LocalResultStore, ResultStore
+from fort_hub.services.query.results_s3 import S3ResultStore
+from tests.hubproc import free_port
+
+QID, OTHER = "a" * 32, "b" * 32
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture(params=["local", "s3"])
+def replicas(request, tmp_path, aws_env):
+    """Two result-store objects sharing one backing store."""
+    if request.param == "local":
+        stores = [LocalResultStore(str(tmp_path / "results")) for _ in range(2)]
+    else:
+        url = request.getfixturevalue("moto_url")
+        bucket = f"fort-results-{os.urandom(4).hex()}"
+        boto3.client("s3", endpoint_url=url).create_bucket(Bucket=bucket)
+        stores = [
+            S3ResultStore(bucket=bucket, endpoint_url=url, spool_dir=str(tmp_path / f"spool{i}"))
+            for i in range(2)
+        ]
+    yield stores
+    for s in stores:
+        s.close()
+
+
+def table(n: int = 10) -> pa.Table:
+    return pa.table({"x": list(range(n)), "name": [f"n{i}" for i in range(n)]})
+
+
+def write(store: ResultStore, qid: str, t: pa.Table, max_rows: int = 10**6) -> str:
+    sink = store.sink(qid, max_rows, 10**9)
+    for batch in t.to_batches(max_chunksize=3):
+        sink.write(batch)
+    return sink.commit()
+
+
+def test_a_committed_result_is_read_by_another_replica(replicas):
+    writer, reader = replicas
+    t = table(10)
+    location = write(writer, QID, t)
+    assert location == writer.location(QID) == reader.location(QID)
+    assert reader.exists(QID) and not reader.exists(OTHER)
+    raw = b"".join(R.iter_bytes(reader, QID, chunk=7))
+    assert reader.size(QID) == len(raw)
+    assert pa.ipc.open_stream(raw).read_all().equals(t)
+    first = R.page(reader, QID, 0, 4)
+    assert first["rows"] == t.slice(0, 4).to_pylist() and first["next_offset"] == 4
+    last = R.page(reader, QID, 8, 4)
+    assert last["rows"] == t.slice(8).to_pylist() and last["next_offset"] is None
+    assert first["schema"] == [{"name": "x", "type": "int64"}, {"name": "name", "type": "string"}]
+    csv = b"".join(R.iter_csv(reader, QID)).decode().splitlines()
+    assert csv[0] == '"x","name"' and csv[1:3] == ['0,"n0"', '1,"n1"'] and len(csv) == 11
+
+
+def test_an_empty_result_has_its_schema_or_none(replicas):
+    writer, reader = replicas
+    sink = writer.sink(QID, 10, 10**6)
+    sink.set_schema(pa.schema([("x", pa.int64())]))
+    sink.commit()
+    assert R.page(reader, QID, 0, 5) == {
+        "schema": [{"name": "x", "type": "int64"}], "rows": [], "next_offset": None,
+    }  # fmt: skip
+    assert b"".join(R.iter_csv(reader, QID)) == b"x\n"
+    writer.sink(OTHER, 10, 10**6).commit()  # no schema at all
+    assert R.page(reader, OTHER, 0, 5)["schema"] == []
+
+
+def test_the_spool_grows_while_the_query_writes(replicas):
+    writer, _ = replicas
+    sink = writer.sink(QID, 100, 10**6)
+    sink.write(table(3).to_batches()[0])
+    assert os.path.getsize(sink.spool) > 0
+    assert not writer.exists(QID)  # nothing readable before commit
+    sink.commit()
+    assert writer.exists(QID)
+
+
+def test_caps_discard_and_remove(replicas):
+    writer, reader = replicas
+    sink = writer.sink(QID, 5, 10**9)
+    with pytest.raises(ResultTooLarge):
+        for batch in table(10).to_batches(max_chunksize=3):
+            sink.write(batch)
+    sink.discard()
+    assert not os.path.exists(sink.spool) and not reader.exists(QID)
+    write(writer, QID, table(2))
+    reader.remove(QID)
+    reader.remove(QID)  # idempotent
+    assert not writer.exists(QID)
+    for read in (reader.size, reader.open):
+        with pytest.raises(FileNotFoundError):
+            read(QID)
+    with pytest.raises(FileNotFoundError):
+        R.page(reader, QID, 0, 1)
+
+
+def test_ids_and_orphan_sweep(replicas):
+    writer, reader = replicas
+    write(writer, QID, table(1))
+    write(writer, OTHER, table(1))
+    assert reader.ids() == {QID, OTHER}
+    assert reader.sweep_orphans(lambda: {QID}) == 1
+    assert writer.ids() == {QID} and writer.exists(QID)
+    sink = writer.sink(OTHER, 10, 10**6)  # being written: its partial file is an orphan too
+    sink.write(table(1).to_batches()[0])
+    assert reader.sweep_orphans(lambda: {QID}) == (1 if isinstance(reader, LocalResultStore) else 0)
+    sink.discard()
+
+
+def test_s3_store_needs_a_bucket(aws_env):
+    with pytest.raises(ValueError, match=r"S3ResultStore\.bucket"):
+        S3ResultStore()
