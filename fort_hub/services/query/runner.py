@@ -36,6 +36,7 @@ from .engines.base import EngineError, EngineJob, QueryCancelled, QueryEngine, R
 from .quotas import QuotaExceeded, Quotas
 from .results import ResultStore
 from .sqlcheck import CheckedQuery, SqlRejected, check_sql
+from .stream import Follower, TeeSink
 
 RESTART_REASON = "fort-query restarted while this query was in flight; run it again"
 
@@ -75,6 +76,8 @@ class QueryRunner:
         #: (state, error) as soon as the engine is done and the result file is final
         self._live: dict[str, asyncio.Future] = {}
         self._cancel_requested: set[str] = set()
+        #: the sinks of the queries running here (they hand batches to waiting downloaders)
+        self._tees: dict[str, TeeSink] = {}
         self._parser = ThreadPoolExecutor(limits.parse_threads, thread_name_prefix="fort-sqlcheck")
 
     def close(self) -> None:
@@ -233,9 +236,19 @@ class QueryRunner:
         )  # fmt: skip
         max_rows = min(quota.max_result_rows, self.limits.max_result_rows)
         qid = rec.id
+        loop = asyncio.get_running_loop()
         self._done[qid] = asyncio.Event()
-        self._live[qid] = asyncio.get_running_loop().create_future()
-        self._tasks[qid] = asyncio.ensure_future(self._execute(rec, job, max_rows, request_id))
+        self._live[qid] = loop.create_future()
+        sink = self.results.sink(qid, max_rows, self.limits.max_result_bytes)
+        self._tees[qid] = TeeSink(sink, loop)
+        self._tasks[qid] = asyncio.ensure_future(self._execute(rec, job, request_id))
+
+    def follow(self, query_id: str) -> Follower | None:
+        """A :class:`~.stream.Follower` getting *query_id*'s batches as the engine writes
+        them: only for a query started here whose engine has not written yet, i.e. called
+        right after :meth:`submit` returned, with no ``await`` in between; else None."""
+        tee = self._tees.get(query_id)
+        return tee.follow() if tee is not None else None
 
     def live_outcome(self, query_id: str) -> asyncio.Future | None:
         """For a query running in this process: a future resolved with ``(state, error)`` as
@@ -290,10 +303,10 @@ class QueryRunner:
 
     # ----- execution --------------------------------------------------------------------------
 
-    async def _execute(self, rec: QueryRecord, job: EngineJob, max_rows: int, request_id: str):
+    async def _execute(self, rec: QueryRecord, job: EngineJob, request_id: str):
         engine = self.engines[rec.engine]
         store = self.store
-        sink = self.results.sink(rec.id, max_rows, self.limits.max_result_bytes)
+        sink = self._tees[rec.id]
         state, error, outcome = "failed", None, None
         # the state change is recorded while the engine already works (off the critical path)
         running = asyncio.ensure_future(store.run(
@@ -304,6 +317,7 @@ class QueryRunner:
             run = asyncio.ensure_future(engine.run(job, sink))
             done, _ = await asyncio.wait({run}, timeout=self.limits.query_timeout)
             if not done:
+                sink.abort(EngineError("the query ran longer than query_timeout"))
                 await engine.cancel(rec.id)
                 with contextlib.suppress(EngineError):
                     await run
@@ -321,6 +335,7 @@ class QueryRunner:
             error = str(e)
         except asyncio.CancelledError:
             error = "fort-query shut down while this query was running"
+            sink.abort(EngineError(error))
             await engine.cancel(rec.id)
         except Exception as e:  # never lose a query silently
             self.log.exception("query %s failed unexpectedly", rec.id)
@@ -337,15 +352,21 @@ class QueryRunner:
         live = self._live.get(rec.id)
         if live is not None:
             live.set_result((state, error))  # followers of the result stream finish now
+        sink.end()
         try:
-            await self._finish(rec, state, error, outcome, sink.rows, request_id)
+            await self._finish(rec, state, error, outcome, sink, request_id)
         finally:
+            self._tees.pop(rec.id, None)
             self._tasks.pop(rec.id, None)
             self._live.pop(rec.id, None)
             self._done.pop(rec.id, asyncio.Event()).set()
 
-    async def _finish(self, rec, state, error, outcome, rows, request_id) -> None:
-        now = self.clock()
+    async def _finish(self, rec, state, error, outcome, tee: TeeSink, request_id) -> None:
+        """Record the final state, the scanned bytes and the completion's audit record. A
+        downloader still waiting for a small result (:mod:`.stream`) has its download's audit
+        record committed in the same transaction as the completion's, while the state is
+        saved: it sends the result once both are committed (fail closed)."""
+        now, rows = self.clock(), tee.rows
         scanned = outcome.bytes_scanned if outcome else 0
         values = {
             "state": state, "error": error, "finished": isoformat(now), "rows": rows,
@@ -354,25 +375,57 @@ class QueryRunner:
         if state == "succeeded":
             values["result_path"] = self.results.path(rec.id)
             values["expires"] = isoformat(now + dt.timedelta(seconds=self.limits.result_ttl))
-        try:
-            await self.store.run(self.records.update, rec.id, INFLIGHT, **values)
-        except StoreError as e:
-            self.log.error("query %s finished (%s) but could not be recorded: %s", rec.id, state, e)
+        records = [{
+            "actor": rec.username, "action": "query.complete", "resource": rec.dataset,
+            "decision": "allow" if state == "succeeded" else "deny",
+            "reason": error or f"{rows} rows", "request_id": request_id,
+            "details": {"query_id": rec.id, "state": state, "rows": rows,
+                        "bytes_scanned": scanned},
+        }]  # fmt: skip
+        claimed = [
+            f for f in tee.followers
+            if state == "succeeded" and f.download_audit and not (f.closed or f.streaming)
+        ]  # fmt: skip
+        for f in claimed:
+            f.claimed = True
+            records.append(f.download_audit)
+        if claimed:  # the state, and the completion and downloads in one audit transaction
+            saved, audited = await asyncio.gather(
+                self._save_final(rec, values), self.store.audit.arecord_many(records),
+                return_exceptions=True,
+            )  # fmt: skip
+        else:
+            saved = await self._save_final(rec, values)
         self._done.pop(rec.id, asyncio.Event()).set()  # long polls answer now
         try:
             await self.store.run(self.quotas.add_scanned, rec.username, scanned)
-            await self.store.audit.arecord(
-                actor=rec.username, action="query.complete", resource=rec.dataset,
-                decision="allow" if state == "succeeded" else "deny",
-                reason=error or f"{rows} rows", request_id=request_id,
-                details={"query_id": rec.id, "state": state, "rows": rows, "bytes_scanned": scanned},
-            )  # fmt: skip
         except StoreError as e:
-            self.log.error("query %s finished (%s) but could not be recorded: %s", rec.id, state, e)
+            self.log.error("query %s: could not count its scanned bytes: %s", rec.id, e)
+        if not claimed:
+            try:
+                audited = await self.store.audit.arecord_many(records)
+            except StoreError as e:
+                audited = e
+        if isinstance(audited, BaseException):
+            self.log.error("query %s finished (%s) but its audit record failed: %s", rec.id,
+                           state, audited)  # fmt: skip
+        tee.recorded(saved or (audited if isinstance(audited, BaseException) else None))
+
+    async def _save_final(self, rec: QueryRecord, values: dict) -> StoreError | None:
+        try:
+            await self.store.run(self.records.update, rec.id, INFLIGHT, **values)
+        except StoreError as e:
+            self.log.error("query %s finished (%s) but could not be recorded: %s", rec.id,
+                           values["state"], e)  # fmt: skip
+            return e
+        return None
 
     async def cancel(self, rec: QueryRecord) -> None:
         """Stop *rec* (queued or running)."""
         self._cancel_requested.add(rec.id)
+        tee = self._tees.get(rec.id)
+        if tee is not None:  # an engine waiting for a downloader stops too
+            tee.abort(QueryCancelled("cancelled by the user"))
         await self.engines[rec.engine].cancel(rec.id)
         if rec.id not in self._tasks:  # not running in this process: just mark it
             self._cancel_requested.discard(rec.id)
