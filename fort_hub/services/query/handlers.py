@@ -144,6 +144,8 @@ class QueriesHandler(QueryHandlerBase):
                     continue
                 self.write_json({"id": rec.id, "state": "running"}, status=202)
                 return
+            if follower.closed:  # the caller went away
+                return
             if item is END:
                 break
             if isinstance(item, pa.Schema):

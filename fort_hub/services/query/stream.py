@@ -58,10 +58,12 @@ class Follower:
         return item
 
     def close(self) -> None:
-        """Detach: the engine no longer waits for this follower."""
+        """Detach: the engine no longer waits for this follower, whose batches are dropped."""
         with self.tee.cond:
             self.closed = True
             self.tee.cond.notify_all()
+        while not self.queue.empty():
+            self.queue.get_nowait()
 
 
 class TeeSink(ResultSink):
