@@ -175,7 +175,7 @@ class FortClient:
             r.close()
 
     #: seconds a submit waits for the result in its own answer (``POST queries?wait=``)
-    submit_wait = 5
+    submit_wait = 0.5
 
     def _submit_waiting(self, sql: str, dataset: str) -> pa.Table | str:
         """Submit and wait in one request: the result as a table when it came back in the

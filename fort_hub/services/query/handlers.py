@@ -69,6 +69,15 @@ class QueryHandlerBase(FortHandler):
             reason=reason, details=details, request_id=self.request_id, client=self.client,
         )  # fmt: skip
 
+    def seconds_arg(self, name: str, hi: int) -> float:
+        """Seconds from 0 to *hi*, with up to three decimals (0 when absent)."""
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return 0.0
+        if not re.fullmatch(r"\d{1,4}(\.\d{1,3})?", raw) or float(raw) > hi:
+            raise ServiceError(400, f"'{name}' must be seconds from 0 to {hi} (e.g. 0.5)")
+        return float(raw)
+
     def int_arg(self, name: str, default: int, lo: int, hi: int) -> int:
         raw = self.get_query_argument(name, None)
         if raw is None:
@@ -89,7 +98,7 @@ class QueriesHandler(QueryHandlerBase):
             raise ServiceError(
                 400, f"unknown field(s) {', '.join(extra)}: send 'sql' and 'dataset'"
             )
-        wait = self.int_arg("wait", 0, 0, 60)
+        wait = self.seconds_arg("wait", 60)
         rec = await self.runner.submit(
             self.current_user, body.get("sql"), body.get("dataset"), self.request_id, self.client
         )
@@ -124,7 +133,7 @@ class QueriesHandler(QueryHandlerBase):
             "details": {"query_id": rec.id, "format": "arrow", "owner": rec.username, "offset": 0},
         }  # fmt: skip
 
-    async def answer_waiting(self, rec: QueryRecord, follower: Follower, wait: int) -> None:
+    async def answer_waiting(self, rec: QueryRecord, follower: Follower, wait: float) -> None:
         """The waiting submit (``?wait=``, Accept Arrow): a result of at most
         ``inline_result_bytes`` comes back whole once its records are committed (the download's
         audit record with the completion's, see ``QueryRunner._finish``); a larger one streams
