@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench_query.py [--rows 10000000] [--rounds 3]
 
 (1) in-process DuckDB ``.to_arrow_table()`` (DuckDB 2.0's name for fetch_arrow_table),
-(2) through fort-query as an Arrow IPC stream (submit, long-poll, download, parse; the
-    FortClient path), (3) through fort-query as 1,000-row JSON pages (the shape of Athena's
+(2) through fort-query as an Arrow IPC stream the way ``FortClient.query`` did before #13
+    (submit, long-poll, download, parse), (2f) ``FortClient.query`` now (#13): one waiting
+    submit whose answer is the result, streamed while the query runs, (3) through fort-query as 1,000-row JSON pages (the shape of Athena's
     GetQueryResults), time-bounded and extrapolated to all pages, (2s) submit and download at
     once with ``results(follow=True)``, the stream following the query while it still runs,
     and the added latency of a
@@ -16,7 +17,8 @@ for the comparison only): (2t) and the in-thread 1-row latency.
 fort-query runs in its own process (one per engine) on its own thread and event loop, reached
 over loopback HTTP (no configurable-http-proxy in between); tokens are checked by a stand-in
 hub API. ``--latency-only`` measures the 1-row latency alone.
-Targets: (2) >= 0.5 x (1) throughput; (2) >= 20 x faster than (3); added latency <= 15 ms p50.
+Targets: (2f) >= 0.6 x (1) throughput; (2) >= 20 x faster than (3); added latency of a 1-row
+``FortClient.query`` <= 10 ms p50 (#13; the old path's next to it).
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ def ratio_line(label: str, xs: list[float], ys: list[float], target: str = "") -
 def throughput(a, tmp: Path, path: Path, fort: FortClient, fort_thread: FortClient) -> None:
     """(1), (2), (2t), (2s) in rotated rounds, then (3) time-bounded."""
     n, sql = a.rows, "SELECT * FROM url_shares"
-    times = {k: [] for k in ("1", "2", "2t", "2s")}
+    times = {k: [] for k in ("1", "2", "2t", "2s", "2f")}
     big_phases = []
 
     def drop_results():
@@ -173,9 +175,19 @@ def throughput(a, tmp: Path, path: Path, fort: FortClient, fort_thread: FortClie
         assert got.num_rows == n and got.num_columns == 4
         drop_results()
 
-    steps = [in_process, lambda: proxied(fort, "2"), lambda: proxied(fort_thread, "2t"), followed]
+    def fast():
+        # FortClient.query now: one waiting submit, the result streamed in its answer
+        t = time.perf_counter()
+        got = fort.query(sql, "url_shares", progress=False)
+        times["2f"].append(time.perf_counter() - t)
+        assert got.num_rows == n and got.num_columns == 4
+        drop_results()
+
+    steps = [in_process, lambda: proxied(fort, "2"), lambda: proxied(fort_thread, "2t"), followed,
+             fast]  # fmt: skip
     for r in range(a.rounds):  # rotate which goes first
-        for step in steps[r % 4 :] + steps[: r % 4]:
+        k = r % len(steps)
+        for step in steps[k:] + steps[:k]:
             step()
     # (3) JSON pages of 1,000 rows from one stored result, for --json-seconds
     qid = fort.submit(sql, "url_shares")
@@ -193,7 +205,8 @@ def throughput(a, tmp: Path, path: Path, fort: FortClient, fort_thread: FortClie
     json_total = json_elapsed * (n / rows)
     print(f"rows={n:,} columns=4 (~{n * 4 * 8 / 1e6:.0f} MB), rounds={a.rounds}")
     line("(1) in-process DuckDB to_arrow_table ", times["1"], n)
-    line("(2) fort-query Arrow stream (workers) ", times["2"], n)
+    line("(2) old path: submit, poll, download  ", times["2"], n)
+    line("(2f) FortClient.query: waiting submit ", times["2f"], n)
     line("(2t) the same, in-thread engine       ", times["2t"], n)
     print(
         f"(3) fort-query JSON 1,000-row pages: {pages} pages / {rows:,} rows in {json_elapsed:.1f}s -> "
@@ -202,7 +215,8 @@ def throughput(a, tmp: Path, path: Path, fort: FortClient, fort_thread: FortClie
     line("(2s) followed download                ", times["2s"], n)
     ex, dl = (statistics.median(x) for x in zip(*big_phases, strict=True))
     print(f"  (2) phases median: run + store {ex:.2f}s, download + parse {dl:.2f}s")
-    ratio_line("(2)/(1)", times["1"], times["2"], "  (target >= 0.5)")
+    ratio_line("(2)/(1)", times["1"], times["2"])
+    ratio_line("(2f)/(1)", times["1"], times["2f"], "  (target >= 0.6)")
     ratio_line("(2t)/(1)", times["1"], times["2t"])
     ratio_line("(2s)/(1)", times["1"], times["2s"])
     print(f"ratio (3)/(2) time      : {json_total / med(times['2'])[0]:.0f}x  (target >= 20)")
@@ -213,7 +227,7 @@ def latency(a, path: Path, fort: FortClient, fort_thread: FortClient) -> None:
     engine, next to the same query in-process on an open connection (the strict baseline);
     the three interleaved in every run, the engines' order alternating."""
     one_sql = "SELECT * FROM url_shares LIMIT 1"
-    direct, proxy, phases = [], {"workers": [], "thread": []}, []
+    direct, proxy, phases = [], {"workers": [], "thread": [], "query()": []}, []
     con = duckdb.connect()
     one_direct = f"SELECT * FROM read_parquet('{path}') LIMIT 1"
     clients = [("workers", fort), ("thread", fort_thread)]
@@ -224,8 +238,13 @@ def latency(a, path: Path, fort: FortClient, fort_thread: FortClient) -> None:
         t = time.perf_counter()
         con.sql(one_direct).to_arrow_table()
         direct.append(time.perf_counter() - t)
-        for name, client in clients[i % 2 :] + clients[: i % 2]:
+        order = clients[i % 2 :] + clients[: i % 2]
+        for name, client in order[:1] + [("query()", fort)] + order[1:]:
             t = time.perf_counter()
+            if name == "query()":  # FortClient.query now: one waiting submit (#13)
+                assert client.query(one_sql, "url_shares", progress=False).num_rows == 1
+                proxy[name].append(time.perf_counter() - t)
+                continue
             qid = client.submit(one_sql, "url_shares")
             t1 = time.perf_counter()
             client.wait(qid, progress=False)
@@ -239,14 +258,20 @@ def latency(a, path: Path, fort: FortClient, fort_thread: FortClient) -> None:
     print(
         f"1-row query, {a.latency_runs} runs; in-process p50 {statistics.median(direct) * ms:.1f} ms"
     )
+    labels = {"workers": "old path, workers", "thread": "old path, in-thread",
+              "query()": "FortClient.query"}  # fmt: skip
     for name, xs in proxy.items():
         added = [px - d for px, d in zip(xs, direct, strict=True)]
         q = statistics.quantiles(added, n=20)
         print(
-            f"  {name:8}: proxy p50 {statistics.median(xs) * ms:.1f} ms, added p50 "
-            f"{statistics.median(added) * ms:.1f} ms (p5 {q[0] * ms:.1f}, p95 {q[-1] * ms:.1f}) "
-            "(target <= 15 ms)"
+            f"  {labels[name]:19}: p50 {statistics.median(xs) * ms:.1f} ms, added p50 "
+            f"{statistics.median(added) * ms:.1f} ms (p5 {q[0] * ms:.1f}, p95 {q[-1] * ms:.1f})"
+            + ("  (target <= 10 ms)" if name == "query()" else "")
         )
+    diff = sorted(f - o for f, o in zip(proxy["query()"], proxy["workers"], strict=True))
+    q = statistics.quantiles(diff, n=20)
+    print(f"  FortClient.query - old path, per run: p50 {statistics.median(diff) * ms:+.1f} ms "
+          f"(p5 {q[0] * ms:+.1f}, p95 {q[-1] * ms:+.1f})")  # fmt: skip
     diff = sorted(w - t for w, t in zip(proxy["workers"], proxy["thread"], strict=True))
     q = statistics.quantiles(diff, n=20)
     print(f"  workers - thread, per run: p50 {statistics.median(diff) * ms:+.1f} ms "

@@ -59,3 +59,24 @@ def test_api_conforms(case, env):
         headers={"Authorization": "token alice-token"},
         excluded_checks=[positive_data_acceptance],
     )
+
+
+def test_the_waiting_submit_is_described_and_answers_as_described(env):
+    """POST /queries?wait= (#13): the document names the parameter and the 200 answers (the
+    result as Arrow, or the query's record), and the service's answers match them."""
+    import requests
+
+    post = DOC["paths"]["/queries"]["post"]
+    wait = {p["name"]: p for p in post["parameters"]}["wait"]
+    assert wait["in"] == "query" and wait["schema"]["maximum"] == 60
+    described = post["responses"]["200"]["content"]
+    assert set(described) == {"application/json", "application/vnd.apache.arrow.stream"}
+    assert "X-Fort-Query-Id" in post["responses"]["200"]["headers"]
+    for accept in described:
+        r = requests.post(
+            env.base + "queries", params={"wait": "2.5"},
+            json={"sql": "SELECT url FROM url_shares LIMIT 2", "dataset": "url_shares"},
+            headers={"Authorization": "token alice-token", "Accept": accept}, timeout=30,
+        )  # fmt: skip
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith(accept)
+        assert r.headers["X-Fort-Query-Id"]

@@ -180,6 +180,11 @@ class FortClient:
             "GET", f"queries/{query_id}/results", headers={"Accept": ARROW}, params=params,
             stream=True, timeout=timeout,
         )  # fmt: skip
+        return self._read_arrow(r, query_id)
+
+    def _read_arrow(self, r: requests.Response, query_id: str) -> pa.Table:
+        """The Arrow stream answered in *r*; a stream cut off because the query failed raises
+        :class:`FortQueryError` with the query's error."""
         try:
             r.raw.decode_content = True
             return ipc.open_stream(r.raw).read_all()
@@ -193,14 +198,36 @@ class FortClient:
         finally:
             r.close()
 
+    #: seconds a submit waits for the result in its own answer (``POST queries?wait=``)
+    submit_wait = 0.5
+
+    def _submit_waiting(self, sql: str, dataset: str) -> pa.Table | str:
+        """Submit and wait in one request: the result as a table when it came back in the
+        answer (whole, or streamed while the query runs), else the query's id (still running
+        after :attr:`submit_wait` seconds, or ended without a result)."""
+        r = self._request(
+            "POST", "queries", params={"wait": self.submit_wait},
+            json={"sql": sql, "dataset": dataset}, headers={"Accept": ARROW}, stream=True,
+            timeout=(self.timeout, None),
+        )  # fmt: skip
+        if r.headers.get("Content-Type", "").startswith(ARROW):
+            return self._read_arrow(r, r.headers.get("X-Fort-Query-Id", ""))
+        try:
+            return r.json()["id"]
+        finally:
+            r.close()
+
     def query(self, sql: str, dataset: str, progress: bool = True) -> pa.Table:
         """Run *sql* on *dataset* and return the result (``.to_pandas()`` for a DataFrame).
 
-        Waits with long polls (a progress line shows the query's state), then downloads the
-        result as an Arrow stream."""
-        qid = self.submit(sql, dataset)
-        self.wait(qid, progress=progress)
-        return self.results(qid)
+        One request when the query ends within a few seconds (the result comes back in the
+        submit's answer); otherwise waits with long polls (a progress line shows the query's
+        state), then downloads the result as an Arrow stream."""
+        got = self._submit_waiting(sql, dataset)
+        if isinstance(got, pa.Table):
+            return got
+        self.wait(got, progress=progress)
+        return self.results(got)
 
     def datasets(self) -> Datasets:
         """The datasets you may query: a list of dicts (``name``, ``description``, ``engine``,

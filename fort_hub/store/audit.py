@@ -222,6 +222,32 @@ def _row_to_record(row) -> AuditRecord:
     )  # fmt: skip
 
 
+def _fields(
+    actor: str,
+    action: str,
+    resource: str = "",
+    decision: str = "allow",
+    reason: str = "",
+    details: dict[str, Any] | None = None,
+    request_id: str | None = None,
+    client: str = "",
+) -> dict[str, Any]:
+    """One record's fields as they are hashed and stored (seq and prev_hash come at commit)."""
+    if decision not in ("allow", "deny"):
+        raise ValueError(f"decision must be 'allow' or 'deny', not {decision!r}")
+    return {
+        "ts": isoformat(utcnow()),
+        "actor": str(actor)[: MAX_FIELD["actor"]],
+        "action": str(action)[: MAX_FIELD["action"]],
+        "resource": str(resource),
+        "decision": decision,
+        "reason": str(reason),
+        "details": json.loads(json.dumps(details or {}, default=str)),
+        "request_id": str(request_id or uuid.uuid4().hex)[: MAX_FIELD["request_id"]],
+        "client": str(client or "")[: MAX_FIELD["client"]],
+    }
+
+
 class AuditLog:
     """Repository over ``fort_audit_log``; reach it as ``store.audit``."""
 
@@ -256,19 +282,16 @@ class AuditLog:
         in the next transaction, and each caller returns only after the transaction holding its
         record has committed.
         """
-        if decision not in ("allow", "deny"):
-            raise ValueError(f"decision must be 'allow' or 'deny', not {decision!r}")
-        fields = {
-            "ts": isoformat(utcnow()),
-            "actor": str(actor)[: MAX_FIELD["actor"]],
-            "action": str(action)[: MAX_FIELD["action"]],
-            "resource": str(resource),
-            "decision": decision,
-            "reason": str(reason),
-            "details": json.loads(json.dumps(details or {}, default=str)),
-            "request_id": str(request_id or uuid.uuid4().hex)[: MAX_FIELD["request_id"]],
-            "client": str(client or "")[: MAX_FIELD["client"]],
-        }
+        return self.record_many([{
+            "actor": actor, "action": action, "resource": resource, "decision": decision,
+            "reason": reason, "details": details, "request_id": request_id, "client": client,
+        }])[0]  # fmt: skip
+
+    def record_many(self, records: list[dict[str, Any]]) -> list[AuditRecord]:
+        """Append several records (each a dict of :meth:`record`'s arguments) in one
+        transaction, in order, and return them once durably committed (:class:`AuditError`
+        otherwise: none of the actions may happen). One commit instead of one per record."""
+        fields = [_fields(**r) for r in records]
         if not self._observers:
             return self._group_commit(fields)
         started, committed = time.perf_counter(), False
@@ -278,8 +301,9 @@ class AuditLog:
             return result
         finally:
             seconds = time.perf_counter() - started
-            for observe in self._observers:
-                observe(fields["action"], decision, seconds, committed)
+            for f in fields:
+                for observe in self._observers:
+                    observe(f["action"], f["decision"], seconds, committed)
 
     # ----- the write path ------------------------------------------------------------------------
     #
@@ -339,16 +363,16 @@ class AuditLog:
             driver.execute(f"SET lock_timeout = {int(self.store.busy_timeout_ms)}")
         return self._conn
 
-    def _group_commit(self, fields: dict[str, Any]) -> AuditRecord:
+    def _group_commit(self, records: list[dict[str, Any]]) -> list[AuditRecord]:
         if self._pid != os.getpid():
             with _FORK_LOCK:
                 if self._pid != os.getpid():
                     self._reset_after_fork()
-        pending = _Pending(fields)
+        pendings = [_Pending(fields) for fields in records]
         cond = self._cond
         with cond:
-            self._queue.append(pending)
-            while not pending.done:
+            self._queue.extend(pendings)  # queued together: written in the same batch
+            while not all(p.done for p in pendings):
                 if self._leading:  # a batch is being written: wait for it, then look again
                     cond.wait()
                     continue
@@ -362,10 +386,10 @@ class AuditLog:
                     cond.acquire()
                     self._leading = False
                     cond.notify_all()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.result is not None
-        return pending.result
+        for pending in pendings:
+            if pending.error is not None:
+                raise pending.error
+        return [p.result for p in pendings]
 
     def _write(self, batch: list[_Pending]) -> None:
         """Commit *batch* in one transaction; on a data error, retry its records one by one so
@@ -475,6 +499,10 @@ class AuditLog:
     async def arecord(self, *args: Any, **kwargs: Any) -> AuditRecord:
         """:meth:`record` from async code, without blocking the event loop."""
         return await self.store.run(self.record, *args, **kwargs)
+
+    async def arecord_many(self, records: list[dict[str, Any]]) -> list[AuditRecord]:
+        """:meth:`record_many` from async code."""
+        return await self.store.run(self.record_many, records)
 
     def query(
         self,

@@ -126,6 +126,18 @@ class QueryService(FortServiceApp):
         """,
     ).tag(config=True)
 
+    inline_result_bytes = Integer(
+        4 * 1024**2,
+        help="""Largest result (Arrow bytes, uncompressed) a waiting submit
+        (`POST /api/v1/queries?wait=<seconds>` with `Accept: application/vnd.apache.arrow.stream`)
+        answers whole, once the query finished and its records are committed: one round trip.
+        A larger result streams in the same answer as the engine produces it; the service
+        holds at most this much per waiting submit before it starts sending.
+
+            c.QueryService.inline_result_bytes = 16 * 1024**2
+        """,
+    ).tag(config=True)
+
     cleanup_interval = Float(
         60,
         help="""Seconds between sweeps that remove expired results.
@@ -203,6 +215,7 @@ class QueryService(FortServiceApp):
         "cleanup_interval",
         "max_result_rows",
         "max_result_bytes",
+        "inline_result_bytes",
         "max_sql_bytes",
         "parse_threads",
     )

@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 
+import pyarrow as pa
 from tornado.iostream import StreamClosedError
 
 from ...scopes import QUERY_ADMIN, QUERY_USE
@@ -16,6 +17,7 @@ from . import results as R
 from .app import QueryService
 from .engines.base import EngineError, EngineJob
 from .runner import QueryRunner
+from .stream import END, Follower, IpcChunks
 
 ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
 OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.json")
@@ -67,6 +69,15 @@ class QueryHandlerBase(FortHandler):
             reason=reason, details=details, request_id=self.request_id, client=self.client,
         )  # fmt: skip
 
+    def seconds_arg(self, name: str, hi: int) -> float:
+        """Seconds from 0 to *hi*, with up to three decimals (0 when absent)."""
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return 0.0
+        if not re.fullmatch(r"\d{1,4}(\.\d{1,3})?", raw) or float(raw) > hi:
+            raise ServiceError(400, f"'{name}' must be seconds from 0 to {hi} (e.g. 0.5)")
+        return float(raw)
+
     def int_arg(self, name: str, default: int, lo: int, hi: int) -> int:
         raw = self.get_query_argument(name, None)
         if raw is None:
@@ -77,7 +88,8 @@ class QueryHandlerBase(FortHandler):
 
 
 class QueriesHandler(QueryHandlerBase):
-    query_params = ("limit", "before", "user", "all")
+    query_params = ("limit", "before", "user", "all", "wait")
+    follower: Follower | None = None
 
     async def post(self):
         body = self.json_body(check_text=False)  # submit() refuses bad text, audited
@@ -86,11 +98,118 @@ class QueriesHandler(QueryHandlerBase):
             raise ServiceError(
                 400, f"unknown field(s) {', '.join(extra)}: send 'sql' and 'dataset'"
             )
+        wait = self.seconds_arg("wait", 60)
         rec = await self.runner.submit(
             self.current_user, body.get("sql"), body.get("dataset"), self.request_id, self.client
         )
+        if wait and ARROW in self.request.headers.get("Accept", ""):
+            self.follower = self.runner.follow(rec.id)  # no await since submit(): none missed
         self.set_header("Location", self.app.service_url("api/v1/queries", rec.id))
-        self.write_json({"id": rec.id, "state": rec.state}, status=202)
+        self.set_header("X-Fort-Query-Id", rec.id)
+        if self.follower is None:
+            if wait:  # no Arrow asked for: the query's record once it finished
+                await self.runner.wait_finished(rec.id, wait)
+                done = await self.load(rec.id)
+                if done.state not in INFLIGHT:
+                    self.write_json(done.public())
+                    return
+            self.write_json({"id": rec.id, "state": rec.state}, status=202)
+            return
+        try:
+            await self.answer_waiting(rec, self.follower, wait)
+        finally:
+            self.follower.close()
+
+    def on_connection_close(self):
+        if self.follower is not None:  # the engine no longer waits for this downloader
+            self.follower.close()
+        super().on_connection_close()
+
+    def download_record(self, rec: QueryRecord, how: str) -> dict:
+        return {
+            "actor": self.username, "action": "query.download", "resource": rec.dataset,
+            "reason": f"result as arrow ({how})", "request_id": self.request_id,
+            "client": self.client,
+            "details": {"query_id": rec.id, "format": "arrow", "owner": rec.username, "offset": 0},
+        }  # fmt: skip
+
+    async def answer_waiting(self, rec: QueryRecord, follower: Follower, wait: float) -> None:
+        """The waiting submit (``?wait=``, Accept Arrow): a result of at most
+        ``inline_result_bytes`` comes back whole once its records are committed (the download's
+        audit record with the completion's, see ``QueryRunner._finish``); a larger one streams
+        as the engine writes it; a query still without a result after *wait* seconds, 202 as
+        without ``wait``; a query that ended without a result, its record."""
+        follower.download_audit = self.download_record(rec, "in the submit's answer")
+        live = self.runner.live_outcome(rec.id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        schema, held, size = None, [], 0
+        while True:
+            try:
+                left = None if follower.claimed else max(0.0, deadline - loop.time())
+                item = await asyncio.wait_for(follower.get(), left)
+            except TimeoutError:
+                if follower.claimed:
+                    continue
+                self.write_json({"id": rec.id, "state": "running"}, status=202)
+                return
+            if follower.closed:  # the caller went away
+                return
+            if item is END:
+                break
+            if isinstance(item, pa.Schema):
+                schema = item
+                continue
+            held.append(item)
+            size += item.nbytes
+            if size > self.app.inline_result_bytes:
+                await self.stream_rest(rec, follower, live, schema, held)
+                return
+        state, _error = live.result()
+        try:
+            await follower.recorded
+        except Exception as e:  # the records were not committed: nothing is sent (fail closed)
+            if state == "succeeded":
+                raise ServiceError(
+                    503, f"query {rec.id} succeeded but its records could not be committed "
+                    f"({type(e).__name__}); its result was not sent",
+                ) from None  # fmt: skip
+        if state != "succeeded":
+            self.write_json((await self.load(rec.id)).public())
+            return
+        chunks = IpcChunks(schema or pa.schema([]))
+        data = b"".join([*(chunks.batch(b) for b in held), chunks.end()])
+        self.set_header("Content-Type", ARROW)
+        self.finish(data)
+
+    async def stream_rest(self, rec, follower: Follower, live, schema, held) -> None:
+        """Send what the waiting submit holds, then each batch as it comes. The end-of-stream
+        marker only follows success: a query failing midway leaves a truncated stream."""
+        follower.streaming = True
+        if follower.claimed:  # finished meanwhile: recorded with its completion
+            await follower.recorded
+        else:
+            await self.app.fort_store.audit.arecord(
+                **self.download_record(rec, "streamed in the submit's answer")
+            )
+        self.set_header("Content-Type", ARROW)
+        chunks = IpcChunks(schema or held[0].schema)
+        try:
+            while held:
+                await self.send(chunks.batch(held.pop(0)))
+            while (item := await follower.get()) is not END:
+                if isinstance(item, pa.RecordBatch):
+                    await self.send(chunks.batch(item))
+            if live.result()[0] == "succeeded":
+                self.finish(chunks.end())
+            else:
+                self.request.connection.stream.close()  # truncated on purpose: the client errs
+        except StreamClosedError:
+            return
+
+    async def send(self, data: bytes) -> None:
+        self.write(data)
+        await self.flush()
 
     async def get(self):
         who = self.get_query_argument("user", None)

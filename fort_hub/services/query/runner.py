@@ -39,12 +39,17 @@ from .engines.base import EngineError, EngineJob, QueryCancelled, QueryEngine, R
 from .quotas import QuotaExceeded, Quotas
 from .results import ResultStore
 from .sqlcheck import CheckedQuery, SqlRejected, check_sql
+from .stream import Follower, TeeSink
 
 RESTART_REASON = "fort-query restarted while this query was in flight; run it again"
 LOST_REASON = (
     "the fort-query replica running this query stopped (its lease in the store ran out); "
     "run it again"
 )
+
+#: seconds after its start a query is recorded as running; one that finished by then has its
+#: ``started`` recorded with its final state (one commit fewer on a quick query's path)
+RUNNING_AFTER = 0.05
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,25 @@ class Limits:
     parse_threads: int = 2
     #: seconds a replica's lease on its running queries lasts without a heartbeat
     lease_ttl: float = 30
+
+
+class EndedElsewhere(Exception):
+    """Another replica ended the query while it ran here (its record is the truth)."""
+
+    def __init__(self, state: str, error: str | None):
+        super().__init__(f"query ended by another replica ({state}): {error or ''}")
+        self.state, self.error = state, error
+        self.reaped = error == LOST_REASON
+
+
+def completion_record(rec, state: str, error: str | None, rows: int, scanned: int, request_id):
+    """The ``query.complete`` audit record of *rec* (arguments of ``AuditLog.record``)."""
+    return {
+        "actor": rec.username, "action": "query.complete", "resource": rec.dataset,
+        "decision": "allow" if state == "succeeded" else "deny",
+        "reason": error or f"{rows} rows", "request_id": request_id,
+        "details": {"query_id": rec.id, "state": state, "rows": rows, "bytes_scanned": scanned},
+    }  # fmt: skip
 
 
 class QueryRunner:
@@ -90,7 +114,8 @@ class QueryRunner:
         self._live: dict[str, asyncio.Future] = {}
         self._cancel_requested: set[str] = set()
         self._engine_of: dict[str, str] = {}  # the engine of each query running here
-        self._sinks: dict[str, Any] = {}  # the result sink of each query running here
+        #: the sinks of the queries running here (they hand batches to waiting downloaders)
+        self._tees: dict[str, TeeSink] = {}
         self._parser = ThreadPoolExecutor(limits.parse_threads, thread_name_prefix="fort-sqlcheck")
         self.metrics = metrics or QueryMetrics()
 
@@ -278,16 +303,26 @@ class QueryRunner:
         )  # fmt: skip
         max_rows = min(quota.max_result_rows, self.limits.max_result_rows)
         qid = rec.id
+        loop = asyncio.get_running_loop()
         self._done[qid] = asyncio.Event()
-        self._live[qid] = asyncio.get_running_loop().create_future()
+        self._live[qid] = loop.create_future()
         self._engine_of[qid] = rec.engine
-        self._tasks[qid] = asyncio.ensure_future(self._execute(rec, job, max_rows, request_id))
+        sink = self.results.sink(qid, max_rows, self.limits.max_result_bytes)
+        self._tees[qid] = TeeSink(sink, loop)
+        self._tasks[qid] = asyncio.ensure_future(self._execute(rec, job, request_id))
         self.metrics.query_started(rec.engine)
 
     def live_spool(self, query_id: str) -> str | None:
         """The local file a query running here is writing its result to (for followers)."""
-        sink = self._sinks.get(query_id)
-        return sink.spool if sink is not None else None
+        tee = self._tees.get(query_id)
+        return tee.inner.spool if tee is not None else None
+
+    def follow(self, query_id: str) -> Follower | None:
+        """A :class:`~.stream.Follower` getting *query_id*'s batches as the engine writes
+        them: only for a query started here whose engine has not written yet, i.e. called
+        right after :meth:`submit` returned, with no ``await`` in between; else None."""
+        tee = self._tees.get(query_id)
+        return tee.follow() if tee is not None else None
 
     def live_outcome(self, query_id: str) -> asyncio.Future | None:
         """For a query running in this process: a future resolved with ``(state, error)`` as
@@ -346,21 +381,23 @@ class QueryRunner:
 
     # ----- execution --------------------------------------------------------------------------
 
-    async def _execute(self, rec: QueryRecord, job: EngineJob, max_rows: int, request_id: str):
+    async def _execute(self, rec: QueryRecord, job: EngineJob, request_id: str):
         engine = self.engines[rec.engine]
         store = self.store
-        sink = self.results.sink(rec.id, max_rows, self.limits.max_result_bytes)
-        self._sinks[rec.id] = sink
+        sink = self._tees[rec.id]
         state, error, outcome, detail = "failed", None, None, None
         # the state change is recorded while the engine already works (off the critical path)
-        running = asyncio.ensure_future(store.run(
-            self.records.update, rec.id, ("queued",), state="running",
-            started=isoformat(self.clock()),
-        ))  # fmt: skip
+        started, marked = isoformat(self.clock()), []
+        timer = asyncio.get_running_loop().call_later(
+            RUNNING_AFTER, lambda: marked.append(asyncio.ensure_future(store.run(
+                self.records.update, rec.id, ("queued",), state="running", started=started,
+            ))),
+        )  # fmt: skip
         try:
             run = asyncio.ensure_future(engine.run(job, sink))
             done, _ = await asyncio.wait({run}, timeout=self.limits.query_timeout)
             if not done:
+                sink.abort(EngineError("the query ran longer than query_timeout"))
                 await engine.cancel(rec.id)
                 with contextlib.suppress(EngineError):
                     await run
@@ -378,14 +415,17 @@ class QueryRunner:
             error, detail = str(e), e.detail
         except asyncio.CancelledError:
             error = "fort-query shut down while this query was running"
+            sink.abort(EngineError(error))
             await engine.cancel(rec.id)
         except Exception as e:  # never lose a query silently
             self.log.exception("query %s failed unexpectedly", rec.id)
             error = f"internal error ({type(e).__name__})"
-        try:
-            await running
-        except StoreError as e:
-            self.log.error("query %s: could not record that it runs: %s", rec.id, e)
+        timer.cancel()
+        for running in marked:
+            try:
+                await running
+            except StoreError as e:
+                self.log.error("query %s: could not record that it runs: %s", rec.id, e)
         if rec.id in self._cancel_requested:
             state, error = "cancelled", "cancelled by the user"
             self._cancel_requested.discard(rec.id)
@@ -395,53 +435,92 @@ class QueryRunner:
         if live is not None:
             live.set_result((state, error))  # followers of the result stream finish now
         self.metrics.query_finished(rec.engine, state, outcome.bytes_scanned if outcome else 0)
+        sink.end()
         try:
-            await self._finish(rec, state, (error, detail), outcome, sink.rows, request_id)
+            await self._finish(rec, state, (error, detail), outcome, sink, request_id, started)
         finally:
+            self._tees.pop(rec.id, None)
             self._tasks.pop(rec.id, None)
             self._cancel_requested.discard(rec.id)
             self._engine_of.pop(rec.id, None)
-            self._sinks.pop(rec.id, None)
             self._live.pop(rec.id, None)
             self._done.pop(rec.id, asyncio.Event()).set()
 
-    async def _finish(self, rec, state, errors, outcome, rows, request_id) -> None:
-        """Record the final state; *errors* is (message, the engine's original or None)."""
-        now = self.clock()
+    async def _finish(self, rec, state, errors, outcome, tee: TeeSink, request_id, started):
+        """Record the final state, the scanned bytes and the completion's audit record;
+        *errors* is (message, the engine's original or None). A downloader still waiting for a
+        small result (:mod:`.stream`) has its download's audit record committed in the same
+        transaction as the completion's, while the state is saved: it sends the result once
+        both are committed (fail closed)."""
+        now, rows = self.clock(), tee.rows
         scanned = outcome.bytes_scanned if outcome else 0
         error, detail = errors
         values = {
             "state": state, "error": error, "error_detail": detail if error else None,
-            "finished": isoformat(now), "rows": rows,
+            "started": started, "finished": isoformat(now), "rows": rows,
             "bytes_scanned": scanned, "engine_id": (outcome.engine_id or None) if outcome else None,
         }  # fmt: skip
         if state == "succeeded":
             values["result_path"] = self.results.location(rec.id)
             values["expires"] = isoformat(now + dt.timedelta(seconds=self.limits.result_ttl))
-        reaped = False  # failed by another replica, which audited its end
+        records = [completion_record(rec, state, error, rows, scanned, request_id)]
+        claimed = [
+            f for f in tee.followers
+            if state == "succeeded" and f.download_audit and not (f.closed or f.streaming)
+        ]  # fmt: skip
+        for f in claimed:
+            f.claimed = True
+            records.append(f.download_audit)
+        audited = None
+        if claimed:  # the state, and the completion and downloads in one audit transaction
+            saved, audited = await asyncio.gather(
+                self._save_final(rec, values), self.store.audit.arecord_many(records),
+                return_exceptions=True,
+            )  # fmt: skip
+        else:
+            saved = await self._save_final(rec, values)
+        self._done.pop(rec.id, asyncio.Event()).set()  # long polls answer now
+        problem = saved or (audited if isinstance(audited, BaseException) else None)
+        if claimed:  # the waiting downloaders send now
+            tee.recorded(problem)
+        try:
+            await self.store.run(self.quotas.add_scanned, rec.username, scanned)
+        except StoreError as e:
+            self.log.error("query %s: could not count its scanned bytes: %s", rec.id, e)
+        if not claimed:
+            if isinstance(saved, EndedElsewhere):  # that replica's record is the truth
+                if saved.reaped:  # the reaping replica audited its end
+                    tee.recorded(saved)
+                    return
+                records = [completion_record(rec, saved.state, saved.error, rows, scanned,
+                                             request_id)]  # fmt: skip
+            try:
+                await self.store.audit.arecord_many(records)
+            except StoreError as e:
+                audited = e
+        if isinstance(audited, BaseException):
+            self.log.error("query %s finished (%s) but its audit record failed: %s", rec.id,
+                           state, audited)  # fmt: skip
+        tee.recorded(saved or (audited if isinstance(audited, BaseException) else None))
+
+    async def _save_final(self, rec: QueryRecord, values: dict) -> Exception | None:
+        """Save the final state and release the lease: None, the StoreError, or
+        :class:`EndedElsewhere` when another replica ended the query meanwhile (its record is
+        the truth; the result written here is removed)."""
         try:
             recorded = await self.store.run(self.records.update, rec.id, INFLIGHT, **values)
             await self.store.run(self.leases.release, rec.id)
-            if not recorded:  # ended meanwhile by another replica: its record is the truth
-                final = await self.store.run(self.records.get, rec.id)
-                if final is not None:
-                    state, error, reaped = final.state, final.error, final.error == LOST_REASON
-                await asyncio.get_running_loop().run_in_executor(None, self.results.remove, rec.id)
+            if recorded:
+                return None
+            final = await self.store.run(self.records.get, rec.id)
+            await asyncio.get_running_loop().run_in_executor(None, self.results.remove, rec.id)
+            if final is None:
+                return EndedElsewhere("failed", None)
+            return EndedElsewhere(final.state, final.error)
         except StoreError as e:
-            self.log.error("query %s finished (%s) but could not be recorded: %s", rec.id, state, e)
-        self._done.pop(rec.id, asyncio.Event()).set()  # long polls answer now
-        try:
-            await self.store.run(self.quotas.add_scanned, rec.username, scanned)
-            if reaped:
-                return
-            await self.store.audit.arecord(
-                actor=rec.username, action="query.complete", resource=rec.dataset,
-                decision="allow" if state == "succeeded" else "deny",
-                reason=error or f"{rows} rows", request_id=request_id,
-                details={"query_id": rec.id, "state": state, "rows": rows, "bytes_scanned": scanned},
-            )  # fmt: skip
-        except StoreError as e:
-            self.log.error("query %s finished (%s) but could not be recorded: %s", rec.id, state, e)
+            self.log.error("query %s finished (%s) but could not be recorded: %s", rec.id,
+                           values["state"], e)  # fmt: skip
+            return e
 
     async def cancel(self, rec: QueryRecord) -> None:
         """Stop *rec* (queued or running). Not running here: it is marked cancelled in the
@@ -459,6 +538,9 @@ class QueryRunner:
         if engine is None:  # it has just finished
             return
         self._cancel_requested.add(query_id)
+        tee = self._tees.get(query_id)
+        if tee is not None:  # an engine waiting for a downloader stops too
+            tee.abort(QueryCancelled("cancelled by the user"))
         await self.engines[engine].cancel(query_id)
 
     async def wait_finished(self, query_id: str, timeout: float) -> None:

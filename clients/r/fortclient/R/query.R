@@ -75,8 +75,10 @@ fort_query <- function(sql, dataset = NULL, progress = TRUE) {
   check_string(dataset, "dataset", null_ok = TRUE)
   check_flag(progress, "progress", null_ok = FALSE)
   dataset <- dataset %||% guess_dataset(sql)
-  id <- fort_submit(sql, dataset)
-  record <- fort_wait(id, progress = progress)
+  id <- fort_submit(sql, dataset, wait = 0.5)  # one request when the query is quick
+  record <- attr(id, "query")
+  id <- as.vector(id)
+  if (!identical(record$state, "succeeded")) record <- fort_wait(id, progress = progress)
   out <- fort_results(id)
   attr(out, "query") <- record
   out
@@ -109,12 +111,22 @@ guess_dataset <- function(sql) {
 #'
 #' @inheritParams fort_query
 #' @param dataset The dataset to query.
+#' @param wait Seconds (0 to 60, e.g. 0.5) the server may hold its answer until the query finished;
+#'   the query's record is then `attr(id, "query")`.
 #' @return The query id (a string).
 #' @export
-fort_submit <- function(sql, dataset) {
+fort_submit <- function(sql, dataset, wait = NULL) {
   check_string(sql, "sql")
   check_string(dataset, "dataset")
-  fort_json("query", "queries", method = "POST", body = list(sql = sql, dataset = dataset))$id
+  if (!is.null(wait) && (!is.numeric(wait) || length(wait) != 1 || is.na(wait) ||
+                         wait < 0 || wait > 60)) {
+    fort_abort("`wait` must be seconds from 0 to 60", "fort_bad_input")
+  }
+  answer <- fort_json("query", "queries", method = "POST", query = list(wait = wait),
+                      body = list(sql = sql, dataset = dataset), timeout = 60 + (wait %||% 0))
+  id <- answer$id
+  if (!is.null(answer$submitted)) attr(id, "query") <- answer  # finished: its record
+  id
 }
 
 #' A query's record: state, timings, rows, error

@@ -1,0 +1,280 @@
+"""The waiting submit (``POST queries?wait=``, issue #13): a small result in the submit's own
+answer with its audit records committed first and grouped, a large one streamed while the
+query runs (the stored copy written beside it), cancel and failures during the stream, the
+fallbacks (no ``wait``, no Arrow, a query still running when ``wait`` is over)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+import requests
+from urllib3.exceptions import ProtocolError
+
+from fort_hub.client import FortClient, FortQueryError
+from fort_hub.services.query import stream
+from fort_hub.services.query.engines.base import Outcome, QueryCancelled
+from fort_hub.services.query.engines.duckdb import DuckDBEngine
+from fort_hub.store import Store
+from fort_hub.store.audit import AuditError
+from tests.query_support import QueryEnv
+
+ARROW = "application/vnd.apache.arrow.stream"
+SLOW = "SELECT count(*) FROM url_shares a, url_shares b, url_shares c, url_shares d, url_shares e"
+
+
+class DripEngine(DuckDBEngine):
+    """Writes 50-row batches every 20 ms until 400 batches or a cancel (a long result that
+    streams slowly)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**{**kwargs, "idle_workers": 0})
+        self.stopped: set[str] = set()
+
+    def drip(self, job, sink):
+        for i in range(400):
+            if job.id in self.stopped:
+                raise QueryCancelled("cancelled")
+            sink.write(pa.record_batch({"i": pa.array(range(i * 50, i * 50 + 50))}))
+            time.sleep(0.02)
+        return Outcome(rows=sink.rows)
+
+    async def run(self, job, sink):
+        return await asyncio.get_running_loop().run_in_executor(None, self.drip, job, sink)
+
+    async def cancel(self, job_id):
+        self.stopped.add(job_id)
+
+
+def post(env, sql, wait=10, accept=ARROW, **kw):
+    return requests.post(
+        env.base + "queries", params={"wait": wait} if wait is not None else None,
+        json={"sql": sql, "dataset": "url_shares"}, headers=env.h(Accept=accept),
+        timeout=30, **kw,
+    )  # fmt: skip
+
+
+def audit(env):
+    store = Store(env.store_url)
+    try:
+        return list(store.audit.iter_all()), store.audit.verify()
+    finally:
+        store.dispose()
+
+
+@pytest.fixture
+def env(tmp_path, store_url):
+    e = QueryEnv(tmp_path, store_url, DuckDBEngine__batch_rows=20).start()
+    yield e
+    e.stop()
+
+
+def test_small_result_in_the_submit_answer_records_first_grouped(env):
+    sql = "SELECT url, shares FROM url_shares ORDER BY shares, url LIMIT 30"
+    r = post(env, sql)
+    assert r.status_code == 200 and r.headers["Content-Type"] == ARROW
+    qid = r.headers["X-Fort-Query-Id"]
+    assert r.headers["Location"].endswith(qid)
+    table = pa.ipc.open_stream(r.content).read_all()
+    assert table.num_rows == 30 and table.column_names == ["url", "shares"]
+    # by the time the answer arrived the final state and the records were committed
+    rec = env.get(f"queries/{qid}").json()
+    assert rec["state"] == "succeeded" and rec["rows"] == 30 and rec["result_available"]
+    records, verified = audit(env)
+    assert verified.ok, str(verified)
+    mine = [a for a in records if a.details.get("query_id") == qid]
+    assert [a.action for a in mine] == ["query.submit", "query.complete", "query.download"]
+    complete, download = mine[1], mine[2]
+    assert download.seq == complete.seq + 1  # committed together, in one transaction
+    assert download.request_id == r.headers["X-Request-Id"]
+    assert "in the submit's answer" in download.reason
+    # the stored copy is the same result, downloadable again
+    again = env.get(f"queries/{qid}/results", headers={"Accept": ARROW})
+    assert pa.ipc.open_stream(again.content).read_all().equals(table)
+
+
+def test_without_wait_or_arrow_the_api_is_as_before(env):
+    r = post(env, "SELECT 1 AS x", wait=None)
+    assert r.status_code == 202 and set(r.json()) == {"id", "state"}
+    assert r.headers["X-Fort-Query-Id"] == r.json()["id"]
+    r = post(env, "SELECT 1 AS x", accept="application/json")  # wait, JSON: the record
+    assert r.status_code == 200 and r.json()["state"] == "succeeded" and r.json()["rows"] == 1
+    r = post(env, "SELECT 1 AS x", wait=61)
+    assert r.status_code == 400 and "wait" in r.json()["error"]["message"]
+
+
+def test_query_still_running_when_wait_is_over_gets_202(env):
+    r = post(env, SLOW, wait=1)
+    assert r.status_code == 202 and r.json()["state"] == "running"
+    qid = r.json()["id"]
+    requests.delete(env.base + f"queries/{qid}", headers=env.h(), timeout=10)
+    assert env.wait(qid)["state"] == "cancelled"
+
+
+def test_a_failed_query_answers_its_record_not_a_result(env):
+    r = post(env, "SELECT CAST('x' AS INTEGER) AS n")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/json")
+    assert r.json()["state"] == "failed" and r.json()["error"]
+    with pytest.raises(FortQueryError, match=r"(?i)convert|cast"):
+        FortClient(url=env.base.removesuffix("api/v1/"), token="alice-token").query(
+            "SELECT CAST('x' AS INTEGER) AS n", "url_shares", progress=False
+        )
+
+
+def test_large_result_streams_and_the_stored_copy_matches(tmp_path, sqlite_url):
+    env = QueryEnv(
+        tmp_path, sqlite_url, DuckDBEngine__batch_rows=20, QueryService__inline_result_bytes=500
+    ).start()
+    try:
+        fort = FortClient(url=env.base.removesuffix("api/v1/"), token="alice-token")
+        table = fort.query("SELECT * FROM url_shares ORDER BY shares, url", "url_shares")
+        assert table.num_rows == 200
+        qid = fort.history()[0]["id"]
+        assert fort.results(qid).equals(table)  # the stored copy, written beside the stream
+        records, verified = audit(env)
+        assert verified.ok
+        mine = [a.action for a in records if a.details.get("query_id") == qid]
+        # the streamed download's record came before the first byte; the second download's
+        assert mine[0] == "query.submit" and mine[3] == "query.download" and len(mine) == 4
+        assert sorted(mine[1:3]) == ["query.complete", "query.download"]
+    finally:
+        env.stop()
+
+
+def test_failure_mid_stream_is_an_error_not_a_truncated_success(tmp_path, sqlite_url):
+    env = QueryEnv(
+        tmp_path, sqlite_url, DuckDBEngine__batch_rows=20, QueryService__max_result_rows=150,
+        QueryService__inline_result_bytes=500,
+    ).start()  # fmt: skip
+    try:
+        fort = FortClient(url=env.base.removesuffix("api/v1/"), token="alice-token")
+        with pytest.raises(FortQueryError, match="max_result_rows"):
+            fort.query("SELECT * FROM url_shares", "url_shares", progress=False)
+        # raw: the stream carries batches but never the end-of-stream marker
+        try:
+            r = post(env, "SELECT * FROM url_shares")
+        except requests.exceptions.ChunkedEncodingError:
+            pass  # cut off mid-body
+        else:
+            assert r.status_code == 200
+            with pytest.raises(pa.ArrowInvalid):
+                pa.ipc.open_stream(r.content).read_all()
+        for listed in env.get("queries").json()["queries"]:
+            q = env.wait(listed["id"])
+            assert q["state"] == "failed" and "max_result_rows" in q["error"]
+            assert not q["result_available"]
+            assert env.get(f"queries/{q['id']}/results").status_code == 409
+        assert audit(env)[1].ok
+    finally:
+        env.stop()
+
+
+def test_cancel_during_a_streamed_download_also_when_the_reader_stalls(
+    tmp_path, sqlite_url, monkeypatch
+):
+    # the downloader reads nothing: after 2 KB pending the engine waits for it; cancel must
+    # still end the query at once
+    monkeypatch.setattr(stream, "MAX_PENDING", 2000)
+    env = QueryEnv(
+        tmp_path, sqlite_url, QueryService__inline_result_bytes=500,
+        QueryService__duckdb_engine_class="tests.test_query_roundtrip.DripEngine",
+    ).start()  # fmt: skip
+    try:
+        r = post(env, "SELECT 1", stream=True)
+        assert r.status_code == 200 and r.headers["Content-Type"] == ARROW
+        qid = r.headers["X-Fort-Query-Id"]
+        time.sleep(0.5)  # the engine is now held back by the stalled reader
+        assert env.get(f"queries/{qid}").json()["state"] == "running"
+        t0 = time.monotonic()
+        d = requests.delete(env.base + f"queries/{qid}", headers=env.h(), timeout=10)
+        assert d.status_code == 202
+        q = env.wait(qid, timeout=10)
+        assert q["state"] == "cancelled" and time.monotonic() - t0 < 5
+        broken = (pa.ArrowInvalid, requests.exceptions.RequestException, ProtocolError)
+        with pytest.raises(broken):
+            pa.ipc.open_stream(r.raw.read()).read_all()  # never a complete-looking stream
+        r.close()
+        assert audit(env)[1].ok
+    finally:
+        env.stop()
+
+
+def test_a_downloader_going_away_does_not_hold_the_query(tmp_path, sqlite_url, monkeypatch):
+    monkeypatch.setattr(stream, "MAX_PENDING", 2000)
+    env = QueryEnv(
+        tmp_path, sqlite_url, QueryService__inline_result_bytes=500,
+        QueryService__duckdb_engine_class="tests.test_query_roundtrip.DripEngine",
+    ).start()  # fmt: skip
+    try:
+        r = post(env, "SELECT 1", stream=True)
+        qid = r.headers["X-Fort-Query-Id"]
+        r.close()  # gone: the engine goes on writing the stored copy
+        q = env.wait(qid, timeout=30)
+        assert q["state"] == "succeeded" and q["rows"] == 400 * 50
+    finally:
+        env.stop()
+
+
+def test_audit_down_no_result_in_the_answer(env, monkeypatch):
+    def broken(*a, **k):
+        raise AuditError("audit record not written, action refused: database is locked")
+
+    monkeypatch.setattr(env.app.fort_store.audit, "record_many", broken)
+    r = post(env, "SELECT 1 AS x")
+    assert r.status_code == 503 and r.headers["Content-Type"].startswith("application/json")
+    assert "not sent" in r.json()["error"]["message"]
+
+
+def test_tee_hands_over_batches_and_aborts_a_waiting_writer():
+    """The tee alone: batches reach the follower in order; a writer held back by a lagging
+    follower is released by abort."""
+
+    class ListSink:
+        max_rows, max_bytes, rows = 10**9, 10**12, 0
+
+        def __init__(self):
+            self.batches = []
+
+        def set_schema(self, schema):
+            pass
+
+        def write(self, batch):
+            self.batches.append(batch)
+            self.rows += batch.num_rows
+
+    async def main():
+        inner = ListSink()
+        tee = stream.TeeSink(inner, asyncio.get_running_loop())
+        follower = tee.follow()
+        batches = [pa.record_batch({"x": [i] * 1000}) for i in range(5)]
+        done = threading.Event()
+        error = []
+
+        def produce():
+            try:
+                for b in batches:
+                    tee.write(b)
+            except QueryCancelled as e:
+                error.append(e)
+            done.set()
+
+        old = stream.MAX_PENDING
+        stream.MAX_PENDING = batches[0].nbytes  # one batch ahead at most
+        try:
+            threading.Thread(target=produce, daemon=True).start()
+            assert isinstance(await follower.get(), pa.Schema)
+            assert (await follower.get()).equals(batches[0])
+            await asyncio.sleep(0.3)
+            # taken: 1; queued: 2 and 3 (the 3rd went when one batch was pending); 4th waits
+            assert not done.is_set() and len(inner.batches) == 3
+            assert tee.follow() is None  # too late to follow
+            tee.abort(QueryCancelled("cancelled"))
+            await asyncio.get_running_loop().run_in_executor(None, done.wait, 5)
+            assert error and len(inner.batches) == 3
+        finally:
+            stream.MAX_PENDING = old
+
+    asyncio.run(main())
