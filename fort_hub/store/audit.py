@@ -282,16 +282,17 @@ class AuditLog:
         in the next transaction, and each caller returns only after the transaction holding its
         record has committed.
         """
-        return self.record_many([{
-            "actor": actor, "action": action, "resource": resource, "decision": decision,
-            "reason": reason, "details": details, "request_id": request_id, "client": client,
-        }])[0]  # fmt: skip
+        fields = _fields(actor, action, resource, decision, reason, details, request_id, client)
+        return self._commit_observed([fields])[0]
 
     def record_many(self, records: list[dict[str, Any]]) -> list[AuditRecord]:
         """Append several records (each a dict of :meth:`record`'s arguments) in one
         transaction, in order, and return them once durably committed (:class:`AuditError`
         otherwise: none of the actions may happen). One commit instead of one per record."""
-        fields = [_fields(**r) for r in records]
+        return self._commit_observed([_fields(**r) for r in records])
+
+    def _commit_observed(self, fields: list[dict[str, Any]]) -> list[AuditRecord]:
+        """Group-commit *fields*, telling each observer (metrics) every record's outcome."""
         if not self._observers:
             return self._group_commit(fields)
         started, committed = time.perf_counter(), False
