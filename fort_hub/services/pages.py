@@ -208,7 +208,7 @@ class PageMixin:
                 admin = False
             if admin:
                 entries.append(
-                    _MenuEntry("fort-groups admin", f"{base}services/{S.GROUPS_SERVICE}/")
+                    _MenuEntry("fort-groups (admin)", f"{base}services/{S.GROUPS_SERVICE}/")
                 )
         return entries
 
