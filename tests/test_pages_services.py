@@ -151,7 +151,8 @@ def test_a_researcher_on_the_admin_page_gets_a_page_not_bare_html(env):
     assert r.status_code == 403
     assert 'href="/hub/static/css/style.min.css"' in r.text
     text = text_of(r.text)
-    assert "Back to fort-groups" in text and "request id" in text
+    assert "This page is for fort administrators: alice lacks the scope" in text
+    assert "My access" in text and "request id" in text
 
 
 def test_credentials_root_names_the_roles_alice_may_use(env):

@@ -95,7 +95,7 @@ class FortPages(Configurable):
             autoescape=True,
         )
         env.filters.update(fort_time=time_tag, fort_date=date_tag, fort_expiry=expiry_tag)
-        env.filters["fort_bytes"] = human_bytes
+        env.filters.update(fort_bytes=human_bytes, fort_number=number)
         return env
 
 
@@ -162,6 +162,15 @@ def human_bytes(value: int | float | None) -> str:
             return f"{int(n)} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} PiB"  # pragma: no cover - unreachable
+
+
+def number(value: int | float | None) -> str:
+    """4963984.0 -> "4,963,984"; 0.25 -> "0.25" (whole numbers without a fraction)."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.2f}"
+    return f"{int(value):,}"
 
 
 class _User:
@@ -268,6 +277,12 @@ class PageMixin:
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.finish(html)
 
+    def scope_refusal(self, user: dict) -> str:
+        return (
+            f"This page is for fort administrators: {user['name']} lacks the scope "
+            f"{' or '.join(self.required_scopes)}. What you may use is on your “My access” page."
+        )
+
     def wants_json(self) -> bool:
         """An API client: a token in ``Authorization`` or JSON preferred over HTML."""
         if self.request.headers.get("Authorization"):
@@ -321,5 +336,6 @@ __all__ = [
     "expiry_tag",
     "human_bytes",
     "last_day",
+    "number",
     "time_tag",
 ]
