@@ -64,6 +64,7 @@ def test_alice_finds_my_access_in_the_menu_and_reads_her_access(page, fort_demo)
         page.get_by_role("button", name="Services").click()
         menu = page.locator(".dropdown-menu").inner_text()
         assert "My access" in menu and "fort-groups" not in menu  # the admin page is not hers
+        screenshot(page, "services-menu", full_page=False)
         page.get_by_role("link", name="My access").click()
         page.wait_for_url("**/services/fort-query/")
         text = visible_text(page)
@@ -116,6 +117,7 @@ def test_alice_on_the_admin_page_gets_a_page_of_the_hub(page, fort_demo):
         page.wait_for_url("**/hub/**")
         page.goto(fort_demo.url + "/services/fort-groups/")
         text = visible_text(page)
+        assert page.get_by_role("heading", name="This is not open to you").is_visible()
         assert "This page is for fort administrators: alice lacks the scope" in text
         assert page.get_by_role("link", name="My access").first.is_visible()
         assert page.locator("#dark-theme-toggle").is_visible()  # the hub's navigation bar
@@ -151,8 +153,8 @@ def test_dave_gets_one_no_access_page_with_the_ways_on(page, fort_demo):
         assert text.count("no study membership") == 1, text  # once, not twice
         assert "403 :" not in text
         assert page.get_by_role("heading", name="No access yet").is_visible()
-        assert "You are signed in with Facebook as dave" in text
-        assert "Whom to ask: the demo's admin (admin@example.org)" in text
+        assert "You are signed in with Facebook as dave, but you have no study" in text
+        assert text.count("To request access, contact the demo's admin (admin@example.org)") == 1
         assert page.get_by_role("link", name="Sign out").is_visible()
         assert_accessible(page)
         screenshot(page, "no-access")
@@ -160,5 +162,6 @@ def test_dave_gets_one_no_access_page_with_the_ways_on(page, fort_demo):
         text = visible_text(page)
         assert "This sign-in link has expired" in text and "OAuth state missing" not in text
         assert_accessible(page)
+        screenshot(page, "sign-in-link-expired")
         page.get_by_role("link", name="Sign in again").click()
         page.wait_for_url("**/dialog/oauth**")  # the way back in

@@ -18,9 +18,9 @@ Times are written as ``<time datetime="...">`` elements (filters ``fort_time``, 
 ``fort_expiry``) with a readable UTC fallback; a small script shows them in the viewer's time
 zone. Errors of pages render through ``fort-error.html``.
 
-Service roots: :class:`ServiceRoot` answers a browser with a page and an API client (``Accept:
-application/json`` or an ``Authorization`` header) with a JSON index (name, version, links),
-so no service root is a 404.
+Service roots: :class:`ServiceRoot` answers a browser (``Accept: text/html``) with a page and a
+program (a token in ``Authorization``, or no HTML asked for) with a JSON index (name, version,
+links), so no service root is a 404 (JupyterHub's health check of a service gets the index).
 """
 
 from __future__ import annotations
@@ -47,6 +47,15 @@ if TYPE_CHECKING:
 FORT_TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 #: JupyterHub's own templates (page.html, error.html)
 HUB_TEMPLATES = os.path.join(DATA_FILES_PATH, "templates")
+
+
+#: the heading of an error page, by status
+ERROR_HEADINGS = {
+    401: "Please sign in",
+    403: "This is not open to you",
+    404: "There is no such page",
+    503: "Unavailable just now",
+}
 
 
 class FortPages(Configurable):
@@ -208,7 +217,7 @@ class PageMixin:
         """The Services menu of fort pages: "My access" for everyone, fort-groups for
         current fort admins (decided from the store now)."""
         base = self.hub_auth.base_url
-        entries = [_MenuEntry("My access", f"{base}services/{S.QUERY_SERVICE}/")]
+        entries = self.base_menu()
         user = getattr(self, "_hub_auth_user_cache", None)
         if user and user.get("kind", "user") == "user":
             try:
@@ -220,6 +229,10 @@ class PageMixin:
                     _MenuEntry("fort-groups (admin)", f"{base}services/{S.GROUPS_SERVICE}/")
                 )
         return entries
+
+    def base_menu(self) -> list[_MenuEntry]:
+        """The menu entries every signed-in user gets ("My access")."""
+        return [_MenuEntry("My access", f"{self.hub_auth.base_url}services/{S.QUERY_SERVICE}/")]
 
     def page_namespace(self, menu: list | None = None) -> dict[str, Any]:
         """What JupyterHub's page.html expects, pointing at the hub."""
@@ -265,8 +278,13 @@ class PageMixin:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         status, message = self.describe_error(status_code, exc)
         try:
-            ns = self.page_namespace()
-            ns.update(status=status, message=message, request_id=self.request_id)
+            ns = self.page_namespace(self.base_menu())
+            ns.update(
+                status=status,
+                heading=ERROR_HEADINGS.get(status, "This did not work"),
+                message=message,
+                request_id=self.request_id,
+            )
             html = self.page_env().get_template("fort-error.html").render(**ns)
         except Exception:  # never fail while failing: the plain page of FortHandler
             self.log.exception("[%s] cannot render the error page", self.request_id)
@@ -284,11 +302,12 @@ class PageMixin:
         )
 
     def wants_json(self) -> bool:
-        """An API client: a token in ``Authorization`` or JSON preferred over HTML."""
+        """A program, not a browser: it sends a token (``Authorization``), or it does not ask
+        for HTML (browsers' navigations do; ``curl``, JupyterHub's health check and JSON
+        clients do not)."""
         if self.request.headers.get("Authorization"):
             return True
-        accept = self.request.headers.get("Accept", "")
-        return "application/json" in accept and "text/html" not in accept
+        return "text/html" not in self.request.headers.get("Accept", "")
 
 
 class FortPage(PageMixin, FortPageHandler):
