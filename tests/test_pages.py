@@ -96,3 +96,47 @@ def test_numbers_for_people():
         "",
         "1,000,000",
     ]
+
+
+class _Service:
+    def __init__(self, name: str, info: dict):
+        self.name, self.href, self.info = name, f"/services/{name}/", info
+
+
+def _hub_menu(scopes: dict) -> str:
+    """The hub's Services menu rendered with fort's page.html over JupyterHub's templates,
+    loaded the way JupyterHub loads them (``templates/`` names the originals)."""
+    from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader
+
+    from fort_hub.deploy import HUB_TEMPLATES as FORT_HUB_TEMPLATES
+    from fort_hub.deploy import MENU
+
+    env = Environment(
+        loader=ChoiceLoader(
+            [
+                PrefixLoader({"templates": FileSystemLoader([HUB_TEMPLATES])}, "/"),
+                FileSystemLoader([FORT_HUB_TEMPLATES, HUB_TEMPLATES]),
+            ]
+        ),
+        autoescape=True,
+    )
+    user = type("U", (), {"name": "alice", "json_escaped_name": "alice"})()
+    services = [_Service(n, {"fort": True, **MENU[n]}) for n in MENU]
+    services.append(_Service("other", {}))
+    html = env.get_template("page.html").render(
+        static_url=lambda p, include_version=True: p,
+        base_url="/hub/",
+        user=user,
+        services=services,
+        parsed_scopes=scopes,
+        no_spawner_check=True,
+    )
+    return html[html.index('class="dropdown-menu"') :]
+
+
+def test_hub_menu_shows_my_access_to_researchers_and_fort_groups_to_admins():
+    researcher = _hub_menu({"self": {}})
+    assert ">My access</a>" in researcher and ">other</a>" in researcher
+    assert "fort-groups" not in researcher
+    admin = _hub_menu({"custom:fort-groups:admin": {}})
+    assert ">fort-groups (admin)</a>" in admin and ">My access</a>" in admin
