@@ -49,7 +49,7 @@ def text_of(html: str) -> str:
 def test_root_gives_an_api_client_a_json_index(env, service):
     """No root is a 404 (it was for fort-query and fort-credentials, and JupyterHub's health
     check of them logged a 404 warning every minute): name, version, links."""
-    for headers in ({"Accept": "application/json"}, {}, {**HTML, **auth(env["tokens"]["alice"])}):
+    for headers in ({"Accept": "application/json"}, {}, auth(env["tokens"]["alice"])):
         r = requests.get(url(env, service, ""), headers=headers, timeout=30)
         assert r.status_code == 200, r.text[:500]
         index = r.json()
@@ -160,3 +160,17 @@ def test_credentials_root_names_the_roles_alice_may_use(env):
     text = text_of(signed_in(env, "alice").get(url(env, scopes.CREDENTIALS_SERVICE, ""),
                                                timeout=30).text)  # fmt: skip
     assert "AWS credentials" in text and "fort-urls-study" in text
+
+
+def test_another_site_cannot_read_json_with_the_browsers_cookie(env):
+    """Signing browsers in for JSON GETs must not let another site read them: a cross-site
+    fetch carries the cookie but no _xsrf, so the cookie does not authenticate it (it did: the
+    handler base skipped the XSRF check HubOAuth asks for before accepting a cookie)."""
+    s = signed_in(env, "alice")
+    assert s.get(url(env, scopes.QUERY_SERVICE, "api/v1/usage"), timeout=30).status_code == 200
+    for mode in ("cors", "no-cors"):
+        r = s.get(url(env, scopes.QUERY_SERVICE, "api/v1/usage"), allow_redirects=False,
+                  headers={"Accept": "*/*", "Sec-Fetch-Mode": mode,
+                           "Sec-Fetch-Site": "cross-site"}, timeout=30)  # fmt: skip
+        assert r.status_code == 403, (mode, r.status_code, r.text[:300])
+        assert "xsrf" in r.json()["error"]["message"].lower() and "limits" not in r.text

@@ -172,7 +172,17 @@ class FortHandler(HubOAuthenticated, web.RequestHandler):
 
     def check_xsrf_cookie(self) -> None:
         """Tornado checks XSRF before ``prepare``; we check it in ``prepare``, once we know
-        whether the request is token-authenticated (then no XSRF check is needed)."""
+        whether the request is token-authenticated (then no XSRF check is needed). While the
+        hub's OAuth cookie is read, HubOAuth asks here whether the cookie may authenticate this
+        request: then it is JupyterHub's check (a mutation, or another site's fetch, without
+        ``_xsrf`` is not authenticated by the cookie)."""
+        if not getattr(self, "_reading_cookie", False):
+            return
+        try:
+            self.hub_auth.check_xsrf_cookie(self)
+        except web.HTTPError as e:
+            self._xsrf_refusal = e.log_message % e.args if e.args else e.log_message
+            raise
 
     @property
     def client(self) -> str:
@@ -196,11 +206,16 @@ class FortHandler(HubOAuthenticated, web.RequestHandler):
 
     async def identify(self) -> None:
         """Who is calling: 401 without credentials, then XSRF, then the scopes."""
+        self._reading_cookie, self._xsrf_refusal = True, None
         try:
             model = await self.hub_auth.get_user(self, sync=False)
         except web.HTTPError as e:
             self.log.error("[%s] hub authentication failed: %s", self.request_id, e)
             raise ServiceError(502, "the hub could not be asked who you are; try again") from None
+        finally:
+            self._reading_cookie = False
+        if not model and self._xsrf_refusal:
+            raise ServiceError(403, self._xsrf_refusal)
         user = None
         if model:
             try:

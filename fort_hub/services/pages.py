@@ -19,8 +19,9 @@ Times are written as ``<time datetime="...">`` elements (filters ``fort_time``, 
 zone. Errors of pages render through ``fort-error.html``.
 
 Service roots: :class:`ServiceRoot` answers a browser (``Accept: text/html``) with a page and a
-program (a token in ``Authorization``, or no HTML asked for) with a JSON index (name, version,
-links), so no service root is a 404 (JupyterHub's health check of a service gets the index).
+program (no HTML asked for: a token client, ``Accept: application/json``, ``curl``) with a JSON
+index (name, version, links), so no service root is a 404 (JupyterHub's health check of a
+service gets the index).
 """
 
 from __future__ import annotations
@@ -302,11 +303,8 @@ class PageMixin:
         )
 
     def wants_json(self) -> bool:
-        """A program, not a browser: it sends a token (``Authorization``), or it does not ask
-        for HTML (browsers' navigations do; ``curl``, JupyterHub's health check and JSON
-        clients do not)."""
-        if self.request.headers.get("Authorization"):
-            return True
+        """A program, not a browser: it does not ask for HTML (browsers' navigations do;
+        ``curl``, JupyterHub's health check, the API clients and JSON clients do not)."""
         return "text/html" not in self.request.headers.get("Accept", "")
 
 
