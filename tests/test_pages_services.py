@@ -60,6 +60,12 @@ def test_root_gives_an_api_client_a_json_index(env, service):
         assert openapi.status_code == 200 and openapi.json()["openapi"]
 
 
+@pytest.mark.parametrize("service", SERVICES)
+def test_root_without_its_slash_leads_to_the_root(env, service):
+    r = requests.get(url(env, service, "").rstrip("/"), allow_redirects=False, timeout=30)
+    assert r.status_code == 301 and r.headers["Location"] == f"/services/{service}/"
+
+
 @pytest.mark.parametrize("service", [scopes.CREDENTIALS_SERVICE, scopes.QUERY_SERVICE])
 def test_root_gives_a_browser_a_page_in_the_hubs_look(env, service):
     """(fort-groups' root is the admin page: tests/test_groups_admin_page.py, and the refusal

@@ -336,6 +336,7 @@ class FortServiceApp(Application, FortSettings):
     def make_app(self) -> web.Application:
         prefix = self.service_prefix
         routes: list[tuple] = [
+            (prefix.rstrip("/"), web.RedirectHandler, {"url": prefix}),  # the root, no slash
             (url_path_join(prefix, "oauth_callback"), OAuthCallbackHandler),
             (url_path_join(prefix, "login"), LoginHandler),
         ]
