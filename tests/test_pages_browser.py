@@ -84,6 +84,13 @@ def test_alice_finds_my_access_in_the_menu_and_reads_her_access(page, fort_demo)
         assert "Who to ask" in text and "admin@example.org" in text
         assert_accessible(page)
         screenshot(page, "my-access")
+        page.emulate_media(color_scheme="dark")  # the hub's dark mode follows the system's
+        page.reload()
+        assert page.locator("html").get_attribute("data-bs-theme") == "dark"
+        assert_accessible(page)
+        screenshot(page, "my-access-dark", full_page=False)
+        page.emulate_media(color_scheme="light")
+        page.reload()
         with page.expect_download() as dl:
             row.get_by_role("link", name=re.compile("download CSV")).click()
         assert dl.value.path().read_text().splitlines()[0] == '"country","shares"'
