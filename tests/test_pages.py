@@ -140,3 +140,23 @@ def test_hub_menu_shows_my_access_to_researchers_and_fort_groups_to_admins():
     assert "fort-groups" not in researcher
     admin = _hub_menu({"custom:fort-groups:admin": {}})
     assert ">fort-groups (admin)</a>" in admin and ">My access</a>" in admin
+
+
+def test_services_snippet_adds_forts_hub_templates_after_the_deployments(monkeypatch):
+    """fort's page.html (the Services menu) is found after a deployment's own templates (which
+    win) and before JupyterHub's; running the snippet twice adds it once."""
+    from traitlets.config import Config
+
+    from fort_hub import deploy
+
+    monkeypatch.setattr(deploy, "_z2jh_get_config", lambda: None)
+    c = Config()
+    c.JupyterHub.template_paths = ["/etc/jupyterhub/templates"]
+    deploy.configure_services(c)
+    deploy.configure_services(c)
+    assert c.JupyterHub.template_paths == ["/etc/jupyterhub/templates", deploy.HUB_TEMPLATES]
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    assert services["fort-query"]["display"] is True
+    assert services["fort-query"]["info"]["menu_label"] == "My access"
+    assert services["fort-groups"]["info"]["menu_scope"] == "custom:fort-groups:admin"
+    assert services["fort-credentials"]["display"] is False
