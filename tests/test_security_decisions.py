@@ -18,6 +18,7 @@ from tests.fortsvc import make_users, user_token
 
 pytestmark = pytest.mark.hub
 UTC = dt.UTC
+HTML = {"Accept": "text/html"}  # the admin page (the service root gives programs its JSON index)
 G, Q = scopes.GROUPS_SERVICE, scopes.QUERY_SERVICE
 SQL = {"sql": "SELECT country, count(*) AS n FROM url_shares GROUP BY 1", "dataset": "url_shares"}
 
@@ -81,7 +82,7 @@ def test_expired_admin_loses_every_power_at_once(env):
             assert "country" not in r.text and "alice" not in r.text  # no data, no listing
         r = call(env, G, "PUT", "api/v1/groups/admins/members/temp-admin", {}, user="temp-admin")
         assert r.status_code == 403 and "admin" in error_of(r)
-        page = call(env, G, "GET", "", user="temp-admin")  # the admin page
+        page = call(env, G, "GET", "", user="temp-admin", headers=HTML)  # the admin page
         assert page.status_code == 403 and "<form" not in page.text
         slow = call(env, Q, "POST", "api/v1/queries", SQL, user="alice").json()["id"]
         r = call(env, Q, "DELETE", f"api/v1/queries/{slow}", user="temp-admin")  # cancel hers
@@ -170,7 +171,7 @@ def test_out_of_range_input_is_a_400_naming_the_field(env, service, method, path
 def test_admin_page_cannot_be_framed(env):
     """Finding 11: the admin page sent neither X-Frame-Options nor CSP frame-ancestors, so its
     one-click remove/extend forms could be clickjacked."""
-    r = call(env, G, "GET", "", user="admin")
+    r = call(env, G, "GET", "", user="admin", headers=HTML)
     assert r.status_code == 200 and "<form" in r.text
     assert r.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]

@@ -61,6 +61,7 @@ from .handler import (
     parse_networks,
 )
 from .metrics import UNMATCHED, MetricsHandler, ServiceMetrics
+from .pages import FortPages
 
 
 def utcnow() -> dt.datetime:
@@ -357,12 +358,14 @@ class FortServiceApp(Application, FortSettings):
         self.metrics = self.make_metrics()
         self.fort_store.audit.add_observer(self.metrics.observe_audit)
         self._routes: dict[type, str] = {}
+        self.pages = FortPages(parent=self)
         self._trusted = parse_networks(self.trusted_proxies)
         self._stopping: asyncio.Event | None = None
 
     def make_app(self) -> web.Application:
         prefix = self.service_prefix
         routes: list[tuple] = [
+            (prefix.rstrip("/"), web.RedirectHandler, {"url": prefix}),  # the root, no slash
             (url_path_join(prefix, "oauth_callback"), OAuthCallbackHandler),
             (url_path_join(prefix, "login"), LoginHandler),
             (url_path_join(prefix, "metrics"), MetricsHandler),

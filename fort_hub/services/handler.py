@@ -172,7 +172,17 @@ class FortHandler(HubOAuthenticated, web.RequestHandler):
 
     def check_xsrf_cookie(self) -> None:
         """Tornado checks XSRF before ``prepare``; we check it in ``prepare``, once we know
-        whether the request is token-authenticated (then no XSRF check is needed)."""
+        whether the request is token-authenticated (then no XSRF check is needed). While the
+        hub's OAuth cookie is read, HubOAuth asks here whether the cookie may authenticate this
+        request: then it is JupyterHub's check (a mutation, or another site's fetch, without
+        ``_xsrf`` is not authenticated by the cookie)."""
+        if not getattr(self, "_reading_cookie", False):
+            return
+        try:
+            self.hub_auth.check_xsrf_cookie(self)
+        except web.HTTPError as e:
+            self._xsrf_refusal = e.log_message % e.args if e.args else e.log_message
+            raise
 
     @property
     def client(self) -> str:
@@ -196,11 +206,16 @@ class FortHandler(HubOAuthenticated, web.RequestHandler):
 
     async def identify(self) -> None:
         """Who is calling: 401 without credentials, then XSRF, then the scopes."""
+        self._reading_cookie, self._xsrf_refusal = True, None
         try:
             model = await self.hub_auth.get_user(self, sync=False)
         except web.HTTPError as e:
             self.log.error("[%s] hub authentication failed: %s", self.request_id, e)
             raise ServiceError(502, "the hub could not be asked who you are; try again") from None
+        finally:
+            self._reading_cookie = False
+        if not model and self._xsrf_refusal:
+            raise ServiceError(403, self._xsrf_refusal)
         user = None
         if model:
             try:
@@ -214,7 +229,7 @@ class FortHandler(HubOAuthenticated, web.RequestHandler):
                 ) from None
         self._hub_auth_user_cache = user
         if user is None:
-            if self.is_api:
+            if self.is_api and not self.browser_navigation():
                 raise ServiceError(401, "authentication required: send 'Authorization: token …'")
             if self.request.method in SAFE_METHODS:
                 self.redirect(self.get_login_url())
@@ -223,11 +238,14 @@ class FortHandler(HubOAuthenticated, web.RequestHandler):
         if self.request.method not in SAFE_METHODS:
             self.hub_auth.check_xsrf_cookie(self)
         if self.required_scopes and not self.has_scope(*self.required_scopes):
-            raise ServiceError(
-                403,
-                f"{user.get('kind', 'user')} {user['name']!r} lacks the scope "
-                f"{' or '.join(self.required_scopes)}",
-            )
+            raise ServiceError(403, self.scope_refusal(user))
+
+    def scope_refusal(self, user: dict) -> str:
+        """The message of a caller lacking ``required_scopes``."""
+        return (
+            f"{user.get('kind', 'user')} {user['name']!r} lacks the scope "
+            f"{' or '.join(self.required_scopes)}"
+        )
 
     def check_query_params(self) -> None:
         args = self.request.query_arguments
@@ -309,9 +327,20 @@ class FortHandler(HubOAuthenticated, web.RequestHandler):
             self.log.error("Uncaught exception %s", where, exc_info=(typ, value, tb))
 
     def get_login_url(self) -> str:
-        if self.is_api:
+        if self.is_api and not self.browser_navigation():
             raise ServiceError(401, "authentication required")
         return super().get_login_url()
+
+    def browser_navigation(self) -> bool:
+        """A browser opening a read-only URL (no token; a navigation or HTML accepted): it
+        is sent through the hub's OAuth login like a page, and its cookie then identifies it
+        (also for JSON endpoints, as JupyterHub's own services do)."""
+        headers = self.request.headers
+        if self.request.method not in ("GET", "HEAD") or headers.get("Authorization"):
+            return False
+        return headers.get("Sec-Fetch-Mode") == "navigate" or "text/html" in headers.get(
+            "Accept", ""
+        )
 
     def describe_error(self, status: int, exc: BaseException | None) -> tuple[int, str]:
         """(status, message) shown to the caller for *exc*: the one mapping of the contract."""

@@ -8,12 +8,15 @@ from ... import scopes
 from ...store import StoreError, isoformat
 from ...store.audit import AuditError
 from ...store.memberships import Memberships
-from ..base import FortPageHandler, HubApiError
+from ..base import HubApiError
 from ..handler import ServiceError
+from ..pages import ServiceRoot
 from .api import USERNAME_RE, parse_expiry
 
 
-class AdminPageHandler(FortPageHandler):
+class AdminPageHandler(ServiceRoot):
+    #: the JSON index an API client gets at the service root (pages.ServiceRoot)
+    links = (("me", "api/v1/me"), ("authorize", "api/v1/authorize"), ("audit", "api/v1/audit"))
     required_scopes = (scopes.GROUPS_ADMIN,)
     admin_scopes = (scopes.GROUPS_ADMIN,)
     query_params = ("user", "action", "since", "msg")
