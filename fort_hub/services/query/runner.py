@@ -363,7 +363,7 @@ class QueryRunner:
             await self.store.run(self.quotas.add_scanned, rec.username, scanned)
             await self.store.audit.arecord(
                 actor=rec.username, action="query.complete", resource=rec.dataset,
-                decision="allow" if state == "succeeded" else "deny",
+                decision={"succeeded": "allow", "failed": "failed"}.get(state, "deny"),
                 reason=error or f"{rows} rows", request_id=request_id,
                 details={"query_id": rec.id, "state": state, "rows": rows, "bytes_scanned": scanned},
             )  # fmt: skip
