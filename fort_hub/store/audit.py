@@ -501,9 +501,10 @@ class AuditLog:
         before_seq: int | None = None,
         resource: str | None = None,
         after_seq: int | None = None,
+        actor: str | None = None,
     ) -> list[AuditRecord]:
         """Newest first. *user* matches what the user did (the actor) and what was done to them
-        (:func:`subject_clause`); *action* is a prefix (``spawn`` finds ``spawn.start`` and
+        (:func:`subject_clause`), *actor* only what they did; *action* is a prefix (``spawn`` finds ``spawn.start`` and
         ``spawn.stop``); *resource* is exact. Page older with *before_seq* (the smallest seq of
         the previous page), newer with *after_seq* (its largest). Only chain records
         (``seq > 0``, what :meth:`verify` walks) are ever returned."""
@@ -511,6 +512,8 @@ class AuditLog:
         stmt = select(t).where(t.c.seq > 0)
         if user:
             stmt = stmt.where(or_(t.c.actor == user, subject_clause(t, user)))
+        if actor:
+            stmt = stmt.where(t.c.actor == actor)
         if action:
             stmt = stmt.where(t.c.action.like(_like_escape(action) + "%", escape="\\"))
         if resource:
