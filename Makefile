@@ -49,13 +49,21 @@ $(HELM_Z2JH): $(STAMP_Z2JH)
 
 install: $(STAMP) $(HELM)
 
-# Debian's chromium for the browser tests (playwright drives it; no browser download).
-browser-deps:
+# Debian's chromium for the browser tests (playwright drives it; no browser download), and
+# axe-core (npm, pinned) which the tests inject into every page (tests/browser.py).
+AXE_VERSION := 4.11.0
+AXE_JS := .cache/axe/node_modules/axe-core/axe.min.js
+browser-deps: $(AXE_JS)
 	@if [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing Debian's chromium for the browser tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "warning: /usr/bin/chromium is missing; browser tests will be skipped"; fi
+
+$(AXE_JS):
+	@if command -v npm >/dev/null; then \
+		npm install --silent --no-audit --no-fund --prefix .cache/axe axe-core@$(AXE_VERSION); \
+	else echo "warning: npm is missing; the accessibility checks (axe-core) will be skipped"; fi
 
 # Debian's R with the R client's dependencies and IRkernel (clients/r/fortclient; the R tests).
 R_DEBS := r-base-core r-cran-httr2 r-cran-jsonlite r-cran-testthat r-cran-irkernel r-cran-roxygen2
@@ -90,4 +98,4 @@ bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(VENV_Z2JH) .fort-demo build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_Z2JH) .fort-demo .cache/axe build *.egg-info .pytest_cache .ruff_cache

@@ -68,11 +68,21 @@ SERVICE_OAUTH_SCOPES = {
     scopes.QUERY_SERVICE: [scopes.QUERY_USE, scopes.QUERY_ADMIN],
 }
 
+#: the hub's Services menu (the hub's page.html from HUB_TEMPLATES reads ``info``): "My access"
+#: (fort-query's root) for everyone, fort-groups only for holders of its admin scope
+MENU = {
+    scopes.QUERY_SERVICE: {"menu_label": "My access"},
+    scopes.GROUPS_SERVICE: {"menu_label": "fort-groups (admin)", "menu_scope": scopes.GROUPS_ADMIN},
+}
+#: fort's hub templates: the Services menu above and the no-access page of the authenticator
+HUB_TEMPLATES = os.path.join(os.path.dirname(__file__), "hub_templates")
+
 #: variables the hub passes on to the services when it has them (AWS SDK settings, IRSA's web
 #: identity, the fort store). JupyterHub gives a managed service only a few variables of its own.
 PASSTHROUGH_ENV = (
     "FORT_STORE_URL",
     "FORT_COOKIE_SECRET",
+    "FORT_SUPPORT_CONTACT",
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
     "AWS_ENDPOINT_URL",
@@ -179,8 +189,8 @@ def service_entries(
                 "environment": dict(environment),
                 "oauth_no_confirm": True,
                 "oauth_client_allowed_scopes": list(SERVICE_OAUTH_SCOPES[name]),
-                "display": name == scopes.GROUPS_SERVICE,
-                "info": {"fort": True},
+                "display": name in MENU,
+                "info": {"fort": True, **MENU.get(name, {})},
             }
         )
     return entries
@@ -239,6 +249,10 @@ def configure_services(c) -> None:
     )
     existing = list(c.JupyterHub.services) if _is_set(c.JupyterHub, "services") else []
     c.JupyterHub.services = merge_by_name(existing, ours)
+    # fort's page.html (the Services menu) after the deployment's own templates, before the hub's
+    paths = list(c.JupyterHub.template_paths) if _is_set(c.JupyterHub, "template_paths") else []
+    if HUB_TEMPLATES not in paths:
+        c.JupyterHub.template_paths = [*paths, HUB_TEMPLATES]
 
 
 def configure_roles(c) -> None:

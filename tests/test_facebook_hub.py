@@ -6,6 +6,7 @@ the stand-in's faults afterwards.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -188,7 +189,7 @@ CALLBACK_CASES = {
         lambda env, s, cb: s.get(_with_query(cb, state="eyJzdGF0ZV9pZCI6ICJ4In0="), timeout=30),
         400, "OAuth state mismatch"),
     "missing state cookie": (
-        lambda env, s, cb: requests.get(cb, timeout=30), 400, "OAuth state missing from cookies"),
+        lambda env, s, cb: requests.get(cb, timeout=30), 400, "This sign-in link was already used"),
     "missing code": (
         lambda env, s, cb: s.get(_with_query(cb, code=None), timeout=30),
         400, "OAuth callback made without a code"),
@@ -249,6 +250,52 @@ def test_refused_login(env, case):
     assert denial.decision == "deny" and message.split(".")[0][:30] in denial.reason
     if case == "wildcard username":  # refused before any account was made for it
         assert user(env, "a*") is None
+
+
+def _text(html: str) -> str:
+    """The visible words of a page (tags dropped, entities of quotes undone)."""
+    body = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
+    body = re.sub(r"<[^>]+>", " ", body).replace("&#39;", "'").replace("&quot;", '"')
+    return " ".join(body.split())
+
+
+def test_no_access_page_says_it_once_with_the_ways_on(env):
+    """#14: dave's refusal was shown twice (an h1 "403 : You signed in as ..." and again below)
+    with no way on. Now: one message, who he is, whom to ask, "Try again" and "Sign out"."""
+    _, r = login(env["hub"].url, "dave")
+    assert r.status_code == 403
+    text = _text(r.text)
+    assert text.count("no study membership") == 1, text
+    assert "403 :" not in text
+    assert "No access yet" in text
+    assert "You are signed in with Facebook as dave" in text
+    assert f"Whom to ask: {CONTACT}" in text
+    assert 'id="try-again"' in r.text and 'href="/hub/oauth_login"' in r.text
+    assert 'id="sign-out"' in r.text and 'href="/hub/logout"' in r.text
+
+
+def test_reloading_the_callback_after_a_refusal_offers_to_sign_in_again(env):
+    """#14: reloading /hub/oauth_callback gave "400 : OAuth state missing from cookies" and no
+    way back."""
+    s, dialog_url, forms = start_login(env["hub"].url)
+    callback = choose(s, dialog_url, forms, "dave")
+    assert s.get(callback, allow_redirects=False, timeout=60).status_code == 403
+    again = s.get(callback, allow_redirects=False, timeout=60)  # the reload
+    assert again.status_code == 400
+    text = _text(again.text)
+    assert "This sign-in link has expired" in text
+    assert "OAuth state missing" not in text
+    assert "Sign in again" in text and 'href="/hub/oauth_login"' in again.text
+
+
+def test_reloading_the_callback_when_signed_in_carries_on(env):
+    """A reload after a successful sign-in goes on to the hub instead of an error."""
+    s, dialog_url, forms = start_login(env["hub"].url)
+    callback = choose(s, dialog_url, forms, "alice")
+    assert s.get(callback, allow_redirects=False, timeout=60).status_code == 302
+    again = s.get(callback, allow_redirects=False, timeout=60)
+    assert again.status_code == 302, again.text[:1000]
+    assert "/hub/" in again.headers["Location"]
 
 
 def test_rest_api_refuses_to_create_an_unsafe_username(env):

@@ -27,7 +27,12 @@ from traitlets import Bool, Float, List, Set, Unicode, default, validate
 from ..config import FortSettings, user_groups
 from ..naming import check_username_problem
 from ..store import StoreError
-from .facebook_handlers import FacebookCallbackHandler, FacebookLoginError, facebook_handlers
+from .facebook_handlers import (
+    FacebookCallbackHandler,
+    FacebookLoginError,
+    NoStudyMembership,
+    facebook_handlers,
+)
 from .graph import GraphAPI
 from .identities import Identities
 from .meta import GraphError
@@ -308,10 +313,7 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
             )
             if groups:
                 return True
-        raise FacebookLoginError(
-            403, f"You signed in as {username!r}, but you have no study membership on this hub. "
-            f"To request access, contact {self.access_contact}.", username,
-        )  # fmt: skip
+        raise NoStudyMembership(username, self.access_contact)
 
     def check_allow_config(self):
         super().check_allow_config()

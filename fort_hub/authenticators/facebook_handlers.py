@@ -16,11 +16,13 @@ hub cookies, so they are exempt from the hub's XSRF check.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 from html import escape
 from urllib.parse import urlparse
 
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader
 from jupyterhub.handlers import BaseHandler
 from jupyterhub.utils import new_token, url_path_join
 from oauthenticator.oauth2 import OAuthCallbackHandler
@@ -32,13 +34,57 @@ MAX_BODY = 8192
 _CODE = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
 
 
-class FacebookLoginError(web.HTTPError):
-    """A refused Facebook login; ``actor`` names who tried (for the audit record)."""
+#: fort's hub templates (fort-login-refused.html), found after the hub's own template paths
+HUB_TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "hub_templates")
 
-    def __init__(self, status: int, message: str, actor: str = "anonymous"):
+
+class FacebookLoginError(web.HTTPError):
+    """A refused Facebook login; ``actor`` names who tried (for the audit record).
+
+    Shown on one page (``fort-login-refused.html``) under *heading*, with "try again" and
+    "sign out"; *username* (who Facebook said this is) and *contact* (whom to ask) when known.
+    """
+
+    heading = "Sign-in refused"
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        actor: str = "anonymous",
+        username: str = "",
+        contact: str = "",
+    ):
         super().__init__(status, "%s", message, reason=None)
         self.message, self.actor = message, actor
         self.jupyterhub_message = message
+        self.username, self.contact = username, contact
+        if status >= 500:
+            self.heading = "Sign-in is unavailable just now"
+
+
+class NoStudyMembership(FacebookLoginError):
+    """Facebook signed *username* in, but no study group (policy or fort store) has them."""
+
+    heading = "No access yet"
+
+    def __init__(self, username: str, contact: str):
+        super().__init__(
+            403, f"You signed in as {username!r}, but you have no study membership on this hub. "
+            f"To request access, contact {contact}.", username, username, contact,
+        )  # fmt: skip
+
+
+class SignInLinkUsed(FacebookLoginError):
+    """The callback URL again (a reload, the back button): its one-time state cookie is gone."""
+
+    heading = "This sign-in link has expired"
+
+    def __init__(self):
+        super().__init__(
+            400, "This sign-in link was already used, or it was opened in another browser: "
+            "a sign-in link works once. Sign in again to continue.",
+        )  # fmt: skip
 
 
 class FacebookCallbackHandler(OAuthCallbackHandler):
@@ -53,12 +99,57 @@ class FacebookCallbackHandler(OAuthCallbackHandler):
             desc = self.get_argument("error_description", error)[:200]
             raise FacebookLoginError(400, f"Facebook login failed: {desc}")
 
+    def check_state(self):
+        if not self.get_state_cookie():
+            raise SignInLinkUsed()
+        super().check_state()
+
     async def get(self):
         try:
             await super().get()
+        except SignInLinkUsed:
+            if self.current_user:  # already signed in (a reload after success): carry on
+                self.redirect(self.get_next_url(self.current_user))
+                return
+            await self.authenticator.audit_denial(self, SignInLinkUsed())
+            raise
         except web.HTTPError as e:
             await self.authenticator.audit_denial(self, e)
             raise
+
+    def write_error(self, status_code, **kwargs):
+        """A refused sign-in on one page: what happened once, whom to ask, try again, sign
+        out (``fort-login-refused.html``; a deployment may override it in its template paths)."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if not isinstance(exc, FacebookLoginError):
+            return super().write_error(status_code, **kwargs)
+        if not hasattr(self, "_jupyterhub_user"):
+            self._jupyterhub_user = None
+            self._resolve_roles_and_scopes()
+        ns = dict(self.template_namespace)
+        ns.update(
+            xsrf_token=self.xsrf_token.decode("ascii"),
+            status_code=status_code,
+            heading=exc.heading,
+            message=exc.message,
+            username=exc.username,
+            contact=exc.contact,
+            login_service=self.authenticator.login_service,
+            try_url=url_path_join(self.hub.base_url, "oauth_login"),
+            try_label="Sign in again" if isinstance(exc, SignInLinkUsed) else "Try again",
+        )
+        html = self.refusal_templates().get_template("fort-login-refused.html").render(**ns)
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.write(html)
+
+    def refusal_templates(self) -> Environment:
+        """The hub's (sync) template environment, with fort's hub templates as a fallback."""
+        env = self.settings.get("fort_refusal_env")
+        if env is None:
+            hub = self.settings["jinja2_env_sync"]
+            env = hub.overlay(loader=ChoiceLoader([hub.loader, FileSystemLoader(HUB_TEMPLATES)]))
+            self.settings["fort_refusal_env"] = env
+        return env
 
 
 class _MetaCallbackHandler(BaseHandler):

@@ -58,6 +58,7 @@ from .handler import (
     client_address,
     parse_networks,
 )
+from .pages import FortPages
 
 
 def utcnow() -> dt.datetime:
@@ -328,6 +329,7 @@ class FortServiceApp(Application, FortSettings):
             self.log.warning("no hub API token ($JUPYTERHUB_API_TOKEN / c.HubOAuth.api_token)")
         self.hub_api = HubApi(self.hub_auth.api_url, self.hub_auth.api_token)
         self.access = self.fort_access
+        self.pages = FortPages(parent=self)
         self._trusted = parse_networks(self.trusted_proxies)
         self._stopping: asyncio.Event | None = None
 

@@ -214,7 +214,7 @@ class FortHandler(HubOAuthenticated, web.RequestHandler):
                 ) from None
         self._hub_auth_user_cache = user
         if user is None:
-            if self.is_api:
+            if self.is_api and not self.browser_navigation():
                 raise ServiceError(401, "authentication required: send 'Authorization: token …'")
             if self.request.method in SAFE_METHODS:
                 self.redirect(self.get_login_url())
@@ -309,9 +309,20 @@ class FortHandler(HubOAuthenticated, web.RequestHandler):
             self.log.error("Uncaught exception %s", where, exc_info=(typ, value, tb))
 
     def get_login_url(self) -> str:
-        if self.is_api:
+        if self.is_api and not self.browser_navigation():
             raise ServiceError(401, "authentication required")
         return super().get_login_url()
+
+    def browser_navigation(self) -> bool:
+        """A browser opening a read-only URL (no token; a navigation or HTML accepted): it
+        is sent through the hub's OAuth login like a page, and its cookie then identifies it
+        (also for JSON endpoints, as JupyterHub's own services do)."""
+        headers = self.request.headers
+        if self.request.method not in ("GET", "HEAD") or headers.get("Authorization"):
+            return False
+        return headers.get("Sec-Fetch-Mode") == "navigate" or "text/html" in headers.get(
+            "Accept", ""
+        )
 
     def describe_error(self, status: int, exc: BaseException | None) -> tuple[int, str]:
         """(status, message) shown to the caller for *exc*: the one mapping of the contract."""

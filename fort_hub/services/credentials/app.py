@@ -14,6 +14,7 @@ from ... import scopes
 from ...policy.loader import NAME_RE
 from ..base import FortServiceApp
 from ..handler import FortHandler, ServiceError
+from ..pages import ServiceRoot
 from .backends import StsBackend, StsBackendBase
 from .issuer import CredentialIssuer, IssuerSettings
 
@@ -46,6 +47,21 @@ class CredentialsHandler(FortHandler):
             self.username, role, request_id=self.request_id, client=self.client
         )
         self.write_json(issued.process_json())
+
+
+class CredentialsRoot(ServiceRoot):
+    """The service root: which AWS roles the browser's user may get credentials for now."""
+
+    links = (("credentials", "api/v1/aws/credentials"),)
+
+    async def page(self) -> None:
+        policy, groups = await self.app.access.aeffective(self.username)
+        await self.render_page(
+            "fort-credentials.html",
+            title="AWS credentials",
+            me=self.username,
+            roles=policy.roles_for(groups),
+        )
 
 
 class CredentialsService(FortServiceApp):
@@ -141,7 +157,7 @@ class CredentialsService(FortServiceApp):
         return v
 
     def handlers(self):
-        return [("api/v1/aws/credentials", CredentialsHandler)]
+        return [("", CredentialsRoot), ("api/v1/aws/credentials", CredentialsHandler)]
 
     def initialize(self, argv=None):
         super().initialize(argv)

@@ -9,14 +9,14 @@ confirmation first; the audit view filters by user (actor or subject), action pr
 from __future__ import annotations
 
 import json
-from urllib.parse import urlencode
 
 from ... import scopes
 from ...policy import dates
 from ...store import StoreError
 from ...store.audit import AuditError
-from ..base import FortPageHandler, HubApiError
+from ..base import HubApiError
 from ..handler import ServiceError
+from ..pages import ServiceRoot
 from .api import USERNAME_RE, parse_expiry
 from .view import group_views
 
@@ -43,12 +43,14 @@ def audit_filters(args: dict[str, str]) -> tuple[dict, list[str]]:
     return query, problems
 
 
-class AdminPageHandler(FortPageHandler):
+class AdminPageHandler(ServiceRoot):
+    #: the JSON index an API client gets at the service root (pages.ServiceRoot)
+    links = (("me", "api/v1/me"), ("authorize", "api/v1/authorize"), ("audit", "api/v1/audit"))
     required_scopes = (scopes.GROUPS_ADMIN,)
     admin_scopes = (scopes.GROUPS_ADMIN,)
     query_params = ("user", "action", "since", "limit", "before", "after")
 
-    async def get(self):
+    async def page(self):
         app = self.app
         policy = app.fort_policy
         args = {k: self.get_argument(k, "")[:200].strip() for k in self.query_params}
@@ -57,8 +59,9 @@ class AdminPageHandler(FortPageHandler):
             audit = await self.audit_view(args)
         store = app.fort_store
         usage = await store.run(store.usage.recent, args["user"])
-        self.render(
+        await self.render_page(
             "admin.html",
+            title="fort-groups",
             groups=await self.groups(),
             audit=audit,
             audit_scope=scopes.GROUPS_AUDIT,
@@ -66,10 +69,8 @@ class AdminPageHandler(FortPageHandler):
             filters=args,
             flash=self.take_flash(),
             me=self.username,
-            prefix=app.service_prefix,
             last=app.last_reconcile,
             timezone=policy.timezone,
-            url_encode=urlencode,
         )
 
     async def groups(self) -> list:
@@ -94,6 +95,7 @@ class AdminPageHandler(FortPageHandler):
             except ValueError as e:
                 problems.append(str(e))
         records = [] if problems else await store.run(store.audit.query, **query)
+        actions = await store.run(store.audit.actions)
         paging = {k: v for k, v in args.items() if v and k not in ("before", "after")}
         paged = "before_seq" in query or "after_seq" in query
         at_newest = not paged or ("after_seq" in query and len(records) < query["limit"])
@@ -102,7 +104,7 @@ class AdminPageHandler(FortPageHandler):
         newer = {**paging, "after": str(records[0].seq)} if records and not at_newest else None
         return {
             "records": records, "problems": problems, "older": older, "newer": newer,
-            "actions": await store.run(store.audit.actions),
+            "actions": actions, "spawn_actions": [a for a in actions if a.startswith("spawn")],
         }  # fmt: skip
 
     # ----- flash messages: a signed cookie for this admin, read once ----------------------------
@@ -141,7 +143,7 @@ class AdminPageHandler(FortPageHandler):
             if not USERNAME_RE.match(user):
                 raise ServiceError(400, f"{user[:40]!r} is not a valid username")
             if op == "remove" and self.get_argument("confirm", "") != "yes":
-                self.render_confirm(group, user)
+                await self.render_page("confirm.html", group=group, member=user)
                 return
             msg = await self.change(op, group, user)
             error = False
@@ -169,12 +171,6 @@ class AdminPageHandler(FortPageHandler):
             expiry_given=bool(raw),
         )  # fmt: skip
         return out["message"]
-
-    def render_confirm(self, group: str, user: str) -> None:
-        self.render(
-            "confirm.html", group=group, user=user, me=self.username,
-            prefix=self.app.service_prefix,
-        )  # fmt: skip
 
 
 def admin_handlers() -> list[tuple]:

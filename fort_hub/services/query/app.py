@@ -169,6 +169,9 @@ class QueryService(FortServiceApp):
 
         return handlers()
 
+    def template_path(self) -> str:
+        return os.path.join(os.path.dirname(__file__), "templates")
+
     async def on_start(self) -> None:
         await self.runner.recover()
         self._cleanup = PeriodicCallback(self._cleanup_tick, self.cleanup_interval * 1000)

@@ -14,7 +14,7 @@ from ...store.queries import INFLIGHT, QueryRecord
 from ..handler import FortHandler, ServiceError, printable
 from . import results as R
 from .app import QueryService
-from .engines.base import EngineError, EngineJob
+from .myaccess import MyAccessPage, describe_datasets
 from .runner import QueryRunner
 
 ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
@@ -288,26 +288,8 @@ class ResultsHandler(QueryHandlerBase):
 class DatasetsHandler(QueryHandlerBase):
     async def get(self):
         policy, groups = await self.runner.effective_groups(self.username)
-        out = []
-        for name in sorted(policy.datasets_for(groups, "query")):
-            ds = policy.datasets[name]
-            engine = self.runner.engines.get(ds.engine)
-            group, arn = self.runner.role_for(policy, groups, name)
-            job = EngineJob(id="describe", sql="", dataset=ds, username=self.username,
-                            groups=groups, role_arn=arn,
-                            extra={"region": policy.aws.region, "group": group})  # fmt: skip
-            try:
-                columns = await engine.describe(ds, job) if engine else {}
-                error = None
-            except EngineError as e:
-                columns, error = {}, str(e)
-            out.append({
-                "name": name, "description": ds.description, "engine": ds.engine,
-                "tables": [{"name": t, "columns": columns.get(t, [])} for t in ds.tables],
-                "noise": {c: dict(v) for c, v in ds.noise.items()},
-                "error": error,
-            })  # fmt: skip
-        self.write_json({"datasets": out})
+        datasets = await describe_datasets(self.runner, policy, groups, self.username)
+        self.write_json({"datasets": datasets})
 
 
 class UsageHandler(QueryHandlerBase):
@@ -335,6 +317,7 @@ class OpenAPIHandler(FortHandler):
 def handlers() -> list[tuple]:
     q = r"([^/]+)"
     return [
+        ("", MyAccessPage),
         ("api/v1/openapi.json", OpenAPIHandler),
         ("api/v1/queries", QueriesHandler),
         (f"api/v1/queries/{q}", QueryHandler),
