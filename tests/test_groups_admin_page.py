@@ -3,6 +3,7 @@ service, add / extend / remove a membership, audit filters; CSRF enforced on the
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -359,3 +360,36 @@ def test_admin_page_shows_only_what_verify_verifies(page, env):
         with store.transaction() as conn:
             conn.execute(text("DELETE FROM fort_audit_log WHERE seq <= 0"))
         store.create_schema()
+
+
+def test_admin_pages_are_accessible_and_in_the_hubs_look(page, env):
+    """Every fort-groups page passes axe-core (no serious or critical violation), carries the
+    hub's navigation, and is what docs/images shows (FORT_DOCS_SCREENSHOTS=1 writes there)."""
+    app, hub = env["app"], env["hub"]
+    members = Memberships(app.fort_store)
+    members.upsert("ads-study", "dave", dt.datetime(2031, 2, 1, tzinfo=dt.UTC), "api", "admin")
+    members.upsert("ads-study", "newbie", None, "api", "admin")
+    requests.post(hub.api("groups/ads-study/users"), json={"users": ["alice"]},
+                  headers=hub.admin_headers, timeout=30)  # fmt: skip
+    app.fort_store.audit.record("alice", "query.complete", "url_shares", "failed", "Binder Error")
+    try:
+        login(page, env, "admin")
+        assert page.locator("nav.navbar").count() >= 1  # JupyterHub's own navigation bar
+        assert "Services" in page.locator("nav.navbar").inner_text()
+        web.assert_accessible(page)
+        web.screenshot(page, "fort-groups-admin")
+        page.locator("#group-ads-study tr[data-user=dave] form.remove button").click()
+        page.wait_for_selector("#confirm")
+        web.assert_accessible(page)
+        web.screenshot(page, "fort-groups-confirm-remove")
+        page.goto(f"{hub.url}/services/fort-groups/?action=query&limit=5#audit-h")
+        web.assert_accessible(page)
+        page.locator("#audit-h").scroll_into_view_if_needed()
+        web.screenshot(page, "fort-groups-audit", full_page=False)
+        page.goto(f"{hub.url}/services/fort-groups/?since=" + quote("last tuesday"))
+        assert "is not understood" in page.locator(".audit-problem").inner_text()
+        web.assert_accessible(page)
+    finally:
+        members.remove("ads-study", "dave")
+        members.remove("ads-study", "newbie")
+        env["svc"].call(app.reconcile, "test")

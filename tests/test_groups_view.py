@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 from fort_hub.policy import parse_policy
-from fort_hub.services.groups.reconcile import OWNER_KEY
+from fort_hub.services.groups.reconcile import OWNER_KEY, member_reason
 from fort_hub.services.groups.view import (
     EXPIRED,
     EXTRA,
@@ -81,3 +81,13 @@ def test_hub_unreachable_says_nothing_about_the_hub():
     assert {m.in_hub for m in study.members} == {"?"}
     assert {m.note for m in study.members} == {""}
     assert study.drift == () and study.hub_note == "" and other.hub_note == ""
+
+
+def test_reconciliation_audits_the_day_entered():
+    """The reconciler's audit reason said 'member until 2030-07-01T00:00:00+00:00' for a policy
+    date of 2030-06-30."""
+    [carol] = [m for m in POLICY.groups["study"].members if m.username == "carol"]
+    assert member_reason(carol.expires, POLICY) == "member through 2031-12-31"
+    assert member_reason(None, POLICY) == "member"
+    odd = dt.datetime(2031, 1, 1, 14, 30, tzinfo=UTC)
+    assert member_reason(odd, POLICY) == "member until 2031-01-01 14:30 UTC"

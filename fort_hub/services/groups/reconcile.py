@@ -15,7 +15,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...policy import Policy
+from ...policy import Policy, dates
 from ...store import StoreError
 from ...store.memberships import Membership, Memberships
 
@@ -97,6 +97,15 @@ def policy_rows(policy: Policy, rows: list[Membership]) -> tuple[list, list]:
     return upserts, removals
 
 
+def member_reason(expires: dt.datetime | None, policy: Policy) -> str:
+    """The audit reason for adding a member: ``member through 2030-06-30`` (the last valid day
+    in the policy's time zone, as people entered it), or ``member``."""
+    if expires is None:
+        return "member"
+    shown = dates.show_expiry(expires, policy.tz)
+    return f"member {shown}" if shown.startswith("until") else f"member through {shown}"
+
+
 class Reconciler:
     """One reconciliation pass at a time; ``await reconciler.run(reason)`` returns the changes."""
 
@@ -162,7 +171,8 @@ class Reconciler:
                 current = set(group.get("users", []))
             target = {u for u in want[name] if u in hub_users}
             for user in sorted(target - current):
-                await self._apply(Change("groups.add", name, user, self._why(want, name, user)))
+                why = member_reason(want[name][user], policy)
+                await self._apply(Change("groups.add", name, user, why))
                 changes.append(Change("groups.add", name, user))
             for user in sorted(current - target):
                 action = "groups.expire" if (name, user) in expired else "groups.remove"
@@ -188,11 +198,6 @@ class Reconciler:
         if changes:
             app.log.info("reconciliation (%s): %d change(s)", reason, len(changes))
         return changes
-
-    @staticmethod
-    def _why(want, name, user) -> str:
-        exp = want[name][user]
-        return f"member until {exp.isoformat()}" if exp else "member"
 
     async def _create(self, name: str, changes: list[Change]) -> None:
         await self._audit(Change("groups.create", name, "", "declared in the policy"))
