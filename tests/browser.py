@@ -1,7 +1,7 @@
 """Helpers for the browser tests (playwright driving Debian's chromium).
 
-- :func:`launch_browser` / the ``browser`` and ``page`` fixtures: import them into a test module
-  (``from tests.browser import browser, page  # noqa: F401``);
+- :func:`launch_browser` / the ``browser`` and ``page`` fixtures (tests/conftest.py imports them,
+  so every test module can ask for ``page``);
 - :func:`assert_accessible`: injects axe-core (the npm package, installed by ``make browser-deps``
   into ``.cache/axe``) into the page and fails on serious or critical violations, listing them;
 - :func:`screenshot`: a screenshot for the docs. Written to ``tests/artifacts/screenshots/``;
@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI
-
 ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")  # as tests/conftest.py
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 #: where ``make browser-deps`` installs axe-core (npm install --prefix .cache/axe)

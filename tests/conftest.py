@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from fort_hub.policy import load_policy
+from tests.browser import browser, page  # noqa: F401 - fixtures of the browser tests
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_POLICY = ROOT / "fort_hub" / "dev" / "data" / "example-policy.yaml"

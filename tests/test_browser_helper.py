@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import assert_accessible, axe_violations, browser, page  # noqa: F401
+from tests.browser import assert_accessible, axe_violations
 
 pytestmark = [pytest.mark.browser]
 
 
-def test_axe_reports_a_nameless_button_and_an_image_without_text(page):  # noqa: F811
+def test_axe_reports_a_nameless_button_and_an_image_without_text(page):
     page.set_content(
         "<html lang=en><title>t</title><main><h1>x</h1><img src=x.png><button></button></main>"
     )
@@ -20,7 +20,7 @@ def test_axe_reports_a_nameless_button_and_an_image_without_text(page):  # noqa:
         assert_accessible(page)
 
 
-def test_a_clean_page_passes(page):  # noqa: F811
+def test_a_clean_page_passes(page):
     page.set_content(
         "<html lang=en><title>t</title><main><h1>x</h1><img src=x.png alt=logo>"
         "<button>Go</button></main>"

@@ -23,7 +23,6 @@ from tests.fortsvc import ServiceSlot, ServiceThread, hub_config, make_users
 from tests.hubproc import RunningHub
 
 pytestmark = [pytest.mark.hub, pytest.mark.browser]
-browser, page = web.browser, web.page  # the fixtures (chromium, en-US, New York time)
 
 
 @pytest.fixture(scope="module")

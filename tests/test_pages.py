@@ -12,6 +12,7 @@ from fort_hub.services.pages import (
     expiry_tag,
     human_bytes,
     last_day,
+    number,
     time_tag,
 )
 
@@ -85,3 +86,13 @@ def test_fort_page_extends_jupyterhubs_page(tmp_path):
     assert '<main id="fort-main"' in html and "<h1>Mine</h1>" in html
     assert "<title>Mine · fort</title>" in html
     assert env.loader.searchpath == [str(tmp_path), FORT_TEMPLATES, HUB_TEMPLATES]
+
+
+def test_numbers_for_people():
+    assert [number(v) for v in (4963984.0, 196, 0.25, None, 1_000_000)] == [
+        "4,963,984",
+        "196",
+        "0.25",
+        "",
+        "1,000,000",
+    ]

@@ -173,6 +173,7 @@ class Demo:
                 "FORT_STORE_URL": settings.store_url,
                 "FORT_SERVICES_HOST": "127.0.0.1",
                 "FORT_SERVICES_PORT": str(settings.services_port),
+                "FORT_SUPPORT_CONTACT": "the demo's admin (admin@example.org)",
                 "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
                 "AWS_ACCESS_KEY_ID": "testing",
                 "AWS_SECRET_ACCESS_KEY": "testing",

@@ -223,11 +223,14 @@ class FortHandler(HubOAuthenticated, web.RequestHandler):
         if self.request.method not in SAFE_METHODS:
             self.hub_auth.check_xsrf_cookie(self)
         if self.required_scopes and not self.has_scope(*self.required_scopes):
-            raise ServiceError(
-                403,
-                f"{user.get('kind', 'user')} {user['name']!r} lacks the scope "
-                f"{' or '.join(self.required_scopes)}",
-            )
+            raise ServiceError(403, self.scope_refusal(user))
+
+    def scope_refusal(self, user: dict) -> str:
+        """The message of a caller lacking ``required_scopes``."""
+        return (
+            f"{user.get('kind', 'user')} {user['name']!r} lacks the scope "
+            f"{' or '.join(self.required_scopes)}"
+        )
 
     def check_query_params(self) -> None:
         args = self.request.query_arguments

@@ -18,9 +18,9 @@ Times are written as ``<time datetime="...">`` elements (filters ``fort_time``, 
 ``fort_expiry``) with a readable UTC fallback; a small script shows them in the viewer's time
 zone. Errors of pages render through ``fort-error.html``.
 
-Service roots: :class:`ServiceRoot` answers a browser with a page and an API client (``Accept:
-application/json`` or an ``Authorization`` header) with a JSON index (name, version, links),
-so no service root is a 404.
+Service roots: :class:`ServiceRoot` answers a browser (``Accept: text/html``) with a page and a
+program (a token in ``Authorization``, or no HTML asked for) with a JSON index (name, version,
+links), so no service root is a 404 (JupyterHub's health check of a service gets the index).
 """
 
 from __future__ import annotations
@@ -47,6 +47,15 @@ if TYPE_CHECKING:
 FORT_TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 #: JupyterHub's own templates (page.html, error.html)
 HUB_TEMPLATES = os.path.join(DATA_FILES_PATH, "templates")
+
+
+#: the heading of an error page, by status
+ERROR_HEADINGS = {
+    401: "Please sign in",
+    403: "This is not open to you",
+    404: "There is no such page",
+    503: "Unavailable just now",
+}
 
 
 class FortPages(Configurable):
@@ -95,7 +104,7 @@ class FortPages(Configurable):
             autoescape=True,
         )
         env.filters.update(fort_time=time_tag, fort_date=date_tag, fort_expiry=expiry_tag)
-        env.filters["fort_bytes"] = human_bytes
+        env.filters.update(fort_bytes=human_bytes, fort_number=number)
         return env
 
 
@@ -164,6 +173,15 @@ def human_bytes(value: int | float | None) -> str:
     return f"{n:.1f} PiB"  # pragma: no cover - unreachable
 
 
+def number(value: int | float | None) -> str:
+    """4963984.0 -> "4,963,984"; 0.25 -> "0.25" (whole numbers without a fraction)."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.2f}"
+    return f"{int(value):,}"
+
+
 class _User:
     """What JupyterHub's page.html reads of ``user``."""
 
@@ -199,7 +217,7 @@ class PageMixin:
         """The Services menu of fort pages: "My access" for everyone, fort-groups for
         current fort admins (decided from the store now)."""
         base = self.hub_auth.base_url
-        entries = [_MenuEntry("My access", f"{base}services/{S.QUERY_SERVICE}/")]
+        entries = self.base_menu()
         user = getattr(self, "_hub_auth_user_cache", None)
         if user and user.get("kind", "user") == "user":
             try:
@@ -211,6 +229,10 @@ class PageMixin:
                     _MenuEntry("fort-groups (admin)", f"{base}services/{S.GROUPS_SERVICE}/")
                 )
         return entries
+
+    def base_menu(self) -> list[_MenuEntry]:
+        """The menu entries every signed-in user gets ("My access")."""
+        return [_MenuEntry("My access", f"{self.hub_auth.base_url}services/{S.QUERY_SERVICE}/")]
 
     def page_namespace(self, menu: list | None = None) -> dict[str, Any]:
         """What JupyterHub's page.html expects, pointing at the hub."""
@@ -256,8 +278,13 @@ class PageMixin:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         status, message = self.describe_error(status_code, exc)
         try:
-            ns = self.page_namespace()
-            ns.update(status=status, message=message, request_id=self.request_id)
+            ns = self.page_namespace(self.base_menu())
+            ns.update(
+                status=status,
+                heading=ERROR_HEADINGS.get(status, "This did not work"),
+                message=message,
+                request_id=self.request_id,
+            )
             html = self.page_env().get_template("fort-error.html").render(**ns)
         except Exception:  # never fail while failing: the plain page of FortHandler
             self.log.exception("[%s] cannot render the error page", self.request_id)
@@ -268,12 +295,19 @@ class PageMixin:
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.finish(html)
 
+    def scope_refusal(self, user: dict) -> str:
+        return (
+            f"This page is for fort administrators: {user['name']} lacks the scope "
+            f"{' or '.join(self.required_scopes)}. What you may use is on your “My access” page."
+        )
+
     def wants_json(self) -> bool:
-        """An API client: a token in ``Authorization`` or JSON preferred over HTML."""
+        """A program, not a browser: it sends a token (``Authorization``), or it does not ask
+        for HTML (browsers' navigations do; ``curl``, JupyterHub's health check and JSON
+        clients do not)."""
         if self.request.headers.get("Authorization"):
             return True
-        accept = self.request.headers.get("Accept", "")
-        return "application/json" in accept and "text/html" not in accept
+        return "text/html" not in self.request.headers.get("Accept", "")
 
 
 class FortPage(PageMixin, FortPageHandler):
@@ -321,5 +355,6 @@ __all__ = [
     "expiry_tag",
     "human_bytes",
     "last_day",
+    "number",
     "time_tag",
 ]
