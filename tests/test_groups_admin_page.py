@@ -4,6 +4,7 @@ service, add / extend / remove a membership, audit filters; CSRF enforced on the
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -11,9 +12,11 @@ from urllib.parse import quote, urlencode
 import pytest
 import requests
 from sqlalchemy import text
+from tornado.web import create_signed_value
 
 from fort_hub import scopes
 from fort_hub.services.groups import GroupsService
+from fort_hub.services.groups.admin import FLASH_COOKIE
 from fort_hub.services.groups.reconcile import DRIFT_REASON
 from fort_hub.store.memberships import Memberships
 from tests import browser as web
@@ -239,6 +242,14 @@ def test_flash_comes_from_the_session_not_the_url(page, env):
     login(page, env, "admin")
     crafted = "added mallory to admins (through 2099-12-31)"
     page.goto(f"{env['hub'].url}/services/fort-groups/?" + urlencode({"msg": crafted}))
+    assert crafted not in page.locator("body").inner_text()
+    assert page.locator("#msg").count() == 0
+    # nor a flash cookie signed by anyone but the service
+    payload = json.dumps({"u": "admin", "m": crafted, "e": False})
+    forged = create_signed_value("not the service's secret", FLASH_COOKIE, payload).decode()
+    page.context.add_cookies([{"name": FLASH_COOKIE, "value": forged, "url": env["hub"].url +
+                               "/services/fort-groups/"}])  # fmt: skip
+    page.goto(f"{env['hub'].url}/services/fort-groups/")
     assert crafted not in page.locator("body").inner_text()
     assert page.locator("#msg").count() == 0
     page.goto(f"{env['hub'].url}/services/fort-groups/")
