@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 from fort_hub.policy import parse_policy
-from fort_hub.services.groups.reconcile import OWNER_KEY, member_reason
+from fort_hub.services.groups.reconcile import OWNER_KEY, member_reason, policy_rows
 from fort_hub.services.groups.view import (
     EXPIRED,
     EXTRA,
@@ -91,3 +91,12 @@ def test_reconciliation_audits_the_day_entered():
     assert member_reason(None, POLICY) == "member"
     odd = dt.datetime(2031, 1, 1, 14, 30, tzinfo=UTC)
     assert member_reason(odd, POLICY) == "member until 2031-01-01 14:30 UTC"
+
+
+def test_a_run_time_row_for_a_policy_member_is_replaced_by_the_policys():
+    """Before #14 re-adding a policy member wrote an ``api`` row the decisions never used;
+    reconciliation now rewrites it to the policy's membership, so the store agrees."""
+    stale = [row("carol", dt.datetime(2040, 1, 1, tzinfo=UTC)), row("dave", None)]
+    upserts, removals = policy_rows(POLICY, stale)
+    assert ("study", "carol", dt.datetime(2032, 1, 1, tzinfo=UTC)) in upserts
+    assert not [u for u in upserts if u[1] == "dave"] and removals == []
