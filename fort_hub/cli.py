@@ -93,14 +93,16 @@ def _audit(args) -> int:
             seq, digest = store.audit.head()
             print(f"{seq}:{digest}")
             return 0
-        since = _utc_iso(args.since) if args.since else None
+        from .store.audit import is_subject
+
+        since = _utc_iso(args.since, args.timezone) if args.since else None
         out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
         try:
             n = 0
             for rec in store.audit.iter_all():
-                if args.user and rec.actor != args.user:
+                if args.user and rec.actor != args.user and not is_subject(rec, args.user):
                     continue
-                if args.action and rec.action != args.action:
+                if args.action and not rec.action.startswith(args.action):
                     continue
                 if since and rec.ts < since:
                     continue
@@ -116,18 +118,18 @@ def _audit(args) -> int:
         return 2
 
 
-def _utc_iso(value: str) -> str:
-    """``2026-11-01`` or ``2026-11-01T12:00:00[+02:00]`` -> the audit log's UTC ISO form."""
+def _utc_iso(value: str, timezone: str) -> str:
+    """``--since`` (``today``, ``yesterday``, ``7d``, ``24h``, a date or an ISO date-time, in
+    *timezone* unless it has an offset) -> the audit log's UTC ISO form."""
     import datetime as dt
 
+    from .policy import dates
     from .store import isoformat
 
     try:
-        when = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(
-            f"--since must be an ISO-8601 time like 2026-11-01T00:00:00, not {value!r}"
-        ) from None
+        when = dates.parse_since(value, dates.zone(timezone), dt.datetime.now(dt.UTC))
+    except ValueError as e:
+        raise ValueError(f"--{e}") from None
     return isoformat(when)
 
 
@@ -151,11 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--db", required=True)
     e = asub.add_parser("export", help="write records as JSON lines")
     e.add_argument("--db", required=True)
-    e.add_argument("--user")
-    e.add_argument("--action")
+    e.add_argument("--user", help="records by this user (actor) or about them (subject)")
+    e.add_argument("--action", help="action name or prefix: 'spawn' matches spawn.start, ...")
     e.add_argument(
-        "--since", help="ISO-8601 time (UTC unless it has an offset), e.g. 2026-11-01T00:00:00"
+        "--since",
+        help="today, yesterday, 7d, 24h, a date (2026-11-01) or an ISO-8601 time "
+        "(2026-11-01T12:00:00), in --timezone unless it has an offset",
     )
+    e.add_argument("--timezone", default="UTC", help="time zone of --since (default UTC)")
     e.add_argument("--output", "-o", help="file to write (default: standard output)")
     a.set_defaults(func=_audit)
 

@@ -135,7 +135,33 @@ def test_export_to_a_file(filled, tmp_path, capsys):
 
 def test_export_bad_since(filled, capsys):
     assert main(["audit", "export", "--db", filled.url, "--since", "last tuesday"]) == 2
-    assert "--since must be an ISO-8601 time" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--since 'last tuesday' is not understood: use today, yesterday, 7d" in err
+
+
+def test_export_user_finds_actor_or_subject(store, capsys):
+    """#14: ``--user dave`` finds what dave did and what was done to him (an admin adding him,
+    the reconciler removing him from a hub group, someone reading his query)."""
+    store.audit.record("dave", "auth.login", "facebook", "allow", "signed in")
+    store.audit.record("admin", "groups.add", "groups/ads-study/members/dave", "allow", "added",
+                       details={"group": "ads-study", "user": "dave"})  # fmt: skip
+    store.audit.record("alice", "query.read", "q1", "deny", "not yours", details={"owner": "dave"})
+    store.audit.record("admin", "groups.add", "groups/ads-study/members/davey", "allow", "added",
+                       details={"group": "ads-study", "user": "davey"})  # fmt: skip
+    store.audit.record("carol", "spawn.start", "server:dave_x/", "allow", "ok")
+    got, _ = _export(capsys, store, "--user", "dave")
+    assert [seq for seq, _, _ in got] == [1, 2, 3]
+    # the store's query (the admin page and API) finds the same records, newest first
+    assert [r.seq for r in store.audit.query(user="dave")] == [3, 2, 1]
+
+
+def test_export_action_prefix(filled, capsys):
+    got, _ = _export(capsys, filled, "--action", "query")
+    assert [seq for seq, _, _ in got] == [1, 3, 4]
+    got, _ = _export(capsys, filled, "--action", "spawn")
+    assert [(seq, action) for seq, _, action in got] == [(5, "spawn.start")]
+    assert [r.seq for r in filled.audit.query(action="spawn")] == [5]
+    assert [r.seq for r in filled.audit.query(action="query.")] == [4, 3, 1]
 
 
 def test_head_and_expect_head_detect_truncation(store):

@@ -3,31 +3,35 @@ service, add / extend / remove a membership, audit filters; CSRF enforced on the
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import shutil
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import pytest
 import requests
 from sqlalchemy import text
+from tornado.web import create_signed_value
 
 from fort_hub import scopes
 from fort_hub.services.groups import GroupsService
+from fort_hub.services.groups.admin import FLASH_COOKIE
+from fort_hub.services.groups.reconcile import DRIFT_REASON
 from fort_hub.store.memberships import Memberships
-from tests.conftest import EXAMPLE_POLICY, IN_CI
+from tests import browser as web
+from tests.conftest import EXAMPLE_POLICY
 from tests.forged_audit import FORGED_REASON, forge_row, legacy_audit_table
 from tests.fortsvc import ServiceSlot, ServiceThread, hub_config, make_users
 from tests.hubproc import RunningHub
 
 pytestmark = [pytest.mark.hub, pytest.mark.browser]
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is missing (CI must run the browser tests)")
-        pytest.skip(f"{CHROMIUM} is missing")
+    if not Path(web.CHROMIUM).exists():
+        web.missing(web.CHROMIUM)
     work = tmp_path_factory.mktemp("groupspage")
     policy = work / "policy.yaml"
     shutil.copy(EXAMPLE_POLICY, policy)
@@ -63,31 +67,6 @@ def env(tmp_path_factory):
         hub.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser, request, artifacts_dir):
-    context = browser.new_context()
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    failures = request.session.testsfailed
-    yield pg
-    if request.session.testsfailed > failures:
-        pg.screenshot(path=str(artifacts_dir / f"{request.node.name}.png"))
-    context.close()
-
-
 def login(page, env, user):
     url = f"{env['hub'].url}/services/fort-groups/"
     page.goto(url)
@@ -97,45 +76,61 @@ def login(page, env, user):
     page.wait_for_url(url + "*")
 
 
+def flash(page) -> str:
+    page.wait_for_selector("#msg")
+    return page.locator("#msg").inner_text()
+
+
+def row_text(page, group, user) -> str:
+    return page.locator(f"#group-{group} tr[data-user={user}]").inner_text()
+
+
+def add(page, group, user, expires=""):
+    section = page.locator(f"#group-{group}")
+    section.locator("form.add input[name=user]").fill(user)
+    section.locator("form.add input[name=expires]").fill(expires)
+    with page.expect_navigation():
+        section.locator("form.add button").click()
+
+
 def test_admin_adds_extends_removes(page, env):
     env["app"].fort_store.usage.add("carol", "queries", "2026-11-25", 7)
     login(page, env, "admin")
     usage = page.locator("#usage").inner_text()
     assert "carol" in usage and "queries" in usage and "7" in usage
     assert page.locator("h1").inner_text() == "fort-groups"
-    section = page.locator("#group-ads-study")
-    assert section.locator("tr[data-user=bob]").count() == 1
-    section.locator("form.add input[name=user]").fill("dave")
-    section.locator("form.add input[name=expires]").fill("2031-01-31")
-    section.locator("form.add button").click()
-    page.wait_for_selector("#msg")
-    assert "added dave in ads-study" in page.locator("#msg").inner_text()
-    row = page.locator("#group-ads-study tr[data-user=dave]")
-    assert "2031-02-01" in row.inner_text() and "yes" in row.inner_text()
+    assert page.locator("#group-ads-study tr[data-user=bob]").count() == 1
+    add(page, "ads-study", "dave", "2031-01-31")
+    # #14: the day entered is the day shown (it showed 2031-02-01T00:00:00.000000+00:00)
+    assert flash(page) == "added dave to ads-study (through 2031-01-31)"
+    # shown as a date, the same day for a viewer in New York (the browser's zone here)
+    row = row_text(page, "ads-study", "dave")
+    assert "Jan 31, 2031" in row and "Feb" not in row and "yes" in row
+    when = page.locator("#group-ads-study tr[data-user=dave] td.expires time")
+    assert when.get_attribute("datetime") == "2031-01-31"
     m = Memberships(env["app"].fort_store).get("ads-study", "dave")
-    assert m is not None and m.source == "api" and m.expires.date().isoformat() == "2031-02-01"
+    # the store keeps the first instant no longer valid: the end of 2031-01-31, UTC
+    assert (
+        m is not None and m.source == "api" and m.expires.isoformat() == "2031-02-01T00:00:00+00:00"
+    )
 
-    row.locator("form.extend input[name=expires]").fill("2032-06-30")
-    row.locator("form.extend button").click()
-    page.wait_for_selector("#msg")
-    assert "extended dave" in page.locator("#msg").inner_text()
-    assert "2032-07-01" in page.locator("#group-ads-study tr[data-user=dave]").inner_text()
+    extend = page.locator("#group-ads-study tr[data-user=dave] form.extend")
+    extend.locator("input[name=expires]").fill("2032-06-30")
+    with page.expect_navigation():
+        extend.locator("button").click()
+    assert flash(page) == "extended dave in ads-study: through 2031-01-31 → through 2032-06-30"
+    assert "Jun 30, 2032" in row_text(page, "ads-study", "dave")
 
-    page.locator("#group-ads-study tr[data-user=dave] form.remove button").click()
-    page.wait_for_selector("#msg")
-    assert "removed dave from ads-study" in page.locator("#msg").inner_text()
+    remove_with_confirmation(page, "ads-study", "dave")
     assert page.locator("#group-ads-study tr[data-user=dave]").count() == 0
     hub = env["hub"]
     r = requests.get(hub.api("groups/ads-study"), headers=hub.admin_headers, timeout=30)
     assert "dave" not in r.json()["users"]
 
     # bad input comes back as a clear message, nothing changes
-    section = page.locator("#group-ads-study")
-    section.locator("form.add input[name=user]").fill("dave")
-    section.locator("form.add input[name=expires]").fill("2001-01-01")
-    section.locator("form.add button").click()
+    add(page, "ads-study", "dave", "2001-01-01")
     page.wait_for_selector("#msg.error")
-    assert "in the past" in page.locator("#msg").inner_text()
+    assert "in the past" in flash(page)
     assert Memberships(env["app"].fort_store).get("ads-study", "dave") is None
 
     # audit filter
@@ -157,6 +152,193 @@ def test_admin_adds_extends_removes(page, env):
         assert "Traceback" not in r.text
         assert "_xsrf" in r.text or "XSRF" in r.text
     assert Memberships(env["app"].fort_store).get("ads-study", "dave") is None
+
+
+def remove_with_confirmation(page, group, user):
+    with page.expect_navigation():
+        page.locator(f"#group-{group} tr[data-user={user}] form.remove button").click()
+    page.wait_for_selector("#confirm")
+    assert page.locator("h1").inner_text() == f"Remove {user} from {group}?"
+    with page.expect_navigation():
+        page.get_by_role("button", name=f"Remove {user}").click()
+    assert flash(page) == f"removed {user} from {group}"
+
+
+def test_remove_asks_for_confirmation(page, env):
+    """#14: "remove" removed at once; now it asks, and "Cancel" changes nothing."""
+    members = Memberships(env["app"].fort_store)
+    login(page, env, "admin")
+    add(page, "urls-study", "dave", "2031-03-01")
+    assert flash(page).startswith("added dave to urls-study")
+    with page.expect_navigation():
+        page.locator("#group-urls-study tr[data-user=dave] form.remove button").click()
+    page.wait_for_selector("#confirm")
+    assert (
+        "dave loses access to everything the group urls-study grants"
+        in page.locator("#confirm-text").inner_text()
+    )
+    assert members.get("urls-study", "dave") is not None  # asking removed nothing
+    with page.expect_navigation():
+        page.get_by_role("link", name="Cancel").click()
+    page.wait_for_selector("#group-urls-study tr[data-user=dave]")
+    assert page.locator("#msg").count() == 0
+    assert members.get("urls-study", "dave") is not None
+    remove_with_confirmation(page, "urls-study", "dave")
+    assert members.get("urls-study", "dave") is None
+
+
+def test_extend_needs_a_date(page, env):
+    """#14: "extend" with an empty date silently made the membership permanent."""
+    members = Memberships(env["app"].fort_store)
+    login(page, env, "admin")
+    add(page, "ads-study", "erin", "2031-05-31")
+    assert flash(page).startswith("added erin")
+    extend = page.locator("#group-ads-study tr[data-user=erin] form.extend")
+    assert extend.locator("input[name=expires]").get_attribute("required") is not None
+    # what a browser without the 'required' check (or a hand-made POST) sends: refused
+    extend.locator("input[name=expires]").evaluate("e => e.removeAttribute('required')")
+    with page.expect_navigation():
+        extend.locator("button").click()
+    page.wait_for_selector("#msg.error")
+    assert flash(page) == "error: extending erin in ads-study needs a new expiry date"
+    assert "May 31, 2031" in row_text(page, "ads-study", "erin")
+    assert members.get("ads-study", "erin").expires.date().isoformat() == "2031-06-01"
+    # adding an existing member without a date is refused the same way
+    add(page, "ads-study", "erin")
+    assert "already a member of ads-study (through 2031-05-31)" in flash(page)
+    members.remove("ads-study", "erin")
+
+
+def test_readding_a_policy_member_changes_nothing_and_says_so(page, env):
+    """#14: adding carol (a policy member of ads-study) reported success, audited "extend" and
+    changed the stored row while the table said "never / policy" and /me "expires null"."""
+    store = env["app"].fort_store
+    before = store.audit.head()
+    login(page, env, "admin")
+    add(page, "ads-study", "carol", "2031-12-31")
+    page.wait_for_selector("#msg.error")
+    assert flash(page) == (
+        "error: 'carol' is a member of 'ads-study' through the policy file (no expiry), which "
+        "this page cannot change: edit the policy"
+    )
+    assert store.audit.head() == before  # nothing audited: nothing happened
+    row = Memberships(store).get("ads-study", "carol")
+    assert (row.source, row.expires) == ("policy", None)
+    cells = page.locator("#group-ads-study tr[data-user=carol] td").all_inner_texts()
+    assert cells[1:3] == ["never", "policy"]
+    # carol's policy date in urls-study (2030-06-30) is shown as that day
+    assert page.locator("#group-urls-study tr[data-user=carol] td").nth(1).inner_text() == (
+        "Jun 30, 2030"
+    )
+    me = env["svc"].call(env["app"].describe_user, "carol")
+    assert {g["name"]: (g["expires"], g["last_day"], g["source"]) for g in me["groups"]} == {
+        "urls-study": ("2030-07-01T00:00:00.000000+00:00", "2030-06-30", "policy"),
+        "ads-study": (None, None, "policy"),
+    }
+
+
+def test_flash_comes_from_the_session_not_the_url(page, env):
+    """#14: the message came from ?msg=, so anyone could make the page say anything."""
+    login(page, env, "admin")
+    crafted = "added mallory to admins (through 2099-12-31)"
+    page.goto(f"{env['hub'].url}/services/fort-groups/?" + urlencode({"msg": crafted}))
+    assert crafted not in page.locator("body").inner_text()
+    assert page.locator("#msg").count() == 0
+    # nor a flash cookie signed by anyone but the service
+    payload = json.dumps({"u": "admin", "m": crafted, "e": False})
+    forged = create_signed_value("not the service's secret", FLASH_COOKIE, payload).decode()
+    page.context.add_cookies([{"name": FLASH_COOKIE, "value": forged, "url": env["hub"].url +
+                               "/services/fort-groups/"}])  # fmt: skip
+    page.goto(f"{env['hub'].url}/services/fort-groups/")
+    assert crafted not in page.locator("body").inner_text()
+    assert page.locator("#msg").count() == 0
+    page.goto(f"{env['hub'].url}/services/fort-groups/")
+    add(page, "ads-study", "dave", "2031-01-31")
+    assert flash(page).startswith("added dave")
+    assert "msg=" not in page.url
+    page.reload()  # shown once
+    assert page.locator("#msg").count() == 0
+    Memberships(env["app"].fort_store).remove("ads-study", "dave")
+
+
+def test_drift_between_hub_and_fort_groups_is_shown_with_its_cause(page, env, caplog):
+    """#14: an edit made in JupyterHub's own admin was reverted within a minute, silently;
+    "in hub group: no" was unexplained for users who never signed in."""
+    hub, app = env["hub"], env["app"]
+    r = requests.post(hub.api("groups/ads-study/users"), json={"users": ["alice"]},
+                      headers=hub.admin_headers, timeout=30)  # fmt: skip
+    assert r.status_code == 200, r.text
+    Memberships(app.fort_store).upsert("ads-study", "newbie", None, "api", "admin")
+    try:
+        login(page, env, "admin")
+        drift = page.locator("#group-ads-study .drift").inner_text()
+        assert "Hub group differs from fort-groups" in drift
+        assert (
+            "alice: in the hub group but not a fort member (added in JupyterHub's admin " in drift
+        )
+        assert "the next reconciliation removes them; add them here to keep them" in drift
+        newbie = row_text(page, "ads-study", "newbie")
+        assert "no" in newbie and "not yet a hub user (never signed in)" in newbie
+        changes = env["svc"].call(app.reconcile, "test")
+        assert ("groups.remove", "alice") in [(c.action, c.user) for c in changes]
+        logged = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any(
+            "'ads-study' holds 'alice', who is not a fort member of it (added outside "
+            "fort-groups" in m
+            for m in logged
+        ), logged
+        page.goto(f"{hub.url}/services/fort-groups/?user=alice&action=groups.remove")
+        assert DRIFT_REASON in page.locator("#audit").inner_text()
+        page.goto(f"{hub.url}/services/fort-groups/")
+        assert page.locator("#group-ads-study .drift").count() == 0
+    finally:
+        Memberships(app.fort_store).remove("ads-study", "newbie")
+
+
+def test_audit_view_searches_subject_prefix_since_and_pages(page, env):
+    """#14: user= found only the actor; action= was exact with no hint; since=yesterday was
+    silently empty; limit was ignored; one unpaged table."""
+    login(page, env, "admin")
+    add(page, "urls-study", "dave", "2031-01-31")
+    flash(page)
+    remove_with_confirmation(page, "urls-study", "dave")
+    base = f"{env['hub'].url}/services/fort-groups/"
+    page.goto(base + "?user=dave&action=groups")
+    actors = page.locator("#audit tr td:nth-child(3)").all_inner_texts()
+    resources = page.locator("#audit tr td:nth-child(5)").all_inner_texts()
+    assert "admin" in actors  # what was done to dave, by the admin
+    assert set(resources) >= {"groups/urls-study/members/dave"}
+    hint = page.locator("#audit-hint").inner_text()
+    assert "what they did or what was done to them" in hint and "spawn" in hint
+    page.goto(base + "?since=yesterday")
+    assert page.locator("#audit tr td").count() > 0
+    page.goto(base + "?since=" + quote("last tuesday"))
+    problem = page.locator(".audit-problem").inner_text()
+    assert "since 'last tuesday' is not understood: use today, yesterday, 7d, 24h" in problem
+    assert page.locator("#audit-empty").count() == 0
+    # pages of 2, newest first, older and newer links
+    page.goto(base + "?limit=2")
+    first = page.locator("#audit tr td:nth-child(1)").all_inner_texts()
+    assert len(first) == 2 and page.locator("#audit-newer").count() == 0
+    page.locator("#audit-older").click()
+    page.wait_for_url("**before=**")
+    second = page.locator("#audit tr td:nth-child(1)").all_inner_texts()
+    assert len(second) == 2 and int(second[0]) < int(first[-1])
+    page.locator("#audit-newer").click()
+    page.wait_for_url("**after=**")
+    assert page.locator("#audit tr td:nth-child(1)").all_inner_texts() == first
+
+
+def test_audit_view_shows_failed_apart_from_denied(page, env):
+    store = env["app"].fort_store
+    store.audit.record("alice", "query.complete", "url_shares", "failed", "Binder Error: x")
+    store.audit.record("dave", "query.submit", "url_shares", "deny", "no grant")
+    login(page, env, "admin")
+    page.goto(f"{env['hub'].url}/services/fort-groups/?action=query")
+    rows = page.locator("#audit tr").all_inner_texts()[1:3]
+    assert "deny" in rows[0] and "dave" in rows[0]
+    assert "failed" in rows[1] and "Binder Error" in rows[1]
+    assert store.audit.verify().ok
 
 
 def test_non_admin_is_refused(page, env):
@@ -188,3 +370,36 @@ def test_admin_page_shows_only_what_verify_verifies(page, env):
         with store.transaction() as conn:
             conn.execute(text("DELETE FROM fort_audit_log WHERE seq <= 0"))
         store.create_schema()
+
+
+def test_admin_pages_are_accessible_and_in_the_hubs_look(page, env):
+    """Every fort-groups page passes axe-core (no serious or critical violation), carries the
+    hub's navigation, and is what docs/images shows (FORT_DOCS_SCREENSHOTS=1 writes there)."""
+    app, hub = env["app"], env["hub"]
+    members = Memberships(app.fort_store)
+    members.upsert("ads-study", "dave", dt.datetime(2031, 2, 1, tzinfo=dt.UTC), "api", "admin")
+    members.upsert("ads-study", "newbie", None, "api", "admin")
+    requests.post(hub.api("groups/ads-study/users"), json={"users": ["alice"]},
+                  headers=hub.admin_headers, timeout=30)  # fmt: skip
+    app.fort_store.audit.record("alice", "query.complete", "url_shares", "failed", "Binder Error")
+    try:
+        login(page, env, "admin")
+        assert page.locator("nav.navbar").count() >= 1  # JupyterHub's own navigation bar
+        assert "Services" in page.locator("nav.navbar").inner_text()
+        web.assert_accessible(page)
+        web.screenshot(page, "fort-groups-admin")
+        page.locator("#group-ads-study tr[data-user=dave] form.remove button").click()
+        page.wait_for_selector("#confirm")
+        web.assert_accessible(page)
+        web.screenshot(page, "fort-groups-confirm-remove")
+        page.goto(f"{hub.url}/services/fort-groups/?action=query&limit=5#audit-h")
+        web.assert_accessible(page)
+        page.locator("#audit-h").scroll_into_view_if_needed()
+        web.screenshot(page, "fort-groups-audit", full_page=False)
+        page.goto(f"{hub.url}/services/fort-groups/?since=" + quote("last tuesday"))
+        assert "is not understood" in page.locator(".audit-problem").inner_text()
+        web.assert_accessible(page)
+    finally:
+        members.remove("ads-study", "dave")
+        members.remove("ads-study", "newbie")
+        env["svc"].call(app.reconcile, "test")

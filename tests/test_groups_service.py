@@ -190,6 +190,69 @@ def test_api_membership_with_expiry(env):
     assert r.status_code == 409 and "policy" in error_of(r)
 
 
+def test_api_readd_says_what_changed_and_a_change_needs_a_date(env):
+    """#14: re-adding an existing member silently made it permanent (no date) or changed a
+    policy member's stored row while decisions, the page and /me still used the policy's."""
+    app, tok = env["app"], admin_token(env)
+    audit = app.fort_store.audit
+    url = api(env, "groups/ads-study/members/dave")
+
+    def put(body=None):
+        return requests.put(url, json=body, headers=auth(tok), timeout=30)
+
+    r = put({"expires": "2031-01-31"})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert (got["change"], got["last_day"]) == ("added", "2031-01-31")
+    assert got["expires"] == "2031-02-01T00:00:00.000000+00:00"
+    assert got["message"] == "added dave to ads-study (through 2031-01-31)"
+    before = len(audit.query(action="groups.add", limit=1000))
+    for body in (None, {}):  # no date: refused, never made permanent
+        r = put(body) if body is not None else requests.put(url, headers=auth(tok), timeout=30)
+        assert r.status_code == 400
+        assert "already a member of ads-study (through 2031-01-31)" in error_of(r)
+    assert Memberships(app.fort_store).get("ads-study", "dave").expires.year == 2031
+    r = put({"expires": "2032-06-30"})
+    assert r.json()["change"] == "extended"
+    assert r.json()["message"] == (
+        "extended dave in ads-study: through 2031-01-31 → through 2032-06-30"
+    )
+    r = put({"expires": "2032-06-30"})
+    assert r.json()["change"] == "unchanged" and "nothing changed" in r.json()["message"]
+    assert len(audit.query(action="groups.add", limit=1000)) == before + 1  # only the extend
+    r = put({"expires": None})  # an explicit null is the way to remove the expiry
+    assert r.json()["change"] == "extended" and r.json()["message"].endswith("→ no expiry")
+    assert requests.delete(url, headers=auth(tok), timeout=30).status_code == 204
+
+    # a policy member: refused like remove, and nothing changes anywhere
+    carol = api(env, "groups/ads-study/members/carol")
+    r = requests.put(carol, json={"expires": "2031-12-31"}, headers=auth(tok), timeout=30)
+    assert r.status_code == 409
+    assert "through the policy file (no expiry)" in error_of(r) and "edit the policy" in error_of(r)
+    row = Memberships(app.fort_store).get("ads-study", "carol")
+    assert (row.source, row.expires) == ("policy", None)
+
+
+def test_audit_api_user_is_actor_or_subject_and_action_is_a_prefix(env):
+    """#14: ``user=dave`` found only what dave did; ``action=groups`` found nothing."""
+    tok = admin_token(env)
+    url = api(env, "groups/urls-study/members/dave")
+    assert requests.put(url, json={"expires": "2031-01-31"}, headers=auth(tok),
+                        timeout=30).status_code == 200  # fmt: skip
+    requests.delete(url, headers=auth(tok), timeout=30)
+    r = requests.get(api(env, "audit?user=dave&action=groups"), headers=auth(tok), timeout=30)
+    recs = r.json()["records"]
+    assert [(x["actor"], x["action"], x["resource"]) for x in recs[:2]] == [
+        ("admin", "groups.remove", "groups/urls-study/members/dave"),
+        ("admin", "groups.add", "groups/urls-study/members/dave"),
+    ]
+    assert all(x["action"].startswith("groups.") for x in recs)
+    r = requests.get(api(env, "audit?since=yesterday&limit=1"), headers=auth(tok), timeout=30)
+    assert r.status_code == 200 and len(r.json()["records"]) == 1
+    r = requests.get(api(env, "audit?since=last%20tuesday"), headers=auth(tok), timeout=30)
+    assert r.status_code == 400 and "use today, yesterday" in error_of(r)
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status"),
     [
@@ -235,6 +298,12 @@ def test_me(env):
         "urls-study": "2030-07-01T00:00:00.000000+00:00",
         "ads-study": None,
     }
+    # #14: the policy's date is the last valid day, in the policy's time zone
+    assert {g["name"]: g["last_day"] for g in me["groups"]} == {
+        "urls-study": "2030-06-30",
+        "ads-study": None,
+    }
+    assert me["timezone"] == "UTC"
     assert me["grants"] == {
         "ads_targeting": ["query", "s3:read"],
         "url_shares": ["query", "s3:read"],

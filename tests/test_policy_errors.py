@@ -28,7 +28,7 @@ CASES = [
             (
                 2,
                 "grups",
-                "unknown key 'grups' (allowed: aws, contact, datasets, grants, groups, profiles, quotas, version)",
+                "unknown key 'grups' (allowed: aws, contact, datasets, grants, groups, profiles, quotas, timezone, version)",
             )
         ],
     ),
@@ -148,6 +148,14 @@ CASES = [
                 expires: next year
         """,
         [(6, "groups[0].members[0].expires", "must be a date like 2027-01-31, not 'next year'")],
+    ),
+    Case(
+        "timezone unknown",
+        """
+        version: 1
+        timezone: Mars/Olympus
+        """,
+        [(2, "timezone", "'Mars/Olympus' is not a time zone name like UTC or Europe/Oslo")],
     ),
     Case(
         "expires number",

@@ -134,6 +134,15 @@ def test_timeout_interrupts(tmp_path, sqlite_url):
         env.stop()
 
 
+def test_engine_failure_is_audited_as_failed_not_deny(env):
+    """#14: a query the engine could not run was audited as decision "deny" (a refusal)."""
+    q = env.run("SELECT CAST(url AS INTEGER) FROM url_shares")
+    assert q["state"] == "failed" and q["error"]
+    done = [(d, r) for a, d, r in audit_actions(env, "alice") if a == "query.complete"]
+    assert done and done[0][0] == "failed" and done[0][1] == q["error"]
+    assert ("query.submit", "allow") in {(a, d) for a, d, _ in audit_actions(env, "alice")}
+
+
 def test_result_row_cap(tmp_path, sqlite_url):
     env = QueryEnv(tmp_path, sqlite_url, QueryService__max_result_rows=50).start()
     try:

@@ -80,9 +80,20 @@ def test_record_returns_the_committed_record(store):
 
 
 def test_record_rejects_a_bad_decision(store):
-    with pytest.raises(ValueError, match="decision must be 'allow' or 'deny'"):
+    with pytest.raises(ValueError, match="decision must be 'allow', 'deny' or 'failed'"):
         store.audit.record("alice", "query.submit", "x", "maybe")
     assert store.audit.head() == (0, GENESIS)
+
+
+def test_failed_decision_chains_like_the_others(store):
+    """#14: "failed" (allowed, then failed while carried out) is a third decision; records
+    with it chain and verify exactly like allow / deny records, before and after them."""
+    store.audit.record("alice", "query.submit", "url_shares", "allow", "granted")
+    failed = store.audit.record("alice", "query.complete", "url_shares", "failed", "Binder Error")
+    store.audit.record("dave", "query.submit", "url_shares", "deny", "no grant")
+    assert failed.hash == compute_hash(failed.as_dict())
+    assert [r.decision for r in store.audit.query()] == ["deny", "failed", "allow"]
+    assert store.audit.verify().ok
 
 
 def test_record_truncates_long_fields_and_fills_request_id(store):

@@ -121,7 +121,7 @@ class Identities:
     def last_login(self, username: str) -> dt.datetime | None:
         """When *username* last signed in (the newest ``auth.login`` in the audit log, which
         every hub process shares), or None."""
-        for rec in self.store.audit.query(user=username, action="auth.login", limit=1):
+        for rec in self.store.audit.query(actor=username, action="auth.login", limit=1):
             return parse_time(rec.ts)
         return None
 

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from ..naming import USERNAME_RULE, check_user_prefix_template, is_safe_username
+from . import dates
 from .model import (
     DATASET_ACTIONS,
     UTC,
@@ -23,7 +24,6 @@ from .model import (
     Policy,
     Profile,
     Quota,
-    _as_expiry,
 )
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -145,11 +145,13 @@ _INVALID = _Invalid()
 class _Validator:
     """Turns the raw tree into a :class:`Policy`, recording every problem on the tree."""
 
-    TOP = {"version", "contact", "groups", "datasets", "grants", "profiles", "aws", "quotas"}
+    TOP = {"version", "contact", "timezone", "groups", "datasets", "grants", "profiles", "aws",
+           "quotas"}  # fmt: skip
 
     def __init__(self, tree: _Tree, base_dir: Path):
         self.t = tree
         self.base_dir = base_dir
+        self.tz: dt.tzinfo = UTC
 
     # -- small typed getters ---------------------------------------------------------------
     def mapping(self, value, path, allowed: set[str], required: set[str] = frozenset()) -> dict:
@@ -211,14 +213,27 @@ class _Validator:
             return None
         return value
 
+    def timezone(self, value) -> str:
+        """The policy's ``timezone`` (read first: every date in the file is in it)."""
+        if value is _INVALID:
+            return "UTC"
+        try:
+            if not isinstance(value, str):
+                raise ValueError(f"must be a time zone name like UTC or Europe/Oslo, not {value!r}")
+            self.tz = dates.zone(value)
+        except ValueError as e:
+            self.t.error(("timezone",), str(e))
+            return "UTC"
+        return value
+
     def expiry(self, value, path) -> dt.datetime | None:
         if value is None or value is _INVALID:
             return None
         if isinstance(value, dt.date):
-            return _as_expiry(value)
+            return dates.as_expiry(value, self.tz)
         if isinstance(value, str):
             try:
-                return _as_expiry(dt.datetime.fromisoformat(value))
+                return dates.as_expiry(dt.datetime.fromisoformat(value), self.tz)
             except ValueError:
                 pass
         self.t.error(path, f"must be a date like 2027-01-31, not {value!r}")
@@ -230,6 +245,7 @@ class _Validator:
         version = raw.get("version")
         if "version" in raw and version != 1:
             self.t.error(("version",), f"unsupported policy version {version!r} (supported: 1)")
+        timezone = self.timezone(raw.get("timezone", "UTC"))
         groups = self.groups(raw.get("groups"))
         datasets = self.datasets(raw.get("datasets"))
         grants = self.grants(raw.get("grants"), groups, datasets)
@@ -249,6 +265,7 @@ class _Validator:
             default_quota=default_quota,
             group_quotas=group_quotas,
             contact=contact,
+            timezone=timezone,
             source=self.t.file,
         )
 

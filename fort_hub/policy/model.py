@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..naming import check_username, is_safe_username
+from . import dates
 
 UTC = dt.UTC
 
@@ -132,15 +133,6 @@ def role_name(arn: str) -> str:
     return arn.rsplit("/", 1)[-1]
 
 
-def _as_expiry(value: dt.datetime | dt.date | None) -> dt.datetime | None:
-    """A date means 'valid through that day (UTC)'; a naive datetime is UTC."""
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return dt.datetime.combine(value + dt.timedelta(days=1), dt.time(), tzinfo=UTC)
-
-
 @dataclass(frozen=True)
 class Policy:
     """A validated policy. Build it with :func:`fort_hub.policy.load_policy`."""
@@ -155,6 +147,9 @@ class Policy:
     group_quotas: Mapping[str, Quota] = field(default_factory=dict)
     #: whom people without access should ask (shown in refusals); empty: "a fort admin"
     contact: str = ""
+    #: the time zone dates are in (fort_hub.policy.dates): "through 2026-12-31" ends at the
+    #: next midnight there
+    timezone: str = "UTC"
     source: str = "<memory>"
 
     def __post_init__(self):
@@ -181,6 +176,7 @@ class Policy:
                 expiring.setdefault(user, {})[group] = expires
         object.__setattr__(self, "_expiring", expiring)  # user -> group -> static expiry
         object.__setattr__(self, "_prefix_index", prefixes)
+        object.__setattr__(self, "_tz", dates.zone(self.timezone))
         object.__setattr__(self, "_profiles_by_slug", {p.slug: p for p in self.profiles})
         # slug -> groups allowed (empty: everyone); the first profile of a slug wins
         profile_groups: dict[str, frozenset[str]] = {}
@@ -220,7 +216,7 @@ class Policy:
         """The groups in *groups* that the policy declares and that have not expired for *user*.
 
         *groups* is a list of group names, or a mapping of group name to that membership's expiry
-        (a ``date`` counts as valid through that day, UTC). A membership also expires when the
+        (a ``date`` counts as valid through that day in the policy's time zone). A membership also expires when the
         policy lists *user* statically in that group with a past ``expires``.
         """
         declared = self.groups
@@ -237,7 +233,7 @@ class Policy:
         for name, expires in groups.items():
             if name not in declared:
                 continue
-            exp = _as_expiry(expires)
+            exp = dates.as_expiry(expires, self._tz)
             if exp is not None and exp <= now:
                 continue
             static = expiring.get(name) if expiring else None
@@ -378,6 +374,11 @@ class Policy:
         if not overrides:
             return self.default_quota
         return Quota(**{f: max(getattr(q, f) for q in overrides) for f in Quota.FIELDS})
+
+    @property
+    def tz(self) -> dt.tzinfo:
+        """The policy's time zone (``timezone``), in which dates are read and shown."""
+        return self._tz
 
     def user_prefix(self, username: str) -> str:
         """``s3://bucket/users/alice/`` (empty when no bucket is configured). Raises

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import schema
@@ -34,6 +34,11 @@ AUDIT_LOCK_KEY = 4242_0001
 MAX_FIELD = {"actor": 255, "action": 128, "request_id": 128, "client": 128}
 #: most records appended in one group-commit transaction
 MAX_BATCH = 500
+#: what a record says happened: allowed, refused by policy, or allowed but failed while being
+#: carried out (e.g. a query the engine could not run); the chain hashes it like any text
+DECISIONS = ("allow", "deny", "failed")
+#: keys of ``details`` that name the user an action was done to (see :meth:`AuditLog.query`)
+SUBJECT_KEYS = ("user", "owner", "username")
 
 
 class AuditError(StoreError):
@@ -233,8 +238,8 @@ def _fields(
     client: str = "",
 ) -> dict[str, Any]:
     """One record's fields as they are hashed and stored (seq and prev_hash come at commit)."""
-    if decision not in ("allow", "deny"):
-        raise ValueError(f"decision must be 'allow' or 'deny', not {decision!r}")
+    if decision not in DECISIONS:
+        raise ValueError(f"decision must be 'allow', 'deny' or 'failed', not {decision!r}")
     return {
         "ts": isoformat(utcnow()),
         "actor": str(actor)[: MAX_FIELD["actor"]],
@@ -246,6 +251,34 @@ def _fields(
         "request_id": str(request_id or uuid.uuid4().hex)[: MAX_FIELD["request_id"]],
         "client": str(client or "")[: MAX_FIELD["client"]],
     }
+
+
+def _like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def is_subject(rec: AuditRecord, user: str) -> bool:
+    """True when *rec* describes something done to *user* (the Python twin of
+    :func:`subject_clause`, for readers that walk the chain)."""
+    res = rec.resource
+    if res.endswith(f"/members/{user}") or res.startswith(f"server:{user}/"):
+        return True
+    return any(rec.details.get(k) == user for k in SUBJECT_KEYS)
+
+
+def subject_clause(t, user: str):
+    """SQL: the record describes something done to *user*: the resource is their membership
+    (``groups/G/members/USER``) or server (``server:USER/...``), or ``details`` names them under
+    one of :data:`SUBJECT_KEYS` (details are stored as sorted JSON with ``": "`` separators)."""
+    u = _like_escape(user)
+    conds = [
+        t.c.resource.like(f"%/members/{u}", escape="\\"),
+        t.c.resource.like(f"server:{u}/%", escape="\\"),
+    ]
+    for key in SUBJECT_KEYS:
+        pattern = _like_escape(json.dumps({key: user})[1:-1])
+        conds.append(t.c.details.like(f"%{pattern}%", escape="\\"))
+    return or_(*conds)
 
 
 class AuditLog:
@@ -513,25 +546,44 @@ class AuditLog:
         limit: int = 100,
         before_seq: int | None = None,
         resource: str | None = None,
+        after_seq: int | None = None,
+        actor: str | None = None,
     ) -> list[AuditRecord]:
-        """Newest first. *user* is matched against the actor (who acted), *resource* exactly;
-        page with *before_seq* (the smallest seq of the previous page). Only chain records
+        """Newest first. *user* matches what the user did (the actor) and what was done to them
+        (:func:`subject_clause`), *actor* only what they did; *action* is a prefix (``spawn`` finds ``spawn.start`` and
+        ``spawn.stop``); *resource* is exact. Page older with *before_seq* (the smallest seq of
+        the previous page), newer with *after_seq* (its largest). Only chain records
         (``seq > 0``, what :meth:`verify` walks) are ever returned."""
         t = schema.audit_log
-        stmt = select(t).where(t.c.seq > 0).order_by(t.c.seq.desc())
-        stmt = stmt.limit(max(1, min(int(limit), 10_000)))
+        stmt = select(t).where(t.c.seq > 0)
         if user:
-            stmt = stmt.where(t.c.actor == user)
+            stmt = stmt.where(or_(t.c.actor == user, subject_clause(t, user)))
+        if actor:
+            stmt = stmt.where(t.c.actor == actor)
         if action:
-            stmt = stmt.where(t.c.action == action)
+            stmt = stmt.where(t.c.action.like(_like_escape(action) + "%", escape="\\"))
         if resource:
             stmt = stmt.where(t.c.resource == resource)
         if since:
             stmt = stmt.where(t.c.ts >= (since if isinstance(since, str) else isoformat(since)))
         if before_seq is not None:
             stmt = stmt.where(t.c.seq < before_seq)
+        n = max(1, min(int(limit), 10_000))
+        if after_seq is not None:  # the page just newer than after_seq, returned newest first
+            stmt = stmt.where(t.c.seq > after_seq).order_by(t.c.seq.asc()).limit(n)
+            with self.store.reading() as conn:
+                return [_row_to_record(r) for r in conn.execute(stmt)][::-1]
+        stmt = stmt.order_by(t.c.seq.desc()).limit(n)
         with self.store.reading() as conn:
             return [_row_to_record(r) for r in conn.execute(stmt)]
+
+    def actions(self) -> list[str]:
+        """The distinct action names in the log (for filter hints)."""
+        t = schema.audit_log
+        with self.store.reading() as conn:
+            return sorted(
+                r[0] for r in conn.execute(select(t.c.action).where(t.c.seq > 0).distinct())
+            )
 
     def iter_all(self, batch: int = 5000) -> Iterator[AuditRecord]:
         """Every record, oldest first, read in batches."""

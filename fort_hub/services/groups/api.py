@@ -12,6 +12,7 @@ import re
 from urllib.parse import urlencode
 
 from ... import scopes
+from ...policy import dates
 from ..handler import FortHandler, ServiceError
 
 USERNAME_RE = re.compile(r"^[^/\s?#%]{1,255}\Z")
@@ -19,26 +20,28 @@ AUDIT_FIELDS = ("seq", "ts", "actor", "action", "resource", "decision", "reason"
                 "request_id", "client")  # fmt: skip
 
 
-def parse_expiry(value, now: dt.datetime) -> dt.datetime | None:
-    """``None`` (no expiry), an ISO date (valid through that day, UTC) or an ISO datetime."""
-    if value in (None, ""):
+def parse_expiry(value, now: dt.datetime, tz: dt.tzinfo = dates.UTC) -> dt.datetime | None:
+    """``None`` (no expiry), a date (valid through that day in *tz*, the policy's time zone) or
+    an ISO datetime (without an offset: in *tz*); see :mod:`fort_hub.policy.dates`."""
+    if value is None:
         return None
-    if not isinstance(value, str):
-        raise ServiceError(400, "expires must be an ISO date or datetime string, or null")
+    if not isinstance(value, str) or not value.strip():
+        raise ServiceError(400, "expires must be a date like 2026-12-31, an ISO datetime, or null")
     try:
-        if len(value) == 10:
-            day = dt.date.fromisoformat(value)
-            exp = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-        else:
-            exp = dt.datetime.fromisoformat(value)
-            exp = (exp if exp.tzinfo else exp.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
-    except (ValueError, OverflowError):
-        raise ServiceError(
-            400, f"expires {value[:40]!r} is not an ISO date or datetime (UTC years 1-9999)"
-        ) from None
+        exp = dates.parse_expiry(value, tz)
+    except ValueError as e:
+        raise ServiceError(400, f"expires {e}") from None
     if exp <= now:
         raise ServiceError(400, f"expires {value[:40]!r} is in the past")
     return exp
+
+
+def parse_since(value: str, now: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
+    """An audit ``since`` filter (:func:`fort_hub.policy.dates.parse_since`), else 400."""
+    try:
+        return dates.parse_since(value, tz, now)
+    except ValueError as e:
+        raise ServiceError(400, str(e)) from None
 
 
 def whole_number(raw: str, name: str, lo: int, hi: int) -> int:
@@ -91,10 +94,12 @@ class MemberHandler(FortHandler):
         body = self.json_body() if self.request.body else {}
         if set(body) - {"expires"}:
             raise ServiceError(400, "the body may only hold 'expires'")
-        expires = parse_expiry(body.get("expires"), self.app.clock())
+        policy = self.app.fort_policy
+        expires = parse_expiry(body.get("expires"), self.app.clock(), policy.tz)
         m = await self.app.add_member(
-            self.username, group, user, expires, self.request_id, self.client
-        )
+            self.username, group, user, expires, self.request_id, self.client,
+            expiry_given="expires" in body,
+        )  # fmt: skip
         self.write_json(m)
 
     async def delete(self, group: str, user: str):
@@ -115,14 +120,7 @@ class AuditHandler(FortHandler):
         before = self.get_argument("before", "")
         before = whole_number(before, "before", 1, 2**63 - 1) if before else None
         if args["since"]:
-            try:
-                since = dt.datetime.fromisoformat(args["since"])
-                since = (since if since.tzinfo else since.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
-            except (ValueError, OverflowError):
-                raise ServiceError(
-                    400, "since must be an ISO date or datetime (UTC years 1-9999)"
-                ) from None
-            args["since"] = since
+            args["since"] = parse_since(args["since"], self.app.clock(), self.app.fort_policy.tz)
         records = await self.app.fort_store.run(
             self.app.fort_store.audit.query,
             user=args["user"] or None,

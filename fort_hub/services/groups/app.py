@@ -131,8 +131,12 @@ class GroupsService(FortServiceApp):
                 delay, self.schedule_reconcile, "expiry"
             )
 
-    async def add_member(self, actor, group, user, expires, request_id, client) -> dict:
-        out = await self.memberships.add(actor, group, user, expires, request_id, client)
+    async def add_member(
+        self, actor, group, user, expires, request_id, client, expiry_given=True
+    ) -> dict:
+        out = await self.memberships.add(
+            actor, group, user, expires, request_id, client, expiry_given
+        )
         await self.arm_expiry_timer()
         return out
 

@@ -13,6 +13,7 @@ import logging
 
 from ...access import Access
 from ...naming import check_username_problem, is_safe_username
+from ...policy import dates
 from ...store import Store, isoformat
 from ...store.memberships import Memberships
 from ..base import HubApi, HubApiError
@@ -55,37 +56,74 @@ class MembershipAdmin:
         self.hub = hub
         self.members = Memberships(store)
 
-    def _static(self, group: str, user: str) -> bool:
-        return any(m.username == user for m in self.access.policy().static_members(group))
+    def show(self, expires: dt.datetime | None) -> str:
+        """An expiry as people see it (``through 2026-12-31``, ``no expiry``)."""
+        if expires is None:
+            return "no expiry"
+        text = dates.show_expiry(expires, self.access.policy().tz)
+        return text if text.startswith("until") else f"through {text}"
+
+    def _refuse_static(self, group: str, user: str, verb: str) -> None:
+        for m in self.access.policy().static_members(group):
+            if m.username == user:
+                raise ServiceError(
+                    409, f"{user!r} is a member of {group!r} through the policy file "
+                    f"({self.show(m.expires)}), which this page cannot {verb}: edit the policy",
+                )  # fmt: skip
 
     async def add(
         self, actor: str, group: str, user: str, expires: dt.datetime | None, request_id: str,
-        client: str,
+        client: str, expiry_given: bool = True,
     ) -> dict:  # fmt: skip
+        """Add *user* to *group* until *expires*, or change a current membership's expiry
+        (which needs *expiry_given*: a missing date never makes a membership permanent).
+        Returns the membership with ``change`` (added / extended / shortened / unchanged) and
+        ``message``, a sentence saying exactly what changed."""
         problem = check_username_problem(user)
         if problem:  # it would widen the user's S3 prefix (fort_hub.naming)
             raise ServiceError(400, problem)
+        self._refuse_static(group, user, "change")
         store = self.store
         prior = await store.run(self.members.get, group, user)
-        verb = "extend" if prior and prior.active(self.access.clock()) else "add"
-        await store.audit.arecord(
-            actor, "groups.add", f"groups/{group}/members/{user}", "allow",
-            f"{verb} until {isoformat(expires) or 'no expiry'}",
-            details={"group": group, "user": user, "expires": isoformat(expires), "by": "api"},
-            request_id=request_id, client=client,
-        )  # fmt: skip
-        m = await store.run(self.members.upsert, group, user, expires, "api", actor)
+        current = prior if prior and prior.active(self.access.clock()) else None
+        if current is not None and not expiry_given:
+            raise ServiceError(
+                400, f"{user} is already a member of {group} ({self.show(current.expires)}); "
+                "give a new expiry date to change it",
+            )  # fmt: skip
+        change, message = self._describe(group, user, current, expires)
+        if change != "unchanged":
+            await store.audit.arecord(
+                actor, "groups.add", f"groups/{group}/members/{user}", "allow", message,
+                details={"group": group, "user": user, "expires": isoformat(expires), "by": "api",
+                         "change": change,
+                         "previous_expires": isoformat(current.expires) if current else None},
+                request_id=request_id, client=client,
+            )  # fmt: skip
+            await store.run(self.members.upsert, group, user, expires, "api", actor)
         in_hub = await self.hub.apply(group, [user], add=True)
         return {
-            "group": group, "user": user, "expires": isoformat(m.expires), "source": m.source,
-            "in_hub_group": in_hub,
+            "group": group, "user": user, "expires": isoformat(expires),
+            "last_day": dates.last_day(expires, self.access.policy().tz).isoformat()
+            if expires else None,
+            "source": "api", "in_hub_group": in_hub, "change": change, "message": message,
         }  # fmt: skip
 
-    async def remove(self, actor: str, group: str, user: str, request_id: str, client: str) -> None:
-        if self._static(group, user):
-            raise ServiceError(
-                409, f"{user!r} is a member of {group!r} through the policy file; edit the policy"
+    def _describe(self, group, user, current, expires) -> tuple[str, str]:
+        if current is None:
+            return "added", f"added {user} to {group} ({self.show(expires)})"
+        before, after = current.expires, expires
+        if before == after:
+            return (
+                "unchanged",
+                f"{user} is already in {group} ({self.show(after)}); nothing changed",
             )
+        longer = after is None or (before is not None and after > before)
+        change = "extended" if longer else "shortened"
+        return change, f"{change} {user} in {group}: {self.show(before)} → {self.show(after)}"
+
+    async def remove(self, actor: str, group: str, user: str, request_id: str, client: str) -> None:
+        self._refuse_static(group, user, "remove")
         store = self.store
         prior = await store.run(self.members.get, group, user)
         if prior is None:
@@ -104,17 +142,24 @@ class MembershipAdmin:
         policy = self.access.policy()
         groups = await self.access.agroups(username)
         eff = policy.effective_groups(username, groups, self.access.clock())
-        rows = {m.group: m for m in await self.store.run(self.members.list, None, username)}
+
+        def static(group: str) -> bool:  # the decision point reads the policy's row first
+            return any(m.username == username for m in policy.static_members(group))
+
         return {
             "user": username,
             "groups": [
                 {
                     "name": g,
                     "expires": isoformat(groups[g]),
-                    "source": rows[g].source if g in rows else "policy",
+                    "last_day": dates.last_day(groups[g], policy.tz).isoformat()
+                    if groups[g]
+                    else None,
+                    "source": "policy" if static(g) else "api",
                 }
                 for g in eff
             ],
+            "timezone": policy.timezone,
             "grants": policy.grants_for(eff),
             "datasets": policy.datasets_for(eff, "query"),
             "profiles": [

@@ -15,7 +15,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...policy import Policy
+from ...policy import Policy, dates
 from ...store import StoreError
 from ...store.memberships import Membership, Memberships
 
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from ..base import HubApi
 
 OWNER_KEY = "fort-groups"
+#: the audit reason when a hub group member fort-groups did not put there is removed (drift)
+DRIFT_REASON = "not a fort member (added to the hub group outside fort-groups)"
 PAGINATION = "application/jupyterhub-pagination+json"
 
 
@@ -77,7 +79,7 @@ def expired_members(policy: Policy, rows: list[Membership], now: dt.datetime) ->
 
 def policy_rows(policy: Policy, rows: list[Membership]) -> tuple[list, list]:
     """Store rows to write (group, user, expires) and remove (group, user) so the store's
-    ``source=policy`` rows mirror the policy file (pure). ``api`` rows are left alone."""
+    ``source=policy`` rows mirror the policy file (pure). Other ``api`` rows are left alone."""
     existing = {(r.group, r.username): r for r in rows}
     upserts, removals = [], []
     static = set()
@@ -85,12 +87,23 @@ def policy_rows(policy: Policy, rows: list[Membership]) -> tuple[list, list]:
         for m in g.members:
             static.add((g.name, m.username))
             row = existing.get((g.name, m.username))
-            if row is None or (row.source == "policy" and row.expires != m.expires):
+            # a run-time row for a policy member (from before #14 an admin could add one) is
+            # replaced: the policy's membership is the one decisions use
+            if row is None or row.source != "policy" or row.expires != m.expires:
                 upserts.append((g.name, m.username, m.expires))
     for key, row in existing.items():
         if row.source == "policy" and key not in static:
             removals.append(key)
     return upserts, removals
+
+
+def member_reason(expires: dt.datetime | None, policy: Policy) -> str:
+    """The audit reason for adding a member: ``member through 2030-06-30`` (the last valid day
+    in the policy's time zone, as people entered it), or ``member``."""
+    if expires is None:
+        return "member"
+    shown = dates.show_expiry(expires, policy.tz)
+    return f"member {shown}" if shown.startswith("until") else f"member through {shown}"
 
 
 class Reconciler:
@@ -158,11 +171,19 @@ class Reconciler:
                 current = set(group.get("users", []))
             target = {u for u in want[name] if u in hub_users}
             for user in sorted(target - current):
-                await self._apply(Change("groups.add", name, user, self._why(want, name, user)))
+                why = member_reason(want[name][user], policy)
+                await self._apply(Change("groups.add", name, user, why))
                 changes.append(Change("groups.add", name, user))
             for user in sorted(current - target):
                 action = "groups.expire" if (name, user) in expired else "groups.remove"
-                why = "membership expired" if action == "groups.expire" else "not a member"
+                why = "membership expired" if action == "groups.expire" else DRIFT_REASON
+                if action == "groups.remove":
+                    app.log.warning(
+                        "hub group %r holds %r, who is not a fort member of it (added outside "
+                        "fort-groups, e.g. in JupyterHub's admin page): removing; fort-groups "
+                        "manages this group, add members on its admin page",
+                        name, user,
+                    )  # fmt: skip
                 await self._apply(Change(action, name, user, why))
                 changes.append(Change(action, name, user, why))
         for name, group in hub_groups.items():
@@ -177,11 +198,6 @@ class Reconciler:
         if changes:
             app.log.info("reconciliation (%s): %d change(s)", reason, len(changes))
         return changes
-
-    @staticmethod
-    def _why(want, name, user) -> str:
-        exp = want[name][user]
-        return f"member until {exp.isoformat()}" if exp else "member"
 
     async def _create(self, name: str, changes: list[Change]) -> None:
         await self._audit(Change("groups.create", name, "", "declared in the policy"))

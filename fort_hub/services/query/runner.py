@@ -79,7 +79,7 @@ def completion_record(rec, state: str, error: str | None, rows: int, scanned: in
     """The ``query.complete`` audit record of *rec* (arguments of ``AuditLog.record``)."""
     return {
         "actor": rec.username, "action": "query.complete", "resource": rec.dataset,
-        "decision": "allow" if state == "succeeded" else "deny",
+        "decision": {"succeeded": "allow", "failed": "failed"}.get(state, "deny"),
         "reason": error or f"{rows} rows", "request_id": request_id,
         "details": {"query_id": rec.id, "state": state, "rows": rows, "bytes_scanned": scanned},
     }  # fmt: skip
@@ -148,7 +148,7 @@ class QueryRunner:
             with contextlib.suppress(StoreError):
                 await self.store.audit.arecord(
                     actor=rec.username, action="query.complete", resource=rec.dataset,
-                    decision="deny", reason=reason,
+                    decision="failed", reason=reason,
                     details={"query_id": rec.id, "state": "failed", "rows": 0,
                              "bytes_scanned": 0, "replica": self.replica},
                 )  # fmt: skip
