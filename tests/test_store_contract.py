@@ -197,7 +197,7 @@ def test_a_bad_record_in_a_batch_does_not_fail_the_others(store):
     good = _Pending(_fields("alice", "r1"))
     bad = _Pending({**_fields("mallory", "r2"), "resource": None})  # NOT NULL column
     good2 = _Pending(_fields("bob", "r3"))
-    store.audit._group_commit(_fields("svc", "warm-up"))  # set up the writer
+    store.audit._group_commit([_fields("svc", "warm-up")])  # set up the writer
     store.audit._write([good, bad, good2])
     assert good.result is not None and good2.result is not None
     assert bad.result is None and "action refused" in str(bad.error)
