@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from fort_hub.policy import dates
 from fort_hub.services.pages import (
     FORT_TEMPLATES,
     HUB_TEMPLATES,
@@ -11,7 +12,6 @@ from fort_hub.services.pages import (
     date_tag,
     expiry_tag,
     human_bytes,
-    last_day,
     number,
     time_tag,
 )
@@ -35,7 +35,7 @@ def test_a_stored_iso_string_is_read_as_utc():
 def test_expiry_at_midnight_reads_as_through_the_day_before():
     """The bug of the issue: 12/31 shown as 2027-01-01T00:00:00.000000+00:00."""
     end = dt.datetime(2027, 1, 1, tzinfo=UTC)
-    assert last_day(end) == dt.date(2026, 12, 31)
+    assert dates.last_day(end, UTC) == dt.date(2026, 12, 31)
     html = str(expiry_tag(end))
     assert html.startswith("through <time")
     assert ">2026-12-31</time>" in html
@@ -43,8 +43,17 @@ def test_expiry_at_midnight_reads_as_through_the_day_before():
     assert str(expiry_tag(None)) == "no expiry"
 
 
+def test_expiry_reads_in_the_policys_time_zone():
+    """A policy in New York: "through 2026-12-31" ends at 05:00 UTC on Jan 1, and My access
+    shows the day the admin entered, as the admin page does."""
+    ny = dates.zone("America/New_York")
+    end = dates.end_of_day(dt.date(2026, 12, 31), ny)
+    assert ">2026-12-31</time>" in str(expiry_tag(end, tz=ny))
+    assert ">2027-01-01</time>" in str(expiry_tag(end))  # read in UTC it is another day
+
+
 def test_expiry_during_a_day_is_that_day():
-    assert last_day(dt.datetime(2026, 12, 31, 12, tzinfo=UTC)) == dt.date(2026, 12, 31)
+    assert dates.last_day(dt.datetime(2026, 12, 31, 12, tzinfo=UTC), UTC) == dt.date(2026, 12, 31)
 
 
 def test_date_of_a_date_and_of_a_datetime():

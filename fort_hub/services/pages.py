@@ -39,6 +39,7 @@ from traitlets.config import Configurable
 
 from .. import __version__
 from .. import scopes as S
+from ..policy import dates
 from .handler import FortPageHandler
 
 if TYPE_CHECKING:
@@ -142,24 +143,20 @@ def date_tag(value: dt.datetime | dt.date | str | None, empty: str = "") -> Mark
     return Markup('<time datetime="{0}" data-fort="date">{0}</time>').format(d.isoformat())
 
 
-def last_day(value: dt.datetime | str) -> dt.date:
-    """The last calendar day (UTC) an expiry covers: an expiry at midnight UTC ends the day
-    before it (``2027-01-01T00:00Z`` is "through 2026-12-31")."""
-    t = _as_utc(value)
-    if t.time() == dt.time(0, 0):
-        return t.date() - dt.timedelta(days=1)
-    return t.date()
-
-
-def expiry_tag(value: dt.datetime | str | None, never: str = "no expiry") -> Markup:
-    """An expiry as a person reads it: "through 2026-12-31" (the exact instant in the
-    ``datetime`` attribute and the tooltip)."""
+def expiry_tag(
+    value: dt.datetime | str | None, never: str = "no expiry", tz: dt.tzinfo | None = None
+) -> Markup:
+    """An expiry as a person reads it: "through 2026-12-31", the last day it covers in the
+    policy's time zone *tz* (default UTC; see :mod:`fort_hub.policy.dates`), with the exact
+    instant in the ``datetime`` attribute and the tooltip."""
     t = _as_utc(value)
     if t is None:
         return escape(never)
     return Markup(
         'through <time datetime="{}" data-fort="expiry" title="ends {}">{}</time>'
-    ).format(t.isoformat(), t.strftime("%Y-%m-%d %H:%M UTC"), last_day(t).isoformat())
+    ).format(
+        t.isoformat(), t.strftime("%Y-%m-%d %H:%M UTC"), dates.last_day(t, tz or dt.UTC).isoformat()
+    )
 
 
 def human_bytes(value: int | float | None) -> str:
@@ -352,7 +349,6 @@ __all__ = [
     "date_tag",
     "expiry_tag",
     "human_bytes",
-    "last_day",
     "number",
     "time_tag",
 ]

@@ -121,6 +121,7 @@ class MyAccessPage(ServiceRoot):
             "my-access.html",
             title="My access",
             me=me,
+            policy_tz=policy.tz,
             groups=[
                 {"name": g, "description": policy.groups[g].description, "expires": groups[g]}
                 for g in effective
