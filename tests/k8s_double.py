@@ -25,6 +25,7 @@ delete. Behaviour beyond storage:
 
 from __future__ import annotations
 
+import bisect
 import copy
 import datetime as dt
 import json
@@ -385,9 +386,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             while not deadline.is_set():
                 with k8s.cond:
+                    # the history is in resourceVersion order: look only past *since*
+                    start = bisect.bisect_right(k8s.history, since, key=lambda h: h[0])
                     new = [
-                        h for h in k8s.history
-                        if h[0] > since and h[2] == kind and (ns is None or h[3] == ns)
+                        h for h in k8s.history[start:]
+                        if h[2] == kind and (ns is None or h[3] == ns)
                     ]  # fmt: skip
                     if not new:
                         if k8s.closed:
