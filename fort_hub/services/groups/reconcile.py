@@ -125,11 +125,8 @@ class Reconciler:
         members = Memberships(store)
         rows = await store.run(members.list)
         upserts, removals = policy_rows(policy, rows)
-        for group, user, expires in upserts:
-            await store.run(members.upsert, group, user, expires, "policy", app.service_name)
-        for group, user in removals:
-            await store.run(members.remove, group, user)
         if upserts or removals:
+            await store.run(members.mirror_policy, upserts, removals, app.service_name)
             rows = await store.run(members.list)
         want = desired_members(policy, rows, now)
         expired = expired_members(policy, rows, now)
