@@ -333,13 +333,17 @@ def report(out: dict) -> None:
     print(f"store: {s['commits']} commits ({s['commits_per_s']:.1f}/s, "
           f"{s['commits_per_researcher']:.1f}/researcher); connections median "
           f"{s['connections_median']}, max {s['connections_max']}")  # fmt: skip
-    if "policy" in out:
-        p = out["policy"]
-        print(f"\npolicy of {p['users']} users / {p['groups']} groups: load p50 "
-              f"{p['load_s']['p50']:.2f}s (min {p['load_s']['min']:.2f}, max "
-              f"{p['load_s']['max']:.2f}); first reconciliation {p['reconcile_first_s']:.1f}s "
-              f"({p['first_changes']} changes), second {p['reconcile_second_s']:.1f}s "
-              f"({p['second_changes']} changes)")  # fmt: skip
+
+
+def report_policy(p: dict) -> None:
+    first = f"{p['reconcile_first_s']:.1f}s ({p['first_changes']} changes)"
+    if p.get("first_error"):
+        first = f"not done: {p['first_error']}"
+    print(f"\npolicy of {p['users']} users / {p['groups']} groups ({p['memberships']} "
+          f"memberships, {p['hub_users']} of the users in the hub): load p50 "
+          f"{p['load_s']['p50']:.2f}s (min {p['load_s']['min']:.2f}, max {p['load_s']['max']:.2f})"
+          f"; first reconciliation {first}; second {p['reconcile_second_s']:.1f}s "
+          f"({p['second_changes']} changes)")  # fmt: skip
 
 
 def parse(argv=None):
@@ -377,13 +381,16 @@ def main(argv=None) -> int:
         out = asyncio.run(Run(stack, args).main())
         out["chp"] = stack.chp_name
         out["args"] = vars(args)
+        report(out)
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1, default=str))
         if args.policy_users:
             from scale_policy import policy_phase
 
             out["policy"] = policy_phase(stack, work, args)
-        report(out)
-        if args.json:
-            Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+            report_policy(out["policy"])
+            if args.json:
+                Path(args.json).write_text(json.dumps(out, indent=1, default=str))
     finally:
         stack.stop()
     return 0
