@@ -132,8 +132,17 @@ class Researcher:
         return f"{self.hub.url}/hub/api/users/{self.name}"
 
     async def spawn(self) -> None:
-        async with self.s.post(self.user_api() + "/server", json={}, headers=self.xsrf()) as r:
-            await _expect_read(r, 201, 202)
+        # over the hub's concurrent_spawn_limit it answers 429 "try again in N seconds": a
+        # researcher does, up to --spawn-retries times (counted in the report)
+        for attempt in range(self.run.args.spawn_retries + 1):
+            async with self.s.post(self.user_api() + "/server", json={},
+                                   headers=self.xsrf()) as r:  # fmt: skip
+                if r.status != 429 or attempt == self.run.args.spawn_retries:
+                    await _expect_read(r, 201, 202)
+                    break
+                await r.read()
+                self.run.retries[self.kind] += 1
+                await asyncio.sleep(float(r.headers.get("Retry-After") or 10))
         await self.poll(lambda srv: srv.get("ready"), "spawn")
 
     async def poll(self, done, what: str) -> None:
@@ -228,6 +237,7 @@ class Run:
         self.results: dict[str, list[Researcher]] = {"fort": [], "stock": []}
         self.failures: dict[str, Counter] = {"fort": Counter(), "stock": Counter()}
         self.done: Counter = Counter()
+        self.retries: Counter = Counter()
         self.pg_samples: list[int] = []
 
     async def one(self, kind: str, name: str, deadline: float) -> None:
@@ -289,6 +299,7 @@ class Run:
                 "completed": self.done[kind],
                 "failed": sum(self.failures[kind].values()),
                 "failures": dict(self.failures[kind].most_common()),
+                "spawn_429_retries": self.retries[kind],
                 "steps": steps,
                 "hub_cpu_per_researcher": cpu[f"{kind}_hub"] / n,
                 "proxy_cpu_per_researcher": cpu[f"{kind}_proxy"] / n,
@@ -317,7 +328,8 @@ def report(out: dict) -> None:
     print(f"\n== {n} researchers on each hub, {out['elapsed_s']:.0f}s "
           f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}); proxy: {out['chp']}")  # fmt: skip
     for kind, h in out["hubs"].items():
-        print(f"\n{kind} hub: {h['completed']} completed, {h['failed']} failed")
+        print(f"\n{kind} hub: {h['completed']} completed, {h['failed']} failed "
+              f"({h['spawn_429_retries']} spawn retries after a 429)")  # fmt: skip
         for st, v in h["steps"].items():
             print(f"   {st:<12} n={v['n']:>5}  p50 {v['p50']:7.3f}s  p95 {v['p95']:7.3f}s"
                   f"  p99 {v['p99']:7.3f}s")  # fmt: skip
@@ -359,7 +371,8 @@ def parse(argv=None):
     p.add_argument("--pod-delay", type=float, default=1.0, help="seconds a pod takes to run")
     p.add_argument("--queries", type=int, default=3)
     p.add_argument("--idle", type=float, default=5.0)
-    p.add_argument("--poll", type=float, default=1.0, help="seconds between status polls")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between status polls")
+    p.add_argument("--spawn-retries", type=int, default=3, help="after a 429 (spawn limit)")
     p.add_argument("--step-timeout", type=float, default=300)
     p.add_argument("--threads", type=int, default=16, help="threads running FortClient calls")
     p.add_argument("--policy-users", type=int, default=10_000)

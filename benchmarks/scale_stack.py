@@ -217,6 +217,9 @@ c.Spawner.http_timeout = 120
 c.KubeSpawner.namespace = {ns!r}
 c.KubeSpawner.port = {nb_port}
 c.KubeSpawner.image = {image!r}
+# the Kubernetes double is one Python process on a shared machine, not an API server: give its
+# answers time (the default 3 s turns a slow answer into a failed spawn)
+c.KubeSpawner.k8s_api_request_timeout = 30
 c.Authenticator.enable_auth_state = True
 """
 
