@@ -79,6 +79,13 @@ def _selector(text: str) -> list[tuple[str, str]]:
     return out
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default listen backlog is 5: a burst of spawns (the scale harness) had
+    # connections refused or reset, which an API server does not do
+    request_queue_size = 1024
+
+
 class KubeDouble:
     """``with KubeDouble() as k8s: ... k8s.url ...``"""
 
@@ -108,8 +115,7 @@ class KubeDouble:
         class Handler(_Handler):
             k8s = double
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", port), Handler)
         scheme = "http"
         if ssl_context is not None:
             self.server.socket = ssl_context.wrap_socket(self.server.socket, server_side=True)
