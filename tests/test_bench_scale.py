@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import require_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.hub]
 
 
 def test_five_researchers_complete_on_both_hubs_and_every_figure_is_reported(tmp_path):
