@@ -143,18 +143,21 @@ class Researcher:
                 await r.read()
                 self.run.retries[self.kind] += 1
                 await asyncio.sleep(float(r.headers.get("Retry-After") or 10))
-        await self.poll(lambda srv: srv.get("ready"), "spawn")
+        await self.poll("spawn")
 
-    async def poll(self, done, what: str) -> None:
+    async def poll(self, what: str) -> None:
+        """Poll the user model until the server is ready (``spawn``) or gone (``stop``)."""
         deadline = time.monotonic() + self.run.args.step_timeout
         while time.monotonic() < deadline:
             async with self.s.get(self.user_api()) as r:
                 model = await _expect_json(r, 200)
             srv = model.get("servers", {}).get("")
-            if done(srv or {}) if what == "spawn" else not srv:
+            if what == "stop" and not srv:
                 return
             if what == "spawn" and not srv:
                 raise RuntimeError("the server is gone (spawn failed)")
+            if what == "spawn" and srv.get("ready"):
+                return
             await asyncio.sleep(self.run.args.poll)
         raise TimeoutError(f"{what} not done in {self.run.args.step_timeout}s")
 
@@ -194,7 +197,7 @@ class Researcher:
     async def stop(self) -> None:
         async with self.s.delete(self.user_api() + "/server", headers=self.xsrf()) as r:
             await _expect_read(r, 202, 204)
-        await self.poll(lambda srv: False, "stop")
+        await self.poll("stop")
 
 
 def _expect(r, *codes) -> None:
