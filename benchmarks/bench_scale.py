@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -383,6 +384,7 @@ def parse(argv=None):
     p.add_argument("--policy-timeout", type=float, default=600)
     p.add_argument("--chp-prefix", help="npm prefix holding configurable-http-proxy")
     p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (hub logs)")
     return p.parse_args(argv)
 
 
@@ -409,6 +411,8 @@ def main(argv=None) -> int:
                 Path(args.json).write_text(json.dumps(out, indent=1, default=str))
     finally:
         stack.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
