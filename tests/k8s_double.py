@@ -25,6 +25,7 @@ delete. Behaviour beyond storage:
 
 from __future__ import annotations
 
+import bisect
 import copy
 import datetime as dt
 import json
@@ -78,6 +79,13 @@ def _selector(text: str) -> list[tuple[str, str]]:
     return out
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default listen backlog is 5: a burst of spawns (the scale harness) had
+    # connections refused or reset, which an API server does not do
+    request_queue_size = 1024
+
+
 class KubeDouble:
     """``with KubeDouble() as k8s: ... k8s.url ...``"""
 
@@ -107,8 +115,7 @@ class KubeDouble:
         class Handler(_Handler):
             k8s = double
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", port), Handler)
         scheme = "http"
         if ssl_context is not None:
             self.server.socket = ssl_context.wrap_socket(self.server.socket, server_side=True)
@@ -385,9 +392,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             while not deadline.is_set():
                 with k8s.cond:
+                    # the history is in resourceVersion order: look only past *since*
+                    start = bisect.bisect_right(k8s.history, since, key=lambda h: h[0])
                     new = [
-                        h for h in k8s.history
-                        if h[0] > since and h[2] == kind and (ns is None or h[3] == ns)
+                        h for h in k8s.history[start:]
+                        if h[2] == kind and (ns is None or h[3] == ns)
                     ]  # fmt: skip
                     if not new:
                         if k8s.closed:

@@ -398,3 +398,39 @@ def test_audit_api_filters_and_pages(env):
     since = (dt.datetime.now(UTC) + dt.timedelta(days=1)).date().isoformat()
     r = requests.get(api(env, f"audit?since={since}"), headers=auth(tok), timeout=30)
     assert r.json()["records"] == []
+
+
+def test_reconciliation_changes_a_hub_group_in_one_request_per_group(env):
+    """#13: the hub loads and returns the whole group at every membership request, so one
+    request per user made a reconciliation pass quadratic in the group's size (1,000 researchers
+    arriving in a study). New members and removed ones go in one request per group, each change
+    still audited."""
+    reconcile(env)
+    hub, policy = env["hub"], env["policy"]
+    names = ["batch1", "batch2", "batch3"]
+    make_users(hub, *names)
+    text = policy.read_text()
+    group = "  - name: batch-study\n    members: [batch1, batch2, batch3]\n"
+    policy.write_text(text.replace("groups:\n", "groups:\n" + group, 1))
+    try:
+        deadline = time.monotonic() + 30
+        while "batch-study" not in env["app"].fort_policy.groups:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        reconcile(env)
+        assert members(env, "batch-study") == set(names)
+    finally:
+        policy.write_text(text)
+    deadline = time.monotonic() + 30
+    while members(env, "batch-study"):
+        assert time.monotonic() < deadline, members(env, "batch-study")
+        time.sleep(0.2)
+    log = hub.log()
+    assert log.count("Adding 3 users to group batch-study") == 1
+    assert "Adding 1 users to group batch-study" not in log
+    assert log.count("Removing 3 users from group batch-study") == 1
+    audit = env["app"].fort_store.audit
+    for name in names:
+        resource = f"groups/batch-study/members/{name}"
+        assert audit.query(action="groups.add", resource=resource)
+        assert audit.query(action="groups.remove", resource=resource)

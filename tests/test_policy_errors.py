@@ -939,3 +939,25 @@ def test_the_validator_only_ever_raises_policy_error():
             assert all(isinstance(i.line, int) and i.message for i in e.errors)
 
     check()
+
+
+def test_libyaml_and_pure_python_parse_give_the_same_policy_and_lines(monkeypatch):
+    """#13: the policy is composed with libyaml when PyYAML has it (a 10,000-user policy took
+    1.4 s to compose in pure Python); the policy and every error's line are the same either way."""
+    import yaml
+
+    from fort_hub.policy import loader
+    from tests.conftest import EXAMPLE_POLICY
+
+    assert loader._YAML_LOADER is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    bad = "version: 1\ngroups:\n  - name: g\n    members: [a*]\n"
+
+    def parse_both():
+        with pytest.raises(PolicyError) as info:
+            parse_policy(bad, "policy.yaml")
+        return load_policy(EXAMPLE_POLICY), [(e.line, e.path) for e in info.value.errors]
+
+    fast = parse_both()
+    monkeypatch.setattr(loader, "_YAML_LOADER", yaml.SafeLoader)
+    assert parse_both() == fast
+    assert fast[1] and all(line == 4 for line, _ in fast[1] if line)

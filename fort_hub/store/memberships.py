@@ -71,6 +71,31 @@ class Memberships:
             conn.execute(stmt)
         return Membership(group, username, expires, source, updated_by, now)
 
+    def mirror_policy(
+        self, upserts: list[tuple], removals: list[tuple[str, str]], updated_by: str = ""
+    ) -> None:
+        """Write the ``source=policy`` rows *upserts* ``(group, user, expires)`` and delete
+        *removals* ``(group, user)``, all in one transaction (a policy of 10,000 users in
+        three groups each is 30,000 rows: one transaction each took minutes)."""
+        t = schema.memberships
+        now = isoformat(utcnow())
+        rows = [
+            {"group_name": g, "username": u, "expires": isoformat(e), "source": "policy",
+             "updated_by": updated_by, "updated": now}
+            for g, u, e in upserts
+        ]  # fmt: skip
+        with self.store.transaction() as conn:
+            if rows:
+                stmt = self.store.insert(t)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[t.c.group_name, t.c.username],
+                    set_={k: stmt.excluded[k] for k in rows[0] if k not in ("group_name",
+                                                                             "username")},
+                )  # fmt: skip
+                conn.execute(stmt, rows)
+            for g, u in removals:
+                conn.execute(t.delete().where(t.c.group_name == g, t.c.username == u))
+
     def remove(self, group: str, username: str) -> bool:
         t = schema.memberships
         with self.store.transaction() as conn:

@@ -1,0 +1,49 @@
+"""The scale harness (benchmarks/bench_scale.py) with five researchers, so it cannot rot: the
+whole stack comes up (Facebook stand-in, Kubernetes double, notebook stand-in, both hubs with
+their proxies, the fort services on PostgreSQL, moto's STS), every researcher completes on both
+hubs, and every figure the docs quote is in its report. No figure is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.postgres, pytest.mark.hub]
+
+
+def test_five_researchers_complete_on_both_hubs_and_every_figure_is_reported(tmp_path):
+    require_postgres()
+    out = tmp_path / "scale.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--researchers", "5",
+           "--ramp", "2", "--idle", "0.5", "--queries", "2", "--pod-delay", "0.2",
+           "--step-timeout", "90", "--duration", "120", "--policy-users", "30",
+           "--policy-groups", "5", "--json", str(out)]  # fmt: skip
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for kind, steps in (("fort", {"login", "spawn", "server_api", "query", "credentials",
+                                  "stop"}), ("stock", {"login", "spawn", "server_api", "stop"})):  # fmt: skip
+        hub = figures["hubs"][kind]
+        assert (hub["completed"], hub["failed"], hub["failures"]) == (5, 0, {}), hub
+        assert set(hub["steps"]) == steps
+        for st in steps:
+            assert set(hub["steps"][st]) == {"n", "p50", "p95", "p99"}
+        assert hub["steps"]["spawn"]["n"] == 5
+        assert hub["hub_cpu_per_researcher"] > 0
+    assert figures["hubs"]["fort"]["steps"]["query"]["n"] == 10
+    for key in ("ratio_hub_cpu_fort_over_stock", "fort_services_cpu_per_researcher",
+                "services_over_fort_hub_cpu"):  # fmt: skip
+        assert figures[key] > 0
+    store = figures["store"]
+    assert store["commits"] > 0 and store["connections_max"] > 0
+    policy = figures["policy"]
+    assert (policy["users"], policy["groups"], policy["second_changes"]) == (30, 5, 0)
+    assert policy["first_changes"] > 0
+    assert "configurable-http-proxy" in figures["chp"]
