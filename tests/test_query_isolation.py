@@ -271,3 +271,16 @@ def test_bad_limits_are_refused_naming_the_setting(settings, named):
 def test_worker_memory_must_exceed_duckdb_memory():
     with pytest.raises(ValueError, match=r"worker_memory_limit.*above.*memory_limit"):
         DuckDBEngine(memory_limit="2GB", worker_memory_limit="1GB")
+
+
+def test_queries_run_when_the_service_holds_over_1024_descriptors(service):
+    """A busy service holds many sockets: select() refused descriptors over 1,023 ("filedescriptor
+    out of range in select()"), so every query of such a service failed as an internal error."""
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        env = service()
+        q = env.run("SELECT 1 AS x")
+        assert q["state"] == "succeeded", q
+    finally:
+        for fd in held:
+            os.close(fd)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
+import selectors
 import subprocess
 import sys
 import threading
@@ -63,7 +63,11 @@ class WorkerProcess:
     def wait_ready(self, timeout: float) -> None:
         if self.ready:
             return
-        readable, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        # a selector, not select(): a service holding over 1,024 descriptors (many clients)
+        # gets ValueError "filedescriptor out of range in select()" from select()
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            readable = sel.select(timeout)
         if not readable:
             raise WorkerGone(f"the query worker did not start within {timeout:g} s")
         kind, length, _, _ = self.header()
