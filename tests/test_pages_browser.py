@@ -31,8 +31,9 @@ def visible_text(page) -> str:
     return " ".join(page.locator("body").inner_text().replace("\u202f", " ").split())
 
 
-def run_query(demo, user: str, sql: str, dataset: str) -> dict:
-    """Submit a query as *user* with a token of their own (as a notebook would), wait for it."""
+def run_query(demo, user: str, sql: str, dataset: str, state: str = "succeeded") -> dict:
+    """Submit a query as *user* with a token of their own (as a notebook would), wait for it
+    to end in *state*."""
     s = demo.login(user)
     r = s.post(f"{demo.url}/hub/api/users/{user}/tokens", headers=demo.xsrf(s), timeout=30,
                json={"note": "browser test", "scopes": ["access:services!service=fort-query",
@@ -43,7 +44,7 @@ def run_query(demo, user: str, sql: str, dataset: str) -> dict:
     q = requests.post(api, json={"sql": sql, "dataset": dataset}, headers=headers, timeout=30)
     assert q.status_code == 202, q.text
     done = requests.get(f"{api}/{q.json()['id']}?wait=60", headers=headers, timeout=90).json()
-    assert done["state"] == "succeeded", done
+    assert done["state"] == state, done
     return done
 
 
@@ -57,6 +58,8 @@ def new_york(iso: str) -> str:
 def test_alice_finds_my_access_in_the_menu_and_reads_her_access(page, fort_demo):
     query = run_query(fort_demo, "alice", "SELECT country, sum(shares) AS shares FROM url_shares "
                       "GROUP BY country ORDER BY country", "url_shares")  # fmt: skip
+    # a failed query's message is shown in red: it must stay readable (axe color-contrast)
+    run_query(fort_demo, "alice", "SELECT age FROM url_shares", "url_shares", state="failed")
     with keep_on_failure(page, "my-access-alice"):
         sign_in(page, fort_demo.url, "Alice Archer")
         page.wait_for_url("**/hub/**")
