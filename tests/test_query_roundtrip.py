@@ -282,3 +282,59 @@ def test_tee_hands_over_batches_and_aborts_a_waiting_writer():
             stream.MAX_PENDING = old
 
     asyncio.run(main())
+
+
+def test_a_query_another_replica_ended_sends_nothing_and_audits_no_download(env, monkeypatch):
+    """Another replica failed the query (its lease ran out) while it ran here: the waiting
+    submit gets no result, and the audit log holds no download and no second completion (the
+    state and the grouped records were committed side by side, so the log said 'complete,
+    allow' and 'download, allow' for a result that was never sent)."""
+    import datetime as dt
+
+    from fort_hub.services.query.runner import LOST_REASON
+    from fort_hub.store.leases import QueryLeases
+
+    runner = env.app.runner
+    real = runner._save_final
+
+    async def reaped_first(rec, values):
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)  # the other replica's view
+        await runner.store.run(QueryLeases(runner.store).reap, later, LOST_REASON)
+        return await real(rec, values)
+
+    monkeypatch.setattr(runner, "_save_final", reaped_first)
+    r = post(env, "SELECT 1 AS x")
+    assert r.status_code == 200 and not r.headers["Content-Type"].startswith(ARROW), r.text
+    q = r.json()  # the query's record, as that replica wrote it
+    assert q["state"] == "failed" and q["error"] == LOST_REASON, q
+    qid = q["id"]
+    records, verified = audit(env)
+    assert verified.ok
+    mine = [(a.action, a.decision) for a in records if a.details.get("query_id") == qid]
+    assert mine == [("query.submit", "allow")], mine
+
+
+def test_a_follower_closed_after_the_end_was_queued_still_ends():
+    """A downloader going away empties its queue, the end marker with it: a handler still
+    waiting on the follower then hung for ever, holding the result it had."""
+
+    async def main():
+        tee = stream.TeeSink(ListSinkForEnd(), asyncio.get_running_loop())
+        follower = tee.follow()
+        tee.end()
+        await asyncio.sleep(0.05)  # the end marker reaches the follower's queue
+        follower.close()
+        while (item := await asyncio.wait_for(follower.get(), 5)) is not stream.END:
+            pass
+
+    asyncio.run(main())
+
+
+class ListSinkForEnd:
+    max_rows, max_bytes, rows = 10**9, 10**12, 0
+
+    def set_schema(self, schema):
+        pass
+
+    def write(self, batch):
+        pass

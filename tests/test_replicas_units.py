@@ -91,12 +91,15 @@ def test_query_leases_renew_reap_and_release(store):
     admit("a" * 32, "r1")
     admit("b" * 32, "r2")
     admit("c" * 32, "r2")
+    admit("d" * 32, "r1")  # r1 no longer runs it (e.g. its final state could not be saved)
     records.update("c" * 32, state="cancelled")  # by another replica
     later = t0 + dt.timedelta(seconds=40)
-    assert leases.renew("r1", later + dt.timedelta(seconds=30)) == {"a" * 32: "running"}
-    # r2 stopped renewing: its running query fails with the reason, its leases go
+    renewed = leases.renew("r1", later + dt.timedelta(seconds=30), ["a" * 32])
+    assert renewed == {"a" * 32: "running"}
+    # r2 stopped renewing: its running query fails with the reason, its leases go; so does
+    # the query r1 holds a lease on but no longer runs (not kept alive by r1's heartbeat)
     reaped = leases.reap(later, "gone")
-    assert [r.id for r in reaped] == ["b" * 32]
+    assert sorted(r.id for r in reaped) == ["b" * 32, "d" * 32]
     assert records.get("b" * 32).state == "failed" and records.get("b" * 32).error == "gone"
     assert records.get("c" * 32).state == "cancelled"
     assert leases.holders() == {"a" * 32: "r1"}
@@ -160,5 +163,43 @@ def test_a_replica_stops_a_query_another_replica_failed(tmp_path, sqlite_url):
         # its end is audited by the replica that failed it (runner.reap), not twice
         assert [c for c in completes if c.details.get("query_id") == qid] == []
         assert env.run("SELECT 1")["state"] == "succeeded"  # the engine serves on
+    finally:
+        env.stop()
+
+
+def test_a_query_admitted_during_a_heartbeat_is_not_cancelled(tmp_path, sqlite_url, monkeypatch):
+    """The heartbeat compares the queries running here with the store's answer to its lease
+    renewal: a query admitted while the renewal ran was not in that answer, was taken for one
+    another replica had ended, and was stopped as 'cancelled by the user'."""
+    import asyncio
+    import threading
+
+    import requests
+
+    from tests.query_support import QueryEnv
+
+    slow = "SELECT count(*) FROM url_shares a, url_shares b, url_shares c, url_shares d"
+    medium = "SELECT count(*) FROM url_shares a, url_shares b, url_shares c"
+    env = QueryEnv(tmp_path, sqlite_url, QueryService__heartbeat_interval=10).start()
+    try:
+        runner = env.app.runner
+        first = env.post(slow)  # something runs here, so the heartbeat renews leases
+        assert first.status_code == 202, first.text
+        gate, real = threading.Event(), runner.leases.renew
+
+        def renew(*args):  # the store answers, then the answer takes a while to arrive
+            answer = real(*args)
+            assert gate.wait(20)
+            return answer
+
+        monkeypatch.setattr(runner.leases, "renew", renew)
+        beat = asyncio.run_coroutine_threadsafe(runner.heartbeat(), env.app.loop)
+        second = env.post(medium)  # admitted while the renewal's answer is on its way
+        assert second.status_code == 202, second.text
+        gate.set()
+        beat.result(20)
+        q = env.wait(second.json()["id"])
+        assert q["state"] == "succeeded", q  # not "cancelled by the user"
+        requests.delete(env.base + f"queries/{first.json()['id']}", headers=env.h(), timeout=30)
     finally:
         env.stop()

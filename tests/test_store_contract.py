@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from fort_hub.store import GENESIS, Store, StoreError, compute_hash, schema
-from fort_hub.store.audit import canonical, canonical_parts
+from fort_hub.store.audit import AuditError, canonical, canonical_parts
 from fort_hub.store.memberships import Memberships
 
 UTC = dt.UTC
@@ -198,11 +198,33 @@ def test_a_bad_record_in_a_batch_does_not_fail_the_others(store):
     bad = _Pending({**_fields("mallory", "r2"), "resource": None})  # NOT NULL column
     good2 = _Pending(_fields("bob", "r3"))
     store.audit._group_commit([_fields("svc", "warm-up")])  # set up the writer
-    store.audit._write([good, bad, good2])
+    store.audit._write([[good], [bad], [good2]])
     assert good.result is not None and good2.result is not None
     assert bad.result is None and "action refused" in str(bad.error)
     assert [r.resource for r in store.audit.iter_all()] == ["warm-up", "r1", "r3"]
     assert store.audit.verify().ok
+
+
+def test_record_many_is_one_transaction_or_nothing(store, monkeypatch):
+    """The records of one record_many call (e.g. a reconciliation's changes to one hub group)
+    are committed together: a bad one fails them all, and a call over MAX_BATCH records is not
+    split across transactions (an error in a later part left earlier changes audited for hub
+    changes that never happened)."""
+    from fort_hub.store import audit as audit_mod
+
+    log = store.audit
+    log.record("svc", "warm-up")
+    with pytest.raises(AuditError):  # record_many's unit, with a record the database refuses
+        log._group_commit([_fields("u0", "r0"), {**_fields("mallory", "r1"), "resource": None}])
+    assert [r.actor for r in log.iter_all()] == ["svc"]
+    monkeypatch.setattr(audit_mod, "MAX_BATCH", 2)
+    appended = []
+    real = log._append
+    monkeypatch.setattr(log, "_append", lambda batch: appended.append(len(batch)) or real(batch))
+    log.record_many([{"actor": f"u{i}", "action": "a.b"} for i in range(3)])
+    assert appended == [3]  # one transaction
+    assert [r.actor for r in log.iter_all()] == ["svc", "u0", "u1", "u2"]
+    assert log.verify().ok
 
 
 def _fields(actor, resource):

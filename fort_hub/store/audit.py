@@ -354,7 +354,7 @@ class AuditLog:
         if self._conn is not None:
             _ABANDONED.append(self._conn)
         self._pid = os.getpid()
-        self._queue: list[_Pending] = []
+        self._queue: list[list[_Pending]] = []  # units (one per record or record_many call)
         self._cond = threading.Condition(threading.Lock())
         self._leading = False  # a thread is writing a batch (only it uses self._conn)
         self._conn = None
@@ -405,14 +405,13 @@ class AuditLog:
         pendings = [_Pending(fields) for fields in records]
         cond = self._cond
         with cond:
-            self._queue.extend(pendings)  # queued together: written in the same batch
+            self._queue.append(pendings)  # one unit: written in one transaction, or not at all
             while not all(p.done for p in pendings):
                 if self._leading:  # a batch is being written: wait for it, then look again
                     cond.wait()
                     continue
                 self._leading = True
-                batch = self._queue[:MAX_BATCH]
-                del self._queue[:MAX_BATCH]
+                batch = self._take_batch()
                 cond.release()
                 try:
                     self._write(batch)
@@ -425,34 +424,46 @@ class AuditLog:
                 raise pending.error
         return [p.result for p in pendings]
 
-    def _write(self, batch: list[_Pending]) -> None:
-        """Commit *batch* in one transaction; on a data error, retry its records one by one so
-        one bad record cannot make the others fail. Marks every item done."""
+    def _take_batch(self) -> list[list[_Pending]]:
+        """Whole units from the queue, up to MAX_BATCH records (at least one unit, whatever its
+        size: a unit is never split across transactions). Called with the lock held."""
+        batch, size = [], 0
+        while self._queue and (not batch or size + len(self._queue[0]) <= MAX_BATCH):
+            unit = self._queue.pop(0)
+            batch.append(unit)
+            size += len(unit)
+        return batch
+
+    def _write(self, batch: list[list[_Pending]]) -> None:
+        """Commit *batch* (units of records) in one transaction; on a data error, retry its
+        units one by one so one bad unit cannot make the others fail (a unit fails whole: the
+        records of one ``record_many`` call). Marks every item done."""
+        items = [p for unit in batch for p in unit]
         try:
             try:
-                results = self._append(batch)
+                results = self._append(items)
             except StoreUnavailable:
                 raise
             except StoreError:
                 if len(batch) == 1:
                     raise
-                for item in batch:
-                    self._write([item])
+                for unit in batch:
+                    self._write([unit])
                 return
-            for item, rec in zip(batch, results, strict=True):
+            for item, rec in zip(items, results, strict=True):
                 item.result = rec
         except StoreError as e:
             err = AuditError(f"audit record not written, action refused: {e}")
             err.__cause__ = e
-            for item in batch:
+            for item in items:
                 item.error = err
         except Exception as e:  # never leave a caller waiting on an unexpected error
             err = AuditError(f"audit record not written, action refused: {type(e).__name__}: {e}")
             err.__cause__ = e
-            for item in batch:
+            for item in items:
                 item.error = err
         finally:
-            for item in batch:
+            for item in items:
                 if item.result is None and item.error is None:  # interrupted (BaseException)
                     item.error = AuditError("audit record not written, action refused: interrupted")
                 item.done = True

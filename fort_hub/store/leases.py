@@ -33,18 +33,17 @@ class QueryLeases:
             )
         )
 
-    def renew(self, replica: str, expires: dt.datetime) -> dict[str, str]:
-        """Extend every lease of *replica* to *expires*; returns ``{query_id: state}`` of its
-        queries (a final state there means another replica cancelled it)."""
+    def renew(self, replica: str, expires: dt.datetime, ids: list[str]) -> dict[str, str]:
+        """Extend *replica*'s leases on the queries *ids* (those it runs now) to *expires*;
+        returns ``{query_id: state}`` of them (a final state there means another replica
+        cancelled or failed it). A lease of a query no longer running here is not kept alive:
+        it runs out and the query is reaped."""
         ls, q = S.query_leases, S.queries
+        mine = and_(ls.c.replica == replica, ls.c.query_id.in_(ids))
         with self.store.transaction() as conn:
-            conn.execute(
-                ls.update().where(ls.c.replica == replica).values(expires=isoformat(expires))
-            )
+            conn.execute(ls.update().where(mine).values(expires=isoformat(expires)))
             rows = conn.execute(
-                select(q.c.id, q.c.state)
-                .join(ls, ls.c.query_id == q.c.id)
-                .where(ls.c.replica == replica)
+                select(q.c.id, q.c.state).join(ls, ls.c.query_id == q.c.id).where(mine)
             )
             return {r[0]: r[1] for r in rows}
 

@@ -158,10 +158,11 @@ class QueryRunner:
         """Renew this replica's leases, stop what another replica cancelled, and fail the
         queries of replicas whose leases ran out. Run every few seconds."""
         try:
-            if self._tasks:
+            ids = list(self._tasks)  # before the renewal: a query admitted meanwhile is not
+            if ids:  # in its answer, and must not be taken for one that ended elsewhere
                 expires = self.clock() + dt.timedelta(seconds=self.limits.lease_ttl)
-                states = await self.store.run(self.leases.renew, self.replica, expires)
-                for qid in list(self._tasks):
+                states = await self.store.run(self.leases.renew, self.replica, expires, ids)
+                for qid in ids:
                     # ended elsewhere: cancelled on another replica, or failed by one that
                     # found this replica's lease run out (e.g. after a long store outage)
                     if states.get(qid, "gone") not in INFLIGHT:
@@ -471,37 +472,39 @@ class QueryRunner:
         for f in claimed:
             f.claimed = True
             records.append(f.download_audit)
+        # the state first: when another replica ended the query meanwhile, its record is the
+        # truth and nothing is sent, so no download may be audited
+        saved = await self._save_final(rec, values)
         audited = None
-        if claimed:  # the state, and the completion and downloads in one audit transaction
-            saved, audited = await asyncio.gather(
-                self._save_final(rec, values), self.store.audit.arecord_many(records),
-                return_exceptions=True,
-            )  # fmt: skip
-        else:
-            saved = await self._save_final(rec, values)
+        if saved is None and claimed:  # the completion and the downloads, one transaction
+            audited = await self._audit_all(records)
+            tee.recorded(audited)  # the waiting downloaders send now (or refuse: fail closed)
         self._done.pop(rec.id, asyncio.Event()).set()  # long polls answer now
-        problem = saved or (audited if isinstance(audited, BaseException) else None)
-        if claimed:  # the waiting downloaders send now
-            tee.recorded(problem)
+        tee.recorded(saved)
         try:
             await self.store.run(self.quotas.add_scanned, rec.username, scanned)
         except StoreError as e:
             self.log.error("query %s: could not count its scanned bytes: %s", rec.id, e)
-        if not claimed:
-            if isinstance(saved, EndedElsewhere):  # that replica's record is the truth
-                if saved.reaped:  # the reaping replica audited its end
-                    tee.recorded(saved)
-                    return
-                records = [completion_record(rec, saved.state, saved.error, rows, scanned,
-                                             request_id)]  # fmt: skip
-            try:
-                await self.store.audit.arecord_many(records)
-            except StoreError as e:
-                audited = e
-        if isinstance(audited, BaseException):
+        if not (saved is None and claimed):
+            if isinstance(saved, EndedElsewhere):  # audited by the reaping replica, or as ended
+                records = [] if saved.reaped else [
+                    completion_record(rec, saved.state, saved.error, rows, scanned, request_id)
+                ]  # fmt: skip
+            audited = await self._audit_all(records[:1])  # no download was sent
+        if audited is not None:
             self.log.error("query %s finished (%s) but its audit record failed: %s", rec.id,
                            state, audited)  # fmt: skip
-        tee.recorded(saved or (audited if isinstance(audited, BaseException) else None))
+        tee.recorded(audited)
+
+    async def _audit_all(self, records: list[dict]) -> StoreError | None:
+        """Commit *records* in one audit transaction: None, or the error."""
+        if not records:
+            return None
+        try:
+            await self.store.audit.arecord_many(records)
+        except StoreError as e:
+            return e
+        return None
 
     async def _save_final(self, rec: QueryRecord, values: dict) -> Exception | None:
         """Save the final state and release the lease: None, the StoreError, or

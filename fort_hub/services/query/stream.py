@@ -64,6 +64,7 @@ class Follower:
             self.tee.cond.notify_all()
         while not self.queue.empty():
             self.queue.get_nowait()
+        self.queue.put_nowait(END)  # a get() waiting (or to come) ends instead of hanging
 
 
 class TeeSink(ResultSink):
