@@ -324,8 +324,9 @@ def test_a_follower_closed_after_the_end_was_queued_still_ends():
         tee.end()
         await asyncio.sleep(0.05)  # the end marker reaches the follower's queue
         follower.close()
-        while (item := await asyncio.wait_for(follower.get(), 5)) is not stream.END:
-            pass
+        items = [await asyncio.wait_for(follower.get(), 5)]
+        while items[-1] is not stream.END:
+            items.append(await asyncio.wait_for(follower.get(), 5))
 
     asyncio.run(main())
 
