@@ -123,7 +123,7 @@ class MyAccessPage(ServiceRoot):
             me=me,
             policy_tz=policy.tz,
             groups=[
-                {"name": g, "description": policy.groups[g].description, "expires": groups[g]}
+                {"name": g, "description": policy.groups[g].description, "expires": groups.get(g)}
                 for g in effective
             ],
             datasets=await describe_datasets(runner, policy, effective, me),

@@ -144,7 +144,7 @@ class QueryRunner:
         failed = await self.store.run(self.leases.reap, self.clock(), reason, replica)
         for rec in failed:
             self.log.warning("query %s of %s: %s", rec.id, rec.username, reason)
-            await asyncio.get_running_loop().run_in_executor(None, self.results.remove, rec.id)
+            await self._remove_result(rec.id)
             with contextlib.suppress(StoreError):
                 await self.store.audit.arecord(
                     actor=rec.username, action="query.complete", resource=rec.dataset,
@@ -153,6 +153,14 @@ class QueryRunner:
                              "bytes_scanned": 0, "replica": self.replica},
                 )  # fmt: skip
         return len(failed)
+
+    async def _remove_result(self, query_id: str) -> None:
+        """Remove a stored result; a failure (e.g. S3 unreachable) is logged, never raised: the
+        record and its audit must still be written (the orphan sweep removes it later)."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.results.remove, query_id)
+        except Exception as e:
+            self.log.error("query %s: could not remove its result: %s", query_id, e)
 
     async def heartbeat(self) -> None:
         """Renew this replica's leases, stop what another replica cancelled, and fail the
@@ -175,7 +183,7 @@ class QueryRunner:
         try:
             expired = await self.store.run(self.records.expired_results, self.clock())
             for rec in expired:
-                await asyncio.get_running_loop().run_in_executor(None, self.results.remove, rec.id)
+                await self._remove_result(rec.id)
                 await self.store.run(self.records.update, rec.id, result_path=None)
             return len(expired)
         except StoreError as e:
@@ -516,7 +524,7 @@ class QueryRunner:
             if recorded:
                 return None
             final = await self.store.run(self.records.get, rec.id)
-            await asyncio.get_running_loop().run_in_executor(None, self.results.remove, rec.id)
+            await self._remove_result(rec.id)
             if final is None:
                 return EndedElsewhere("failed", None)
             return EndedElsewhere(final.state, final.error)
