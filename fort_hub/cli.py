@@ -93,7 +93,7 @@ def _audit(args) -> int:
             seq, digest = store.audit.head()
             print(f"{seq}:{digest}")
             return 0
-        from .store.audit import is_subject
+        from .store.auditsearch import is_subject
 
         since = _utc_iso(args.since, args.timezone) if args.since else None
         out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115

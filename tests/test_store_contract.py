@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import func, select
 
 from fort_hub.store import GENESIS, Store, StoreError, compute_hash, schema
-from fort_hub.store.audit import AuditError, canonical, canonical_parts
+from fort_hub.store.audit import AuditError
+from fort_hub.store.chainformat import canonical, canonical_parts
 from fort_hub.store.memberships import Memberships
 
 UTC = dt.UTC

@@ -10,7 +10,6 @@ catches a truncated tail.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import threading
@@ -24,6 +23,8 @@ from sqlalchemy import func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import schema
+from .auditsearch import like_escape, subject_clause
+from .chainformat import canonical_parts, compute_hash
 from .core import StoreError, StoreUnavailable, _wrap, isoformat, utcnow
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ MAX_BATCH = 500
 #: carried out (e.g. a query the engine could not run); the chain hashes it like any text
 DECISIONS = ("allow", "deny", "failed")
 #: keys of ``details`` that name the user an action was done to (see :meth:`AuditLog.query`)
-SUBJECT_KEYS = ("user", "owner", "username")
 
 
 class AuditError(StoreError):
@@ -62,44 +62,6 @@ class AuditRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def canonical(fields: dict[str, Any]) -> bytes:
-    """The bytes that are hashed: every field but ``hash``, as sorted compact JSON."""
-    data = {k: v for k, v in fields.items() if k != "hash"}
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def compute_hash(fields: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical(fields)).hexdigest()
-
-
-def _enc(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def canonical_parts(fields: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
-    """:func:`canonical` of *fields* plus ``prev_hash`` and ``seq``, cut around those two
-    values: ``canonical(full) == pre + prev_hash + mid + str(seq) + suf``. Lets PostgreSQL chain
-    a record whose seq and prev_hash are only known under the lock, without re-encoding JSON."""
-    keys = sorted(
-        [*(k for k in fields if k not in ("hash", "seq", "prev_hash")), "prev_hash", "seq"]
-    )
-    parts: list[str] = []
-    cur = "{"
-    for i, key in enumerate(keys):
-        cur += ("," if i else "") + _enc(key) + ":"
-        if key == "prev_hash":
-            parts.append(cur + '"')
-            cur = '"'
-        elif key == "seq":
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += _enc(fields[key])
-    parts.append(cur + "}")
-    pre, mid, suf = (p.encode() for p in parts)
-    return pre, mid, suf
 
 
 #: connections inherited over fork: kept referenced so they are never closed from the child
@@ -251,34 +213,6 @@ def _fields(
         "request_id": str(request_id or uuid.uuid4().hex)[: MAX_FIELD["request_id"]],
         "client": str(client or "")[: MAX_FIELD["client"]],
     }
-
-
-def _like_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def is_subject(rec: AuditRecord, user: str) -> bool:
-    """True when *rec* describes something done to *user* (the Python twin of
-    :func:`subject_clause`, for readers that walk the chain)."""
-    res = rec.resource
-    if res.endswith(f"/members/{user}") or res.startswith(f"server:{user}/"):
-        return True
-    return any(rec.details.get(k) == user for k in SUBJECT_KEYS)
-
-
-def subject_clause(t, user: str):
-    """SQL: the record describes something done to *user*: the resource is their membership
-    (``groups/G/members/USER``) or server (``server:USER/...``), or ``details`` names them under
-    one of :data:`SUBJECT_KEYS` (details are stored as sorted JSON with ``": "`` separators)."""
-    u = _like_escape(user)
-    conds = [
-        t.c.resource.like(f"%/members/{u}", escape="\\"),
-        t.c.resource.like(f"server:{u}/%", escape="\\"),
-    ]
-    for key in SUBJECT_KEYS:
-        pattern = _like_escape(json.dumps({key: user})[1:-1])
-        conds.append(t.c.details.like(f"%{pattern}%", escape="\\"))
-    return or_(*conds)
 
 
 class AuditLog:
@@ -572,7 +506,7 @@ class AuditLog:
         if actor:
             stmt = stmt.where(t.c.actor == actor)
         if action:
-            stmt = stmt.where(t.c.action.like(_like_escape(action) + "%", escape="\\"))
+            stmt = stmt.where(t.c.action.like(like_escape(action) + "%", escape="\\"))
         if resource:
             stmt = stmt.where(t.c.resource == resource)
         if since:
