@@ -134,9 +134,15 @@ def test_large_result_streams_and_the_stored_copy_matches(tmp_path, sqlite_url):
         assert table.num_rows == 200
         qid = fort.history()[0]["id"]
         assert fort.results(qid).equals(table)  # the stored copy, written beside the stream
-        records, verified = audit(env)
+        # the completion's record is written after the stream's end (not an action's gate)
+        deadline = time.monotonic() + 10
+        while True:
+            records, verified = audit(env)
+            mine = [a for a in records if a.details.get("query_id") == qid]
+            if len(mine) == 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert verified.ok
-        mine = [a for a in records if a.details.get("query_id") == qid]
         assert mine[0].action == "query.submit" and sorted(a.action for a in mine[1:]) == [
             "query.complete", "query.download", "query.download"
         ]  # fmt: skip
