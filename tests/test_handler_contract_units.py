@@ -49,3 +49,22 @@ def test_trusted_proxies_are_validated_naming_the_setting():
         FortServiceApp(config=c)
     with pytest.raises(ValueError, match=re.escape("'300.1.1.1'")):
         parse_networks(["300.1.1.1"])
+
+
+@pytest.mark.parametrize(
+    ("raw", "deep"),
+    [
+        (b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, True),
+        (b"[" * 33 + b"]" * 33, True),
+        (b"[" * 32 + b"]" * 32, False),
+        (b'{"sql": "' + b"[" * 100 + b'", "x": [1, [2]]}', False),  # brackets in a string
+        (b'{"a": "\\\\"}' + b"[]" * 50, False),  # an escaped backslash ends its string
+        (b'{"a": "\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', False),  # an escaped quote does not
+    ],
+)
+def test_nesting_is_measured_before_parsing(raw, deep):
+    """A deep body is refused before json.loads recurses (a garbage-collector finalizer run
+    a thousand frames deep failed with RecursionError: a CI flake)."""
+    from fort_hub.services.handler import nesting_exceeds
+
+    assert nesting_exceeds(raw, 32) is deep

@@ -87,6 +87,24 @@ class ServiceError(web.HTTPError):
         return self.status_code
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+def nesting_exceeds(raw: bytes, limit: int) -> bool:
+    """True when the JSON text *raw* nests arrays and objects deeper than *limit*, found
+    before parsing: a deep body made ``json.loads`` recurse a thousand frames, where a
+    finalizer the garbage collector ran could fail with RecursionError of its own."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for c in _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS):
+        depth += 1 if c in b"[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
 def _depth_ok(value: Any, limit: int) -> bool:
     """True when *value* nests at most *limit* containers deep (iterative: no recursion)."""
     stack = [(value, 1)]
@@ -297,8 +315,11 @@ class FortHandler(HubOAuthenticated, web.RequestHandler):
         ctype = self.request.headers.get("Content-Type", "application/json")
         if "json" not in ctype:
             raise ServiceError(415, "send a JSON body (Content-Type: application/json)")
+        raw = self.request.body or b"{}"
+        if nesting_exceeds(raw, MAX_JSON_DEPTH):
+            raise ServiceError(400, f"the body is nested deeper than {MAX_JSON_DEPTH} levels")
         try:
-            body = json.loads(self.request.body or b"{}")
+            body = json.loads(raw)
         except RecursionError:
             raise ServiceError(400, "the body is nested too deeply") from None
         except ValueError as e:
