@@ -124,3 +124,17 @@ def fort_stack(tmp_path_factory):
 
     with FortStack(tmp_path_factory.mktemp("fort-stack")) as stack:
         yield stack
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    """moto's server on a free port of 127.0.0.1 (STS, S3, IAM, Athena), one per test module."""
+    from moto.server import ThreadedMotoServer
+
+    from tests.hubproc import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

@@ -28,17 +28,6 @@ from tests.hubproc import free_port
 ARN = "arn:aws:iam::123456789012:role/fort-urls-study"
 
 
-@pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def aws_env(monkeypatch, moto_url):
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)

@@ -18,21 +18,9 @@ from fort_hub.services.query.engines.athena import AthenaEngine
 from fort_hub.services.query.engines.base import EngineError, EngineJob, QueryCancelled
 from fort_hub.services.query.engines.duckdb import DuckDBEngine
 from fort_hub.services.query.results import FileSink
-from tests.hubproc import free_port
 from tests.query_support import make_datasets
 
 ROLE = "arn:aws:iam::123456789012:role/fort-urls-study"
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from fort_hub import scopes
 from fort_hub.services.query.runner import LOST_REASON
 from fort_hub.store import Store
 from tests.conftest import EXAMPLE_POLICY, PG_URL, require_postgres
-from tests.hubproc import free_port
 from tests.query_support import ADMIN, USE, FakeHubApi, make_datasets
 from tests.replicas import ReplicatedService, service_env
 
@@ -43,17 +42,6 @@ def pg_schema_url():
     yield f"{PG_URL}{sep}options=-csearch_path%3D{name}"
     with psycopg.connect(raw, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{name}" CASCADE')
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")

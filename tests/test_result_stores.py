@@ -14,20 +14,8 @@ from fort_hub.services.query import results as R
 from fort_hub.services.query.engines.base import ResultTooLarge
 from fort_hub.services.query.results import LocalResultStore, ResultStore
 from fort_hub.services.query.results_s3 import S3ResultStore
-from tests.hubproc import free_port
 
 QID, OTHER = "a" * 32, "b" * 32
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture
