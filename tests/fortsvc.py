@@ -16,12 +16,16 @@ from tests.hubproc import RunningHub, free_port
 
 
 class ServiceThread:
-    """Runs ``app.start_serving()`` on a private event loop in a daemon thread."""
+    """Runs ``app.start_serving()`` on a private event loop in a daemon thread.
+
+    ``stop()`` returns once the service stopped listening and its thread ended (else it raises):
+    a service left running could answer, or hold a port, for a later test."""
 
     def __init__(self, app):
         self.app = app
         self.ready = threading.Event()
         self.error: BaseException | None = None
+        self.stopped = False
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
@@ -30,10 +34,13 @@ class ServiceThread:
                 await self.app.start_serving()
             except BaseException as e:
                 self.error = e
-                self.ready.set()
+                if getattr(self.app, "http_server", None) is not None:
+                    self.app.http_server.stop()
                 raise
-            self.ready.set()
-            await self.app._stopping.wait()
+            finally:
+                self.ready.set()
+            if not self.stopped:  # else stop() came while it started: it stops at once
+                await self.app._stopping.wait()
             await self.app.shutdown()
 
         asyncio.run(main())
@@ -46,12 +53,16 @@ class ServiceThread:
     def start(self):
         self.thread.start()
         if not self.ready.wait(30) or self.error:
+            self.stopped = True  # a service that comes up late must not bind a port then
             raise RuntimeError(f"service did not start: {self.error}")
         return self
 
-    def stop(self):
+    def stop(self, timeout: float = 30):
+        self.stopped = True
         self.app.stop()
-        self.thread.join(15)
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise RuntimeError(f"{self.app.service_name} did not stop within {timeout} s")
 
 
 class ServiceSlot:

@@ -18,6 +18,7 @@ from tornado.httpserver import HTTPServer
 from traitlets.config import Config
 
 from fort_hub import scopes
+from fort_hub.config import shared_store
 from fort_hub.services.query import QueryService
 from tests.conftest import EXAMPLE_POLICY
 from tests.fortsvc import ServiceThread
@@ -39,7 +40,8 @@ class _UserHandler(web.RequestHandler):
 
 
 class FakeHubApi:
-    """``/hub/api/user`` answering for a fixed token table, on its own thread and loop."""
+    """``/hub/api/user`` answering for a fixed token table, on its own thread and loop, until
+    ``stop()``."""
 
     def __init__(self, tokens: dict[str, tuple[str, list[str]]]):
         self.tokens = {
@@ -49,17 +51,36 @@ class FakeHubApi:
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/hub/api"
         self._ready = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-        self._ready.wait(10)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the fake hub API did not start")
 
     def _run(self):
         async def main():
             app = web.Application([("/hub/api/user", _UserHandler)], tokens=self.tokens)
-            HTTPServer(app).listen(self.port, "127.0.0.1")
+            server = HTTPServer(app)
+            server.listen(self.port, "127.0.0.1")
+            self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
             self._ready.set()
-            await asyncio.Event().wait()
+            await self._stopping.wait()
+            server.stop()
+            await server.close_all_connections()
 
         asyncio.run(main())
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(15)
+        if self._thread.is_alive():
+            raise RuntimeError("the fake hub API did not stop")
 
 
 def make_datasets(folder: Path, rows: int = 200) -> None:
@@ -155,18 +176,28 @@ class QueryEnv:
         return c
 
     def start(self) -> QueryEnv:
+        if not self.hub.running:  # started again after stop()
+            self.hub = FakeHubApi(TOKENS)
         self.app = QueryService(config=self.config())
         self.app.initialize([])
         self.thread = ServiceThread(self.app).start()
         return self
 
-    def stop(self) -> None:
+    def _stop_service(self) -> None:
         if self.thread:
             self.thread.stop()
             self.thread = None
 
+    def stop(self) -> None:
+        """Stop the service and the fake hub, and close the store's connections: nothing of
+        this environment (thread, listening port, descriptor) outlives it."""
+        self._stop_service()
+        self.hub.stop()
+        shared_store(self.store_url).dispose()
+
     def restart(self) -> QueryEnv:
-        self.stop()
+        """Stop and start the service (the fake hub and the store stay)."""
+        self._stop_service()
         return self.start()
 
     # ----- HTTP helpers -------------------------------------------------------------------------

@@ -1,9 +1,17 @@
 """The test harness itself: a real hub starts and answers; the PostgreSQL schema fixture works."""
 
+import contextlib
+import os
+import socket
+import threading
+import types
+
 import requests
 
 from fort_hub.store import Store
+from tests import hubproc
 from tests.hubproc import RunningHub
+from tests.query_support import QueryEnv
 
 
 def test_real_hub_starts_with_python_chp(tmp_path):
@@ -20,3 +28,61 @@ def test_store_schema_is_idempotent(store_url):
     s = Store(store_url)  # second creation must not fail
     s.audit.record("svc", "test.action", "r", "allow", "because")
     assert s.audit.verify().ok
+
+
+def _descriptors() -> dict[str, str]:
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    return found
+
+
+def _refused(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_query_env_leaves_no_thread_port_or_descriptor_behind(tmp_path):
+    """A stopped QueryEnv kept its fake hub API listening (a thread and a port per test), the
+    service's HTTP session to the hub (JupyterHub 6: aiohttp with c-ares' threads, epoll,
+    inotify and pipes) and the store's SQLite connections: some 16 descriptors per test, past
+    1,023 in a full run, and threads holding ports other tests' services were given."""
+
+    def cycle(folder):
+        env = QueryEnv(folder, f"sqlite:///{folder / 'fort.sqlite'}").start()
+        assert env.run("SELECT 1 AS x")["state"] == "succeeded"  # the hub API is asked
+        env.restart()
+        assert env.run("SELECT 1 AS x")["state"] == "succeeded"
+        env.stop()
+        return env
+
+    cycle(tmp_path / "first")  # process-wide singletons (e.g. pycares' reaper thread) start
+    fds, threads = _descriptors(), set(threading.enumerate())
+    env = cycle(tmp_path / "second")
+    assert {k: v for k, v in _descriptors().items() if fds.get(k) != v} == {}
+    assert [t.name for t in threading.enumerate() if t not in threads] == []
+    assert _refused(env.port) and _refused(env.hub.port)
+
+
+def test_free_port_never_hands_out_a_port_twice(monkeypatch):
+    """The kernel gives a free port out again at once; a port chosen earlier could then be
+    bound late by a service of an earlier test while a later test's service wants it."""
+    fresh = iter([41001, 41001, 41002, 41001, 41003])
+
+    class Probe:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def bind(self, address):
+            self.port = next(fresh)
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(hubproc, "socket", types.SimpleNamespace(socket=Probe))
+    monkeypatch.setattr(hubproc, "_handed_out", set())
+    assert [hubproc.free_port() for _ in range(3)] == [41001, 41002, 41003]

@@ -105,6 +105,7 @@ def stack(tmp_path_factory, pg_schema_url, moto_url):
     finally:
         for s in services.values():
             s.stop()
+        hub.stop()
 
 
 def _keys(aws: dict) -> dict:

@@ -122,6 +122,18 @@ class HubApi:
         return json.loads(resp.body) if resp.body else None
 
 
+async def close_hub_http_client() -> None:
+    """Close the HTTP session JupyterHub's ``HubAuth`` opened on this event loop (JupyterHub
+    6: one aiohttp session per loop, kept until closed, with its DNS resolver's threads and
+    descriptors; JupyterHub 5 uses tornado's client and holds nothing)."""
+    try:
+        from jupyterhub.httpclient import JupyterHubHTTPClient
+    except ImportError:
+        return
+    if JupyterHubHTTPClient.initialized():
+        await JupyterHubHTTPClient.loop_instance().close()
+
+
 def log_request(handler: web.RequestHandler) -> None:
     """Access log without query strings (they may hold tokens)."""
     status = handler.get_status()
@@ -436,6 +448,7 @@ class FortServiceApp(Application, FortSettings):
         self._policy_timer.stop()
         self.http_server.stop()
         await self.http_server.close_all_connections()
+        await close_hub_http_client()
 
     def stop(self) -> None:
         """Thread-safe request to stop :meth:`serve`."""
