@@ -5,6 +5,7 @@ the same directory or bucket stand for two replicas of fort-query."""
 from __future__ import annotations
 
 import os
+import time
 
 import boto3
 import pyarrow as pa
@@ -114,6 +115,19 @@ def test_caps_discard_and_remove(replicas):
         R.page(reader, QID, 0, 1)
 
 
+def test_a_result_discarded_after_its_commit_is_gone_for_every_replica(replicas):
+    """A query cancelled at its very end: the runner discards a sink already committed. The S3
+    sink removed only its spool files, and the uploaded result stayed until an orphan sweep."""
+    writer, reader = replicas
+    sink = writer.sink(QID, 100, 10**6)
+    sink.write(table(3).to_batches()[0])
+    sink.commit()
+    assert reader.exists(QID)
+    sink.discard()
+    assert not reader.exists(QID) and not writer.exists(QID)
+    assert reader.ids() == set()
+
+
 def test_ids_and_orphan_sweep(replicas):
     writer, reader = replicas
     write(writer, QID, table(1))
@@ -130,3 +144,38 @@ def test_ids_and_orphan_sweep(replicas):
 def test_s3_store_needs_a_bucket(aws_env):
     with pytest.raises(ValueError, match=r"S3ResultStore\.bucket"):
         S3ResultStore()
+
+
+def test_s3_sweep_removes_only_stale_spool_files_of_no_live_sink(tmp_path, aws_env, moto_url):
+    """Spool files a crash left mid-write (``.partial``) or mid-upload were never removed."""
+    bucket = f"fort-results-{os.urandom(4).hex()}"
+    boto3.client("s3", endpoint_url=moto_url).create_bucket(Bucket=bucket)
+    spool = tmp_path / "spool"
+    store = S3ResultStore(bucket=bucket, endpoint_url=moto_url, spool_dir=str(spool))
+    try:
+        old = time.time() - store.spool_max_age - 60
+        crashed = [spool / f"{'c' * 32}.arrows.partial", spool / f"{'d' * 32}.arrows"]
+        fresh = spool / f"{'e' * 32}.arrows.partial"  # e.g. another replica's, writing now
+        other = spool / "notes.txt"
+        for f in (*crashed, fresh, other):
+            f.write_bytes(b"x")
+        for f in (*crashed, other):
+            os.utime(f, (old, old))
+        live = store.sink(QID, 10, 10**6)  # a query of this process, quiet for a long time
+        live.write(table(1).to_batches()[0])
+        os.utime(live.spool, (old, old))
+        assert store.sweep_orphans(set) == 2
+        assert sorted(p.name for p in spool.iterdir()) == sorted(
+            [fresh.name, other.name, os.path.basename(live.spool)]
+        )
+        live.commit()  # its own upload is unaffected
+        assert store.exists(QID) and not os.path.exists(live.spool)
+        os.utime(fresh, (old, old))
+        assert store.sweep_spool() == 1 and sorted(p.name for p in spool.iterdir()) == [other.name]
+    finally:
+        store.close()
+
+
+def test_s3_spool_max_age_must_be_positive(aws_env):
+    with pytest.raises(ValueError, match="spool_max_age"):
+        S3ResultStore(bucket="b", spool_max_age=0)

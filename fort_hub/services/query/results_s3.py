@@ -6,6 +6,10 @@ read it there, on the replica running it), then uploaded to ``s3://<bucket>/<pre
 when it is complete and the spool file removed. Downloads stream the object in chunks; JSON
 pages and CSV decode it batch by batch. Give the bucket a lifecycle rule a little longer than
 `QueryService.result_ttl` as a backstop; fort-query removes expired results itself.
+
+A sink discarded after its upload (a query cancelled at its very end) deletes the object. Spool
+files a crash left behind (no live sink of this process, untouched for `spool_max_age`) are
+removed by the orphan sweep at start.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
+import time
 from typing import Any, BinaryIO
 
-from traitlets import Unicode, default, validate
+from traitlets import Float, Unicode, default, validate
 
 from .results import SUFFIX, FileSink, ResultStore
 
@@ -29,15 +35,32 @@ class S3Sink(FileSink):
         super().__init__(os.path.join(store.spool_dir, query_id + SUFFIX), max_rows, max_bytes)
         self.store = store
         self.query_id = query_id
+        self.uploading = False
+        store.sink_opened(self.path)
 
     def commit(self) -> str:
         path = super().commit()
+        self.uploading = True  # from here on, discard() deletes the object too
         try:
             self.store.client.upload_file(path, self.store.bucket, self.store.key(self.query_id))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
+            self.store.sink_closed(self.path)
         return self.store.location(self.query_id)
+
+    def discard(self) -> None:
+        """Drop the spool files and, once uploaded, the object (a failure to delete it is
+        logged: the orphan sweep removes it later)."""
+        super().discard()
+        self.store.sink_closed(self.path)
+        if self.uploading:
+            try:
+                self.store.client.delete_object(
+                    Bucket=self.store.bucket, Key=self.store.key(self.query_id)
+                )
+            except Exception as e:  # boto's errors: S3 unreachable or refusing
+                self.store.log.warning("result of %s not deleted: %s", self.query_id, e)
 
 
 class S3ResultStore(ResultStore):
@@ -85,9 +108,27 @@ class S3ResultStore(ResultStore):
         """,
     ).tag(config=True)
 
+    spool_max_age = Float(
+        24 * 3600,
+        help="""Seconds after which a spool file no sink of this process writes is taken for
+        one a crash left behind, and removed by the orphan sweep at start. Keep it longer than
+        `QueryService.query_timeout` plus an upload: replicas on one machine may share the
+        spool directory, and a running query's spool file is not touched while the engine
+        computes.
+
+            c.S3ResultStore.spool_max_age = 6 * 3600
+        """,
+    ).tag(config=True)
+
     @default("spool_dir")
     def _default_spool_dir(self):
         return os.path.join(tempfile.gettempdir(), "fort-query-spool")
+
+    @validate("spool_max_age")
+    def _positive_age(self, proposal):
+        if proposal["value"] <= 0:
+            raise ValueError("S3ResultStore.spool_max_age must be positive")
+        return proposal["value"]
 
     @validate("prefix")
     def _prefix(self, proposal):
@@ -110,6 +151,16 @@ class S3ResultStore(ResultStore):
         if self.endpoint_url:
             kwargs["endpoint_url"] = self.endpoint_url
         self.client = boto3.client("s3", **kwargs)
+        self._open_sinks: set[str] = set()
+        self._sinks_lock = threading.Lock()
+
+    def sink_opened(self, path: str) -> None:
+        with self._sinks_lock:
+            self._open_sinks.add(path)
+
+    def sink_closed(self, path: str) -> None:
+        with self._sinks_lock:
+            self._open_sinks.discard(path)
 
     def key(self, query_id: str) -> str:
         return f"{self.prefix}{query_id}{SUFFIX}"
@@ -148,6 +199,34 @@ class S3ResultStore(ResultStore):
                 if name.endswith(SUFFIX) and "/" not in name:
                     out.add(name[: -len(SUFFIX)])
         return out
+
+    def sweep_orphans(self, known) -> int:
+        """The bucket's orphans (see :meth:`ResultStore.sweep_orphans`), then the stale spool
+        files (:meth:`sweep_spool`); returns how many of both were removed."""
+        return super().sweep_orphans(known) + self.sweep_spool()
+
+    def sweep_spool(self, now: float | None = None) -> int:
+        """Remove the spool files of no live sink here, untouched for `spool_max_age`."""
+        cutoff = (time.time() if now is None else now) - self.spool_max_age
+        removed = 0
+        with self._sinks_lock:
+            live = set(self._open_sinks)
+        with os.scandir(self.spool_dir) as entries:
+            for entry in entries:
+                path = entry.path.removesuffix(".partial")
+                if (
+                    not path.endswith(SUFFIX)
+                    or path in live
+                    or not entry.is_file(follow_symlinks=False)
+                ):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat().st_mtime < cutoff:
+                        os.remove(entry.path)
+                        removed += 1
+        if removed:
+            self.log.warning("removed %d stale spool file(s) from %s", removed, self.spool_dir)
+        return removed
 
     def _missing(self, error, query_id: str) -> Exception:
         code = str(error.response.get("Error", {}).get("Code", ""))
