@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import time
+from urllib.parse import urljoin
 
 import pyarrow as pa
 import pytest
@@ -61,6 +62,18 @@ def test_query_results_in_three_formats_and_paging(env):
     assert env.get(f"queries/{q['id']}/results?page_token=abc").status_code == 400
     actions = {a for a, _, _ in audit_actions(env, "alice")}
     assert {"query.submit", "query.complete", "query.download"} <= actions
+
+
+def test_submit_location_is_the_query_url(env):
+    """It was '/services/fort-query/api%2Fv1%2Fqueries/<id>': the slashes escaped, so
+    following it led nowhere."""
+    r = env.post("SELECT 1 AS x")
+    assert r.status_code == 202, r.text
+    qid = r.json()["id"]
+    assert r.headers["Location"] == f"/services/fort-query/api/v1/queries/{qid}"
+    followed = requests.get(urljoin(env.base, r.headers["Location"]), headers=env.h(), timeout=30)
+    assert followed.status_code == 200 and followed.json()["id"] == qid
+    env.wait(qid)
 
 
 def test_refusals_are_audited_with_reason(env):

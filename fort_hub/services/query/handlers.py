@@ -104,7 +104,7 @@ class QueriesHandler(QueryHandlerBase):
         )
         if wait and ARROW in self.request.headers.get("Accept", ""):
             self.follower = self.runner.follow(rec.id)  # no await since submit(): none missed
-        self.set_header("Location", self.app.service_url("api/v1/queries", rec.id))
+        self.set_header("Location", self.app.service_url("api", "v1", "queries", rec.id))
         self.set_header("X-Fort-Query-Id", rec.id)
         if self.follower is None:
             if wait:  # no Arrow asked for: the query's record once it finished
