@@ -97,7 +97,7 @@ def load_roles(admin_group: str = "admins", services: tuple[str, ...] = SERVICES
             "scopes": [
                 "admin:groups",
                 "list:users",
-                "read:users",
+                "read:users:name",  # it reads the hub's user names only
                 "read:users:groups",
                 GROUPS_AUDIT,
             ],

@@ -45,7 +45,7 @@ def env(tmp_path_factory):
         r = requests.post(hub.api("groups/other"), json={"users": ["alice"]},
                           headers=hub.admin_headers, timeout=30)  # fmt: skip
         assert r.status_code == 201, r.text
-        yield {"hub": hub, "app": app, "svc": svc, "policy": policy, "query": query}
+        yield {"hub": hub, "app": app, "svc": svc, "policy": policy, "query": query, "slot": slot}
     finally:
         svc.stop()
         hub.stop()
@@ -89,6 +89,20 @@ def test_start_creates_and_fills_policy_groups(env):
         action="groups.add", resource="groups/admins/members/admin"
     )
     assert acts and acts[0].actor == "fort-groups"
+
+
+def test_the_service_token_reads_user_names_only(env):
+    """fort-groups reads the hub's user names (and groups); its role had `read:users`, every
+    field of every user model (last activity, servers' state...). The reconciliation of
+    test_start_creates_and_fills_policy_groups works with the narrower scope."""
+    r = requests.get(env["hub"].api("user"), headers=auth(env["slot"].token), timeout=30)
+    assert r.status_code == 200, r.text
+    held = set(r.json()["scopes"])
+    assert {"list:users", "read:users:name"} <= held
+    assert not {"read:users", "read:users:activity", "admin:users"} & held
+    users = requests.get(env["hub"].api("users"), headers=auth(env["slot"].token), timeout=30)
+    assert users.status_code == 200 and "alice" in {u["name"] for u in users.json()}
+    assert all("last_activity" not in u for u in users.json())
 
 
 def test_policy_change_adds_and_removes(env):
