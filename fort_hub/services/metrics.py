@@ -123,7 +123,8 @@ class QueryMetrics(ServiceMetrics):
         )
         self.inflight = Gauge(
             "fort_query_queue_depth",
-            "Queries admitted and not yet finished in this process (queued or running)",
+            "Queries this replica admitted and has not finished (queued or running); each"
+            " replica counts only its own: sum over replicas for the deployment's",
             ["engine"],
             registry=r,
         )
