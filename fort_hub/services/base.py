@@ -122,16 +122,22 @@ class HubApi:
         return json.loads(resp.body) if resp.body else None
 
 
-async def close_hub_http_client() -> None:
-    """Close the HTTP session JupyterHub's ``HubAuth`` opened on this event loop (JupyterHub
-    6: one aiohttp session per loop, kept until closed, with its DNS resolver's threads and
-    descriptors; JupyterHub 5 uses tornado's client and holds nothing)."""
+def hub_http_client() -> Any:
+    """This event loop's client of JupyterHub 6's ``HubAuth`` (an aiohttp session per loop,
+    kept until closed, with its DNS resolver's threads and descriptors), or None (JupyterHub 5
+    uses tornado's client and holds nothing)."""
     try:
         from jupyterhub.httpclient import JupyterHubHTTPClient
     except ImportError:
-        return
-    if JupyterHubHTTPClient.initialized():
-        await JupyterHubHTTPClient.loop_instance().close()
+        return None
+    return JupyterHubHTTPClient.loop_instance()
+
+
+async def close_hub_http_client(taken_at_start: Any) -> None:
+    """Close the client taken at start and the one ``HubAuth`` would use now (they differ when
+    another service of this process, holding the global one, stopped first)."""
+    for client in {id(c): c for c in (taken_at_start, hub_http_client()) if c}.values():
+        await client.close()
 
 
 def log_request(handler: web.RequestHandler) -> None:
@@ -417,6 +423,7 @@ class FortServiceApp(Application, FortSettings):
         self.http_server.listen(u.port, u.hostname or "127.0.0.1")
         self.loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        self._hub_http = hub_http_client()  # before any request: the one HubAuth will use
         watcher = shared_watcher(self.policy_file)
         watcher.on_change(
             lambda policy: self.loop.call_soon_threadsafe(self._policy_changed, policy)
@@ -448,7 +455,7 @@ class FortServiceApp(Application, FortSettings):
         self._policy_timer.stop()
         self.http_server.stop()
         await self.http_server.close_all_connections()
-        await close_hub_http_client()
+        await close_hub_http_client(self._hub_http)
 
     def stop(self) -> None:
         """Thread-safe request to stop :meth:`serve`."""
