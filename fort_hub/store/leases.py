@@ -48,9 +48,13 @@ class QueryLeases:
             return {r[0]: r[1] for r in rows}
 
     def release(self, query_id: str) -> None:
-        ls = S.query_leases
         with self.store.transaction() as conn:
-            conn.execute(ls.delete().where(ls.c.query_id == query_id))
+            self.release_in(conn, query_id)
+
+    def release_in(self, conn, query_id: str) -> None:
+        """:meth:`release` inside the caller's transaction *conn* (e.g. the final state's)."""
+        ls = S.query_leases
+        conn.execute(ls.delete().where(ls.c.query_id == query_id))
 
     def reap(self, now: dt.datetime, reason: str, replica: str | None = None) -> list[QueryRecord]:
         """Fail the in-flight queries whose lease ran out, that have none (left by a version

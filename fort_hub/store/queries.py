@@ -105,12 +105,18 @@ class QueryRecords:
     def update(self, query_id: str, only_if_state: tuple[str, ...] = (), **values: Any) -> bool:
         """Set *values*; with *only_if_state*, only while the record is in one of those states
         (so a late finish cannot overwrite a cancellation). Returns whether a row changed."""
+        with self.store.transaction() as conn:
+            return self.update_in(conn, query_id, only_if_state, **values)
+
+    def update_in(
+        self, conn, query_id: str, only_if_state: tuple[str, ...] = (), **values: Any
+    ) -> bool:
+        """:meth:`update` inside the caller's transaction *conn*."""
         t = S.queries
         stmt = t.update().where(t.c.id == query_id).values(**values)
         if only_if_state:
             stmt = stmt.where(t.c.state.in_(only_if_state))
-        with self.store.transaction() as conn:
-            return (conn.execute(stmt).rowcount or 0) > 0
+        return (conn.execute(stmt).rowcount or 0) > 0
 
     def expired_results(self, now: dt.datetime) -> list[QueryRecord]:
         t = S.queries

@@ -88,10 +88,12 @@ class Quotas:
         window, _ = day_window(self.clock())
         self.store.usage.add(username, QUERIES, window, -1)
 
-    def add_scanned(self, username: str, nbytes: int) -> None:
+    def add_scanned_in(self, conn, username: str, nbytes: int) -> None:
+        """Count *nbytes* scanned by a query of *username* today, inside the caller's
+        transaction *conn* (the query's final state's)."""
         if nbytes > 0:
             window, _ = day_window(self.clock())
-            self.store.usage.add(username, BYTES, window, int(nbytes))
+            self.store.usage.add_in(conn, username, BYTES, window, int(nbytes))
 
     def usage(self, username: str, quota: Quota, inflight: int) -> dict[str, Any]:
         window, resets = day_window(self.clock())

@@ -456,11 +456,10 @@ class QueryRunner:
             self._done.pop(rec.id, asyncio.Event()).set()
 
     async def _finish(self, rec, state, errors, outcome, tee: TeeSink, request_id, started):
-        """Record the final state, the scanned bytes and the completion's audit record;
-        *errors* is (message, the engine's original or None). A downloader still waiting for a
-        small result (:mod:`.stream`) has its download's audit record committed in the same
-        transaction as the completion's, while the state is saved: it sends the result once
-        both are committed (fail closed)."""
+        """Record the final state, the scanned bytes and the completion's audit record in one
+        transaction; *errors* is (message, the engine's original or None). A downloader still
+        waiting for a small result (:mod:`.stream`) has its download's audit record committed
+        in that same transaction: it sends the result once it is committed (fail closed)."""
         now, rows = self.clock(), tee.rows
         scanned = outcome.bytes_scanned if outcome else 0
         error, detail = errors
@@ -473,36 +472,25 @@ class QueryRunner:
             values["result_path"] = self.results.location(rec.id)
             values["expires"] = isoformat(now + dt.timedelta(seconds=self.limits.result_ttl))
         records = [completion_record(rec, state, error, rows, scanned, request_id)]
-        claimed = [
-            f for f in tee.followers
-            if state == "succeeded" and f.download_audit and not (f.closed or f.streaming)
-        ]  # fmt: skip
-        for f in claimed:
-            f.claimed = True
-            records.append(f.download_audit)
-        # the state first: when another replica ended the query meanwhile, its record is the
-        # truth and nothing is sent, so no download may be audited
-        saved = await self._save_final(rec, values)
-        audited = None
-        if saved is None and claimed:  # the completion and the downloads, one transaction
-            audited = await self._audit_all(records)
-            tee.recorded(audited)  # the waiting downloaders send now (or refuse: fail closed)
+        for f in tee.followers:
+            if state == "succeeded" and f.download_audit and not (f.closed or f.streaming):
+                f.claimed = True
+                records.append(f.download_audit)
+        saved, failed = await self._save_final(rec, values, scanned, records)
+        if failed is not None:  # the downloads were not audited: nothing is sent (fail closed)
+            tee.recorded(failed)
         self._done.pop(rec.id, asyncio.Event()).set()  # long polls answer now
-        tee.recorded(saved)
-        try:
-            await self.store.run(self.quotas.add_scanned, rec.username, scanned)
-        except StoreError as e:
-            self.log.error("query %s: could not count its scanned bytes: %s", rec.id, e)
-        if not (saved is None and claimed):
-            if isinstance(saved, EndedElsewhere):  # audited by the reaping replica, or as ended
-                records = [] if saved.reaped else [
-                    completion_record(rec, saved.state, saved.error, rows, scanned, request_id)
-                ]  # fmt: skip
-            audited = await self._audit_all(records[:1])  # no download was sent
+        tee.recorded(saved)  # the waiting downloaders send now (or answer with the record)
+        if saved is None and failed is None:
+            return  # the state and every record committed together
+        if isinstance(saved, EndedElsewhere):  # audited by the reaping replica, or as ended
+            records = [] if saved.reaped else [
+                completion_record(rec, saved.state, saved.error, rows, scanned, request_id)
+            ]  # fmt: skip
+        audited = await self._audit_all(records[:1])  # no download was sent
         if audited is not None:
             self.log.error("query %s finished (%s) but its audit record failed: %s", rec.id,
                            state, audited)  # fmt: skip
-        tee.recorded(audited)
 
     async def _audit_all(self, records: list[dict]) -> StoreError | None:
         """Commit *records* in one audit transaction: None, or the error."""
@@ -514,24 +502,47 @@ class QueryRunner:
             return e
         return None
 
-    async def _save_final(self, rec: QueryRecord, values: dict) -> Exception | None:
-        """Save the final state and release the lease: None, the StoreError, or
-        :class:`EndedElsewhere` when another replica ended the query meanwhile (its record is
-        the truth; the result written here is removed)."""
+    async def _save_final(self, rec: QueryRecord, values: dict, scanned: int, records: list):
+        """Save the final state *values* (only while the query is in flight: another replica
+        may have ended it), release the lease and count the scanned bytes, with *records* (the
+        completion's and the claimed downloads' audit records) in the same transaction.
+
+        Returns ``(saved, failed)``: *saved* is None once the state is saved, the StoreError,
+        or :class:`EndedElsewhere` when another replica ended the query meanwhile (its record
+        is the truth: no record of *records* is written, the result written here is removed);
+        *failed* is None when *records* were committed with the state (or not needed), else
+        the error: the state was then saved alone, without any record."""
+
+        def change(conn) -> bool:
+            saved = self.records.update_in(conn, rec.id, INFLIGHT, **values)
+            self.leases.release_in(conn, rec.id)
+            self.quotas.add_scanned_in(conn, rec.username, scanned)
+            return saved
+
+        def alone() -> bool:
+            with self.store.transaction() as conn:
+                return change(conn)
+
+        failed = None
         try:
-            recorded = await self.store.run(self.records.update, rec.id, INFLIGHT, **values)
-            await self.store.run(self.leases.release, rec.id)
+            try:
+                recorded, _ = await self.store.run(self.store.audit.record_with, change, records)
+            except StoreError as e:  # the audit records (or the state) could not be committed
+                self.log.error("query %s: its audit records could not be committed (%s); its "
+                               "state is saved alone", rec.id, e)  # fmt: skip
+                failed = e
+                recorded = await self.store.run(alone)
             if recorded:
-                return None
+                return None, failed
             final = await self.store.run(self.records.get, rec.id)
             await self._remove_result(rec.id)
             if final is None:
-                return EndedElsewhere("failed", None)
-            return EndedElsewhere(final.state, final.error)
+                return EndedElsewhere("failed", None), failed
+            return EndedElsewhere(final.state, final.error), failed
         except StoreError as e:
             self.log.error("query %s finished (%s) but could not be recorded: %s", rec.id,
                            values["state"], e)  # fmt: skip
-            return e
+            return e, failed or e
 
     async def cancel(self, rec: QueryRecord) -> None:
         """Stop *rec* (queued or running). Not running here: it is marked cancelled in the
