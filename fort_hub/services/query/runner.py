@@ -268,16 +268,9 @@ class QueryRunner:
         details: dict[str, Any] = {"query_id": qid, "sql": shown}
         try:
             self.validate_submission(sql, dataset_name)
-            policy, groups = await self.effective_groups(username)
-            details["groups"] = groups
-            dataset = self.may_query(policy, username, groups, dataset_name)
-            self.engine_for(dataset)
-            quota = policy.quota_for(groups)
-            rec = QueryRecord(
-                id=qid, username=username, dataset=dataset.name, engine=dataset.engine,
-                sql=sql, state="queued", submitted=isoformat(self.clock()),
-            )  # fmt: skip
-            await self._admit(rec, quota)
+            policy, groups, dataset, quota, rec = await store.run(
+                self._decide_and_admit, username, dataset_name, sql, details
+            )
             loop = asyncio.get_running_loop()
             try:
                 checked = await loop.run_in_executor(
@@ -338,8 +331,25 @@ class QueryRunner:
         soon as the engine is done and the result file is final (result followers use it)."""
         return self._live.get(query_id)
 
-    async def _admit(self, rec: QueryRecord, quota) -> None:
-        """Quotas and the record's insertion, in one transaction."""
+    def _decide_and_admit(self, username: str, dataset_name: str, sql: str, details: dict):
+        """On a store thread (one hop from the event loop, not two): the caller's groups now
+        (store + policy; into *details*, for the audit record), the grant to query the
+        dataset, then the admission. Returns (policy, groups, dataset, quota, the record);
+        a refusal raises :class:`ServiceError`."""
+        policy, groups = self.access.effective(username)
+        details["groups"] = groups
+        dataset = self.may_query(policy, username, groups, dataset_name)
+        self.engine_for(dataset)
+        quota = policy.quota_for(groups)
+        rec = QueryRecord(
+            id=details["query_id"], username=username, dataset=dataset.name,
+            engine=dataset.engine, sql=sql, state="queued", submitted=isoformat(self.clock()),
+        )  # fmt: skip
+        self._admit(rec, quota)
+        return policy, groups, dataset, quota, rec
+
+    def _admit(self, rec: QueryRecord, quota) -> None:
+        """Quotas and the record's insertion, in one transaction (blocking)."""
 
         def insert(conn):
             busy = self.records.insert_if_below(conn, rec, quota.max_concurrent_queries)
@@ -349,7 +359,7 @@ class QueryRunner:
             return busy
 
         try:
-            await self.store.run(self.quotas.admit, rec.username, quota, insert)
+            self.quotas.admit(rec.username, quota, insert)
         except QuotaExceeded as q:
             retry = self.retry_after(q.resets)
             raise ServiceError(
