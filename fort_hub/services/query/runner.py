@@ -274,8 +274,12 @@ class QueryRunner:
             loop = asyncio.get_running_loop()
             try:
                 checked = await loop.run_in_executor(
-                    self._parser, self.check, policy, groups, sql, dataset
-                )
+                    self._parser, self._check_and_audit, policy, groups, sql, dataset, audit,
+                    details,
+                )  # fmt: skip
+            except StoreError:  # the allow record was not committed: the query never runs
+                await self._abandon(rec, "the audit log is unavailable")
+                raise
             except Exception:  # refused, or the check itself broke: the admission is undone
                 await self._withdraw(rec)
                 raise
@@ -283,17 +287,21 @@ class QueryRunner:
             await store.audit.arecord(**audit, decision="deny", reason=refusal.message,
                                       details=details)  # fmt: skip
             raise
-        try:
-            await store.audit.arecord(
-                **audit, decision="allow",
-                reason=f"tables {', '.join(checked.tables) or '(none)'} granted to {groups}",
-                details={**details, "tables": list(checked.tables)},
-            )  # fmt: skip
-        except StoreError:
-            await self._abandon(rec, "the audit log is unavailable")
-            raise
         self._start(rec, policy, groups, dataset, checked, quota, request_id)
         return rec
+
+    def _check_and_audit(self, policy, groups, sql, dataset: Dataset, audit: dict, details: dict):
+        """On a parse thread: :meth:`check` *sql*, then commit the submission's allow record
+        (*audit* and *details*: ``AuditLog.record``'s arguments), in one hop from the event
+        loop instead of two. A refusal raises :class:`ServiceError`, an uncommitted
+        record :class:`StoreError` (the query must not run: fail closed)."""
+        checked = self.check(policy, groups, sql, dataset)
+        self.store.audit.record(
+            **audit, decision="allow",
+            reason=f"tables {', '.join(checked.tables) or '(none)'} granted to {groups}",
+            details={**details, "tables": list(checked.tables)},
+        )  # fmt: skip
+        return checked
 
     def _start(self, rec, policy, groups, dataset, checked, quota, request_id) -> None:
         group, role_arn = (
