@@ -9,9 +9,11 @@ live result followers) only speeds up what this process itself runs.
 
 The flow of a submission: the caller's groups now (store + policy) -> a grant to query the
 dataset -> quotas and the record's insertion, in one transaction (admission comes before any
-parsing) -> :func:`.sqlcheck.check_sql` in a thread (one read-only statement over granted
-tables) -> an audit record (committed, else 503: fail closed) -> the engine, in the background.
-Every refusal is audited too.
+parsing; with the decision, one hop to a store thread) -> :func:`.sqlcheck.check_sql` in a
+parse thread (one read-only statement over granted tables) -> an audit record (committed, else
+503: fail closed; on the same parse thread) -> the engine, in the background. Every refusal is
+audited too. At the end, the final state and the completion's audit record (with a waiting
+downloader's) are one transaction (:meth:`fort_hub.store.audit.AuditLog.record_with`).
 """
 
 from __future__ import annotations
@@ -521,15 +523,13 @@ class QueryRunner:
         return None
 
     async def _save_final(self, rec: QueryRecord, values: dict, scanned: int, records: list):
-        """Save the final state *values* (only while the query is in flight: another replica
-        may have ended it), release the lease and count the scanned bytes, with *records* (the
-        completion's and the claimed downloads' audit records) in the same transaction.
-
-        Returns ``(saved, failed)``: *saved* is None once the state is saved, the StoreError,
-        or :class:`EndedElsewhere` when another replica ended the query meanwhile (its record
-        is the truth: no record of *records* is written, the result written here is removed);
-        *failed* is None when *records* were committed with the state (or not needed), else
-        the error: the state was then saved alone, without any record."""
+        """Save the final state *values* (only while in flight: another replica may have
+        ended the query), release the lease, count the scanned bytes and commit *records* (the
+        completion's and claimed downloads' audit records), in one transaction. Returns
+        ``(saved, failed)``: *saved* is None once saved, the StoreError, or
+        :class:`EndedElsewhere` (that replica's record is the truth: none of *records* is
+        written, the result here is removed); *failed* is None, or the error that kept
+        *records* from being committed (the state was then saved alone, without them)."""
 
         def change(conn) -> bool:
             saved = self.records.update_in(conn, rec.id, INFLIGHT, **values)
@@ -554,9 +554,8 @@ class QueryRunner:
                 return None, failed
             final = await self.store.run(self.records.get, rec.id)
             await self._remove_result(rec.id)
-            if final is None:
-                return EndedElsewhere("failed", None), failed
-            return EndedElsewhere(final.state, final.error), failed
+            ended = EndedElsewhere(final.state, final.error) if final else None
+            return ended or EndedElsewhere("failed", None), failed
         except StoreError as e:
             self.log.error("query %s finished (%s) but could not be recorded: %s", rec.id,
                            values["state"], e)  # fmt: skip
