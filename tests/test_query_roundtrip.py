@@ -130,9 +130,11 @@ def test_large_result_streams_and_the_stored_copy_matches(tmp_path, sqlite_url):
     ).start()
     try:
         fort = FortClient(url=env.base.removesuffix("api/v1/"), token="alice-token")
+        fort.submit_wait = 10  # a loaded machine's first query (its worker starting) takes > 0.5 s
         table = fort.query("SELECT * FROM url_shares ORDER BY shares, url", "url_shares")
         assert table.num_rows == 200
         qid = fort.history()[0]["id"]
+        env.wait(qid)  # the final state is saved just after the stream's end
         assert fort.results(qid).equals(table)  # the stored copy, written beside the stream
         # the completion's record is written after the stream's end (not an action's gate)
         deadline = time.monotonic() + 10
@@ -233,6 +235,7 @@ def test_audit_down_no_result_in_the_answer(env, monkeypatch):
         raise AuditError("audit record not written, action refused: database is locked")
 
     monkeypatch.setattr(env.app.fort_store.audit, "record_many", broken)
+    monkeypatch.setattr(env.app.fort_store.audit, "record_with", broken)
     r = post(env, "SELECT 1 AS x")
     assert r.status_code == 503 and r.headers["Content-Type"].startswith("application/json")
     assert "not sent" in r.json()["error"]["message"]
@@ -303,10 +306,10 @@ def test_a_query_another_replica_ended_sends_nothing_and_audits_no_download(env,
     runner = env.app.runner
     real = runner._save_final
 
-    async def reaped_first(rec, values):
+    async def reaped_first(rec, *args):
         later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)  # the other replica's view
         await runner.store.run(QueryLeases(runner.store).reap, later, LOST_REASON)
-        return await real(rec, values)
+        return await real(rec, *args)
 
     monkeypatch.setattr(runner, "_save_final", reaped_first)
     r = post(env, "SELECT 1 AS x")

@@ -228,6 +228,66 @@ def test_record_many_is_one_transaction_or_nothing(store, monkeypatch):
     assert log.verify().ok
 
 
+def test_record_with_commits_a_change_and_its_records_together_or_neither(store):
+    """record_with: the change and its records in one transaction (a query's final state and
+    its completion); a change that finds nothing writes no record; a record the database
+    refuses undoes the change too."""
+    from fort_hub.store.usage import UsageCounters
+
+    usage, seen = UsageCounters(store), []
+    store.audit.add_observer(lambda *args: seen.append(args))
+    store.audit.record("svc", "warm-up")
+
+    def bump(conn):
+        return usage.add_in(conn, "alice", "m", "w", 1) < 3  # true twice, then false
+
+    value, recs = store.audit.record_with(bump, [{"actor": "alice", "action": "a.one"},
+                                                 {"actor": "alice", "action": "a.two"}])  # fmt: skip
+    assert value is True and [(r.seq, r.action) for r in recs] == [(2, "a.one"), (3, "a.two")]
+    assert [(a, d, ok) for a, d, _, ok in seen[1:]] == [("a.one", "allow", True),
+                                                        ("a.two", "allow", True)]  # fmt: skip
+    assert store.audit.record_with(bump, [{"actor": "alice", "action": "a.b"}])[0] is True
+    value, recs = store.audit.record_with(bump, [{"actor": "alice", "action": "a.not"}])
+    assert value is False and recs == [] and usage.get("alice", "m", "w") == 3  # committed
+    bad = {"actor": "mallory", "action": "a.bad", "resource": "\x00"}  # PostgreSQL refuses NUL
+    if store.dialect == "sqlite":  # which SQLite stores: a trigger refuses the record instead
+        with store.transaction() as conn:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON fort_audit_log WHEN NEW.actor = "
+                "'mallory' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+    with pytest.raises(AuditError, match="action refused"):
+        store.audit.record_with(lambda conn: usage.add_in(conn, "bob", "m", "w", 1), [bad])
+    assert usage.get("bob", "m", "w") == 0  # undone with its record
+    assert seen[-1][0] == "a.bad" and seen[-1][3] is False
+    assert [r.action for r in store.audit.iter_all()] == ["warm-up", "a.one", "a.two", "a.b"]
+    assert store.audit.verify().ok
+
+
+def test_record_with_and_group_commits_keep_one_chain(store):
+    """Threads appending through record_with (their own transactions) and through record
+    (the group-commit writer) at once: one unbroken chain, every record once."""
+    n_threads, per_thread = 6, 10
+    barrier = threading.Barrier(n_threads)
+
+    def worker(t):
+        barrier.wait()
+        for i in range(per_thread):
+            if t % 2:
+                store.audit.record_with(lambda conn: True, [{"actor": f"u{t}", "action": f"{i}"}])
+            else:
+                store.audit.record(f"u{t}", f"{i}")
+
+    with ThreadPoolExecutor(n_threads) as pool:
+        list(pool.map(worker, range(n_threads)))
+    records = list(store.audit.iter_all())
+    assert [r.seq for r in records] == list(range(1, n_threads * per_thread + 1))
+    assert sorted((r.actor, r.action) for r in records) == sorted(
+        (f"u{t}", f"{i}") for t in range(n_threads) for i in range(per_thread)
+    )
+    assert store.audit.verify().ok
+
+
 def _fields(actor, resource):
     return {
         "ts": "2026-11-25T17:56:34.123456+00:00", "actor": actor, "action": "a.b",

@@ -19,19 +19,26 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import schema
 from .auditsearch import like_escape, subject_clause
-from .chainformat import canonical_parts, compute_hash
+from .auditsql import (
+    GENESIS,
+    PG_CALL,
+    SQLITE_HEAD,
+    SQLITE_INSERT,
+    SQLITE_SET_HEAD,
+    chain,
+    pg_params,
+)
+from .chainformat import compute_hash
 from .core import StoreError, StoreUnavailable, _wrap, isoformat, utcnow
 
 if TYPE_CHECKING:
     from .core import Store
 
-GENESIS = "0" * 64
-AUDIT_LOCK_KEY = 4242_0001
 MAX_FIELD = {"actor": 255, "action": 128, "request_id": 128, "client": 128}
 #: most records appended in one group-commit transaction
 MAX_BATCH = 500
@@ -89,76 +96,11 @@ class _Pending:
         self.error: BaseException | None = None
 
 
-_COLUMNS = (
-    "seq", "ts", "actor", "action", "resource", "decision", "reason", "details", "request_id",
-    "client", "prev_hash", "hash",
-)  # fmt: skip
-
-
-def _row_values(full: dict[str, Any], digest: str) -> tuple:
-    row = {**full, "details": json.dumps(full["details"], sort_keys=True), "hash": digest}
-    return tuple(row[c] for c in _COLUMNS)
-
-
-_SQLITE_HEAD = "SELECT seq, hash FROM fort_audit_head WHERE id = 1"
-_SQLITE_INSERT = (
-    f"INSERT INTO fort_audit_log ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-)
-_SQLITE_SET_HEAD = (
-    "INSERT INTO fort_audit_head (id, seq, hash) VALUES (1, ?, ?) "
-    "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"
-)
-
-_PG_TEXT_FIELDS = (
-    "ts", "actor", "action", "resource", "decision", "reason", "details", "request_id", "client",
-)  # fmt: skip
-_PG_ARRAYS = (*_PG_TEXT_FIELDS, "pre", "mid", "suf")
-_PG_CALL = (
-    "SELECT out_seq, out_hash, out_prev FROM fort_audit_append("
-    + ", ".join(f"%({k})s::text[]" for k in _PG_TEXT_FIELDS)
-    + ", %(pre)s::bytea[], %(mid)s::bytea[], %(suf)s::bytea[])"
-)
-
-#: PostgreSQL: append records to the chain in one statement (installed by create_schema).
-PG_APPEND_FUNCTION = f"""
-CREATE OR REPLACE FUNCTION fort_audit_append(
-    p_ts text[], p_actor text[], p_action text[], p_resource text[], p_decision text[],
-    p_reason text[], p_details text[], p_request_id text[], p_client text[],
-    p_pre bytea[], p_mid bytea[], p_suf bytea[])
-RETURNS TABLE (out_seq bigint, out_hash text, out_prev text)
-LANGUAGE plpgsql AS $fort$
-DECLARE
-    h_seq bigint;
-    h_hash text;
-BEGIN
-    PERFORM pg_advisory_xact_lock({AUDIT_LOCK_KEY});
-    SELECT seq, hash INTO h_seq, h_hash FROM fort_audit_head WHERE id = 1;
-    IF NOT FOUND THEN
-        h_seq := 0;
-        h_hash := '{GENESIS}';
-        INSERT INTO fort_audit_head (id, seq, hash) VALUES (1, 0, h_hash);
-    END IF;
-    FOR i IN 1 .. coalesce(array_length(p_ts, 1), 0) LOOP
-        out_prev := h_hash;
-        out_seq := h_seq + 1;
-        out_hash := encode(sha256(p_pre[i] || convert_to(h_hash, 'UTF8') || p_mid[i]
-                                  || convert_to(out_seq::text, 'UTF8') || p_suf[i]), 'hex');
-        INSERT INTO fort_audit_log ({", ".join(_COLUMNS)})
-        VALUES (out_seq, p_ts[i], p_actor[i], p_action[i], p_resource[i], p_decision[i],
-                p_reason[i], p_details[i], p_request_id[i], p_client[i], h_hash, out_hash);
-        h_seq := out_seq;
-        h_hash := out_hash;
-        RETURN NEXT;
-    END LOOP;
-    UPDATE fort_audit_head SET seq = h_seq, hash = h_hash WHERE id = 1;
-END
-$fort$
-"""
-
-
-def install_functions(conn) -> None:
-    """Create or replace the audit log's server-side function (PostgreSQL only)."""
-    conn.execute(text(PG_APPEND_FUNCTION))
+def _pg_records(fields: list[dict[str, Any]], rows) -> list[AuditRecord]:
+    return [
+        AuditRecord(seq=seq, **f, prev_hash=prev, hash=digest)
+        for f, (seq, digest, prev) in zip(fields, rows, strict=True)
+    ]
 
 
 @dataclass(frozen=True)
@@ -424,22 +366,14 @@ class AuditLog:
     def _append_sqlite(conn, batch: list[_Pending]) -> list[AuditRecord]:
         # the connection is in autocommit mode (see core._sqlite_engine); BEGIN IMMEDIATE takes
         # the database's write lock, waiting up to busy_timeout for other writers
-        out: list[AuditRecord] = []
         cur = conn.cursor()
         try:
             cur.execute("BEGIN IMMEDIATE")
             try:
-                head = cur.execute(_SQLITE_HEAD).fetchone()
-                seq, prev = (head[0], head[1]) if head else (0, GENESIS)
-                rows = []
-                for item in batch:
-                    seq += 1
-                    full = {"seq": seq, **item.fields, "prev_hash": prev}
-                    prev = compute_hash(full)
-                    out.append(AuditRecord(**full, hash=prev))
-                    rows.append(_row_values(full, prev))
-                cur.executemany(_SQLITE_INSERT, rows)
-                cur.execute(_SQLITE_SET_HEAD, (seq, prev))
+                head = cur.execute(SQLITE_HEAD).fetchone()
+                full, rows, last = chain(head, [item.fields for item in batch])
+                cur.executemany(SQLITE_INSERT, rows)
+                cur.execute(SQLITE_SET_HEAD, last)
                 cur.execute("COMMIT")
             except BaseException:
                 if conn.driver_connection.in_transaction:
@@ -447,7 +381,7 @@ class AuditLog:
                 raise
         finally:
             cur.close()
-        return out
+        return [AuditRecord(**f) for f in full]
 
     @staticmethod
     def _append_postgresql(conn, batch: list[_Pending]) -> list[AuditRecord]:
@@ -455,25 +389,55 @@ class AuditLog:
         # (SHA-256 over the same canonical bytes, spliced around prev_hash and seq), inserts
         # them and moves the head; in autocommit mode that statement is its own transaction and
         # returns only once committed (synchronous_commit as the server is configured)
-        params: dict[str, list] = {k: [] for k in _PG_ARRAYS}
-        for item in batch:
-            f = item.fields
-            for k in _PG_TEXT_FIELDS:
-                params[k].append(json.dumps(f[k], sort_keys=True) if k == "details" else f[k])
-            pre, mid, suf = canonical_parts(f)
-            params["pre"].append(pre)
-            params["mid"].append(mid)
-            params["suf"].append(suf)
+        fields = [item.fields for item in batch]
         cur = conn.cursor()
         try:
-            cur.execute(_PG_CALL, params)
+            cur.execute(PG_CALL, pg_params(fields))
             rows = cur.fetchall()
         finally:
             cur.close()
-        return [
-            AuditRecord(seq=seq, **item.fields, prev_hash=prev, hash=digest)
-            for item, (seq, digest, prev) in zip(batch, rows, strict=True)
-        ]
+        return _pg_records(fields, rows)
+
+    def record_with(self, change: Callable[[Any], Any], records: list[dict[str, Any]]):
+        """Run ``change(conn)`` in one store transaction and, when it returns a true value,
+        append *records* (dicts of :meth:`record`'s arguments) to the chain in that same
+        transaction: the change and its records are committed together, or neither is
+        (:class:`AuditError`). Returns ``(change's value, the records committed)``; no record
+        is written when the value is false (e.g. a conditional update that found nothing).
+
+        One commit instead of two where a state change and its audit records go together
+        (e.g. a query's final state and its ``query.complete`` record). Not group-committed:
+        the records wait for the database's write lock (SQLite) or the chain's advisory lock
+        (PostgreSQL, after the change's own locks), like every writer of the chain."""
+        fields = [_fields(**r) for r in records]
+        started, value, out = time.perf_counter(), None, []
+        try:
+            with self.store.transaction() as conn:
+                value = change(conn)
+                if value and fields:
+                    out = self._append_in(conn, fields)
+        except StoreError as e:
+            raise AuditError(f"audit record not written, action refused: {e}") from e
+        finally:
+            if value and fields:
+                seconds = time.perf_counter() - started
+                for f in fields:
+                    for observe in self._observers:
+                        observe(f["action"], f["decision"], seconds, bool(out))
+        return value, out
+
+    def _append_in(self, conn, fields: list[dict[str, Any]]) -> list[AuditRecord]:
+        """Chain *fields* inside the caller's transaction *conn* (a SQLAlchemy connection)."""
+        if self.store.dialect == "postgresql":
+            # a writer stuck behind the chain's lock fails closed instead of hanging (as the
+            # group-commit writer's connection does)
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(self.store.busy_timeout_ms)}")
+            rows = conn.exec_driver_sql(PG_CALL, pg_params(fields)).all()
+            return _pg_records(fields, rows)
+        full, rows, last = chain(conn.exec_driver_sql(SQLITE_HEAD).first(), fields)
+        conn.exec_driver_sql(SQLITE_INSERT, rows)
+        conn.exec_driver_sql(SQLITE_SET_HEAD, last)
+        return [AuditRecord(**f) for f in full]
 
     async def arecord(self, *args: Any, **kwargs: Any) -> AuditRecord:
         """:meth:`record` from async code, without blocking the event loop."""

@@ -179,7 +179,7 @@ class Store:
                 schema.add_columns(conn)
                 schema.upgrade_audit_log(conn, self.dialect)
                 if self.dialect == "postgresql":
-                    from .audit import install_functions
+                    from .auditsql import install_functions
 
                     install_functions(conn)
                 row = conn.execute(

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 
 from . import schema as S
 from .core import Store, isoformat
 from .queries import INFLIGHT, QueryRecord, row_to_record
+
+_RELEASE = S.query_leases.delete().where(S.query_leases.c.query_id == bindparam("query_id"))
 
 
 class QueryLeases:
@@ -28,9 +30,8 @@ class QueryLeases:
     def take_in(self, conn, query_id: str, replica: str, expires: dt.datetime) -> None:
         """Inside the caller's transaction (the admission): *replica* runs *query_id*."""
         conn.execute(
-            S.query_leases.insert().values(
-                query_id=query_id, replica=replica, expires=isoformat(expires)
-            )
+            S.query_leases.insert(),
+            {"query_id": query_id, "replica": replica, "expires": isoformat(expires)},
         )
 
     def renew(self, replica: str, expires: dt.datetime, ids: list[str]) -> dict[str, str]:
@@ -48,9 +49,12 @@ class QueryLeases:
             return {r[0]: r[1] for r in rows}
 
     def release(self, query_id: str) -> None:
-        ls = S.query_leases
         with self.store.transaction() as conn:
-            conn.execute(ls.delete().where(ls.c.query_id == query_id))
+            self.release_in(conn, query_id)
+
+    def release_in(self, conn, query_id: str) -> None:
+        """:meth:`release` inside the caller's transaction *conn* (e.g. the final state's)."""
+        conn.execute(_RELEASE, {"query_id": query_id})
 
     def reap(self, now: dt.datetime, reason: str, replica: str | None = None) -> list[QueryRecord]:
         """Fail the in-flight queries whose lease ran out, that have none (left by a version

@@ -8,7 +8,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import literal, select, union_all
+from sqlalchemy import bindparam, literal, select, union_all
 
 from . import schema
 from .core import isoformat, parse_time, utcnow
@@ -17,6 +17,18 @@ if TYPE_CHECKING:
     from .core import Store
 
 SOURCES = ("policy", "api")
+
+#: a user's memberships, or a row of NULLs while their sign-in is deauthorized; built once (a
+#: statement built per call costs more than running it), every decision runs it
+_FOR_USER_UNLESS_DEAUTHORIZED = union_all(
+    select(literal(None).label("group_name"), literal(None).label("expires")).where(
+        schema.identities.c.username == bindparam("username"),
+        schema.identities.c.revoked.is_not(None),
+    ),
+    select(schema.memberships.c.group_name, schema.memberships.c.expires).where(
+        schema.memberships.c.username == bindparam("username")
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -134,13 +146,8 @@ class Memberships:
         (its sign-in identity revoked by Meta's deauthorize callback; signing in again clears
         it): both in one round trip, for decisions made on every request."""
         now = now or utcnow()
-        m, i = schema.memberships, schema.identities
-        revoked = select(literal(None).label("group_name"), literal(None).label("expires")).where(
-            i.c.username == username, i.c.revoked.is_not(None)
-        )
-        rows = select(m.c.group_name, m.c.expires).where(m.c.username == username)
         with self.store.reading() as conn:
-            found = conn.execute(union_all(revoked, rows)).all()
+            found = conn.execute(_FOR_USER_UNLESS_DEAUTHORIZED, {"username": username}).all()
         if any(r.group_name is None for r in found):
             return None
         out = {r.group_name: parse_time(r.expires) for r in found}

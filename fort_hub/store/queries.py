@@ -6,13 +6,21 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from . import schema as S
 from .core import Store, isoformat
 
 INFLIGHT = ("queued", "running")
 FINAL = ("succeeded", "failed", "cancelled")
+
+# built once: on every query's path (a statement built per call costs more than running it)
+_INFLIGHT_OF = select(func.count()).where(
+    S.queries.c.username == bindparam("username"), S.queries.c.state.in_(INFLIGHT)
+)
+_UPDATE = S.queries.update().where(S.queries.c.id == bindparam("b_id"))
+_UPDATE_IF = _UPDATE.where(S.queries.c.state.in_(bindparam("b_states", expanding=True)))
+_COLUMNS = frozenset(S.queries.c.keys())
 
 
 @dataclass
@@ -55,13 +63,10 @@ class QueryRecords:
     def insert_if_below(self, conn, rec: QueryRecord, max_inflight: int) -> int | None:
         """In *conn*'s transaction (which holds the user's lock): insert *rec* unless its user
         already has *max_inflight* queries queued or running; then return that count."""
-        t = S.queries
-        n = conn.execute(
-            select(func.count()).where(t.c.username == rec.username, t.c.state.in_(INFLIGHT))
-        ).scalar_one()
+        n = conn.execute(_INFLIGHT_OF, {"username": rec.username}).scalar_one()
         if n >= max_inflight:
             return int(n)
-        conn.execute(t.insert().values(**asdict(rec)))
+        conn.execute(S.queries.insert(), asdict(rec))
         return None
 
     def insert(self, rec: QueryRecord) -> None:
@@ -105,12 +110,20 @@ class QueryRecords:
     def update(self, query_id: str, only_if_state: tuple[str, ...] = (), **values: Any) -> bool:
         """Set *values*; with *only_if_state*, only while the record is in one of those states
         (so a late finish cannot overwrite a cancellation). Returns whether a row changed."""
-        t = S.queries
-        stmt = t.update().where(t.c.id == query_id).values(**values)
-        if only_if_state:
-            stmt = stmt.where(t.c.state.in_(only_if_state))
         with self.store.transaction() as conn:
-            return (conn.execute(stmt).rowcount or 0) > 0
+            return self.update_in(conn, query_id, only_if_state, **values)
+
+    def update_in(
+        self, conn, query_id: str, only_if_state: tuple[str, ...] = (), **values: Any
+    ) -> bool:
+        """:meth:`update` inside the caller's transaction *conn*."""
+        unknown = values.keys() - _COLUMNS
+        if unknown or not values:
+            raise ValueError(f"not columns of fort_queries: {sorted(unknown) or 'none given'}")
+        params = {**values, "b_id": query_id}
+        if only_if_state:
+            params["b_states"] = list(only_if_state)
+        return (conn.execute(_UPDATE_IF if only_if_state else _UPDATE, params).rowcount or 0) > 0
 
     def expired_results(self, now: dt.datetime) -> list[QueryRecord]:
         t = S.queries

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from . import schema
 
@@ -32,6 +32,18 @@ class UsageCounters:
 
     def __init__(self, store: Store):
         self.store = store
+        t = schema.usage
+        # built once (the dialect's upsert): quotas and rate limits run it on every request
+        self._add = (
+            store.insert(t)
+            .values(subject=bindparam("subject"), metric=bindparam("metric"),
+                    window=bindparam("window"), value=bindparam("amount"))
+            .on_conflict_do_update(
+                index_elements=[t.c.subject, t.c.metric, t.c.window],
+                set_={"value": t.c.value + bindparam("amount")},
+            )
+            .returning(t.c.value)
+        )  # fmt: skip
 
     def get(self, subject: str, metric: str, window: str) -> int:
         t = schema.usage
@@ -46,15 +58,8 @@ class UsageCounters:
     def add_in(self, conn, subject: str, metric: str, window: str, amount: int) -> int:
         """Add *amount* inside the caller's transaction *conn* and return the new value (for
         decisions that must commit together with other writes, e.g. a quota admission)."""
-        t = schema.usage
-        stmt = self.store.insert(t).values(
-            subject=subject, metric=metric, window=window, value=amount
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[t.c.subject, t.c.metric, t.c.window],
-            set_={"value": t.c.value + amount},
-        ).returning(t.c.value)
-        return int(conn.execute(stmt).scalar_one())
+        params = {"subject": subject, "metric": metric, "window": window, "amount": amount}
+        return int(conn.execute(self._add, params).scalar_one())
 
     def add(self, subject: str, metric: str, window: str, amount: int = 1) -> int:
         """Add *amount* (may be negative) and return the new value."""

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from ...policy.model import Quota
 from ...store import Store, schema
@@ -31,6 +31,12 @@ def user_lock(username: str) -> int:
 
 
 BYTES = "query.bytes_scanned"
+#: today's scanned bytes of a user (built once: every admission reads it)
+_SCANNED = select(schema.usage.c.value).where(
+    schema.usage.c.subject == bindparam("username"),
+    schema.usage.c.metric == BYTES,
+    schema.usage.c.window == bindparam("window"),
+)
 
 
 class QuotaExceeded(Exception):
@@ -62,14 +68,9 @@ class Quotas:
         *insert(conn)* (which returns the user's in-flight count instead of inserting when that
         is at ``max_concurrent_queries``). Raises :class:`QuotaExceeded`; then nothing is kept."""
         window, resets = day_window(self.clock())
-        t = schema.usage
         with self.store.transaction() as conn:
             self.store.lock_exclusive(conn, user_lock(username))
-            scanned = conn.execute(
-                select(t.c.value).where(
-                    t.c.subject == username, t.c.metric == BYTES, t.c.window == window
-                )
-            ).scalar()
+            scanned = conn.execute(_SCANNED, {"username": username, "window": window}).scalar()
             if (scanned or 0) >= quota.bytes_scanned_per_day:
                 raise QuotaExceeded(
                     "bytes_scanned_per_day", scanned, quota.bytes_scanned_per_day, resets
@@ -88,10 +89,12 @@ class Quotas:
         window, _ = day_window(self.clock())
         self.store.usage.add(username, QUERIES, window, -1)
 
-    def add_scanned(self, username: str, nbytes: int) -> None:
+    def add_scanned_in(self, conn, username: str, nbytes: int) -> None:
+        """Count *nbytes* scanned by a query of *username* today, inside the caller's
+        transaction *conn* (the query's final state's)."""
         if nbytes > 0:
             window, _ = day_window(self.clock())
-            self.store.usage.add(username, BYTES, window, int(nbytes))
+            self.store.usage.add_in(conn, username, BYTES, window, int(nbytes))
 
     def usage(self, username: str, quota: Quota, inflight: int) -> dict[str, Any]:
         window, resets = day_window(self.clock())

@@ -9,9 +9,11 @@ live result followers) only speeds up what this process itself runs.
 
 The flow of a submission: the caller's groups now (store + policy) -> a grant to query the
 dataset -> quotas and the record's insertion, in one transaction (admission comes before any
-parsing) -> :func:`.sqlcheck.check_sql` in a thread (one read-only statement over granted
-tables) -> an audit record (committed, else 503: fail closed) -> the engine, in the background.
-Every refusal is audited too.
+parsing; with the decision, one hop to a store thread) -> :func:`.sqlcheck.check_sql` in a
+parse thread (one read-only statement over granted tables) -> an audit record (committed, else
+503: fail closed; on the same parse thread) -> the engine, in the background. Every refusal is
+audited too. At the end, the final state and the completion's audit record (with a waiting
+downloader's) are one transaction (:meth:`fort_hub.store.audit.AuditLog.record_with`).
 """
 
 from __future__ import annotations
@@ -268,21 +270,18 @@ class QueryRunner:
         details: dict[str, Any] = {"query_id": qid, "sql": shown}
         try:
             self.validate_submission(sql, dataset_name)
-            policy, groups = await self.effective_groups(username)
-            details["groups"] = groups
-            dataset = self.may_query(policy, username, groups, dataset_name)
-            self.engine_for(dataset)
-            quota = policy.quota_for(groups)
-            rec = QueryRecord(
-                id=qid, username=username, dataset=dataset.name, engine=dataset.engine,
-                sql=sql, state="queued", submitted=isoformat(self.clock()),
-            )  # fmt: skip
-            await self._admit(rec, quota)
+            policy, groups, dataset, quota, rec = await store.run(
+                self._decide_and_admit, username, dataset_name, sql, details
+            )
             loop = asyncio.get_running_loop()
             try:
                 checked = await loop.run_in_executor(
-                    self._parser, self.check, policy, groups, sql, dataset
-                )
+                    self._parser, self._check_and_audit, policy, groups, sql, dataset, audit,
+                    details,
+                )  # fmt: skip
+            except StoreError:  # the allow record was not committed: the query never runs
+                await self._abandon(rec, "the audit log is unavailable")
+                raise
             except Exception:  # refused, or the check itself broke: the admission is undone
                 await self._withdraw(rec)
                 raise
@@ -290,17 +289,21 @@ class QueryRunner:
             await store.audit.arecord(**audit, decision="deny", reason=refusal.message,
                                       details=details)  # fmt: skip
             raise
-        try:
-            await store.audit.arecord(
-                **audit, decision="allow",
-                reason=f"tables {', '.join(checked.tables) or '(none)'} granted to {groups}",
-                details={**details, "tables": list(checked.tables)},
-            )  # fmt: skip
-        except StoreError:
-            await self._abandon(rec, "the audit log is unavailable")
-            raise
         self._start(rec, policy, groups, dataset, checked, quota, request_id)
         return rec
+
+    def _check_and_audit(self, policy, groups, sql, dataset: Dataset, audit: dict, details: dict):
+        """On a parse thread: :meth:`check` *sql*, then commit the submission's allow record
+        (*audit* and *details*: ``AuditLog.record``'s arguments), in one hop from the event
+        loop instead of two. A refusal raises :class:`ServiceError`, an uncommitted
+        record :class:`StoreError` (the query must not run: fail closed)."""
+        checked = self.check(policy, groups, sql, dataset)
+        self.store.audit.record(
+            **audit, decision="allow",
+            reason=f"tables {', '.join(checked.tables) or '(none)'} granted to {groups}",
+            details={**details, "tables": list(checked.tables)},
+        )  # fmt: skip
+        return checked
 
     def _start(self, rec, policy, groups, dataset, checked, quota, request_id) -> None:
         group, role_arn = (
@@ -338,8 +341,25 @@ class QueryRunner:
         soon as the engine is done and the result file is final (result followers use it)."""
         return self._live.get(query_id)
 
-    async def _admit(self, rec: QueryRecord, quota) -> None:
-        """Quotas and the record's insertion, in one transaction."""
+    def _decide_and_admit(self, username: str, dataset_name: str, sql: str, details: dict):
+        """On a store thread (one hop from the event loop, not two): the caller's groups now
+        (store + policy; into *details*, for the audit record), the grant to query the
+        dataset, then the admission. Returns (policy, groups, dataset, quota, the record);
+        a refusal raises :class:`ServiceError`."""
+        policy, groups = self.access.effective(username)
+        details["groups"] = groups
+        dataset = self.may_query(policy, username, groups, dataset_name)
+        self.engine_for(dataset)
+        quota = policy.quota_for(groups)
+        rec = QueryRecord(
+            id=details["query_id"], username=username, dataset=dataset.name,
+            engine=dataset.engine, sql=sql, state="queued", submitted=isoformat(self.clock()),
+        )  # fmt: skip
+        self._admit(rec, quota)
+        return policy, groups, dataset, quota, rec
+
+    def _admit(self, rec: QueryRecord, quota) -> None:
+        """Quotas and the record's insertion, in one transaction (blocking)."""
 
         def insert(conn):
             busy = self.records.insert_if_below(conn, rec, quota.max_concurrent_queries)
@@ -349,7 +369,7 @@ class QueryRunner:
             return busy
 
         try:
-            await self.store.run(self.quotas.admit, rec.username, quota, insert)
+            self.quotas.admit(rec.username, quota, insert)
         except QuotaExceeded as q:
             retry = self.retry_after(q.resets)
             raise ServiceError(
@@ -456,11 +476,10 @@ class QueryRunner:
             self._done.pop(rec.id, asyncio.Event()).set()
 
     async def _finish(self, rec, state, errors, outcome, tee: TeeSink, request_id, started):
-        """Record the final state, the scanned bytes and the completion's audit record;
-        *errors* is (message, the engine's original or None). A downloader still waiting for a
-        small result (:mod:`.stream`) has its download's audit record committed in the same
-        transaction as the completion's, while the state is saved: it sends the result once
-        both are committed (fail closed)."""
+        """Record the final state, the scanned bytes and the completion's audit record in one
+        transaction; *errors* is (message, the engine's original or None). A downloader still
+        waiting for a small result (:mod:`.stream`) has its download's audit record committed
+        in that same transaction: it sends the result once it is committed (fail closed)."""
         now, rows = self.clock(), tee.rows
         scanned = outcome.bytes_scanned if outcome else 0
         error, detail = errors
@@ -473,36 +492,25 @@ class QueryRunner:
             values["result_path"] = self.results.location(rec.id)
             values["expires"] = isoformat(now + dt.timedelta(seconds=self.limits.result_ttl))
         records = [completion_record(rec, state, error, rows, scanned, request_id)]
-        claimed = [
-            f for f in tee.followers
-            if state == "succeeded" and f.download_audit and not (f.closed or f.streaming)
-        ]  # fmt: skip
-        for f in claimed:
-            f.claimed = True
-            records.append(f.download_audit)
-        # the state first: when another replica ended the query meanwhile, its record is the
-        # truth and nothing is sent, so no download may be audited
-        saved = await self._save_final(rec, values)
-        audited = None
-        if saved is None and claimed:  # the completion and the downloads, one transaction
-            audited = await self._audit_all(records)
-            tee.recorded(audited)  # the waiting downloaders send now (or refuse: fail closed)
+        for f in tee.followers:
+            if state == "succeeded" and f.download_audit and not (f.closed or f.streaming):
+                f.claimed = True
+                records.append(f.download_audit)
+        saved, failed = await self._save_final(rec, values, scanned, records)
+        if failed is not None:  # the downloads were not audited: nothing is sent (fail closed)
+            tee.recorded(failed)
         self._done.pop(rec.id, asyncio.Event()).set()  # long polls answer now
-        tee.recorded(saved)
-        try:
-            await self.store.run(self.quotas.add_scanned, rec.username, scanned)
-        except StoreError as e:
-            self.log.error("query %s: could not count its scanned bytes: %s", rec.id, e)
-        if not (saved is None and claimed):
-            if isinstance(saved, EndedElsewhere):  # audited by the reaping replica, or as ended
-                records = [] if saved.reaped else [
-                    completion_record(rec, saved.state, saved.error, rows, scanned, request_id)
-                ]  # fmt: skip
-            audited = await self._audit_all(records[:1])  # no download was sent
+        tee.recorded(saved)  # the waiting downloaders send now (or answer with the record)
+        if saved is None and failed is None:
+            return  # the state and every record committed together
+        if isinstance(saved, EndedElsewhere):  # audited by the reaping replica, or as ended
+            records = [] if saved.reaped else [
+                completion_record(rec, saved.state, saved.error, rows, scanned, request_id)
+            ]  # fmt: skip
+        audited = await self._audit_all(records[:1])  # no download was sent
         if audited is not None:
             self.log.error("query %s finished (%s) but its audit record failed: %s", rec.id,
                            state, audited)  # fmt: skip
-        tee.recorded(audited)
 
     async def _audit_all(self, records: list[dict]) -> StoreError | None:
         """Commit *records* in one audit transaction: None, or the error."""
@@ -514,24 +522,44 @@ class QueryRunner:
             return e
         return None
 
-    async def _save_final(self, rec: QueryRecord, values: dict) -> Exception | None:
-        """Save the final state and release the lease: None, the StoreError, or
-        :class:`EndedElsewhere` when another replica ended the query meanwhile (its record is
-        the truth; the result written here is removed)."""
+    async def _save_final(self, rec: QueryRecord, values: dict, scanned: int, records: list):
+        """Save the final state *values* (only while in flight: another replica may have
+        ended the query), release the lease, count the scanned bytes and commit *records* (the
+        completion's and claimed downloads' audit records), in one transaction. Returns
+        ``(saved, failed)``: *saved* is None once saved, the StoreError, or
+        :class:`EndedElsewhere` (that replica's record is the truth: none of *records* is
+        written, the result here is removed); *failed* is None, or the error that kept
+        *records* from being committed (the state was then saved alone, without them)."""
+
+        def change(conn) -> bool:
+            saved = self.records.update_in(conn, rec.id, INFLIGHT, **values)
+            self.leases.release_in(conn, rec.id)
+            self.quotas.add_scanned_in(conn, rec.username, scanned)
+            return saved
+
+        def alone() -> bool:
+            with self.store.transaction() as conn:
+                return change(conn)
+
+        failed = None
         try:
-            recorded = await self.store.run(self.records.update, rec.id, INFLIGHT, **values)
-            await self.store.run(self.leases.release, rec.id)
+            try:
+                recorded, _ = await self.store.run(self.store.audit.record_with, change, records)
+            except StoreError as e:  # the audit records (or the state) could not be committed
+                self.log.error("query %s: its audit records could not be committed (%s); its "
+                               "state is saved alone", rec.id, e)  # fmt: skip
+                failed = e
+                recorded = await self.store.run(alone)
             if recorded:
-                return None
+                return None, failed
             final = await self.store.run(self.records.get, rec.id)
             await self._remove_result(rec.id)
-            if final is None:
-                return EndedElsewhere("failed", None)
-            return EndedElsewhere(final.state, final.error)
+            ended = EndedElsewhere(final.state, final.error) if final else None
+            return ended or EndedElsewhere("failed", None), failed
         except StoreError as e:
             self.log.error("query %s finished (%s) but could not be recorded: %s", rec.id,
                            values["state"], e)  # fmt: skip
-            return e
+            return e, failed or e
 
     async def cancel(self, rec: QueryRecord) -> None:
         """Stop *rec* (queued or running). Not running here: it is marked cancelled in the
