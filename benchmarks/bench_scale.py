@@ -17,14 +17,20 @@ on each hub at the same moment:
 
 Reported: per hub, completions and failures by cause, p50/p95/p99 of every step, hub CPU-seconds
 per researcher (from /proc/PID/stat) and the fort/stock ratio, the fort services' CPU-seconds per
-researcher, the proxies' and stand-ins' CPU, and the fort store's (PostgreSQL) commits per second
-and connections. Then the policy phase: a generated policy of ``--policy-users`` users in
+researcher (and separately their DuckDB worker processes'), the proxies' and stand-ins' CPU,
+and the fort store's (PostgreSQL) commits per second and connections. Then the policy phase: a
+generated policy of ``--policy-users`` users in
 ``--policy-groups`` groups (three groups each), its load time and two reconciliation passes
 (first: the store and hub groups from nothing; second: nothing to change) against the stock hub,
 which has no fort services to interfere.
 
     .venv/bin/python benchmarks/bench_scale.py --researchers 1000 --ramp 300
     .venv/bin/python benchmarks/bench_scale.py --researchers 50 --ramp 20 --json out.json
+    .venv/bin/python benchmarks/bench_scale.py -n 300 --ramp 300 --policy-users 0 --replicas 2
+
+``--replicas N`` (N >= 2) runs each fort service as N processes behind one round-robin front,
+registered with the hub by url and token as on Kubernetes (benchmarks/scale_replicas.py); the
+services' CPU is then summed over the replicas and also shown per replica.
 
 Targets: 0 failures; fort hub CPU per researcher <= 1.10 x stock; fort services <= the fort
 hub's own CPU.
