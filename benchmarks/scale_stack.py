@@ -20,6 +20,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -375,6 +376,8 @@ class Stack:
         for pid, ppid, cmd in _children():
             if ppid == self.fort.proc.pid:
                 out["fort_services" if "fort_hub.services" in cmd else "fort_proxy"].append(pid)
+                if m := re.search(r"fort_hub\.services\.(\w+)", cmd):  # each one alone too
+                    out[f"fort-{m.group(1)}-0"] = [pid]
             elif ppid == self.stock.proc.pid:
                 out["stock_proxy"].append(pid)
         if self.service_replicas:
