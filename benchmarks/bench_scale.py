@@ -17,14 +17,20 @@ on each hub at the same moment:
 
 Reported: per hub, completions and failures by cause, p50/p95/p99 of every step, hub CPU-seconds
 per researcher (from /proc/PID/stat) and the fort/stock ratio, the fort services' CPU-seconds per
-researcher, the proxies' and stand-ins' CPU, and the fort store's (PostgreSQL) commits per second
-and connections. Then the policy phase: a generated policy of ``--policy-users`` users in
+researcher (and separately their DuckDB worker processes'), the proxies' and stand-ins' CPU,
+and the fort store's (PostgreSQL) commits per second and connections. Then the policy phase: a
+generated policy of ``--policy-users`` users in
 ``--policy-groups`` groups (three groups each), its load time and two reconciliation passes
 (first: the store and hub groups from nothing; second: nothing to change) against the stock hub,
 which has no fort services to interfere.
 
     .venv/bin/python benchmarks/bench_scale.py --researchers 1000 --ramp 300
     .venv/bin/python benchmarks/bench_scale.py --researchers 50 --ramp 20 --json out.json
+    .venv/bin/python benchmarks/bench_scale.py -n 300 --ramp 300 --policy-users 0 --replicas 2
+
+``--replicas N`` (N >= 2) runs each fort service as N processes behind one round-robin front,
+registered with the hub by url and token as on Kubernetes (benchmarks/scale_replicas.py); the
+services' CPU is then summed over the replicas and also shown per replica.
 
 Targets: 0 failures; fort hub CPU per researcher <= 1.10 x stock; fort services <= the fort
 hub's own CPU.
@@ -52,7 +58,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scale_stack import Stack, cpu_seconds
+from scale_stack import Stack, cpu_by_role
 
 from fort_hub.client import FortClient
 
@@ -267,7 +273,7 @@ class Run:
         args, names = self.args, self.stack.names
         self.connector = aiohttp.TCPConnector(limit=0, force_close=False)
         procs = self.stack.processes()
-        cpu0 = {k: cpu_seconds(v) for k, v in procs.items()}
+        cpu0 = cpu_by_role(procs)
         pg0 = self.stack.pg.stats()
         t0 = time.monotonic()
         deadline = t0 + args.ramp + args.duration
@@ -284,7 +290,7 @@ class Run:
         elapsed = time.monotonic() - t0
         stop.set()
         await sampler
-        cpu = {k: cpu_seconds(v) - cpu0[k] for k, v in procs.items()}
+        cpu = {k: v - cpu0[k] for k, v in cpu_by_role(procs).items()}
         pg1 = self.stack.pg.stats()
         await self.connector.close()
         self.pool.shutdown()
@@ -311,6 +317,8 @@ class Run:
         out["ratio_hub_cpu_fort_over_stock"] = cpu["fort_hub"] / max(cpu["stock_hub"], 1e-9)
         out["fort_services_cpu_per_researcher"] = cpu["fort_services"] / n
         out["services_over_fort_hub_cpu"] = cpu["fort_services"] / max(cpu["fort_hub"], 1e-9)
+        out["fort_query_workers_cpu_per_researcher"] = cpu["fort_query_workers"] / n
+        out["service_fronts_cpu_per_researcher"] = cpu["service_fronts"] / n
         commits = pg1["xact_commit"] - pg0["xact_commit"]
         out["store"] = {
             "commits": commits,
@@ -330,7 +338,8 @@ def pct(values: list[float], q: float) -> float:
 def report(out: dict) -> None:
     n = out["researchers"]
     print(f"\n== {n} researchers on each hub, {out['elapsed_s']:.0f}s "
-          f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}); proxy: {out['chp']}")  # fmt: skip
+          f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}); proxy: {out['chp']}; "
+          f"fort services: {out['services']}")  # fmt: skip
     for kind, h in out["hubs"].items():
         print(f"\n{kind} hub: {h['completed']} completed, {h['failed']} failed "
               f"({h['spawn_429_retries']} spawn retries after a 429)")  # fmt: skip
@@ -343,12 +352,20 @@ def report(out: dict) -> None:
               f"{h['proxy_cpu_per_researcher'] * 1000:.1f} ms/researcher")  # fmt: skip
     print(f"\nhub CPU fort/stock: {out['ratio_hub_cpu_fort_over_stock']:.3f} (target <= 1.10)")
     print(f"fort services CPU: {out['fort_services_cpu_per_researcher'] * 1000:.1f} ms/researcher"
-          f" = {out['services_over_fort_hub_cpu']:.2f} x the fort hub's (target <= 1)")  # fmt: skip
+          f" = {out['services_over_fort_hub_cpu']:.2f} x the fort hub's (target <= 1); their "
+          f"DuckDB workers {out['fort_query_workers_cpu_per_researcher'] * 1000:.1f} ms/researcher"
+          f"; round-robin fronts {out['service_fronts_cpu_per_researcher'] * 1000:.1f}")  # fmt: skip
     print("CPU seconds by process: " + ", ".join(f"{k} {v:.1f}" for k, v in out["cpu_s"].items()))
     s = out["store"]
     print(f"store: {s['commits']} commits ({s['commits_per_s']:.1f}/s, "
           f"{s['commits_per_researcher']:.1f}/researcher); connections median "
           f"{s['connections_median']}, max {s['connections_max']}")  # fmt: skip
+
+
+def services_label(replicas: int) -> str:
+    if replicas == 1:
+        return "hub-managed, one process each"
+    return f"{replicas} processes each behind a round-robin front, S3 result store (moto)"
 
 
 def report_policy(p: dict) -> None:
@@ -383,6 +400,13 @@ def parse(argv=None):
     p.add_argument("--policy-groups", type=int, default=1_000)
     p.add_argument("--policy-timeout", type=float, default=600)
     p.add_argument("--chp-prefix", help="npm prefix holding configurable-http-proxy")
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="processes per fort service: 1 hub-managed; N >= 2 external, behind a round-robin "
+        "front each, fort-query's sharing the S3 result store on moto (scale_replicas.py)",
+    )
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--keep", action="store_true", help="keep the work directory (hub logs)")
     return p.parse_args(argv)
@@ -391,13 +415,16 @@ def parse(argv=None):
 def main(argv=None) -> int:
     args = parse(argv)
     work = Path(tempfile.mkdtemp(prefix="fort-scale-"))
-    stack = Stack(work, args.researchers, args.pod_delay, args.chp_prefix)
+    if args.replicas < 1:
+        raise SystemExit("--replicas must be at least 1")
+    stack = Stack(work, args.researchers, args.pod_delay, args.chp_prefix, args.replicas)
     t0 = time.monotonic()
     try:
         stack.start()
         print(f"stack ready in {time.monotonic() - t0:.0f}s ({work})", flush=True)
         out = asyncio.run(Run(stack, args).main())
         out["chp"] = stack.chp_name
+        out["services"] = services_label(args.replicas)
         out["args"] = vars(args)
         report(out)
         if args.json:

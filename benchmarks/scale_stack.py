@@ -7,7 +7,8 @@
   ``/user/<name>/`` there and the stand-in answers any path);
 - moto's STS (``ThreadedMotoServer``), a PostgreSQL database of its own for the fort store;
 - two hubs: fort (FacebookOAuthenticator, FortKubeSpawner, the three fort services
-  hub-managed, configured by the same ``jupyterhub_config.d`` snippets an admin deploys) and
+  hub-managed, configured by the same ``jupyterhub_config.d`` snippets an admin deploys; with
+  ``--replicas N`` N processes each behind a round-robin front, benchmarks/scale_replicas.py) and
   stock (oauthenticator's GenericOAuthenticator, plain KubeSpawner, no fort services), each
   with configurable-http-proxy.
 """
@@ -19,6 +20,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -52,7 +54,7 @@ def usernames(n: int) -> list[str]:
 def find_chp(prefix: str | None) -> tuple[list[str], str]:
     """The node configurable-http-proxy (npm) when found, else the venv's Python one."""
     for d in filter(None, [prefix, str(ROOT / ".chp")]):
-        exe = Path(d) / "node_modules" / ".bin" / "configurable-http-proxy"
+        exe = Path(d).resolve() / "node_modules" / ".bin" / "configurable-http-proxy"
         if exe.exists():
             version = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
             return [str(exe)], f"node configurable-http-proxy {version.stdout.strip()} (npm)"
@@ -224,7 +226,9 @@ c.Authenticator.enable_auth_state = True
 """
 
 
-def fort_config(chp, nb_port, standin, public) -> str:
+def fort_config(chp, nb_port, standin, public, external: list[dict] | None = None) -> str:
+    """The fort hub's config; *external*: service entries (url, token, no command) that the
+    fort snippets complete instead of adding hub-managed ones (``--replicas``)."""
     snippets = [str(p) for p in snippet_paths()]
     return (
         COMMON.format(chp=chp, ns="fort", nb_port=nb_port, image=IMAGE)
@@ -239,6 +243,7 @@ fb.oauth_callback_url = {public + "/hub/oauth_callback"!r}
 fb.strip_email_domains = {{"example.org"}}
 fb.admin_users = {{"admin"}}
 c.FortKubeSpawner.services_url = {public + "/services/"!r}
+c.JupyterHub.services = list(c.JupyterHub.services) + {external or []!r}
 for _path in {snippets!r}:
     exec(compile(open(_path).read(), _path, "exec"))
 """
@@ -269,8 +274,12 @@ c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
 class Stack:
     """Starts and stops everything; ``stack.fort`` / ``stack.stock`` are the RunningHubs."""
 
-    def __init__(self, work: Path, n: int, pod_delay: float, chp_prefix: str | None = None):
-        self.work, self.n, self.pod_delay = work, n, pod_delay
+    def __init__(
+        self, work: Path, n: int, pod_delay: float, chp_prefix: str | None = None,
+        replicas: int = 1,
+    ):  # fmt: skip
+        self.work, self.n, self.pod_delay, self.replicas = work, n, pod_delay, replicas
+        self.service_replicas = None  # ServiceReplicas with replicas >= 2
         self.names = usernames(n)
         self.chp, self.chp_name = find_chp(chp_prefix)
         self.stoppers: list = []
@@ -313,13 +322,14 @@ class Stack:
         crypt = Fernet.generate_key().decode()
         env = {"KUBECONFIG": str(kube), "JUPYTERHUB_CRYPT_KEY": crypt}
         env.pop("KUBERNETES_SERVICE_HOST", None)
+        fort_env = {**DUMMY_AWS, "AWS_ENDPOINT_URL": self.moto_url,
+                    "FORT_POLICY_FILE": str(policy), "FORT_STORE_URL": self.pg.url}  # fmt: skip
         self.fort = RunningHub(w / "fort", env={
-            **env, **DUMMY_AWS, "AWS_ENDPOINT_URL": self.moto_url,
-            "FORT_POLICY_FILE": str(policy), "FORT_STORE_URL": self.pg.url,
-            "FORT_SERVICES_PORT": str(free_ports(3)),
+            **env, **fort_env, "FORT_SERVICES_PORT": str(free_ports(3)),
         }, timeout=180)  # fmt: skip
+        external = self._start_replicas(fort_env) if self.replicas >= 2 else None
         self.fort.extra_config = fort_config(self.chp, self.nb_port, self.standin_url,
-                                             self.fort.url)  # fmt: skip
+                                             self.fort.url, external)  # fmt: skip
         self.stock = RunningHub(w / "stock", env=env, timeout=180)
         self.stock.extra_config = stock_config(self.chp, self.nb_port, self.standin_url)
         for hub in (self.fort, self.stock):
@@ -329,6 +339,17 @@ class Stack:
             wait_http(f"{self.fort.url}/services/{svc}/api/v1/", timeout=120,
                       ok=lambda r: r.status_code in (401, 403, 404))  # fmt: skip
         return self
+
+    def _start_replicas(self, env: dict) -> list[dict]:
+        """``--replicas N``: N processes of each fort service behind a front, started before
+        the fort hub; returns the hub's service entries for them."""
+        from scale_replicas import ServiceReplicas
+
+        self.service_replicas = ServiceReplicas(self.work, self.replicas, self.fort.hub_api_url,
+                                                self.moto_url, env)  # fmt: skip
+        self.stoppers.append(self.service_replicas.stop)
+        self.service_replicas.start()
+        return self.service_replicas.hub_entries()
 
     def _roles(self) -> None:
         import boto3
@@ -351,12 +372,17 @@ class Stack:
         out = {"fort_hub": [self.fort.proc.pid], "stock_hub": [self.stock.proc.pid],
                "fort_services": [], "fort_proxy": [], "stock_proxy": [],
                "facebook_standin": [self.standin_pid], "k8s_double": [self.k8s_pid],
-               "notebook_standin": [self.nb_pid]}  # fmt: skip
+               "notebook_standin": [self.nb_pid], "service_fronts": []}  # fmt: skip
         for pid, ppid, cmd in _children():
             if ppid == self.fort.proc.pid:
                 out["fort_services" if "fort_hub.services" in cmd else "fort_proxy"].append(pid)
+                if m := re.search(r"fort_hub\.services\.(\w+)", cmd):  # each one alone too
+                    out[f"fort-{m.group(1)}-0"] = [pid]
             elif ppid == self.stock.proc.pid:
                 out["stock_proxy"].append(pid)
+        if self.service_replicas:
+            for role, pids in self.service_replicas.pids().items():
+                out[role] = out.get(role, []) + pids
         return out
 
     def admin_get(self, hub: RunningHub, path: str):
@@ -381,7 +407,28 @@ def _children():
         yield int(entry.name), ppid, cmd
 
 
-def cpu_seconds(pids: list[int]) -> float:
+def cpu_by_role(procs: dict[str, list[int]]) -> dict[str, float]:
+    """CPU-seconds of each role's processes, plus ``fort_query_workers``: what the fort services'
+    descendants (fort-query's DuckDB worker processes) used, reaped ones included."""
+    out = {k: cpu_seconds(v) for k, v in procs.items()}
+    out["fort_query_workers"] = tree_cpu_seconds(procs["fort_services"]) - out["fort_services"]
+    return out
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """CPU-seconds of *pids* and all their descendants, alive or reaped (cutime, cstime)."""
+    kids: dict[int, list[int]] = {}
+    for pid, ppid, _ in _children():
+        kids.setdefault(ppid, []).append(pid)
+    todo, total = list(pids), 0
+    while todo:
+        pid = todo.pop()
+        total += cpu_seconds([pid], children=True)
+        todo += kids.get(pid, [])
+    return total
+
+
+def cpu_seconds(pids: list[int], children: bool = False) -> float:
     """utime + stime of *pids* from /proc/<pid>/stat (0 for a process that is gone)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
@@ -391,4 +438,6 @@ def cpu_seconds(pids: list[int]) -> float:
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        if children:  # cutime, cstime: its reaped children's
+            total += int(fields[13]) + int(fields[14])
     return total / tick

@@ -47,3 +47,27 @@ def test_five_researchers_complete_on_both_hubs_and_every_figure_is_reported(tmp
     assert (policy["users"], policy["groups"], policy["second_changes"]) == (30, 5, 0)
     assert policy["first_changes"] > 0
     assert "configurable-http-proxy" in figures["chp"]
+
+
+def test_two_replicas_of_each_service_behind_fronts(tmp_path):
+    """``--replicas 2``: the hub knows each fort service by the url of a round-robin front and
+    starts none; two processes of each serve the researchers (fort-query's on the S3 result
+    store), and their CPU is reported, summed and per replica."""
+    require_postgres()
+    out = tmp_path / "scale.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--researchers", "5",
+           "--ramp", "2", "--idle", "0.5", "--queries", "2", "--pod-delay", "0.2",
+           "--step-timeout", "90", "--duration", "120", "--policy-users", "0",
+           "--replicas", "2", "--json", str(out)]  # fmt: skip
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    fort = figures["hubs"]["fort"]
+    assert (fort["completed"], fort["failed"]) == (5, 0), fort
+    assert fort["steps"]["query"]["n"] == 10 and fort["steps"]["credentials"]["n"] == 5
+    assert figures["services"].startswith("2 processes each")
+    replicas = [f"{s}-{i}" for s in ("fort-groups", "fort-credentials", "fort-query")
+                for i in (0, 1)]  # fmt: skip
+    assert set(replicas) <= set(figures["cpu_s"])
+    assert figures["cpu_s"]["fort_services"] > 0 and "service_fronts" in figures["cpu_s"]
+    assert "policy" not in figures

@@ -448,3 +448,58 @@ def test_reconciliation_changes_a_hub_group_in_one_request_per_group(env):
         resource = f"groups/batch-study/members/{name}"
         assert audit.query(action="groups.add", resource=resource)
         assert audit.query(action="groups.remove", resource=resource)
+
+
+class OtherReplicaFirst:
+    """The hub API as fort-groups sees it when another replica of fort-groups creates group
+    *name* (and marks it, with a member) between this replica's listing of the hub's groups
+    and its own ``POST groups/<name>``."""
+
+    def __init__(self, inner, hub, name: str, member: str):
+        self.inner, self.hub, self.name, self.member = inner, hub, name, member
+
+    async def request(self, method, path, body=None, **kw):
+        if method == "POST" and path == f"groups/{self.name}":
+            admin = self.hub.admin_headers
+            r = requests.post(self.hub.api(path), json={"users": [self.member]}, headers=admin,
+                              timeout=30)  # fmt: skip
+            assert r.status_code == 201, r.text
+            r = requests.put(self.hub.api(path + "/properties"), headers=admin, timeout=30,
+                             json={OWNER_KEY: {"managed": True}})  # fmt: skip
+            assert r.status_code == 200, r.text
+        return await self.inner.request(method, path, body, **kw)
+
+
+def test_reconciliation_goes_on_when_another_replica_created_the_group(env):
+    """#13 (bench_scale.py --replicas 2): two fort-groups replicas reconcile at the same
+    moment; both see a policy group missing from the hub and create it; the second POST got
+    409 "already exists" and that replica's whole pass failed. Now the group another replica
+    created is treated as any existing one: the pass (here the one the policy reload starts)
+    fills it and ends."""
+    reconcile(env)
+    hub, policy, app = env["hub"], env["policy"], env["app"]
+    text = policy.read_text()
+    group = "  - name: race-study\n    members: [alice, bob]\n"
+    inner = app.hub_api
+    app.hub_api = OtherReplicaFirst(inner, hub, "race-study", "alice")
+    policy.write_text(text.replace("groups:\n", "groups:\n" + group, 1))
+    try:
+        deadline = time.monotonic() + 30
+        while hub_groups(env).get("race-study") != {"alice", "bob"}:
+            assert time.monotonic() < deadline, hub_groups(env).get("race-study")
+            time.sleep(0.2)
+        assert hub_group(env, "race-study")["properties"][OWNER_KEY] == {"managed": True}
+        assert reconcile(env) == []  # converged
+    finally:
+        app.hub_api = inner
+        policy.write_text(text)
+    deadline = time.monotonic() + 30
+    while hub_groups(env).get("race-study"):  # no longer in the policy: emptied
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def hub_groups(env) -> dict[str, set[str]]:
+    r = requests.get(env["hub"].api("groups"), headers=env["hub"].admin_headers, timeout=30)
+    assert r.status_code == 200, r.text
+    return {g["name"]: set(g["users"]) for g in r.json()}

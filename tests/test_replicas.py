@@ -15,11 +15,12 @@ import pytest
 import requests
 
 from fort_hub import scopes
+from fort_hub.dev.replicas import ReplicatedService
 from fort_hub.services.query.runner import LOST_REASON
 from fort_hub.store import Store
 from tests.conftest import EXAMPLE_POLICY, PG_URL, require_postgres
 from tests.query_support import ADMIN, USE, FakeHubApi, make_datasets
-from tests.replicas import ReplicatedService, service_env
+from tests.replicas import service_env
 
 pytestmark = pytest.mark.postgres
 SLOW = "SELECT count(*) FROM url_shares a, url_shares b, url_shares c, url_shares d, url_shares e"

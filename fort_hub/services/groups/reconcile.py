@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ...policy import Policy, dates
 from ...store import StoreError
 from ...store.memberships import Membership, Memberships
-
-if TYPE_CHECKING:
-    from ..base import HubApi
+from ..base import HubApi, HubApiError
 
 OWNER_KEY = "fort-groups"
 #: the audit reason when a hub group member fort-groups did not put there is removed (drift)
@@ -149,23 +146,10 @@ class Reconciler:
         for name in policy.groups:
             group = hub_groups.get(name)
             if group is None:
-                await self._create(name, changes)
-                current: set[str] = set()
-            elif not owned(group):
-                # an empty group without properties (e.g. created by the hub for a role's
-                # `groups`) holds nothing to lose: adopt it
-                pristine = not group.get("users") and not group.get("properties")
-                if not (app.adopt_existing_groups or pristine):
-                    app.log.warning(
-                        "hub group %r exists but is not managed by fort-groups; leaving it alone "
-                        "(set GroupsService.adopt_existing_groups = True to take it over)",
-                        name,
-                    )
-                    continue
-                await self._mark(name, group.get("properties") or {})
-                current = set(group.get("users", []))
-            else:
-                current = set(group.get("users", []))
+                group = await self._create(name, changes)
+            current = await self._current_members(name, group)
+            if current is None:
+                continue
             target = {u for u in want[name] if u in hub_users}
             adds = [Change("groups.add", name, u, member_reason(want[name][u], policy))
                     for u in sorted(target - current)]  # fmt: skip
@@ -195,11 +179,41 @@ class Reconciler:
             app.log.info("reconciliation (%s): %d change(s)", reason, len(changes))
         return changes
 
-    async def _create(self, name: str, changes: list[Change]) -> None:
+    async def _current_members(self, name: str, group: dict | None) -> set[str] | None:
+        """The members of hub group *name* (*group*: its model, None when this pass created
+        it), after taking it over if it may be; None: not fort's, leave it alone."""
+        if group is None:
+            return set()
+        if not owned(group):
+            # an empty group without properties (e.g. created by the hub for a role's
+            # `groups`) holds nothing to lose: adopt it
+            pristine = not group.get("users") and not group.get("properties")
+            if not (self.app.adopt_existing_groups or pristine):
+                self.app.log.warning(
+                    "hub group %r exists but is not managed by fort-groups; leaving it alone "
+                    "(set GroupsService.adopt_existing_groups = True to take it over)",
+                    name,
+                )
+                return None
+            await self._mark(name, group.get("properties") or {})
+        return set(group.get("users", []))
+
+    async def _create(self, name: str, changes: list[Change]) -> dict | None:
+        """Create hub group *name*: None when created here; the group's model when the hub
+        says it exists (409: created since this pass listed the groups, by another replica of
+        fort-groups reconciling at the same time, or by someone else), which the caller then
+        treats as any existing group."""
         await self._audit(Change("groups.create", name, "", "declared in the policy"))
-        await self.hub.request("POST", f"groups/{name}", {"users": []})
+        try:
+            await self.hub.request("POST", f"groups/{name}", {"users": []})
+        except HubApiError as e:
+            if e.status != 409:
+                raise
+            self.app.log.info("hub group %r was created meanwhile (another replica?)", name)
+            return await self.hub.request("GET", f"groups/{name}")
         await self._mark(name, {})
         changes.append(Change("groups.create", name))
+        return None
 
     async def _mark(self, name: str, props: dict) -> None:
         await self.hub.request(

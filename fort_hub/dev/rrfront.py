@@ -1,15 +1,33 @@
-"""A tiny round-robin TCP front for tests: each new connection goes to the next backend (the
-one after it if that backend refuses), like a Kubernetes Service in front of a Deployment's
-pods. Runs on its own thread and event loop."""
+"""A tiny round-robin TCP front: each new connection goes to the next backend (the one after it
+if that backend refuses), like a Kubernetes Service in front of a Deployment's pods. DEVELOPMENT
+ONLY: tests/test_replicas.py and the scale harness (benchmarks/bench_scale.py --replicas N) put
+one in front of the replicas of each fort service.
+
+In a thread of the caller (its own event loop)::
+
+    front = RoundRobinFront([("127.0.0.1", 10201), ("127.0.0.1", 10202)]).start()
+
+or as a process of its own, one front per ``--front`` until SIGTERM (then it prints how many
+connections each backend got)::
+
+    python -m fort_hub.dev.rrfront --front 10101=127.0.0.1:10201,127.0.0.1:10202
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import itertools
+import signal
+import socket
 import threading
 
-from tests.hubproc import free_port
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class RoundRobinFront:
@@ -39,7 +57,7 @@ class RoundRobinFront:
         self._loop = loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._server = loop.run_until_complete(
-            asyncio.start_server(self._serve, "127.0.0.1", self.port)
+            asyncio.start_server(self._serve, "127.0.0.1", self.port, backlog=1024)
         )
         self._ready.set()
         loop.run_forever()
@@ -80,3 +98,35 @@ class RoundRobinFront:
 
         with contextlib.suppress(asyncio.CancelledError):  # the front stopping
             await asyncio.gather(pipe(client_r, up_w), pipe(up_r, client_w))
+
+
+def parse_front(spec: str) -> tuple[int, list[tuple[str, int]]]:
+    """``PORT=HOST:PORT,HOST:PORT`` -> (port, backends)."""
+    port, _, backends = spec.partition("=")
+    out = []
+    for b in filter(None, backends.split(",")):
+        host, _, bport = b.rpartition(":")
+        out.append((host or "127.0.0.1", int(bport)))
+    if not out:
+        raise argparse.ArgumentTypeError(f"{spec!r}: no backend (PORT=HOST:PORT,HOST:PORT)")
+    return int(port), out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="round-robin TCP fronts (development only)")
+    p.add_argument("--front", action="append", type=parse_front, required=True,
+                   help="PORT=HOST:PORT,HOST:PORT (repeatable)")  # fmt: skip
+    args = p.parse_args(argv)
+    fronts = [RoundRobinFront(backends, port).start() for port, backends in args.front]
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    for f in fronts:
+        f.stop()
+        counts = [f.connections.count(i) for i in range(len(f.backends))]
+        print(f"front :{f.port}: connections per backend {counts}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
