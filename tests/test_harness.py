@@ -9,8 +9,8 @@ import types
 
 import requests
 
+from fort_hub.dev import ports
 from fort_hub.store import Store
-from tests import hubproc
 from tests.hubproc import RunningHub
 from tests.query_support import QueryEnv
 
@@ -91,6 +91,6 @@ def test_free_port_never_hands_out_a_port_twice(monkeypatch):
         def getsockname(self):
             return ("127.0.0.1", self.port)
 
-    monkeypatch.setattr(hubproc, "socket", types.SimpleNamespace(socket=Probe))
-    monkeypatch.setattr(hubproc, "_handed_out", set())
-    assert [hubproc.free_port() for _ in range(3)] == [41001, 41002, 41003]
+    monkeypatch.setattr(ports, "socket", types.SimpleNamespace(socket=Probe))
+    monkeypatch.setattr(ports, "_handed_out", set())
+    assert [ports.free_port() for _ in range(3)] == [41001, 41002, 41003]

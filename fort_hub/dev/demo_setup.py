@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from fort_hub.dev.ports import free_port
 from fort_hub.policy import Policy, load_policy, role_name
 
 DATA = Path(__file__).parent / "data"
@@ -114,12 +115,6 @@ def release_lock(state: Path) -> None:
             path.unlink()
     except (FileNotFoundError, ValueError):
         pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def free_port_run(start: int, count: int) -> int:

@@ -20,14 +20,9 @@ import asyncio
 import contextlib
 import itertools
 import signal
-import socket
 import threading
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from fort_hub.dev.ports import free_port
 
 
 class RoundRobinFront:
