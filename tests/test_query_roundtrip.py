@@ -18,6 +18,7 @@ from fort_hub.client import FortClient, FortQueryError
 from fort_hub.services.query import stream
 from fort_hub.services.query.engines.base import Outcome, QueryCancelled
 from fort_hub.services.query.engines.duckdb import DuckDBEngine
+from fort_hub.services.query.engines.worker import END_OF_STREAM
 from fort_hub.store import Store
 from fort_hub.store.audit import AuditError
 from tests.query_support import QueryEnv
@@ -272,11 +273,18 @@ def test_tee_hands_over_batches_and_aborts_a_waiting_writer():
             done.set()
 
         old = stream.MAX_PENDING
-        stream.MAX_PENDING = batches[0].nbytes  # one batch ahead at most
+        chunks = stream.IpcChunks(batches[0].schema)
+        chunks.batch(batches[0])  # the first piece holds the schema too
+        stream.MAX_PENDING = len(chunks.batch(batches[1]))  # one batch ahead at most
         try:
             threading.Thread(target=produce, daemon=True).start()
             assert isinstance(await follower.get(), pa.Schema)
-            assert (await follower.get()).equals(batches[0])
+            first = await follower.get()  # the start of an IPC stream: the schema, batch 0
+            assert (
+                pa.ipc.open_stream(first + END_OF_STREAM)
+                .read_all()
+                .equals(pa.Table.from_batches(batches[:1]))
+            )
             await asyncio.sleep(0.3)
             # taken: 1; queued: 2 and 3 (the 3rd went when one batch was pending); 4th waits
             assert not done.is_set() and len(inner.batches) == 3

@@ -236,40 +236,39 @@ class QueriesHandler(QueryHandlerBase):
 
 
 class ChunkedBody:
-    """A streamed response body sent without copying its pieces: for an HTTP/1.1 request the
-    chunked framing is written here, each piece handed to the connection as it is (tornado
-    leaves the framing to a handler that sets ``Transfer-Encoding`` itself; its own framing
-    copies every chunk twice, and ``RequestHandler.write`` takes ``bytes`` only); otherwise
-    plain ``write`` and ``flush``."""
+    """A streamed response body whose pieces are sent without being copied. Tornado frames
+    an HTTP/1.1 answer without Content-Length as chunks, joining each chunk with its framing
+    (two copies of every piece; ``RequestHandler.write`` also takes ``bytes`` only): here the
+    chunks are written to the connection's stream in the same format, each piece as it is,
+    and tornado writes the last chunk on ``finish``. An HTTP/1.0 answer (not chunked) uses
+    ``write`` and ``flush``."""
 
     def __init__(self, handler: FortHandler):
         self.handler = handler
-        self.framed = handler.request.version == "HTTP/1.1"
-        if self.framed:
-            handler.set_header("Transfer-Encoding", "chunked")
+        # tornado chunks the body of an HTTP/1.1 answer sent without Content-Length (the
+        # streamed answer never sets one)
+        self.framed = handler.request.version == "HTTP/1.1" and handler.request.method != "HEAD"
         self.started = False
 
     async def send(self, data) -> None:
         h = self.handler
-        if not self.framed:
-            h.write(bytes(data))
-            await h.flush()
-            return
         if not self.started:
             await h.flush()  # the status line and the headers
             self.started = True
         view = memoryview(data).cast("B")
         if not view.nbytes:
             return  # an empty chunk would end the body
-        connection = h.request.connection
-        connection.write(b"%x\r\n" % view.nbytes)
-        connection.write(view)
-        await connection.write(b"\r\n")
+        if not self.framed:
+            h.write(bytes(view))
+            await h.flush()
+            return
+        stream = h.request.connection.stream
+        stream.write(b"%x\r\n" % view.nbytes)
+        stream.write(view)
+        await stream.write(b"\r\n")
 
     def end(self) -> None:
-        if self.framed:
-            self.handler.request.connection.write(b"0\r\n\r\n")
-        self.handler.finish()
+        self.handler.finish()  # tornado ends a chunked body with the last, empty chunk
 
 
 class QueryHandler(QueryHandlerBase):
