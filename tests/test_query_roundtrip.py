@@ -239,6 +239,33 @@ def test_audit_down_no_result_in_the_answer(env, monkeypatch):
     assert "not sent" in r.json()["error"]["message"]
 
 
+def test_a_streamed_answer_is_the_workers_stream_chunked_as_sent(tmp_path, sqlite_url):
+    """A result streamed in the submit's answer is the worker's IPC stream forwarded as it is
+    (dictionaries replaced between batches included), in HTTP/1.1 chunks written by the
+    service itself; the stored copy holds the same stream."""
+    import duckdb
+
+    env = QueryEnv(
+        tmp_path, sqlite_url, DuckDBEngine__batch_rows=7, QueryService__inline_result_bytes=100
+    ).start()
+    body = "SELECT country::ENUM('US', 'DE', 'BR', 'IN') AS e, shares, url FROM T ORDER BY url"
+    try:
+        r = post(env, body.replace(" T", " url_shares"), wait=30, stream=True)
+        assert r.status_code == 200 and r.headers["Transfer-Encoding"] == "chunked"
+        raw = r.raw.read()
+        got = pa.ipc.open_stream(raw).read_all()
+        qid = r.headers["X-Fort-Query-Id"]
+        stored = requests.get(
+            env.base + f"queries/{qid}/results", headers=env.h(Accept=ARROW), timeout=30
+        )
+        path = tmp_path / "data" / "url_shares.parquet"
+        expected = duckdb.sql(body.replace(" T", f" read_parquet('{path}')")).to_arrow_table()
+        assert got.num_rows == 200 and got.equals(expected)
+        assert stored.content == raw
+    finally:
+        env.stop()
+
+
 def test_tee_hands_over_batches_and_aborts_a_waiting_writer():
     """The tee alone: batches reach the follower in order; a writer held back by a lagging
     follower is released by abort."""

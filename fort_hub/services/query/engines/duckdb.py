@@ -318,6 +318,9 @@ class DuckDBEngine(QueryEngine):
                 if job.id in self._cancelled:  # the worker stops at its next batch
                     worker.skip(length)
                     continue
+                # the bytes as sent count when they are more than the Arrow size the worker
+                # states (the service forwards them without reading them back)
+                size = max(size, length)
                 try:  # refused before it is read: the service never holds an oversized batch
                     check_result_caps(
                         sink.rows + rows, nbytes + size, sink.max_rows, sink.max_bytes
