@@ -32,7 +32,9 @@ DuckDB prints each profile to descriptor 2, which is /dev/null in a worker (Pyth
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import json
 import math
 import os
@@ -425,8 +427,19 @@ def confine(address_space: int, parent: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
 
 
+#: the frame pipe's capacity (``F_SETPIPE_SZ``; Linux allows up to 1 MiB unprivileged):
+#: fewer wake-ups of both processes per batch than with the default 64 KiB
+PIPE_SIZE = 1 << 20
+
+
+def widen_pipe(fd: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or over pipe-max-size
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
 def main(argv: list[str]) -> None:
     config = json.loads(argv[1])
+    widen_pipe(1)
     out = os.fdopen(os.dup(1), "wb")
     err = os.dup(2)
     os.dup2(err, 1)  # stray writes to stdout cannot corrupt the frames
