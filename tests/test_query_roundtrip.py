@@ -131,6 +131,7 @@ def test_large_result_streams_and_the_stored_copy_matches(tmp_path, sqlite_url):
     ).start()
     try:
         fort = FortClient(url=env.base.removesuffix("api/v1/"), token="alice-token")
+        fort.submit_wait = 30  # a loaded machine may take over 0.5 s to the first batch
         table = fort.query("SELECT * FROM url_shares ORDER BY shares, url", "url_shares")
         assert table.num_rows == 200
         qid = fort.history()[0]["id"]
@@ -255,6 +256,9 @@ def test_a_streamed_answer_is_the_workers_stream_chunked_as_sent(tmp_path, sqlit
         raw = r.raw.read()
         got = pa.ipc.open_stream(raw).read_all()
         qid = r.headers["X-Fort-Query-Id"]
+        # the final state is committed just after the stream's end: wait for it (long poll)
+        done = requests.get(env.base + f"queries/{qid}?wait=10", headers=env.h(), timeout=30)
+        assert done.json()["state"] == "succeeded"
         stored = requests.get(
             env.base + f"queries/{qid}/results", headers=env.h(Accept=ARROW), timeout=30
         )

@@ -102,10 +102,9 @@ class ResultSink:
         end-of-stream marker), of *rows* rows and *nbytes* Arrow bytes. A sink that stores or
         sends the bytes as they are overrides this; by default they are read back into a
         batch for :meth:`write`."""
-        feed = self.__dict__.get("_ipc_feed")
-        if feed is None:
-            feed = self.__dict__["_ipc_feed"] = IpcFeed()
-        self.write(feed.batch(data))
+        if getattr(self, "_ipc_feed", None) is None:
+            self._ipc_feed = IpcFeed()
+        self.write(self._ipc_feed.batch(data))
 
 
 class IpcFeed:

@@ -13,11 +13,11 @@ started by a :class:`~.pool.WorkerPool`) with hard limits of its own:
 The worker sends the result as the pieces of one Arrow IPC stream over a pipe; this process
 hands the bytes as they are to the :class:`ResultSink` (``write_ipc``: the stored copy and a
 waiting download get the same bytes, no batch is rebuilt or serialized again here), so the row
-and byte caps apply here, and a batch that would break a cap is refused before it is read. In the worker, each dataset's tables are views in an in-memory
-DuckDB database hardened before any user SQL runs (:class:`.worker.HardenedDatabases`):
-``allowed_paths`` is the dataset's own files, then ``enable_external_access = false``, extension
-auto-install/auto-load off, ``memory_limit`` and ``threads`` from the settings, and
-``lock_configuration = true``. Each query runs on its own cursor of that database.
+and byte caps apply here, and a batch that would break a cap is refused before it is read. In
+the worker, each dataset's tables are views in an in-memory DuckDB database hardened before
+any user SQL runs (:class:`.worker.HardenedDatabases`): ``allowed_paths`` is the dataset's own
+files, then ``enable_external_access = false``, extension auto-install/auto-load off,
+``memory_limit`` and ``threads`` from the settings, and ``lock_configuration = true``. Each query runs on its own cursor of that database.
 """
 
 from __future__ import annotations
