@@ -18,6 +18,7 @@ from fort_hub.client import FortClient, FortQueryError
 from fort_hub.services.query import stream
 from fort_hub.services.query.engines.base import Outcome, QueryCancelled
 from fort_hub.services.query.engines.duckdb import DuckDBEngine
+from fort_hub.services.query.engines.worker import END_OF_STREAM
 from fort_hub.store import Store
 from fort_hub.store.audit import AuditError
 from tests.query_support import QueryEnv
@@ -130,7 +131,7 @@ def test_large_result_streams_and_the_stored_copy_matches(tmp_path, sqlite_url):
     ).start()
     try:
         fort = FortClient(url=env.base.removesuffix("api/v1/"), token="alice-token")
-        fort.submit_wait = 10  # a loaded machine's first query (its worker starting) takes > 0.5 s
+        fort.submit_wait = 30  # a loaded machine may take over 0.5 s to the first batch
         table = fort.query("SELECT * FROM url_shares ORDER BY shares, url", "url_shares")
         assert table.num_rows == 200
         qid = fort.history()[0]["id"]
@@ -241,6 +242,36 @@ def test_audit_down_no_result_in_the_answer(env, monkeypatch):
     assert "not sent" in r.json()["error"]["message"]
 
 
+def test_a_streamed_answer_is_the_workers_stream_chunked_as_sent(tmp_path, sqlite_url):
+    """A result streamed in the submit's answer is the worker's IPC stream forwarded as it is
+    (dictionaries replaced between batches included), in HTTP/1.1 chunks written by the
+    service itself; the stored copy holds the same stream."""
+    import duckdb
+
+    env = QueryEnv(
+        tmp_path, sqlite_url, DuckDBEngine__batch_rows=7, QueryService__inline_result_bytes=100
+    ).start()
+    body = "SELECT country::ENUM('US', 'DE', 'BR', 'IN') AS e, shares, url FROM T ORDER BY url"
+    try:
+        r = post(env, body.replace(" T", " url_shares"), wait=30, stream=True)
+        assert r.status_code == 200 and r.headers["Transfer-Encoding"] == "chunked"
+        raw = r.raw.read()
+        got = pa.ipc.open_stream(raw).read_all()
+        qid = r.headers["X-Fort-Query-Id"]
+        # the final state is committed just after the stream's end: wait for it (long poll)
+        done = requests.get(env.base + f"queries/{qid}?wait=10", headers=env.h(), timeout=30)
+        assert done.json()["state"] == "succeeded"
+        stored = requests.get(
+            env.base + f"queries/{qid}/results", headers=env.h(Accept=ARROW), timeout=30
+        )
+        path = tmp_path / "data" / "url_shares.parquet"
+        expected = duckdb.sql(body.replace(" T", f" read_parquet('{path}')")).to_arrow_table()
+        assert got.num_rows == 200 and got.equals(expected)
+        assert stored.content == raw
+    finally:
+        env.stop()
+
+
 def test_tee_hands_over_batches_and_aborts_a_waiting_writer():
     """The tee alone: batches reach the follower in order; a writer held back by a lagging
     follower is released by abort."""
@@ -275,11 +306,18 @@ def test_tee_hands_over_batches_and_aborts_a_waiting_writer():
             done.set()
 
         old = stream.MAX_PENDING
-        stream.MAX_PENDING = batches[0].nbytes  # one batch ahead at most
+        chunks = stream.IpcChunks(batches[0].schema)
+        chunks.batch(batches[0])  # the first piece holds the schema too
+        stream.MAX_PENDING = len(chunks.batch(batches[1]))  # one batch ahead at most
         try:
             threading.Thread(target=produce, daemon=True).start()
             assert isinstance(await follower.get(), pa.Schema)
-            assert (await follower.get()).equals(batches[0])
+            first = await follower.get()  # the start of an IPC stream: the schema, batch 0
+            assert (
+                pa.ipc.open_stream(first + END_OF_STREAM)
+                .read_all()
+                .equals(pa.Table.from_batches(batches[:1]))
+            )
             await asyncio.sleep(0.3)
             # taken: 1; queued: 2 and 3 (the 3rd went when one batch was pending); 4th waits
             assert not done.is_set() and len(inner.batches) == 3

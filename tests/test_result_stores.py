@@ -12,7 +12,8 @@ import pyarrow as pa
 import pytest
 
 from fort_hub.services.query import results as R
-from fort_hub.services.query.engines.base import ResultTooLarge
+from fort_hub.services.query.engines.base import ResultSink, ResultTooLarge
+from fort_hub.services.query.engines.worker import END_OF_STREAM, IpcPieces
 from fort_hub.services.query.results import LocalResultStore, ResultStore
 from fort_hub.services.query.results_s3 import S3ResultStore
 
@@ -179,3 +180,43 @@ def test_s3_sweep_removes_only_stale_spool_files_of_no_live_sink(tmp_path, aws_e
 def test_s3_spool_max_age_must_be_positive(aws_env):
     with pytest.raises(ValueError, match="spool_max_age"):
         S3ResultStore(bucket="b", spool_max_age=0)
+
+
+def test_ipc_pieces_are_stored_as_they_are(replicas):
+    """The DuckDB workers' bytes (one IPC stream in pieces, a dictionary replaced between
+    batches) are appended as they are; the stored result ends with the end-of-stream marker;
+    the caps count the stated rows and bytes; the base sink reads the same pieces back."""
+    writer, reader = replicas
+    kinds = pa.dictionary(pa.int8(), pa.string())
+    schema = pa.schema([("x", pa.int64()), ("kind", kinds)])
+    batches = [
+        pa.record_batch([pa.array([1, 2]), pa.array(["a", "b"]).dictionary_encode()], schema),
+        pa.record_batch([pa.array([3]), pa.array(["c"]).dictionary_encode()], schema),
+    ]
+    stream = IpcPieces(schema)
+    pieces = [b"".join(bytes(memoryview(p)) for p in stream.batch(b)) for b in batches]
+    sink = writer.sink(QID, 3, 10**6)
+    sink.set_schema(schema)
+    for piece, batch in zip(pieces, batches, strict=True):
+        sink.write_ipc(piece, batch.num_rows, batch.nbytes)
+    with pytest.raises(ResultTooLarge, match="max_result_rows"):
+        sink.write_ipc(pieces[1], 1, 1)  # a 4th row
+    sink.commit()
+    raw = b"".join(R.iter_bytes(reader, QID))
+    assert raw.endswith(END_OF_STREAM)
+    got = pa.ipc.open_stream(raw).read_all()
+    assert got.to_pydict() == {"x": [1, 2, 3], "kind": ["a", "b", "c"]}
+
+    class Batches(ResultSink):
+        max_rows, max_bytes, rows = 10, 10**6, 0
+
+        def __init__(self):
+            self.batches = []
+
+        def write(self, batch):
+            self.batches.append(batch)
+
+    fallback = Batches()
+    for piece, batch in zip(pieces, batches, strict=True):
+        fallback.write_ipc(piece, batch.num_rows, batch.nbytes)
+    assert [b.to_pydict() for b in fallback.batches] == [b.to_pydict() for b in batches]

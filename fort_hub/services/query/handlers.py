@@ -15,6 +15,7 @@ from ...store.queries import INFLIGHT, QueryRecord
 from ..handler import FortHandler, ServiceError, printable
 from . import results as R
 from .app import QueryService
+from .engines.worker import END_OF_STREAM
 from .myaccess import MyAccessPage, describe_datasets
 from .runner import EndedElsewhere, QueryRunner
 from .stream import END, Follower, IpcChunks
@@ -161,7 +162,7 @@ class QueriesHandler(QueryHandlerBase):
                 schema = item
                 continue
             held.append(item)
-            size += item.nbytes
+            size += len(item)
             if size > self.app.inline_result_bytes:
                 await self.stream_rest(rec, follower, live, schema, held)
                 return
@@ -179,10 +180,9 @@ class QueriesHandler(QueryHandlerBase):
         if state != "succeeded":
             self.write_json((await self.load(rec.id)).public())
             return
-        chunks = IpcChunks(schema or pa.schema([]))
-        data = b"".join([*(chunks.batch(b) for b in held), chunks.end()])
+        tail = END_OF_STREAM if held else IpcChunks(schema or pa.schema([])).end()
         self.set_header("Content-Type", ARROW)
-        self.finish(data)
+        self.finish(b"".join([*held, tail]))
 
     async def stream_rest(self, rec, follower: Follower, live, schema, held) -> None:
         """Send what the waiting submit holds, then each batch as it comes. The end-of-stream
@@ -195,23 +195,20 @@ class QueriesHandler(QueryHandlerBase):
                 **self.download_record(rec, "streamed in the submit's answer")
             )
         self.set_header("Content-Type", ARROW)
-        chunks = IpcChunks(schema or held[0].schema)
+        body = ChunkedBody(self)
         try:
             while held:
-                await self.send(chunks.batch(held.pop(0)))
+                await body.send(held.pop(0))
             while (item := await follower.get()) is not END:
-                if isinstance(item, pa.RecordBatch):
-                    await self.send(chunks.batch(item))
+                if not isinstance(item, pa.Schema):
+                    await body.send(item)
             if live.result()[0] == "succeeded":
-                self.finish(chunks.end())
+                await body.send(END_OF_STREAM)
+                body.end()
             else:
                 self.request.connection.stream.close()  # truncated on purpose: the client errs
         except StreamClosedError:
             return
-
-    async def send(self, data: bytes) -> None:
-        self.write(data)
-        await self.flush()
 
     async def get(self):
         who = self.get_query_argument("user", None)
@@ -236,6 +233,42 @@ class QueriesHandler(QueryHandlerBase):
         before = self.get_query_argument("before", None)
         recs = await self.app.fort_store.run(self.runner.records.list, who, limit, before)
         self.write_json({"queries": [r.public() for r in recs]})
+
+
+class ChunkedBody:
+    """A streamed response body whose pieces are sent without being copied. Tornado frames
+    an HTTP/1.1 answer without Content-Length as chunks, joining each chunk with its framing
+    (two copies of every piece; ``RequestHandler.write`` also takes ``bytes`` only): here the
+    chunks are written to the connection's stream in the same format, each piece as it is,
+    and tornado writes the last chunk on ``finish``. An HTTP/1.0 answer (not chunked) uses
+    ``write`` and ``flush``."""
+
+    def __init__(self, handler: FortHandler):
+        self.handler = handler
+        # tornado chunks the body of an HTTP/1.1 answer sent without Content-Length (the
+        # streamed answer never sets one)
+        self.framed = handler.request.version == "HTTP/1.1" and handler.request.method != "HEAD"
+        self.started = False
+
+    async def send(self, data) -> None:
+        h = self.handler
+        if not self.started:
+            await h.flush()  # the status line and the headers
+            self.started = True
+        view = memoryview(data).cast("B")
+        if not view.nbytes:
+            return  # an empty chunk would end the body
+        if not self.framed:
+            h.write(bytes(view))
+            await h.flush()
+            return
+        stream = h.request.connection.stream
+        stream.write(b"%x\r\n" % view.nbytes)
+        stream.write(view)
+        await stream.write(b"\r\n")
+
+    def end(self) -> None:
+        self.handler.finish()  # tornado ends a chunked body with the last, empty chunk
 
 
 class QueryHandler(QueryHandlerBase):

@@ -38,13 +38,15 @@ from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
 from .engines.base import ResultSink, check_result_caps
+from .engines.worker import END_OF_STREAM
 
 CHUNK = 4 << 20
 SUFFIX = ".arrows"
 
 
 class FileSink(ResultSink):
-    """Writes batches to ``<path>.partial``; :meth:`commit` renames it into place."""
+    """Writes batches (or the bytes of an Arrow IPC stream, :meth:`write_ipc`) to
+    ``<path>.partial``; :meth:`commit` renames it into place."""
 
     def __init__(self, path: str, max_rows: int, max_bytes: int):
         self.path = path
@@ -53,8 +55,10 @@ class FileSink(ResultSink):
         self.max_bytes = max_bytes
         self.rows = 0
         self.nbytes = 0
+        self.schema: pa.Schema | None = None
         self._sink: Any = None
         self._writer: ipc.RecordBatchStreamWriter | None = None
+        self._raw = False  # IPC bytes were appended (write_ipc): no writer of our own
 
     @property
     def spool(self) -> str:
@@ -62,35 +66,56 @@ class FileSink(ResultSink):
         return self.partial
 
     def set_schema(self, schema: pa.Schema) -> None:
-        if self._writer is None:
+        if self._sink is None:
             # created 0600 whatever the umask (pa.OSFile would create it 0666 & ~umask)
             os.close(os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
             os.chmod(self.partial, 0o600)  # an older file of that name keeps its mode otherwise
             self._sink = pa.OSFile(self.partial, "wb")
-            self._writer = ipc.new_stream(self._sink, schema)
+            self.schema = schema
 
     def write(self, batch: pa.RecordBatch) -> None:
         self.set_schema(batch.schema)
+        if self._raw:
+            raise ValueError("a result is written either as batches or as IPC bytes")
         self.nbytes += batch.nbytes
         check_result_caps(self.rows + batch.num_rows, self.nbytes, self.max_rows, self.max_bytes)
+        if self._writer is None:
+            self._writer = ipc.new_stream(self._sink, self.schema)
         self._writer.write_batch(batch)
         self.rows += batch.num_rows
 
-    def _close(self) -> None:
+    def write_ipc(self, data, rows: int, nbytes: int) -> None:
+        """Append the next piece of the result's IPC stream as it is (see
+        :meth:`ResultSink.write_ipc`); :meth:`set_schema` came first."""
+        if self._sink is None or self._writer is not None:
+            raise ValueError("write_ipc needs set_schema first and no batch written before")
+        self.nbytes += nbytes
+        check_result_caps(self.rows + rows, self.nbytes, self.max_rows, self.max_bytes)
+        self._raw = True
+        self._sink.write(data)
+        self.rows += rows
+
+    def _close(self, complete: bool = True) -> None:
+        if self._sink is None:
+            return
         if self._writer is not None:
             self._writer.close()
-            self._sink.close()
-            self._writer = None
+        elif self._raw and complete:
+            self._sink.write(END_OF_STREAM)
+        elif complete:  # a schema and no batch
+            ipc.new_stream(self._sink, self.schema).close()
+        self._sink.close()
+        self._sink = self._writer = None
 
     def commit(self) -> str:
-        if self._writer is None:  # no schema at all: an empty result with no columns
+        if self._sink is None:  # no schema at all: an empty result with no columns
             self.set_schema(pa.schema([]))
         self._close()
         os.replace(self.partial, self.path)
         return self.path
 
     def discard(self) -> None:
-        self._close()
+        self._close(complete=False)
         for p in (self.partial, self.path):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(p)

@@ -1,10 +1,13 @@
-"""Handing result batches to a waiting downloader as the engine produces them.
+"""Handing the result to a waiting downloader as the engine produces it.
 
 :class:`TeeSink` wraps the :class:`~.engines.base.ResultSink` of the result store (the stored
-copy, written as before) and also hands every batch to the :class:`Follower` a waiting submit
-(``POST queries?wait=``) attached before the engine started. The downloader serializes the
-batches straight into its HTTP response (:class:`IpcChunks`): the first bytes leave while the
-query still runs, and no byte is read back from the stored copy.
+copy, written as before) and also hands every piece of the result's Arrow IPC stream to the
+:class:`Follower` a waiting submit (``POST queries?wait=``) attached before the engine
+started: the schema (a ``pa.Schema``), then the stream's bytes piece by piece (the schema
+message with the first), then :data:`END`; the downloader adds the end-of-stream marker on
+success. The DuckDB workers' bytes are stored and sent as they are (``write_ipc``); batches of
+other engines are serialized once (:class:`IpcChunks`). The first bytes leave while the query
+still runs, and no byte is read back from the stored copy.
 
 Batches cross from the engine's thread to the event loop. A follower that lags more than
 :data:`MAX_PENDING` bytes behind the engine holds the engine back (the engine's thread waits:
@@ -51,9 +54,9 @@ class Follower:
 
     async def get(self) -> Any:
         item = await self.queue.get()
-        if isinstance(item, pa.RecordBatch):
+        if item is not END and not isinstance(item, pa.Schema):
             with self.tee.cond:
-                self.pending -= item.nbytes
+                self.pending -= len(item)
                 self.tee.cond.notify_all()
         return item
 
@@ -79,6 +82,7 @@ class TeeSink(ResultSink):
         self.schema: pa.Schema | None = None
         self.written = 0  # batches written so far
         self.nbytes = 0  # their Arrow bytes
+        self._chunks: IpcChunks | None = None  # serializes batches written with write()
         self._aborted: BaseException | None = None
 
     @property
@@ -110,13 +114,26 @@ class TeeSink(ResultSink):
             self._publish(schema)
 
     def write(self, batch: pa.RecordBatch) -> None:
+        """A batch (engines producing batches, e.g. Athena): stored, and serialized once for
+        the followers."""
         self._wait_for_followers()
         if self.schema is None:
             self.set_schema(batch.schema)
         self.inner.write(batch)  # the caps are the inner sink's
+        if self._chunks is None:
+            self._chunks = IpcChunks(self.schema)
+        self._published(self._chunks.batch(batch), batch.nbytes)
+
+    def write_ipc(self, data, rows: int, nbytes: int) -> None:
+        """IPC stream bytes (the DuckDB workers'): the same bytes are stored and sent."""
+        self._wait_for_followers()
+        self.inner.write_ipc(data, rows, nbytes)  # the caps are the inner sink's
+        self._published(data, nbytes)
+
+    def _published(self, data, nbytes: int) -> None:
         self.written += 1
-        self.nbytes += batch.nbytes
-        self._publish(batch, batch.nbytes)
+        self.nbytes += nbytes
+        self._publish(data, len(data))
 
     def _wait_for_followers(self) -> None:
         with self.cond:

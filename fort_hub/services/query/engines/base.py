@@ -96,6 +96,44 @@ class ResultSink:
     def set_schema(self, schema: pa.Schema) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def write_ipc(self, data, rows: int, nbytes: int) -> None:
+        """The next piece of the result as Arrow IPC stream bytes (the schema message with the
+        first piece, then per piece the dictionaries and the one record batch it holds, no
+        end-of-stream marker), of *rows* rows and *nbytes* Arrow bytes. A sink that stores or
+        sends the bytes as they are overrides this; by default they are read back into a
+        batch for :meth:`write`."""
+        if getattr(self, "_ipc_feed", None) is None:
+            self._ipc_feed = IpcFeed()
+        self.write(self._ipc_feed.batch(data))
+
+
+class IpcFeed:
+    """Reads the pieces of one Arrow IPC stream (see :meth:`ResultSink.write_ipc`) back into
+    record batches, one piece at a time."""
+
+    def __init__(self):
+        self._data: list = []
+        self._reader: pa.ipc.RecordBatchStreamReader | None = None
+
+    # the file-like side the stream reader reads from
+    closed = False
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._data:
+            return b""
+        view = self._data[0]
+        if n < 0 or n >= len(view):
+            self._data.pop(0)
+            return bytes(view)
+        self._data[0] = view[n:]
+        return bytes(view[:n])
+
+    def batch(self, data) -> pa.RecordBatch:
+        self._data.append(memoryview(data).cast("B"))
+        if self._reader is None:
+            self._reader = pa.ipc.open_stream(pa.PythonFile(self, mode="r"))
+        return self._reader.read_next_batch()
+
 
 class QueryEngine(LoggingConfigurable):
     """Base class of fort-query engines (see the module docstring for the contract)."""

@@ -10,13 +10,14 @@ started by a :class:`~.pool.WorkerPool`) with hard limits of its own:
   (SIGKILL) if it has not stopped ``cancel_grace`` seconds later (DuckDB ignores interrupts
   while it plans); a new worker takes its place.
 
-The worker sends the result as Arrow record batches over a pipe; this process writes them into
-the :class:`ResultSink`, so the row and byte caps apply here, and a batch that would break a cap
-is refused before it is read. In the worker, each dataset's tables are views in an in-memory
-DuckDB database hardened before any user SQL runs (:class:`.worker.HardenedDatabases`):
-``allowed_paths`` is the dataset's own files, then ``enable_external_access = false``, extension
-auto-install/auto-load off, ``memory_limit`` and ``threads`` from the settings, and
-``lock_configuration = true``. Each query runs on its own cursor of that database.
+The worker sends the result as the pieces of one Arrow IPC stream over a pipe; this process
+hands the bytes as they are to the :class:`ResultSink` (``write_ipc``: the stored copy and a
+waiting download get the same bytes, no batch is rebuilt or serialized again here), so the row
+and byte caps apply here, and a batch that would break a cap is refused before it is read. In
+the worker, each dataset's tables are views in an in-memory DuckDB database hardened before
+any user SQL runs (:class:`.worker.HardenedDatabases`): ``allowed_paths`` is the dataset's own
+files, then ``enable_external_access = false``, extension auto-install/auto-load off,
+``memory_limit`` and ``threads`` from the settings, and ``lock_configuration = true``. Each query runs on its own cursor of that database.
 """
 
 from __future__ import annotations
@@ -317,12 +318,15 @@ class DuckDBEngine(QueryEngine):
                 if job.id in self._cancelled:  # the worker stops at its next batch
                     worker.skip(length)
                     continue
+                # the bytes as sent count when they are more than the Arrow size the worker
+                # states (the service forwards them without reading them back)
+                size = max(size, length)
                 try:  # refused before it is read: the service never holds an oversized batch
                     check_result_caps(
                         sink.rows + rows, nbytes + size, sink.max_rows, sink.max_bytes
                     )
                     nbytes += size
-                    sink.write(W.read_ipc_stream(worker.body(length))[1])
+                    sink.write_ipc(worker.body(length), rows, size)  # forwarded as they are
                 except EngineError:
                     worker.retire = True  # still sending: killed when released
                     raise

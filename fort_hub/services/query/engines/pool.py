@@ -21,6 +21,8 @@ import sys
 import threading
 from typing import Any
 
+import pyarrow as pa
+
 from . import worker as W
 from .base import EngineError
 
@@ -96,9 +98,11 @@ class WorkerProcess:
             self.between_commands = True
         return kind, length, rows, nbytes
 
-    def body(self, length: int) -> bytearray:
-        buf = bytearray(length)
-        view, got = memoryview(buf), 0
+    def body(self, length: int) -> pa.Buffer:
+        # Arrow's memory pool: not zero-filled first, and reused from batch to batch (a new
+        # bytearray of a large batch is written twice and its pages faulted in every time)
+        buf = pa.allocate_buffer(length)
+        view, got = memoryview(buf).cast("B"), 0
         while got < length:
             n = self.proc.stdout.readinto(view[got:])
             if not n:
@@ -108,7 +112,7 @@ class WorkerProcess:
         return buf
 
     def json(self, length: int) -> dict[str, Any]:
-        return json.loads(self.body(length))
+        return json.loads(self.body(length).to_pybytes())
 
     def skip(self, length: int) -> None:
         while length:
