@@ -45,7 +45,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -273,6 +275,7 @@ class Run:
         args, names = self.args, self.stack.names
         self.connector = aiohttp.TCPConnector(limit=0, force_close=False)
         procs = self.stack.processes()
+        profilers = start_profilers(args.profile_dir, procs)
         cpu0 = cpu_by_role(procs)
         pg0 = self.stack.pg.stats()
         t0 = time.monotonic()
@@ -291,6 +294,7 @@ class Run:
         stop.set()
         await sampler
         cpu = {k: v - cpu0[k] for k, v in cpu_by_role(procs).items()}
+        stop_profilers(profilers)
         pg1 = self.stack.pg.stats()
         await self.connector.close()
         self.pool.shutdown()
@@ -328,6 +332,32 @@ class Run:
             "connections_median": statistics.median(self.pg_samples) if self.pg_samples else 0,
         }
         return out
+
+
+def start_profilers(profile_dir: str | None, procs: dict) -> list:
+    """py-spy attached to both hubs (non-blocking sampling, on-CPU stacks only) while the
+    researchers run; each writes DIR/{fort,stock}_hub.txt in collapsed-stack ("raw") format,
+    which speedscope.app and flamegraph.pl read."""
+    if not profile_dir:
+        return []
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    Path(profile_dir).mkdir(parents=True, exist_ok=True)
+    out = []
+    for kind in ("fort_hub", "stock_hub"):
+        cmd = [spy, "record", "--nonblocking", "--format", "raw", "--rate", "100",
+               "--pid", str(procs[kind][0]), "-o", str(Path(profile_dir) / f"{kind}.txt")]  # fmt: skip
+        out.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return out
+
+
+def stop_profilers(profilers: list) -> None:
+    for p in profilers:
+        p.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    for p in profilers:
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -408,6 +438,7 @@ def parse(argv=None):
         "front each, fort-query's sharing the S3 result store on moto (scale_replicas.py)",
     )
     p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--profile-dir", help="record both hubs with py-spy into this directory")
     p.add_argument("--keep", action="store_true", help="keep the work directory (hub logs)")
     return p.parse_args(argv)
 

@@ -241,6 +241,7 @@ fb.client_secret = {APP_SECRET!r}
 fb.dialog_url = fb.graph_url = {standin!r}
 fb.oauth_callback_url = {public + "/hub/oauth_callback"!r}
 fb.strip_email_domains = {{"example.org"}}
+fb.graph_timeout = 30  # the stand-in shares the machine too (as for the double, in COMMON)
 fb.admin_users = {{"admin"}}
 c.FortKubeSpawner.services_url = {public + "/services/"!r}
 c.JupyterHub.services = list(c.JupyterHub.services) + {external or []!r}
@@ -263,6 +264,7 @@ g.token_url = "{standin}/v23.0/oauth/access_token"
 g.userdata_url = "{standin}/v23.0/me"
 g.userdata_params = {{"fields": "id,name,email"}}
 g.scope = ["public_profile", "email"]
+g.http_request_kwargs = {{"request_timeout": 30}}  # as the fort hub's graph_timeout
 g.username_claim = lambda info: info["email"].split("@")[0]
 g.allow_all = True
 g.admin_users = {{"admin"}}

@@ -180,6 +180,21 @@ def test_identity_binding(store):
     assert ids.deletion("nope") is None
 
 
+def test_identity_bind_returns_what_is_stored_and_both_reads_either_side(store):
+    ids = Identities(store)
+    first = ids.bind("1", "alice")  # inserted
+    assert first == ids.by_subject("1") and first.revoked is None
+    ids.revoke("1")
+    again = ids.bind("1", "alice")  # revocation cleared, the original binding kept
+    assert again == ids.by_subject("1") and again.created == first.created
+    ids.bind("2", "bob")
+    assert ids.both("1", "alice") == (first, first)
+    assert ids.both("2", "alice") == (first, ids.by_subject("2"))  # two rows, one each side
+    assert ids.both("1", "carol") == (None, first)
+    assert ids.both("3", "alice") == (first, None)
+    assert ids.both("3", "carol") == (None, None)
+
+
 async def test_allowed_scopes_use_granted_scopes_from_debug_token(auth, standin):
     auth.policy_file = ""  # no study membership: only allowed_scopes can let bob in
     auth.allowed_scopes = ["email"]

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import shutil
 import textwrap
+from types import SimpleNamespace
 
 import kubernetes_validate
 import pytest
@@ -529,6 +530,20 @@ async def test_stop_after_hub_restart_is_audited_from_saved_state(k8s, make, sto
     (stop,) = audit(store_url, "spawn.stop")
     assert stop.details["profile"] == "python" and stop.details["outcome"] == "stopped"
     assert k8s.list("pods") == []
+
+
+async def test_stop_leaves_the_state_the_hub_saves_after_clear_state_unchanged(k8s, make):
+    """JupyterHub commits right after stop() and again after clear_state() only if the state
+    changed: the stored state must already be the stopped one when stop() returns."""
+    s = make("alice", {"profile": "python"})
+    await asyncio.wait_for(s.start(), 30)
+    # the hub's spawner row, with the state as the hub saves it after the start
+    s.orm_spawner = SimpleNamespace(name="", server=None, state=s.get_state())
+    assert "fort_plan" in s.orm_spawner.state
+    await s.stop(now=True)
+    assert "fort_plan" not in s.orm_spawner.state
+    s.clear_state()
+    assert s.get_state() == s.orm_spawner.state
 
 
 async def test_failed_start_is_audited(k8s, make, store_url, monkeypatch):

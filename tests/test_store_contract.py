@@ -64,6 +64,25 @@ def test_postgres_url_spellings_use_psycopg():
 # ---- audit -------------------------------------------------------------------------------------
 
 
+def test_reads_leave_no_transaction_behaviour_behind_for_writers(store):
+    """On PostgreSQL a read runs in autocommit (no BEGIN/COMMIT round trips); the pooled
+    connection it used is transactional again for the next writer: a failed write rolls back."""
+    with store.reading() as conn:
+        conn.execute(select(func.count()).select_from(schema.memberships))
+        if store.dialect == "postgresql":
+            assert conn.connection.dbapi_connection.autocommit is True
+    t = schema.memberships
+    row = {"group_name": "g", "username": "u", "expires": None, "source": "api",
+           "updated_by": "t", "updated": "2026-01-01T00:00:00+00:00"}  # fmt: skip
+    with pytest.raises(StoreError), store.transaction() as conn:
+        if store.dialect == "postgresql":
+            assert conn.connection.dbapi_connection.autocommit is False
+        conn.execute(t.insert().values(**row))
+        conn.execute(t.insert().values(**row))  # the same key again: the transaction fails
+    with store.reading() as conn:
+        assert conn.execute(select(func.count()).select_from(t)).scalar() == 0
+
+
 def test_record_returns_the_committed_record(store):
     rec = store.audit.record(
         "alice", "query.submit", "url_shares", "allow", "grants[0]",

@@ -69,8 +69,18 @@ class Identities:
         return _identity(r) if r else None
 
     def both(self, subject: str, username: str) -> tuple[Identity | None, Identity | None]:
-        """(binding of *username*, binding of *subject*), read together."""
-        return self.by_username(username), self.by_subject(subject)
+        """(binding of *username*, binding of *subject*), read together in one query."""
+        t = schema.identities
+        with self.store.reading() as conn:
+            rows = conn.execute(
+                select(t).where(
+                    t.c.provider == self.provider,
+                    (t.c.subject == subject) | (t.c.username == username),
+                )
+            ).all()
+        found = [_identity(r) for r in rows]
+        by_name = next((i for i in found if i.username == username), None)
+        return by_name, next((i for i in found if i.subject == subject), None)
 
     def bind(self, subject: str, username: str) -> Identity:
         """Bind *subject* to *username* (idempotent) and clear a revocation. Raises ValueError
@@ -100,12 +110,15 @@ class Identities:
                     .where(t.c.provider == self.provider, t.c.subject == subject)
                     .values(revoked=None)
                 )
+                created = rows[0]._mapping["created"]
             else:
                 conn.execute(
                     t.insert().values(provider=self.provider, subject=subject,
                                       username=username, created=now, revoked=None)
                 )  # fmt: skip
-        return self.by_subject(subject)
+                created = now
+        # what this transaction wrote: no read back
+        return Identity(self.provider, subject, username, parse_time(created), None)
 
     def revoke(self, subject: str) -> Identity | None:
         """Mark the subject's stored token as revoked (deauthorize callback)."""

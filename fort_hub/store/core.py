@@ -131,6 +131,9 @@ class Store:
                 f"unsupported store URL {redact_url(self.url)!r}: use sqlite or postgresql"
             )
         _ENGINES.add(self.engine)
+        self._read_options: dict[str, Any] = {"fort_readonly": True}
+        if self.dialect == "postgresql":
+            self._read_options["isolation_level"] = "AUTOCOMMIT"
         from .audit import AuditLog
         from .usage import UsageCounters
 
@@ -159,10 +162,13 @@ class Store:
 
     @contextmanager
     def reading(self):
-        """Like :meth:`transaction`, for reads only (takes no write lock on SQLite)."""
+        """Like :meth:`transaction`, for reads only (takes no write lock on SQLite). On
+        PostgreSQL the reads run in autocommit: at its READ COMMITTED level each statement
+        takes its own snapshot inside a transaction too, so BEGIN and COMMIT around them were
+        two round trips that changed nothing."""
         try:
             with self.engine.connect() as conn:
-                conn = conn.execution_options(fort_readonly=True)
+                conn = conn.execution_options(**self._read_options)
                 with conn.begin():
                     yield conn
         except SQLAlchemyError as e:
