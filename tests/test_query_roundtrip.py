@@ -215,7 +215,7 @@ def test_cancel_during_a_streamed_download_also_when_the_reader_stalls(
         env.stop()
 
 
-def test_a_downloader_going_away_does_not_hold_the_query(tmp_path, sqlite_url, monkeypatch):
+def test_a_downloader_going_away_does_not_hold_the_query(tmp_path, sqlite_url, monkeypatch, caplog):
     monkeypatch.setattr(stream, "MAX_PENDING", 2000)
     env = QueryEnv(
         tmp_path, sqlite_url, QueryService__inline_result_bytes=500,
@@ -227,6 +227,28 @@ def test_a_downloader_going_away_does_not_hold_the_query(tmp_path, sqlite_url, m
         r.close()  # gone: the engine goes on writing the stored copy
         q = env.wait(qid, timeout=30)
         assert q["state"] == "succeeded" and q["rows"] == 400 * 50
+    finally:
+        env.stop()
+
+
+def test_a_failed_querys_result_is_discarded_off_the_event_loop(tmp_path, sqlite_url, monkeypatch):
+    """Discarding a result may be a network call (S3 deletes an uploaded object): on the event
+    loop, an unreachable S3 would stall every request and the leases' heartbeat."""
+    from fort_hub.services.query.results import FileSink
+
+    threads = []
+    discard = FileSink.discard
+
+    def recording(self):
+        threads.append(threading.current_thread())
+        discard(self)
+
+    monkeypatch.setattr(FileSink, "discard", recording)
+    env = QueryEnv(tmp_path, sqlite_url).start()
+    try:
+        r = post(env, "SELECT CAST('x' AS INTEGER) AS n")
+        assert r.status_code == 200 and r.json()["state"] == "failed"
+        assert threads and all(t is not env.thread.thread for t in threads), threads
     finally:
         env.stop()
 

@@ -283,6 +283,29 @@ def test_record_with_commits_a_change_and_its_records_together_or_neither(store)
     assert store.audit.verify().ok
 
 
+def test_record_with_reports_a_failed_commit_as_not_committed(store, monkeypatch):
+    """The metrics' observers learn whether the records were committed: records appended in a
+    transaction whose commit then fails were reported as committed (an alert on failed audit
+    writes would miss them)."""
+    from contextlib import contextmanager
+
+    seen, transaction = [], store.transaction
+    store.audit.add_observer(lambda *args: seen.append(args))
+
+    @contextmanager
+    def failing_commit():
+        with transaction() as conn:
+            yield conn
+            raise StoreError("the commit failed")  # rolled back by the real transaction
+
+    monkeypatch.setattr(store, "transaction", failing_commit)
+    with pytest.raises(AuditError, match="action refused"):
+        store.audit.record_with(lambda conn: True, [{"actor": "alice", "action": "a.lost"}])
+    assert [(a, ok) for a, _, _, ok in seen] == [("a.lost", False)]
+    monkeypatch.undo()
+    assert [r.action for r in store.audit.iter_all()] == []
+
+
 def test_record_with_and_group_commits_keep_one_chain(store):
     """Threads appending through record_with (their own transactions) and through record
     (the group-commit writer) at once: one unbroken chain, every record once."""

@@ -410,12 +410,13 @@ class AuditLog:
         the records wait for the database's write lock (SQLite) or the chain's advisory lock
         (PostgreSQL, after the change's own locks), like every writer of the chain."""
         fields = [_fields(**r) for r in records]
-        started, value, out = time.perf_counter(), None, []
+        started, value, out, committed = time.perf_counter(), None, [], False
         try:
             with self.store.transaction() as conn:
                 value = change(conn)
                 if value and fields:
                     out = self._append_in(conn, fields)
+            committed = bool(out)  # the transaction's commit returned
         except StoreError as e:
             raise AuditError(f"audit record not written, action refused: {e}") from e
         finally:
@@ -423,7 +424,7 @@ class AuditLog:
                 seconds = time.perf_counter() - started
                 for f in fields:
                     for observe in self._observers:
-                        observe(f["action"], f["decision"], seconds, bool(out))
+                        observe(f["action"], f["decision"], seconds, committed)
         return value, out
 
     def _append_in(self, conn, fields: list[dict[str, Any]]) -> list[AuditRecord]:

@@ -202,6 +202,8 @@ class QueriesHandler(QueryHandlerBase):
             while (item := await follower.get()) is not END:
                 if not isinstance(item, pa.Schema):
                     await body.send(item)
+            if follower.closed:  # the downloader went away: nothing more to send
+                return
             if live.result()[0] == "succeeded":
                 await body.send(END_OF_STREAM)
                 body.end()

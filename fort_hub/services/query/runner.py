@@ -458,8 +458,8 @@ class QueryRunner:
         if rec.id in self._cancel_requested:
             state, error = "cancelled", "cancelled by the user"
             self._cancel_requested.discard(rec.id)
-        if state != "succeeded":
-            sink.discard()
+        if state != "succeeded":  # off the loop: an S3 result store deletes its upload
+            await asyncio.get_running_loop().run_in_executor(None, sink.discard)
         live = self._live.get(rec.id)
         if live is not None:
             live.set_result((state, error))  # followers of the result stream finish now
