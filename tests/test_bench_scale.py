@@ -18,16 +18,20 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.postgres, pytest.mark.hub]
 
 
-def test_five_researchers_complete_on_both_hubs_and_every_figure_is_reported(tmp_path):
+def run_harness(tmp_path, *options: str) -> dict:
+    """bench_scale.py with 5 researchers, quickly, and *options*: its figures (--json)."""
     require_postgres()
     out = tmp_path / "scale.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--researchers", "5",
            "--ramp", "2", "--idle", "0.5", "--queries", "2", "--pod-delay", "0.2",
-           "--step-timeout", "90", "--duration", "120", "--policy-users", "30",
-           "--policy-groups", "5", "--json", str(out)]  # fmt: skip
+           "--step-timeout", "90", "--duration", "120", *options, "--json", str(out)]  # fmt: skip
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_five_researchers_complete_on_both_hubs_and_every_figure_is_reported(tmp_path):
+    figures = run_harness(tmp_path, "--policy-users", "30", "--policy-groups", "5")
     for kind, steps in (("fort", {"login", "spawn", "server_api", "query", "credentials",
                                   "stop"}), ("stock", {"login", "spawn", "server_api", "stop"})):  # fmt: skip
         hub = figures["hubs"][kind]
@@ -53,15 +57,7 @@ def test_two_replicas_of_each_service_behind_fronts(tmp_path):
     """``--replicas 2``: the hub knows each fort service by the url of a round-robin front and
     starts none; two processes of each serve the researchers (fort-query's on the S3 result
     store), and their CPU is reported, summed and per replica."""
-    require_postgres()
-    out = tmp_path / "scale.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--researchers", "5",
-           "--ramp", "2", "--idle", "0.5", "--queries", "2", "--pod-delay", "0.2",
-           "--step-timeout", "90", "--duration", "120", "--policy-users", "0",
-           "--replicas", "2", "--json", str(out)]  # fmt: skip
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    figures = run_harness(tmp_path, "--policy-users", "0", "--replicas", "2")
     fort = figures["hubs"]["fort"]
     assert (fort["completed"], fort["failed"]) == (5, 0), fort
     assert fort["steps"]["query"]["n"] == 10 and fort["steps"]["credentials"]["n"] == 5

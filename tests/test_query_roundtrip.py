@@ -231,6 +231,40 @@ def test_a_downloader_going_away_does_not_hold_the_query(tmp_path, sqlite_url, m
         env.stop()
 
 
+def test_a_commit_lost_after_it_succeeded_counts_and_audits_the_query_once(
+    tmp_path, sqlite_url, monkeypatch
+):
+    """The final transaction committed but its caller saw an error (the connection lost after
+    COMMIT): saving the state "alone" again found it not in flight, counted the scanned bytes a
+    second time, removed the query's own result and audited its completion twice."""
+    env = QueryEnv(
+        tmp_path, sqlite_url,
+        QueryService__duckdb_engine_class="tests.test_query_service.ScanningEngine",
+    ).start()  # fmt: skip
+    try:
+        audit_log = env.app.fort_store.audit
+        real = audit_log.record_with
+
+        def committed_then_lost(*args, **kwargs):
+            real(*args, **kwargs)
+            raise AuditError("audit record not written, action refused: connection lost")
+
+        monkeypatch.setattr(audit_log, "record_with", committed_then_lost)
+        r = post(env, "SELECT 1 AS x")
+        assert r.status_code == 200 and r.headers["Content-Type"] == ARROW, r.text
+        qid = r.headers["X-Fort-Query-Id"]
+        assert pa.ipc.open_stream(r.content).read_all().to_pydict() == {"x": [1]}
+        assert env.get(f"queries/{qid}/results").status_code == 200  # not removed
+        used = env.get("usage").json()["limits"]["bytes_scanned_per_day"]["used"]
+        assert used == 600  # once
+        records, verified = audit(env)
+        mine = [x.action for x in records if (x.details or {}).get("query_id") == qid]
+        assert mine.count("query.complete") == 1, mine
+        assert verified.ok
+    finally:
+        env.stop()
+
+
 def test_a_failed_querys_result_is_discarded_off_the_event_loop(tmp_path, sqlite_url, monkeypatch):
     """Discarding a result may be a network call (S3 deletes an uploaded object): on the event
     loop, an unreachable S3 would stall every request and the leases' heartbeat."""

@@ -537,7 +537,12 @@ class QueryRunner:
             self.quotas.add_scanned_in(conn, rec.username, scanned)
             return saved
 
-        def alone() -> bool:
+        def alone() -> bool | None:
+            """The state without the records; None if the failed commit had in fact saved
+            both (the connection lost after COMMIT: nothing to save or count again)."""
+            mine = self.records.get(rec.id)
+            if mine and (mine.state, mine.finished) == (values["state"], values["finished"]):
+                return None
             with self.store.transaction() as conn:
                 return change(conn)
 
@@ -550,6 +555,8 @@ class QueryRunner:
                                "state is saved alone", rec.id, e)  # fmt: skip
                 failed = e
                 recorded = await self.store.run(alone)
+                if recorded is None:
+                    return None, None
             if recorded:
                 return None, failed
             final = await self.store.run(self.records.get, rec.id)

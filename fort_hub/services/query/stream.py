@@ -22,9 +22,9 @@ import threading
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
 
 from .engines.base import ResultSink
+from .engines.worker import IpcPieces
 
 #: bytes of batches a follower may have received but not yet sent before the engine waits
 MAX_PENDING = 64 << 20
@@ -174,37 +174,13 @@ class TeeSink(ResultSink):
                     f.recorded.exception()  # retrieved: no "never retrieved" warning
 
 
-class IpcChunks:
-    """An Arrow IPC stream serialized piece by piece: :meth:`batch` returns the bytes to send
-    for one batch (the schema first), :meth:`close` the end-of-stream marker. The pieces are
-    views of the batches' own buffers (nothing is copied here)."""
-
-    def __init__(self, schema: pa.Schema):
-        self._parts: list = []
-        self._writer = ipc.new_stream(pa.PythonFile(self, mode="w"), schema)
-
-    # the file-like side pyarrow writes into
-    closed = False
-
-    def write(self, data) -> int:
-        self._parts.append(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def _take(self) -> bytes:
-        parts, self._parts = self._parts, []
-        return b"".join(parts)
+class IpcChunks(IpcPieces):
+    """An Arrow IPC stream serialized piece by piece, each batch's pieces joined:
+    :meth:`batch` returns the bytes to send for one batch (the schema first), :meth:`end` the
+    end-of-stream marker."""
 
     def batch(self, batch: pa.RecordBatch) -> bytes:
-        self._writer.write_batch(batch)
-        return self._take()
+        return b"".join(super().batch(batch))
 
     def end(self) -> bytes:
-        """The end-of-stream marker (and the schema, if no batch was sent)."""
-        self._writer.close()
-        return self._take()
-
-    def close(self) -> None:  # the file-like side: pyarrow closes it with the writer
-        pass
+        return b"".join(super().end())

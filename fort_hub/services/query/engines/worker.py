@@ -227,10 +227,18 @@ class IpcPieces:
     def close(self) -> None:
         pass
 
-    def batch(self, batch: pa.RecordBatch) -> list:
-        self._writer.write_batch(batch)
+    def _take(self) -> list:
         parts, self._parts = self._parts, []
         return parts
+
+    def batch(self, batch: pa.RecordBatch) -> list:
+        self._writer.write_batch(batch)
+        return self._take()
+
+    def end(self) -> list:
+        """The end-of-stream marker's pieces (and the schema's, if no batch was written)."""
+        self._writer.close()
+        return self._take()
 
 
 #: the end-of-stream marker of an Arrow IPC stream (continuation token, zero length)
