@@ -84,6 +84,14 @@ class Access:
         groups = self._groups(username, policy, now)
         return policy, policy.effective_groups(username, groups, now)
 
+    def effective_in(self, conn, username: str) -> tuple[Policy, list[str]]:
+        """:meth:`effective` read inside the caller's transaction *conn* (a decision and the
+        write it allows in one transaction, e.g. fort-query's admission)."""
+        policy, now = self.policy(), self.clock()
+        stored = Memberships(self.store).for_user_unless_deauthorized_in(conn, username, now)
+        groups = {} if stored is None else user_groups(username, policy, None, now, stored)
+        return policy, policy.effective_groups(username, groups, now)
+
     def _groups(self, username: str, policy: Policy, now: dt.datetime) -> dict:
         stored = Memberships(self.store).for_user_unless_deauthorized(username, now)
         return {} if stored is None else user_groups(username, policy, None, now, stored)

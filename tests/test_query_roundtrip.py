@@ -6,6 +6,7 @@ fallbacks (no ``wait``, no Arrow, a query still running when ``wait`` is over)."
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 import time
 
@@ -19,8 +20,10 @@ from fort_hub.services.query import stream
 from fort_hub.services.query.engines.base import Outcome, QueryCancelled
 from fort_hub.services.query.engines.duckdb import DuckDBEngine
 from fort_hub.services.query.engines.worker import END_OF_STREAM
+from fort_hub.services.query.quotas import day_window
 from fort_hub.store import Store
 from fort_hub.store.audit import AuditError
+from fort_hub.store.queries import QueryRecords
 from tests.query_support import QueryEnv
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -442,3 +445,40 @@ class ListSinkForEnd:
 
     def write(self, batch):
         pass
+
+
+def test_the_decision_and_the_admission_are_one_transaction(env, monkeypatch):
+    """The caller's groups are read inside the admission's transaction (one BEGIN and COMMIT
+    fewer on every submission, #13): the membership read and the quota's writes share one
+    connection, and a refused caller's transaction writes nothing."""
+    runner = env.app.runner
+    seen = []
+    real_effective, real_admit = runner.access.effective_in, runner.quotas.admit_in
+
+    def effective_in(conn, username):
+        seen.append(("decision", conn, conn.in_transaction()))
+        return real_effective(conn, username)
+
+    def admit_in(conn, *args, **kwargs):
+        seen.append(("admission", conn, conn.in_transaction()))
+        return real_admit(conn, *args, **kwargs)
+
+    monkeypatch.setattr(runner.access, "effective_in", effective_in)
+    monkeypatch.setattr(runner.quotas, "admit_in", admit_in)
+    r = post(env, "SELECT 1 AS x FROM url_shares LIMIT 1")
+    assert r.status_code == 200, r.text
+    (what1, conn1, tx1), (what2, conn2, tx2) = seen
+    assert (what1, what2) == ("decision", "admission") and conn1 is conn2 and tx1 and tx2
+    # a caller with no grant is refused inside that transaction: no record, no usage counted
+    r = requests.post(
+        env.base + "queries", json={"sql": "SELECT 1", "dataset": "url_shares"},
+        headers={"Authorization": "token mallory-token"}, timeout=30,
+    )  # fmt: skip
+    assert r.status_code == 403
+    store = Store(env.store_url)
+    try:
+        today, _ = day_window(dt.datetime.now(dt.UTC))
+        assert store.usage.get("mallory", "query.count", today) == 0
+        assert [q.username for q in QueryRecords(store).list(None)] == ["alice"]
+    finally:
+        store.dispose()

@@ -145,9 +145,16 @@ class Memberships:
         """:meth:`for_user`, or None while *username*'s sign-in is deauthorized
         (its sign-in identity revoked by Meta's deauthorize callback; signing in again clears
         it): both in one round trip, for decisions made on every request."""
-        now = now or utcnow()
         with self.store.reading() as conn:
-            found = conn.execute(_FOR_USER_UNLESS_DEAUTHORIZED, {"username": username}).all()
+            return self.for_user_unless_deauthorized_in(conn, username, now)
+
+    def for_user_unless_deauthorized_in(
+        self, conn, username: str, now: dt.datetime | None = None
+    ) -> dict[str, dt.datetime | None] | None:
+        """:meth:`for_user_unless_deauthorized` inside the caller's transaction *conn* (e.g.
+        fort-query's admission: the decision and the quota in one transaction)."""
+        now = now or utcnow()
+        found = conn.execute(_FOR_USER_UNLESS_DEAUTHORIZED, {"username": username}).all()
         if any(r.group_name is None for r in found):
             return None
         out = {r.group_name: parse_time(r.expires) for r in found}

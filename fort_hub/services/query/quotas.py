@@ -67,22 +67,28 @@ class Quotas:
         """Count one query against today's limits and, in the same transaction, call
         *insert(conn)* (which returns the user's in-flight count instead of inserting when that
         is at ``max_concurrent_queries``). Raises :class:`QuotaExceeded`; then nothing is kept."""
-        window, resets = day_window(self.clock())
         with self.store.transaction() as conn:
-            self.store.lock_exclusive(conn, user_lock(username))
-            scanned = conn.execute(_SCANNED, {"username": username, "window": window}).scalar()
-            if (scanned or 0) >= quota.bytes_scanned_per_day:
-                raise QuotaExceeded(
-                    "bytes_scanned_per_day", scanned, quota.bytes_scanned_per_day, resets
-                )
-            used = self.store.usage.add_in(conn, username, QUERIES, window, 1)
-            if used > quota.queries_per_day:
-                raise QuotaExceeded("queries_per_day", used - 1, quota.queries_per_day, resets)
-            busy = insert(conn) if insert else None
-            if busy is not None:
-                raise QuotaExceeded(
-                    "max_concurrent_queries", busy, quota.max_concurrent_queries, None
-                )
+            self.admit_in(conn, username, quota, insert)
+
+    def admit_in(
+        self, conn, username: str, quota: Quota, insert: Callable[[Any], int | None] | None = None
+    ) -> None:
+        """:meth:`admit` inside the caller's transaction *conn*, which must not commit when
+        this raises :class:`QuotaExceeded` (a ``with store.transaction()`` block rolls back on
+        the exception)."""
+        window, resets = day_window(self.clock())
+        self.store.lock_exclusive(conn, user_lock(username))
+        scanned = conn.execute(_SCANNED, {"username": username, "window": window}).scalar()
+        if (scanned or 0) >= quota.bytes_scanned_per_day:
+            raise QuotaExceeded(
+                "bytes_scanned_per_day", scanned, quota.bytes_scanned_per_day, resets
+            )
+        used = self.store.usage.add_in(conn, username, QUERIES, window, 1)
+        if used > quota.queries_per_day:
+            raise QuotaExceeded("queries_per_day", used - 1, quota.queries_per_day, resets)
+        busy = insert(conn) if insert else None
+        if busy is not None:
+            raise QuotaExceeded("max_concurrent_queries", busy, quota.max_concurrent_queries, None)
 
     def refund(self, username: str) -> None:
         """Undo :meth:`admit` (the query was refused later, before it ran)."""

@@ -342,24 +342,27 @@ class QueryRunner:
         return self._live.get(query_id)
 
     def _decide_and_admit(self, username: str, dataset_name: str, sql: str, details: dict):
-        """On a store thread (one hop from the event loop, not two): the caller's groups now
-        (store + policy; into *details*, for the audit record), the grant to query the
-        dataset, then the admission. Returns (policy, groups, dataset, quota, the record);
-        a refusal raises :class:`ServiceError`."""
-        policy, groups = self.access.effective(username)
-        details["groups"] = groups
-        dataset = self.may_query(policy, username, groups, dataset_name)
-        self.engine_for(dataset)
-        quota = policy.quota_for(groups)
-        rec = QueryRecord(
-            id=details["query_id"], username=username, dataset=dataset.name,
-            engine=dataset.engine, sql=sql, state="queued", submitted=isoformat(self.clock()),
-        )  # fmt: skip
-        self._admit(rec, quota)
+        """On a store thread (one hop from the event loop, not two), in one transaction: the
+        caller's groups now (store + policy; into *details*, for the audit record), the grant
+        to query the dataset, then the admission (quotas, the record). Returns (policy,
+        groups, dataset, quota, the record); a refusal raises :class:`ServiceError` and
+        writes nothing (the transaction is rolled back)."""
+        with self.store.transaction() as conn:
+            policy, groups = self.access.effective_in(conn, username)
+            details["groups"] = groups
+            dataset = self.may_query(policy, username, groups, dataset_name)
+            self.engine_for(dataset)
+            quota = policy.quota_for(groups)
+            rec = QueryRecord(
+                id=details["query_id"], username=username, dataset=dataset.name,
+                engine=dataset.engine, sql=sql, state="queued",
+                submitted=isoformat(self.clock()),
+            )  # fmt: skip
+            self._admit(conn, rec, quota)
         return policy, groups, dataset, quota, rec
 
-    def _admit(self, rec: QueryRecord, quota) -> None:
-        """Quotas and the record's insertion, in one transaction (blocking)."""
+    def _admit(self, conn, rec: QueryRecord, quota) -> None:
+        """Quotas and the record's insertion, in the decision's transaction *conn*."""
 
         def insert(conn):
             busy = self.records.insert_if_below(conn, rec, quota.max_concurrent_queries)
@@ -369,7 +372,7 @@ class QueryRunner:
             return busy
 
         try:
-            self.quotas.admit(rec.username, quota, insert)
+            self.quotas.admit_in(conn, rec.username, quota, insert)
         except QuotaExceeded as q:
             retry = self.retry_after(q.resets)
             raise ServiceError(
