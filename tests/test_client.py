@@ -232,3 +232,24 @@ def test_usage_and_datasets_render_as_tables():
     assert "URL &lt;shares&gt;" in datasets._repr_html_()
     assert datasets[0]["name"] == "urls"
     assert repr(Datasets([])) == "(no datasets: your groups are granted none)"
+
+
+def test_the_environment_is_read_once_for_the_service_url(monkeypatch, tmp_path):
+    """Proxies, NO_PROXY and the CA bundle come from the environment when the client is made,
+    for the service's URL, not again on every request (#13: requests re-reads them per call)."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    proxied = FortClient(url="http://query.fort.svc:8000/", token="t")
+    assert proxied.session.proxies.get("http") == "http://proxy.example:3128"
+    assert proxied.session.verify == str(bundle)
+    monkeypatch.setenv("NO_PROXY", "query.fort.svc")
+    direct = FortClient(url="http://query.fort.svc:8000/", token="t")
+    assert "http" not in direct.session.proxies
+    # later changes of the environment do not reach a client's requests
+    monkeypatch.setenv("HTTP_PROXY", "http://elsewhere.example:1")
+    settings = direct.session.merge_environment_settings(direct.api, {}, None, None, None)
+    assert "http" not in settings["proxies"] and settings["verify"] == str(bundle)

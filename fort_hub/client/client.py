@@ -80,6 +80,21 @@ def _service_url(name: str, specific: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
+def session_for(url: str) -> requests.Session:
+    """A session for requests to *url* with the environment's settings for it (proxies and
+    ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``) read once, here: a plain session
+    reads the environment again on every request (and ``~/.netrc``, which never applies to
+    this client: it sends its own Authorization header)."""
+    session = requests.Session()
+    found = session.merge_environment_settings(url, {}, None, None, None)
+    session.proxies.update(found["proxies"])
+    session.verify = found["verify"]
+    if found.get("cert"):
+        session.cert = found["cert"]
+    session.trust_env = False
+    return session
+
+
 class FortClient:
     """A client of the fort-query API v1 (see docs/query.md)."""
 
@@ -96,7 +111,7 @@ class FortClient:
         if not token:
             raise FortQueryError("JUPYTERHUB_API_TOKEN is not set (are you in a fort notebook?)")
         self.timeout = timeout
-        self.session = session or requests.Session()
+        self.session = session or session_for(self.api)
         self.session.headers["Authorization"] = f"token {token}"
 
     # ----- plumbing -----------------------------------------------------------------------------
