@@ -397,16 +397,16 @@ def test_a_query_another_replica_ended_sends_nothing_and_audits_no_download(env,
     allow' and 'download, allow' for a result that was never sent)."""
     import datetime as dt
 
-    from fort_hub.services.query.runner import LOST_REASON
+    from fort_hub.services.query.finals import LOST_REASON
     from fort_hub.store.leases import QueryLeases
 
     runner = env.app.runner
     real = runner._save_final
 
-    async def reaped_first(rec, *args):
+    async def reaped_first(rec, *args, **kwargs):
         later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)  # the other replica's view
         await runner.store.run(QueryLeases(runner.store).reap, later, LOST_REASON)
-        return await real(rec, *args)
+        return await real(rec, *args, **kwargs)
 
     monkeypatch.setattr(runner, "_save_final", reaped_first)
     r = post(env, "SELECT 1 AS x")
@@ -482,3 +482,24 @@ def test_the_decision_and_the_admission_are_one_transaction(env, monkeypatch):
         assert [q.username for q in QueryRecords(store).list(None)] == ["alice"]
     finally:
         store.dispose()
+
+
+def test_a_result_that_cannot_be_stored_fails_the_query_and_sends_nothing(env, monkeypatch):
+    """The stored copy is committed on the final transaction's store thread, just before it
+    (#13: one hop fewer): when that commit fails, the query is recorded as failed, no
+    download is audited, nothing is sent and the partial file is removed."""
+    from fort_hub.services.query import results
+
+    def full_disk(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results.FileSink, "commit", full_disk)
+    r = post(env, "SELECT 1 AS x FROM url_shares LIMIT 1")
+    assert r.status_code == 200 and not r.headers["Content-Type"].startswith(ARROW), r.text
+    q = r.json()
+    assert q["state"] == "failed" and q["error"] == "internal error (OSError)", q
+    records, verified = audit(env)
+    assert verified.ok
+    mine = [(a.action, a.decision) for a in records if a.details.get("query_id") == q["id"]]
+    assert mine == [("query.submit", "allow"), ("query.complete", "failed")], mine
+    assert not list((env.tmp / "results").glob(f"{q['id']}*"))

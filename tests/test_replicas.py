@@ -16,7 +16,7 @@ import requests
 
 from fort_hub import scopes
 from fort_hub.dev.replicas import ReplicatedService
-from fort_hub.services.query.runner import LOST_REASON
+from fort_hub.services.query.finals import LOST_REASON
 from fort_hub.store import Store
 from tests.conftest import EXAMPLE_POLICY, PG_URL, require_postgres
 from tests.query_support import ADMIN, USE, FakeHubApi, make_datasets

@@ -137,7 +137,7 @@ def test_a_replica_stops_a_query_another_replica_failed(tmp_path, sqlite_url):
     (and its audit trail) as the other replica wrote it."""
     import time
 
-    from fort_hub.services.query.runner import LOST_REASON
+    from fort_hub.services.query.finals import LOST_REASON
     from fort_hub.store.leases import QueryLeases
     from tests.query_support import QueryEnv
 

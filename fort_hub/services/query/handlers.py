@@ -16,8 +16,9 @@ from ..handler import FortHandler, ServiceError, printable
 from . import results as R
 from .app import QueryService
 from .engines.worker import END_OF_STREAM
+from .finals import EndedElsewhere
 from .myaccess import MyAccessPage, describe_datasets
-from .runner import EndedElsewhere, QueryRunner
+from .runner import QueryRunner
 from .stream import END, Follower, IpcChunks
 
 ID_RE = re.compile(r"^[0-9a-f]{32}\Z")

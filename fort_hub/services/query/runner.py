@@ -38,17 +38,13 @@ from ...store.queries import INFLIGHT, QueryRecord, QueryRecords
 from ..handler import ServiceError, bad_text, printable
 from ..metrics import QueryMetrics
 from .engines.base import EngineError, EngineJob, QueryCancelled, QueryEngine, ResultTooLarge
+from .finals import LOST_REASON, QueryFinals
 from .quotas import QuotaExceeded, Quotas
 from .results import ResultStore
 from .sqlcheck import CheckedQuery, SqlRejected, check_sql
 from .stream import Follower, TeeSink
 
 RESTART_REASON = "fort-query restarted while this query was in flight; run it again"
-LOST_REASON = (
-    "the fort-query replica running this query stopped (its lease in the store ran out); "
-    "run it again"
-)
-
 #: seconds after its start a query is recorded as running; one that finished by then has its
 #: ``started`` recorded with its final state (one commit fewer on a quick query's path)
 RUNNING_AFTER = 0.05
@@ -68,26 +64,7 @@ class Limits:
     lease_ttl: float = 30
 
 
-class EndedElsewhere(Exception):
-    """Another replica ended the query while it ran here (its record is the truth)."""
-
-    def __init__(self, state: str, error: str | None):
-        super().__init__(f"query ended by another replica ({state}): {error or ''}")
-        self.state, self.error = state, error
-        self.reaped = error == LOST_REASON
-
-
-def completion_record(rec, state: str, error: str | None, rows: int, scanned: int, request_id):
-    """The ``query.complete`` audit record of *rec* (arguments of ``AuditLog.record``)."""
-    return {
-        "actor": rec.username, "action": "query.complete", "resource": rec.dataset,
-        "decision": {"succeeded": "allow", "failed": "failed"}.get(state, "deny"),
-        "reason": error or f"{rows} rows", "request_id": request_id,
-        "details": {"query_id": rec.id, "state": state, "rows": rows, "bytes_scanned": scanned},
-    }  # fmt: skip
-
-
-class QueryRunner:
+class QueryRunner(QueryFinals):
     def __init__(
         self,
         access: Access,
@@ -437,8 +414,7 @@ class QueryRunner:
                     f"the query ran longer than {self.limits.query_timeout:g} s (query_timeout)"
                 )
             outcome = run.result()
-            await asyncio.get_running_loop().run_in_executor(None, sink.commit)
-            state = "succeeded"
+            state = "succeeded"  # its stored copy is committed with its final state (_finish)
         except QueryCancelled:
             state, error = "cancelled", "cancelled by the user"
         except ResultTooLarge as e:  # the engine stopped writing: run() has returned
@@ -461,13 +437,6 @@ class QueryRunner:
         if rec.id in self._cancel_requested:
             state, error = "cancelled", "cancelled by the user"
             self._cancel_requested.discard(rec.id)
-        if state != "succeeded":  # off the loop: an S3 result store deletes its upload
-            await asyncio.get_running_loop().run_in_executor(None, sink.discard)
-        live = self._live.get(rec.id)
-        if live is not None:
-            live.set_result((state, error))  # followers of the result stream finish now
-        self.metrics.query_finished(rec.engine, state, outcome.bytes_scanned if outcome else 0)
-        sink.end()
         try:
             await self._finish(rec, state, (error, detail), outcome, sink, request_id, started)
         finally:
@@ -477,99 +446,6 @@ class QueryRunner:
             self._engine_of.pop(rec.id, None)
             self._live.pop(rec.id, None)
             self._done.pop(rec.id, asyncio.Event()).set()
-
-    async def _finish(self, rec, state, errors, outcome, tee: TeeSink, request_id, started):
-        """Record the final state, the scanned bytes and the completion's audit record in one
-        transaction; *errors* is (message, the engine's original or None). A downloader still
-        waiting for a small result (:mod:`.stream`) has its download's audit record committed
-        in that same transaction: it sends the result once it is committed (fail closed)."""
-        now, rows = self.clock(), tee.rows
-        scanned = outcome.bytes_scanned if outcome else 0
-        error, detail = errors
-        values = {
-            "state": state, "error": error, "error_detail": detail if error else None,
-            "started": started, "finished": isoformat(now), "rows": rows,
-            "bytes_scanned": scanned, "engine_id": (outcome.engine_id or None) if outcome else None,
-        }  # fmt: skip
-        if state == "succeeded":
-            values["result_path"] = self.results.location(rec.id)
-            values["expires"] = isoformat(now + dt.timedelta(seconds=self.limits.result_ttl))
-        records = [completion_record(rec, state, error, rows, scanned, request_id)]
-        for f in tee.followers:
-            if state == "succeeded" and f.download_audit and not (f.closed or f.streaming):
-                f.claimed = True
-                records.append(f.download_audit)
-        saved, failed = await self._save_final(rec, values, scanned, records)
-        if failed is not None:  # the downloads were not audited: nothing is sent (fail closed)
-            tee.recorded(failed)
-        self._done.pop(rec.id, asyncio.Event()).set()  # long polls answer now
-        tee.recorded(saved)  # the waiting downloaders send now (or answer with the record)
-        if saved is None and failed is None:
-            return  # the state and every record committed together
-        if isinstance(saved, EndedElsewhere):  # audited by the reaping replica, or as ended
-            records = [] if saved.reaped else [
-                completion_record(rec, saved.state, saved.error, rows, scanned, request_id)
-            ]  # fmt: skip
-        audited = await self._audit_all(records[:1])  # no download was sent
-        if audited is not None:
-            self.log.error("query %s finished (%s) but its audit record failed: %s", rec.id,
-                           state, audited)  # fmt: skip
-
-    async def _audit_all(self, records: list[dict]) -> StoreError | None:
-        """Commit *records* in one audit transaction: None, or the error."""
-        if not records:
-            return None
-        try:
-            await self.store.audit.arecord_many(records)
-        except StoreError as e:
-            return e
-        return None
-
-    async def _save_final(self, rec: QueryRecord, values: dict, scanned: int, records: list):
-        """Save the final state *values* (only while in flight: another replica may have
-        ended the query), release the lease, count the scanned bytes and commit *records* (the
-        completion's and claimed downloads' audit records), in one transaction. Returns
-        ``(saved, failed)``: *saved* is None once saved, the StoreError, or
-        :class:`EndedElsewhere` (that replica's record is the truth: none of *records* is
-        written, the result here is removed); *failed* is None, or the error that kept
-        *records* from being committed (the state was then saved alone, without them)."""
-
-        def change(conn) -> bool:
-            saved = self.records.update_in(conn, rec.id, INFLIGHT, **values)
-            self.leases.release_in(conn, rec.id)
-            self.quotas.add_scanned_in(conn, rec.username, scanned)
-            return saved
-
-        def alone() -> bool | None:
-            """The state without the records; None if the failed commit had in fact saved
-            both (the connection lost after COMMIT: nothing to save or count again)."""
-            mine = self.records.get(rec.id)
-            if mine and (mine.state, mine.finished) == (values["state"], values["finished"]):
-                return None
-            with self.store.transaction() as conn:
-                return change(conn)
-
-        failed = None
-        try:
-            try:
-                recorded, _ = await self.store.run(self.store.audit.record_with, change, records)
-            except StoreError as e:  # the audit records (or the state) could not be committed
-                self.log.error("query %s: its audit records could not be committed (%s); its "
-                               "state is saved alone", rec.id, e)  # fmt: skip
-                failed = e
-                recorded = await self.store.run(alone)
-                if recorded is None:
-                    return None, None
-            if recorded:
-                return None, failed
-            final = await self.store.run(self.records.get, rec.id)
-            await self._remove_result(rec.id)
-            ended = EndedElsewhere(final.state, final.error) if final else None
-            return ended or EndedElsewhere("failed", None), failed
-        except StoreError as e:
-            self.log.error("query %s finished (%s) but could not be recorded: %s", rec.id,
-                           values["state"], e)  # fmt: skip
-            return e, failed or e
 
     async def cancel(self, rec: QueryRecord) -> None:
         """Stop *rec* (queued or running). Not running here: it is marked cancelled in the
