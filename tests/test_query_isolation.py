@@ -185,11 +185,14 @@ def test_timeout_kills_the_worker(service):
 
 
 def test_cpu_limit_per_query(service):
-    env = service(QueryService__query_timeout=20, DuckDBEngine__worker_cpu_limit=1)
-    t = time.monotonic()
-    q = env.run(JOIN800)
+    # the timeout is far off: on a loaded machine 1 CPU-second can take many seconds of wall
+    # time, and the error names which limit ended the query (the timeout names query_timeout)
+    env = service(QueryService__query_timeout=120, DuckDBEngine__worker_cpu_limit=1)
+    r = env.post(JOIN800, "url_shares", "alice-token")
+    assert r.status_code == 202, r.text
+    q = env.wait(r.json()["id"], timeout=120)
     assert q["state"] == "failed" and "worker_cpu_limit" in q["error"], q
-    assert time.monotonic() - t < 15  # (20 s: query_timeout)
+    assert "query_timeout" not in q["error"]
     assert env.run("SELECT 1 AS x")["state"] == "succeeded"  # the limit is per query
 
 
