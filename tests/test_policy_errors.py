@@ -946,10 +946,10 @@ def test_libyaml_and_pure_python_parse_give_the_same_policy_and_lines(monkeypatc
     1.4 s to compose in pure Python); the policy and every error's line are the same either way."""
     import yaml
 
-    from fort_hub.policy import loader
+    from fort_hub.policy import yamltree
     from tests.conftest import EXAMPLE_POLICY
 
-    assert loader._YAML_LOADER is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    assert yamltree.YAML_LOADER is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     bad = "version: 1\ngroups:\n  - name: g\n    members: [a*]\n"
 
     def parse_both():
@@ -958,6 +958,6 @@ def test_libyaml_and_pure_python_parse_give_the_same_policy_and_lines(monkeypatc
         return load_policy(EXAMPLE_POLICY), [(e.line, e.path) for e in info.value.errors]
 
     fast = parse_both()
-    monkeypatch.setattr(loader, "_YAML_LOADER", yaml.SafeLoader)
+    monkeypatch.setattr(yamltree, "YAML_LOADER", yaml.SafeLoader)
     assert parse_both() == fast
     assert fast[1] and all(line == 4 for line, _ in fast[1] if line)

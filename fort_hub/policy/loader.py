@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from .model import (
     Profile,
     Quota,
 )
+from .yamltree import INVALID, PolicyError, PolicyIssue, Tree, compose, typename
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 ROLE_ARN_RE = re.compile(
@@ -36,110 +36,8 @@ BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 QUANTITY_RE = re.compile(r"^\d+(\.\d+)?([KMGTPE]i?|[kmgtpe])?\Z")
 #: a policy with more values than this is refused (guards against YAML alias bombs)
-MAX_NODES = 200_000
 SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
 SIZE_UNITS |= {"KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40, "PI": 2**50}
-
-
-@dataclass(frozen=True)
-class PolicyIssue:
-    file: str
-    line: int
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.path}: " if self.path else ""
-        return f"{self.file}:{self.line}: {where}{self.message}"
-
-
-class PolicyError(ValueError):
-    """A policy file is invalid. ``errors`` lists every problem found, each naming file,
-    line and dotted key path, e.g. ``grants[2].datasets[0]: unknown dataset 'url_share'``."""
-
-    def __init__(self, errors: list[PolicyIssue]):
-        self.errors = errors
-        lines = "\n".join(f"  {e}" for e in errors)
-        super().__init__(f"{len(errors)} error(s) in policy:\n{lines}")
-
-
-def _fmt_path(path: tuple) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-class _Tree:
-    """YAML data plus the line of every node, keyed by path."""
-
-    def __init__(self, file: str):
-        self.file = file
-        self.lines: dict[tuple, int] = {}
-        self.errors: list[PolicyIssue] = []
-        self._constructor = yaml.SafeLoader("")
-        self._stack: set[int] = set()
-        self._built = 0
-
-    def error(self, path: tuple, message: str, line: int | None = None) -> None:
-        if line is None:
-            # nearest ancestor with a known line
-            p = path
-            while p not in self.lines and p:
-                p = p[:-1]
-            line = self.lines.get(p, 1)
-        self.errors.append(PolicyIssue(self.file, line, _fmt_path(path), message))
-
-    def build(self, node: yaml.Node, path: tuple = ()) -> Any:
-        self.lines[path] = node.start_mark.line + 1
-        self._built += 1
-        if self._built > MAX_NODES:
-            if self._built == MAX_NODES + 1:
-                self.error(path, f"the policy is too large (more than {MAX_NODES} values)")
-            return _INVALID
-        if isinstance(node, yaml.ScalarNode):
-            return self._scalar(node, path)
-        if id(node) in self._stack:
-            self.error(path, "a YAML alias refers to a value that contains it (recursion)")
-            return _INVALID
-        self._stack.add(id(node))
-        try:
-            if isinstance(node, yaml.MappingNode):
-                return self._mapping(node, path)
-            return [self.build(n, path + (i,)) for i, n in enumerate(node.value)]
-        finally:
-            self._stack.discard(id(node))
-
-    def _mapping(self, node: yaml.MappingNode, path: tuple) -> dict:
-        out: dict = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                self.error(path, "mapping keys must be plain scalars", key_node.start_mark.line + 1)
-                continue
-            key = key_node.value
-            if key in out:
-                self.error(path + (key,), "duplicate key", key_node.start_mark.line + 1)
-                continue
-            out[key] = self.build(value_node, path + (key,))
-        return out
-
-    def _scalar(self, node: yaml.ScalarNode, path: tuple) -> Any:
-        try:
-            return self._constructor.construct_object(node, deep=True)
-        except (ValueError, yaml.YAMLError) as e:
-            if node.tag.endswith(":timestamp"):
-                self.error(path, f"{node.value!r} is not a valid date: {e}")
-            else:
-                self.error(path, f"cannot read value {node.value!r}: {e}")
-            return _INVALID
-
-
-class _Invalid:
-    def __repr__(self):
-        return "<invalid>"
-
-
-_INVALID = _Invalid()
 
 
 class _Validator:
@@ -148,17 +46,17 @@ class _Validator:
     TOP = {"version", "contact", "timezone", "groups", "datasets", "grants", "profiles", "aws",
            "quotas"}  # fmt: skip
 
-    def __init__(self, tree: _Tree, base_dir: Path):
+    def __init__(self, tree: Tree, base_dir: Path):
         self.t = tree
         self.base_dir = base_dir
         self.tz: dt.tzinfo = UTC
 
     # -- small typed getters ---------------------------------------------------------------
     def mapping(self, value, path, allowed: set[str], required: set[str] = frozenset()) -> dict:
-        if value is _INVALID:  # already reported
+        if value is INVALID:  # already reported
             return {}
         if not isinstance(value, dict):
-            self.t.error(path, f"must be a mapping, not {_typename(value)}")
+            self.t.error(path, f"must be a mapping, not {typename(value)}")
             return {}
         for key in value:
             if key not in allowed:
@@ -170,18 +68,18 @@ class _Validator:
         return value
 
     def seq(self, value, path) -> list:
-        if value is None or value is _INVALID:
+        if value is None or value is INVALID:
             return []
         if not isinstance(value, list):
-            self.t.error(path, f"must be a list, not {_typename(value)}")
+            self.t.error(path, f"must be a list, not {typename(value)}")
             return []
         return value
 
     def string(self, value, path, *, pattern: re.Pattern | None = None, what: str = "") -> str:
-        if value is _INVALID:
+        if value is INVALID:
             return ""
         if not isinstance(value, str) or not value:
-            self.t.error(path, f"must be a non-empty string, not {_typename(value)}")
+            self.t.error(path, f"must be a non-empty string, not {typename(value)}")
             return ""
         if pattern is not None and not pattern.match(value):
             self.t.error(path, f"{value!r} is not {what or 'valid'}")
@@ -200,10 +98,10 @@ class _Validator:
         return tuple(out)
 
     def number(self, value, path, *, integer=False, minimum=0) -> Any:
-        if value is _INVALID:
+        if value is INVALID:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.t.error(path, f"must be a number, not {_typename(value)}")
+            self.t.error(path, f"must be a number, not {typename(value)}")
             return None
         if integer and not isinstance(value, int):
             self.t.error(path, f"must be a whole number, not {value!r}")
@@ -215,7 +113,7 @@ class _Validator:
 
     def timezone(self, value) -> str:
         """The policy's ``timezone`` (read first: every date in the file is in it)."""
-        if value is _INVALID:
+        if value is INVALID:
             return "UTC"
         try:
             if not isinstance(value, str):
@@ -227,7 +125,7 @@ class _Validator:
         return value
 
     def expiry(self, value, path) -> dt.datetime | None:
-        if value is None or value is _INVALID:
+        if value is None or value is INVALID:
             return None
         if isinstance(value, dt.date):
             return dates.as_expiry(value, self.tz)
@@ -573,37 +471,11 @@ def parse_size(value: str | int) -> int:
     return int(float(m.group(1)) * SIZE_UNITS[(m.group(2) or "").upper()])
 
 
-def _typename(value) -> str:
-    if value is None:
-        return "nothing"
-    if value is _INVALID:
-        return "an unreadable value"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
-
-
-#: libyaml's parser when PyYAML has it: the same nodes and marks, about 9x faster (a policy of
-#: 10,000 users in 1,000 groups: 1.4 s to compose in pure Python, 0.17 s with libyaml)
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _compose(text: str) -> yaml.Node | None:
-    """The YAML node tree; invalid YAML raises PyYAML's own error (its messages read better
-    than libyaml's: the file is parsed again in pure Python, only when it is invalid)."""
-    try:
-        return yaml.compose(text, Loader=_YAML_LOADER)
-    except yaml.YAMLError:
-        if _YAML_LOADER is yaml.SafeLoader:
-            raise
-    return yaml.compose(text, Loader=yaml.SafeLoader)
-
-
 def parse_policy(text: str, file: str = "<string>", base_dir: Path | None = None) -> Policy:
     """Validate policy YAML *text*. Raises :class:`PolicyError` listing every problem."""
-    tree = _Tree(file)
+    tree = Tree(file)
     try:
-        node = _compose(text)
+        node = compose(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else 1
