@@ -503,3 +503,34 @@ def hub_groups(env) -> dict[str, set[str]]:
     r = requests.get(env["hub"].api("groups"), headers=env["hub"].admin_headers, timeout=30)
     assert r.status_code == 200, r.text
     return {g["name"]: set(g["users"]) for g in r.json()}
+
+
+def test_scheduled_reconciliations_run_in_one_replica_at_a_time(env):
+    """#13: with several replicas sharing the store, the periodic (and start, policy-change,
+    expiry) reconciliations run only in the replica holding the store's lease on them; the
+    others skip them, and take over once it is released (a replica's shutdown) or runs out."""
+    from fort_hub.services.groups.app import RECONCILE_ROLE
+    from fort_hub.store.leaders import Leaders
+
+    app = env["app"]
+    leaders = Leaders(app.fort_store)
+    reconcile(env)
+    assert leaders.release(RECONCILE_ROLE, app.replica_name)  # held since its start pass
+    assert leaders.claim(RECONCILE_ROLE, "fort-groups-1:10101", dt.datetime.now(UTC), 600)
+    r = requests.post(hub_api_group_users(env, "urls-study"), json={"users": ["dave"]},
+                      headers=env["hub"].admin_headers, timeout=30)  # fmt: skip
+    assert r.status_code == 200, r.text  # drift, made outside fort-groups
+    try:
+        assert env["svc"].call(lambda: app.reconcile("periodic", if_leading=True)) == []
+        assert "dave" in members(env, "urls-study")  # the other replica's to reconcile
+        assert "another replica" in app.last_reconcile["skipped"]
+    finally:
+        assert leaders.release(RECONCILE_ROLE, "fort-groups-1:10101")
+    changes = env["svc"].call(lambda: app.reconcile("periodic", if_leading=True))
+    assert ("groups.remove", "urls-study", "dave") in [(c.action, c.group, c.user) for c in changes]
+    assert "dave" not in members(env, "urls-study")
+    assert leaders.holder(RECONCILE_ROLE, dt.datetime.now(UTC)) == app.replica_name
+
+
+def hub_api_group_users(env, name):
+    return env["hub"].api(f"groups/{name}/users")

@@ -475,3 +475,23 @@ def test_memberships_unless_deauthorized(store):
     assert m.for_user_unless_deauthorized("kim", now) is None
     ids.bind("fb-kim", "kim")  # signing in again
     assert set(m.for_user_unless_deauthorized("kim", now)) == {"g1", "g3"}
+
+
+def test_leaders_one_holder_at_a_time(store):
+    """#13: a role (fort-groups' reconciliation) is held by one replica at a time: claimed
+    while free, renewed by its holder, refused to another until it runs out or is released."""
+    from fort_hub.store.leaders import Leaders
+
+    leaders, now = Leaders(store), dt.datetime(2026, 12, 2, 12, tzinfo=dt.UTC)
+    later = now + dt.timedelta(seconds=30)
+    assert leaders.holder("role", now) is None
+    assert leaders.claim("role", "a", now, 60)
+    assert not leaders.claim("role", "b", later, 60)  # a's claim lasts until now + 60 s
+    assert leaders.claim("role", "a", later, 60)  # renewed: until later + 60 s
+    assert not leaders.claim("role", "b", now + dt.timedelta(seconds=80), 60)
+    assert leaders.holder("role", now + dt.timedelta(seconds=80)) == "a"
+    assert leaders.claim("role", "b", later + dt.timedelta(seconds=61), 60)  # a's ran out
+    assert not leaders.release("role", "a")  # not a's any more
+    assert leaders.claim("other-role", "a", now, 60)  # roles are independent
+    assert leaders.release("role", "b")
+    assert leaders.claim("role", "a", later + dt.timedelta(seconds=62), 60)  # released: free

@@ -33,6 +33,7 @@ import json
 import os
 import re
 import signal
+import socket
 from typing import Any
 from urllib.parse import quote, urlencode, urlparse
 
@@ -215,6 +216,22 @@ class FortServiceApp(Application, FortSettings):
                 f"FortServiceApp.bind_url must be http://HOST:PORT, not {proposal['value']!r}"
             )
         return proposal["value"]
+
+    replica_name = Unicode(
+        help="""This replica's name in the fort store, where replicas of one service sharing
+        the store coordinate: fort-query's leases on the queries it runs, fort-groups' lease
+        on the periodic reconciliation. Unique among the replicas of a service, and the same
+        when a replica restarts (fort-query then fails at once the queries it left in flight).
+        Defaults to `<host name>:<port of bind_url>` (on Kubernetes the pod name and the port),
+        unique for replicas on one host too.
+
+            c.QueryService.replica_name = "fort-query-1"
+        """,
+    ).tag(config=True)
+
+    @default("replica_name")
+    def _default_replica_name(self):
+        return f"{socket.gethostname()}:{urlparse(self.bind_url).port}"
 
     service_prefix = Unicode(
         help="""URL path the service is served under. Defaults to `$JUPYTERHUB_SERVICE_PREFIX`,

@@ -181,6 +181,15 @@ query_leases = Table(
     Index("ix_fort_query_leases_replica", "replica"),
 )
 
+# ---- which replica of a service holds a role for a while (fort-groups' reconciliation) ----------
+leaders = Table(
+    "fort_leaders",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires", String(40), nullable=False),  # ISO UTC
+)
+
 # ---- external identities bound to hub usernames (the Facebook app-scoped id) -----------------------
 identities = Table(
     "fort_identities",

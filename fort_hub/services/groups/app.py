@@ -9,16 +9,20 @@ import asyncio
 import os
 
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bool, Float
+from traitlets import Bool, Float, TraitError, validate
 
 from ... import scopes
 from ...store import StoreError, isoformat
+from ...store.leaders import Leaders
 from ..base import FortServiceApp
 from ..metrics import GroupsMetrics
 from .admin import admin_handlers
 from .api import api_handlers
 from .members import HubGroups, MembershipAdmin
 from .reconcile import Reconciler
+
+#: the store's lease on the scheduled reconciliations (one replica runs them at a time)
+RECONCILE_ROLE = "fort-groups.reconcile"
 
 
 class GroupsService(FortServiceApp):
@@ -39,6 +43,14 @@ class GroupsService(FortServiceApp):
         """,
     ).tag(config=True)
 
+    @validate("reconcile_interval")
+    def _validate_interval(self, proposal):
+        if not proposal["value"] > 0:
+            raise TraitError(
+                f"GroupsService.reconcile_interval must be positive seconds, not {proposal['value']!r}"
+            )
+        return proposal["value"]
+
     adopt_existing_groups = Bool(
         False,
         help="""Take over hub groups named in the policy that fort-groups did not create
@@ -58,6 +70,7 @@ class GroupsService(FortServiceApp):
     def initialize(self, argv=None):
         super().initialize(argv)
         self.reconciler = Reconciler(self)
+        self.leaders = Leaders(self.fort_store)
         self.memberships = MembershipAdmin(self.fort_store, self.access, HubGroups(self.hub_api))
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._reconcile_lock: asyncio.Lock | None = None
@@ -75,13 +88,19 @@ class GroupsService(FortServiceApp):
         self._reconcile_timer.stop()
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
+        try:  # another replica leads the reconciliation at its next pass, not after the ttl
+            await self.fort_store.run(self.leaders.release, RECONCILE_ROLE, self.replica_name)
+        except StoreError as e:
+            self.log.warning("could not give up the reconciliation's lease: %s", e)
         await super().shutdown()
 
     def on_policy_change(self, policy) -> None:
         self.schedule_reconcile("policy reload")
 
     def schedule_reconcile(self, reason: str) -> asyncio.Task:
-        task = asyncio.ensure_future(self.reconcile(reason))
+        """A reconciliation pass (periodic, at start, on a policy change, at an expiry), run
+        only by the replica leading them (see :meth:`leading`)."""
+        task = asyncio.ensure_future(self.reconcile(reason, if_leading=True))
         self._tasks = getattr(self, "_tasks", set())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -90,10 +109,13 @@ class GroupsService(FortServiceApp):
     def make_metrics(self) -> GroupsMetrics:
         return GroupsMetrics(self.service_name)
 
-    async def reconcile(self, reason: str = "manual") -> list:
-        """One reconciliation pass (serialized). Errors are logged, never raised to the loop."""
+    async def reconcile(self, reason: str = "manual", *, if_leading: bool = False) -> list:
+        """One reconciliation pass (serialized); with *if_leading*, only while this replica
+        leads them. Errors are logged, never raised to the loop."""
         async with self._reconcile_lock:
             started = self.clock()
+            if if_leading and not await self.leading(reason, started):
+                return []
             try:
                 changes = await self.reconciler.run(reason)
             except Exception as e:
@@ -108,6 +130,26 @@ class GroupsService(FortServiceApp):
                 "changes": [c.as_dict() for c in changes],
             }  # fmt: skip
             return changes
+
+    async def leading(self, reason: str, now) -> bool:
+        """Whether this replica runs the scheduled reconciliations: it claims (or keeps) the
+        store's lease on them for three `reconcile_interval`s at each pass, so with several
+        replicas one of them reconciles the hub at a time, and another takes over when it
+        stops (at once when it shut down, else when its lease ran out)."""
+        ttl = 3 * self.reconcile_interval
+        try:
+            held = await self.fort_store.run(
+                self.leaders.claim, RECONCILE_ROLE, self.replica_name, now, ttl
+            )
+        except StoreError as e:
+            self.log.error("reconciliation (%s) not run: the store is unavailable: %s", reason, e)
+            return False
+        if not held:
+            self.last_reconcile = {
+                "at": isoformat(now), "reason": reason, "changes": [],
+                "skipped": "another replica of fort-groups runs the reconciliation",
+            }  # fmt: skip
+        return held
 
     # ----- the hub's copy follows the store ------------------------------------------------
 

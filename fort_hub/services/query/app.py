@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-from urllib.parse import urlparse
 
 from jupyterhub.traitlets import EntryPointType
 from tornado.ioloop import PeriodicCallback
@@ -163,20 +161,6 @@ class QueryService(FortServiceApp):
             c.QueryService.parse_threads = 4
         """,
     ).tag(config=True)
-
-    replica_name = Unicode(
-        help="""This replica's name in the store's query leases: unique among the replicas of
-        fort-query sharing one store, and the same when a replica restarts (its queries left in
-        flight are then failed at once). Defaults to `<host name>:<port of bind_url>` (on
-        Kubernetes the pod name and the port), unique for replicas on one host too.
-
-            c.QueryService.replica_name = "fort-query-1"
-        """,
-    ).tag(config=True)
-
-    @default("replica_name")
-    def _default_replica_name(self):
-        return f"{socket.gethostname()}:{urlparse(self.bind_url).port}"
 
     lease_ttl = Float(
         30,
