@@ -78,14 +78,15 @@ class Access:
         Raises StoreError when the store cannot be read (callers fail closed)."""
         return self._groups(username, self.policy(), self.clock())
 
-    def effective(self, username: str) -> tuple[Policy, list[str]]:
-        """(policy, the groups that count for *username* now), as the policy decides them."""
+    def effective(self, username: str, conn=None) -> tuple[Policy, list[str]]:
+        """(policy, the groups that count for *username* now), as the policy decides them; with
+        *conn*, read in the caller's store transaction."""
         policy, now = self.policy(), self.clock()
-        groups = self._groups(username, policy, now)
+        groups = self._groups(username, policy, now, conn)
         return policy, policy.effective_groups(username, groups, now)
 
-    def _groups(self, username: str, policy: Policy, now: dt.datetime) -> dict:
-        stored = Memberships(self.store).for_user_unless_deauthorized(username, now)
+    def _groups(self, username: str, policy: Policy, now: dt.datetime, conn=None) -> dict:
+        stored = Memberships(self.store).for_user_unless_deauthorized(username, now, conn)
         return {} if stored is None else user_groups(username, policy, None, now, stored)
 
     def is_admin(self, username: str) -> bool:

@@ -70,6 +70,21 @@ class SpawnDenied(web.HTTPError):
 
 
 @dataclass
+class _Decision:
+    """One start's inputs (read on the event loop) and its outcome (set in the store thread by
+    ``FortSpawnerMixin._fort_decide``)."""
+
+    policy: Policy
+    name: str
+    options: Any
+    tolerations: list[dict[str, Any]]
+    base: dict[str, Any]
+    plan: SpawnPlan | None = None
+    refusal: str | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class SpawnPlan:
     """What one start resolved to, for the manifests, the environment and the audit log."""
 
@@ -192,52 +207,73 @@ class FortSpawnerMixin(FortSettings):
         return d
 
     async def fort_audit(self, action: str, decision: str, reason: str, details: dict) -> None:
-        await self.fort_store.audit.arecord(
-            self.user.name, action, f"server:{self.user.name}/{self.name or ''}", decision,
-            reason, details, client=type(self).__name__,
-        )  # fmt: skip
+        await self.fort_store.audit.arecord(**self._fort_record(action, decision, reason, details))
+
+    def _fort_record(self, action: str, decision: str, reason: str, details: dict) -> dict:
+        """An audit record of this server (``AuditLog.record``'s arguments)."""
+        return {
+            "actor": self.user.name, "action": action,
+            "resource": f"server:{self.user.name}/{self.name or ''}", "decision": decision,
+            "reason": reason, "details": details, "client": type(self).__name__,
+        }  # fmt: skip
 
     async def fort_prepare(self) -> SpawnPlan:
-        """Resolve and check this start: fresh groups, the user's profile list, the request
-        validated against it, and the ``spawn.start`` audit record (fail closed)."""
+        """Resolve and check this start in ONE store transaction: the user's groups read fresh,
+        the profile list and the request checked against them, and the ``spawn.start`` audit
+        record of the decision (allow or deny) appended; the server starts only once that
+        transaction has committed (fail closed). One thread hop and one transaction instead of
+        a read and then the record's commit."""
         self._fort_plan = None
-        policy = self._policy()
-        groups = await self.fort_groups(policy)
-        # groups are effective already (expired memberships dropped)
-        profile_list = build_profile_list(
-            policy, groups, base_tolerations=self.fort_base_tolerations()
-        )
+        decision = _Decision(self._policy(), self.user.name, self.user_options,
+                             self.fort_base_tolerations(), self._audit_base(None))  # fmt: skip
         try:
-            fort_check_access(policy, self.user.name, groups)
-            selection = validate_user_options(self.user_options, profile_list)
+            await self.fort_store.run(
+                self.fort_store.audit.record_with,
+                lambda conn: self._fort_decide(conn, decision),
+                lambda _: [decision.record],
+            )
+        except AuditError as e:
+            if decision.refusal is None:
+                self.log.error("refusing spawn for %s: audit log unavailable: %s", decision.name, e)
+                raise SpawnDenied(503, "Spawn refused: the audit log is unavailable") from None
+            self.log.error("audit log unavailable while refusing a spawn for %s", self.user)
+        if decision.refusal is not None:
+            raise SpawnDenied(403, f"Spawn refused: {decision.refusal}")
+        self._fort_plan = decision.plan
+        return decision.plan
+
+    def _fort_decide(self, conn, d: _Decision) -> bool:
+        """The decision of :meth:`fort_prepare`, in the store thread and transaction *conn*:
+        pure functions of the policy, the groups read in *conn* and the request (plus the
+        spawner's identity details); sets ``d.plan`` or ``d.refusal``, and ``d.record``."""
+        access = Access(self.fort_store, lambda: d.policy, self.fort_clock, self.admin_group)
+        _, groups = access.effective(d.name, conn)  # effective: expired memberships dropped
+        policy = d.policy
+        profile_list = build_profile_list(policy, groups, base_tolerations=d.tolerations)
+        try:
+            fort_check_access(policy, d.name, groups)
+            selection = validate_user_options(d.options, profile_list)
             self.fort_check_selection(selection)
         except ProfileError as e:
-            details = {**self._audit_base(None), "groups": groups, "outcome": "refused"}
-            details["requested"] = _summarize(self.user_options)
-            try:
-                await self.fort_audit("spawn.start", "deny", str(e), details)
-            except AuditError:
-                self.log.error("audit log unavailable while refusing a spawn for %s", self.user)
-            raise SpawnDenied(403, f"Spawn refused: {e}") from None
+            d.refusal = str(e)
+            details = {**d.base, "groups": groups, "outcome": "refused",
+                       "requested": _summarize(d.options)}  # fmt: skip
+            d.record = self._fort_record("spawn.start", "deny", d.refusal, details)
+            return True
         plan = SpawnPlan(
             groups=groups,
             profile_list=profile_list,
             selection=selection,
             roles=policy.roles_for(groups),
             region=policy.aws.region,
-            user_prefix=policy.user_prefix(self.user.name),
+            user_prefix=policy.user_prefix(d.name),
         )
         plan.details = {**self._audit_base(plan), **self.fort_identity_details(plan)}
-        try:
-            await self.fort_audit(
-                "spawn.start", "allow", f"profile '{selection.slug}' is available to {groups}",
-                {**plan.details, "outcome": "starting"},
-            )  # fmt: skip
-        except AuditError as e:
-            self.log.error("refusing spawn for %s: audit log unavailable: %s", self.user.name, e)
-            raise SpawnDenied(503, "Spawn refused: the audit log is unavailable") from None
-        self._fort_plan = plan
-        return plan
+        d.plan = plan
+        reason = f"profile '{selection.slug}' is available to {groups}"
+        d.record = self._fort_record("spawn.start", "allow", reason,
+                                     {**plan.details, "outcome": "starting"})  # fmt: skip
+        return True
 
     def fort_check_selection(self, selection: Selection) -> None:
         """Spawner-specific checks of a valid selection; raise :class:`ProfileError` to refuse."""

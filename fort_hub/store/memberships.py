@@ -140,13 +140,17 @@ class Memberships:
         return {m.group: m.expires for m in self.list(username=username) if m.active(now)}
 
     def for_user_unless_deauthorized(
-        self, username: str, now: dt.datetime | None = None
+        self, username: str, now: dt.datetime | None = None, conn=None
     ) -> dict[str, dt.datetime | None] | None:
         """:meth:`for_user`, or None while *username*'s sign-in is deauthorized
         (its sign-in identity revoked by Meta's deauthorize callback; signing in again clears
-        it): both in one round trip, for decisions made on every request."""
+        it): both in one round trip, for decisions made on every request. With *conn*: read
+        in the caller's transaction (a decision and its audit record in one)."""
         now = now or utcnow()
-        with self.store.reading() as conn:
+        if conn is None:
+            with self.store.reading() as conn:
+                found = conn.execute(_FOR_USER_UNLESS_DEAUTHORIZED, {"username": username}).all()
+        else:
             found = conn.execute(_FOR_USER_UNLESS_DEAUTHORIZED, {"username": username}).all()
         if any(r.group_name is None for r in found):
             return None
