@@ -7,6 +7,7 @@ SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
@@ -109,3 +110,23 @@ async def test_a_refused_spawn_is_recorded_in_its_decisions_transaction(
     with pytest.raises(SpawnDenied) as e:
         await s.fort_prepare()
     assert e.value.status_code == 403 and k8s.list("pods") == []
+
+
+async def test_stop_changes_the_hub_row_only_after_its_last_await(k8s, make, monkeypatch):
+    """The stopped state goes on the hub's spawner row with no await after it, so JupyterHub's
+    commit right after stop() writes it; set before the audit record's await, it left the hub's
+    shared session dirty while other requests finished, and each of them rolled the whole
+    session back (every object the hub holds expired and reloaded)."""
+    s = make("alice", {"profile": "python"})
+    await asyncio.wait_for(s.start(), 30)
+    s.orm_spawner = SimpleNamespace(name="", server=None, state=s.get_state())
+    real_audit = s.fort_audit
+    seen = []
+
+    async def audit(*a, **k):
+        seen.append("fort_plan" in s.orm_spawner.state)  # the row untouched while we wait
+        await real_audit(*a, **k)
+
+    monkeypatch.setattr(s, "fort_audit", audit)
+    await s.stop(now=True)
+    assert seen == [True] and "fort_plan" not in s.orm_spawner.state

@@ -305,7 +305,6 @@ class FortSpawnerMixin(FortSettings):
         if not self._fort_running:
             return
         self._fort_running = False
-        self._fort_store_stopped_state()
         plan = self._fort_plan
         known = plan.details if plan else self._audit_base_restored() or self._audit_base(None)
         details = {**known, "outcome": "stopped"}
@@ -313,12 +312,18 @@ class FortSpawnerMixin(FortSettings):
             await self.fort_audit("spawn.stop", "allow", "server stopped", details)
         except AuditError as e:
             self.log.error("could not audit the stop of %s's server: %s", self.user.name, e)
+        finally:
+            self._fort_store_stopped_state()  # last: no await after it (see there)
 
     def _fort_store_stopped_state(self) -> None:
-        """Put the state without ``fort_plan`` on the hub's spawner row now, inside ``stop()``:
-        JupyterHub's own commit right after ``stop()`` (the server and the token removed) then
-        writes it, and the state it saves after ``clear_state()`` is unchanged, so that is no
-        second UPDATE and commit of the hub database per stop."""
+        """Put the state without ``fort_plan`` on the hub's spawner row at the very end of
+        ``stop()``: JupyterHub's own commit right after ``stop()`` (the server and the token
+        removed, no await in between) then writes it, and the state it saves after
+        ``clear_state()`` is unchanged, so that is no second UPDATE and commit of the hub
+        database per stop. Never before an await: the hub's one database session is shared by
+        every request, and any request finishing while the row is dirty rolls the whole session
+        back ("Rolling back dirty objects"), which expires every user, spawner and token object
+        the hub holds (each reloaded from its database on next use)."""
         orm_spawner = getattr(self, "orm_spawner", None)
         if orm_spawner is not None:
             orm_spawner.state = self.get_state()
