@@ -369,7 +369,8 @@ def report(out: dict) -> None:
     n = out["researchers"]
     print(f"\n== {n} researchers on each hub, {out['elapsed_s']:.0f}s "
           f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}); proxy: {out['chp']}; "
-          f"fort services: {out['services']}")  # fmt: skip
+          f"fort services: {out['services']}; notebook stand-in: "
+          f"{'checks tokens (HubAuth)' if out['args']['notebook_auth'] else 'no auth'}")  # fmt: skip
     for kind, h in out["hubs"].items():
         print(f"\n{kind} hub: {h['completed']} completed, {h['failed']} failed "
               f"({h['spawn_429_retries']} spawn retries after a 429)")  # fmt: skip
@@ -437,6 +438,15 @@ def parse(argv=None):
         help="processes per fort service: 1 hub-managed; N >= 2 external, behind a round-robin "
         "front each, fort-query's sharing the S3 result store on moto (scale_replicas.py)",
     )
+    p.add_argument(
+        "--notebook-auth",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the notebook stand-in checks each API request's token with its hub, cached 300 s "
+        "per token, as jupyterhub-singleuser (HubAuth) does; --no-notebook-auth: it answers "
+        "every request with 200 (the harness before #13's fidelity fix; the stock hub then "
+        "checks no server token at all)",
+    )
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--profile-dir", help="record both hubs with py-spy into this directory")
     p.add_argument("--keep", action="store_true", help="keep the work directory (hub logs)")
@@ -448,7 +458,8 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="fort-scale-"))
     if args.replicas < 1:
         raise SystemExit("--replicas must be at least 1")
-    stack = Stack(work, args.researchers, args.pod_delay, args.chp_prefix, args.replicas)
+    stack = Stack(work, args.researchers, args.pod_delay, args.chp_prefix, args.replicas,
+                  args.notebook_auth)  # fmt: skip
     t0 = time.monotonic()
     try:
         stack.start()

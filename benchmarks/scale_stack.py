@@ -2,9 +2,11 @@
 
 - the Facebook stand-in (``fort-hub facebook-standin``, its own process) with N identities;
 - the Kubernetes API double (tests/k8s_double.py) in its own process;
-- one notebook stand-in process answering every pod's readiness check and API calls (every pod
-  of the double has podIP 127.0.0.1, so one port serves all servers: the proxy routes
-  ``/user/<name>/`` there and the stand-in answers any path);
+- one notebook stand-in process (benchmarks/scale_notebook.py) for every pod (each has podIP
+  127.0.0.1), one port per hub: the proxy routes ``/user/<name>/`` there; it answers the hub's
+  readiness check and, like jupyterhub-singleuser, checks every API request's token with its
+  hub (HubAuth's ``GET /hub/api/user``, cached per token for 300 s) unless ``notebook_auth`` is
+  off;
 - moto's STS (``ThreadedMotoServer``), a PostgreSQL database of its own for the fort store;
 - two hubs: fort (FacebookOAuthenticator, FortKubeSpawner, the three fort services
   hub-managed, configured by the same ``jupyterhub_config.d`` snippets an admin deploys; with
@@ -73,34 +75,6 @@ def _serve_k8s(conn, delay: float) -> None:
         k8s.server.handle_error = lambda request, address: None
         conn.send(k8s.url)
         conn.recv()  # until the parent says stop (or goes away)
-
-
-def _serve_notebook(conn) -> None:
-    import asyncio
-
-    from tornado import web
-
-    class Any(web.RequestHandler):
-        def check_xsrf_cookie(self):
-            return
-
-        def get(self, *_):
-            self.set_header("X-Jupyter-Server", "scale-standin")
-            self.finish({"started": "2026-01-01T00:00:00Z", "kernels": 0, "connections": 0})
-
-        post = put = delete = patch = get
-
-    async def main():
-        from tornado.httpserver import HTTPServer
-        from tornado.netutil import bind_sockets
-
-        socks = bind_sockets(0, "127.0.0.1", backlog=1024)
-        server = HTTPServer(web.Application([(r"/(.*)", Any)]))
-        server.add_sockets(socks)
-        conn.send(socks[0].getsockname()[1])
-        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-
-    asyncio.run(main())
 
 
 class Child:
@@ -278,9 +252,10 @@ class Stack:
 
     def __init__(
         self, work: Path, n: int, pod_delay: float, chp_prefix: str | None = None,
-        replicas: int = 1,
+        replicas: int = 1, notebook_auth: bool = True,
     ):  # fmt: skip
         self.work, self.n, self.pod_delay, self.replicas = work, n, pod_delay, replicas
+        self.notebook_auth = notebook_auth
         self.service_replicas = None  # ServiceReplicas with replicas >= 2
         self.names = usernames(n)
         self.chp, self.chp_name = find_chp(chp_prefix)
@@ -306,10 +281,7 @@ class Stack:
         self.k8s_url = k8s.start()
         self.k8s_pid = k8s.proc.pid
         self.stoppers.append(k8s.stop)
-        nb = Child(_serve_notebook)
-        self.nb_port = nb.start()
-        self.nb_pid = nb.proc.pid
-        self.stoppers.append(nb.stop)
+        nb = self._start_notebook()
         moto_port = free_port()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
@@ -329,11 +301,12 @@ class Stack:
         self.fort = RunningHub(w / "fort", env={
             **env, **fort_env, "FORT_SERVICES_PORT": str(free_ports(3)),
         }, timeout=180)  # fmt: skip
-        external = self._start_replicas(fort_env) if self.replicas >= 2 else None
-        self.fort.extra_config = fort_config(self.chp, self.nb_port, self.standin_url,
-                                             self.fort.url, external)  # fmt: skip
         self.stock = RunningHub(w / "stock", env=env, timeout=180)
-        self.stock.extra_config = stock_config(self.chp, self.nb_port, self.standin_url)
+        nb.conn.send({"fort": self.fort.hub_api_url, "stock": self.stock.hub_api_url})
+        external = self._start_replicas(fort_env) if self.replicas >= 2 else None
+        self.fort.extra_config = fort_config(self.chp, self.nb_ports["fort"], self.standin_url,
+                                             self.fort.url, external)  # fmt: skip
+        self.stock.extra_config = stock_config(self.chp, self.nb_ports["stock"], self.standin_url)
         for hub in (self.fort, self.stock):
             hub.start()
             self.stoppers.append(hub.stop)
@@ -341,6 +314,17 @@ class Stack:
             wait_http(f"{self.fort.url}/services/{svc}/api/v1/", timeout=120,
                       ok=lambda r: r.status_code in (401, 403, 404))  # fmt: skip
         return self
+
+    def _start_notebook(self) -> Child:
+        """The notebook stand-in: one port per hub; it is sent each hub's API URL (to check
+        tokens with) once the hubs have their ports."""
+        from scale_notebook import serve
+
+        nb = Child(serve, ["fort", "stock"], self.notebook_auth)
+        self.nb_ports = nb.start()
+        self.nb_pid = nb.proc.pid
+        self.stoppers.append(nb.stop)
+        return nb
 
     def _start_replicas(self, env: dict) -> list[dict]:
         """``--replicas N``: N processes of each fort service behind a front, started before

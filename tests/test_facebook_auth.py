@@ -150,11 +150,14 @@ async def test_login_refused_when_audit_cannot_be_written(auth, standin, monkeyp
         raise AuditError("audit record not written, action refused: disk full")
 
     monkeypatch.setattr(auth.fort_store.audit, "record", broken)
+    monkeypatch.setattr(auth.fort_store.audit, "_append_in", broken)  # the binding's transaction
     with pytest.raises(FacebookLoginError) as e:
         await auth.run_post_auth_hook(None, model)
     assert (
         e.value.status_code == 503 and "could not be recorded in the audit log" in e.value.message
     )
+    # the binding and its record are one transaction: no binding without its record
+    assert auth.identities.by_username("carol") is None
 
 
 def test_settings_are_validated():

@@ -235,6 +235,7 @@ async def test_audit_down_refuses_spawn(k8s, make, monkeypatch, store_url):
         raise AuditError("database is gone")
 
     monkeypatch.setattr(AuditLog, "record", broken)
+    monkeypatch.setattr(AuditLog, "_append_in", broken)  # the decision's own transaction
     s = make("alice", {"profile": "python"})
     with pytest.raises(SpawnDenied) as e:
         await s.start()

@@ -327,13 +327,14 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
         auth_model = await super().run_post_auth_hook(handler, auth_model)
         name, state = auth_model["name"], auth_model.get("auth_state") or {}
         fb_id = state.get("facebook_id", "")
-        try:
-            await self.fort_store.run(self.identities.bind, fb_id, name)
-            await self.fort_store.audit.arecord(
-                name, "auth.login", f"{PROVIDER}:{fb_id}", "allow", "Facebook login",
-                {"scopes": state.get("scope"), "admin": bool(auth_model.get("admin"))},
-                client=handler.request.remote_ip if handler else "",
-            )  # fmt: skip
+        record = {
+            "actor": name, "action": "auth.login", "resource": f"{PROVIDER}:{fb_id}",
+            "decision": "allow", "reason": "Facebook login",
+            "details": {"scopes": state.get("scope"), "admin": bool(auth_model.get("admin"))},
+            "client": handler.request.remote_ip if handler else "",
+        }  # fmt: skip
+        try:  # the binding and its record in one transaction: both committed, or neither
+            await self.fort_store.run(self.identities.bind_recorded, fb_id, name, record)
         except ValueError as e:
             raise FacebookLoginError(403, f"Login refused: {e}.", name) from None
         except Exception as e:

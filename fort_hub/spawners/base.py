@@ -69,6 +69,34 @@ class SpawnDenied(web.HTTPError):
         self.jupyterhub_message = message
 
 
+def with_plan(base: dict[str, Any], plan: SpawnPlan | None) -> dict[str, Any]:
+    """Audit details: *base* (the user, the server, the identity mode) and what *plan*
+    resolved to."""
+    d = dict(base)
+    if plan is not None:
+        s = plan.selection
+        d.update(
+            profile=s.slug, image=s.image, unlisted_image=s.unlisted,
+            resources=s.resources(), groups=plan.groups, roles=list(plan.roles),
+        )  # fmt: skip
+    return d
+
+
+@dataclass
+class _Decision:
+    """One start's inputs (read on the event loop) and its outcome (set in the store thread by
+    ``FortSpawnerMixin._fort_decide``)."""
+
+    policy: Policy
+    name: str
+    options: Any
+    tolerations: list[dict[str, Any]]
+    base: dict[str, Any]
+    plan: SpawnPlan | None = None
+    refusal: str | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class SpawnPlan:
     """What one start resolved to, for the manifests, the environment and the audit log."""
@@ -178,66 +206,88 @@ class FortSpawnerMixin(FortSettings):
         return options
 
     def _audit_base(self, plan: SpawnPlan | None) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "user": self.user.name,
-            "server": self.name or "",
-            "identity_mode": self.identity_mode_name,
-        }
-        if plan is not None:
-            s = plan.selection
-            d.update(
-                profile=s.slug, image=s.image, unlisted_image=s.unlisted,
-                resources=s.resources(), groups=plan.groups, roles=list(plan.roles),
-            )  # fmt: skip
-        return d
+        """The audit details of this server (and of *plan*). On the event loop only: the user's
+        and the server's names are the hub's database objects."""
+        base = {"user": self.user.name, "server": self.name or "",
+                "identity_mode": self.identity_mode_name}  # fmt: skip
+        return with_plan(base, plan)
 
     async def fort_audit(self, action: str, decision: str, reason: str, details: dict) -> None:
-        await self.fort_store.audit.arecord(
-            self.user.name, action, f"server:{self.user.name}/{self.name or ''}", decision,
-            reason, details, client=type(self).__name__,
-        )  # fmt: skip
+        await self.fort_store.audit.arecord(**self._fort_record(action, decision, reason, details))
+
+    def _fort_record(self, action: str, decision: str, reason: str, details: dict) -> dict:
+        """An audit record of this server (``AuditLog.record``'s arguments); *details* hold
+        the user's and the server's names (:meth:`_audit_base`), so this also runs off the
+        event loop."""
+        if "user" in details and "server" in details:
+            user, server = details["user"], details["server"]
+        else:  # e.g. details restored from an older state (on the event loop)
+            user, server = self.user.name, self.name or ""
+        return {
+            "actor": user, "action": action, "resource": f"server:{user}/{server}",
+            "decision": decision, "reason": reason, "details": details,
+            "client": type(self).__name__,
+        }  # fmt: skip
 
     async def fort_prepare(self) -> SpawnPlan:
-        """Resolve and check this start: fresh groups, the user's profile list, the request
-        validated against it, and the ``spawn.start`` audit record (fail closed)."""
+        """Resolve and check this start in ONE store transaction: the user's groups read fresh,
+        the profile list and the request checked against them, and the ``spawn.start`` audit
+        record of the decision (allow or deny) appended; the server starts only once that
+        transaction has committed (fail closed). One thread hop and one transaction instead of
+        a read and then the record's commit."""
         self._fort_plan = None
-        policy = self._policy()
-        groups = await self.fort_groups(policy)
-        # groups are effective already (expired memberships dropped)
-        profile_list = build_profile_list(
-            policy, groups, base_tolerations=self.fort_base_tolerations()
-        )
+        decision = _Decision(self._policy(), self.user.name, self.user_options,
+                             self.fort_base_tolerations(), self._audit_base(None))  # fmt: skip
         try:
-            fort_check_access(policy, self.user.name, groups)
-            selection = validate_user_options(self.user_options, profile_list)
+            await self.fort_store.run(
+                self.fort_store.audit.record_with,
+                lambda conn: self._fort_decide(conn, decision),
+                lambda _: [decision.record],
+            )
+        except AuditError as e:
+            if decision.refusal is None:
+                self.log.error("refusing spawn for %s: audit log unavailable: %s", decision.name, e)
+                raise SpawnDenied(503, "Spawn refused: the audit log is unavailable") from None
+            self.log.error("audit log unavailable while refusing a spawn for %s", self.user)
+        if decision.refusal is not None:
+            raise SpawnDenied(403, f"Spawn refused: {decision.refusal}")
+        self._fort_plan = decision.plan
+        return decision.plan
+
+    def _fort_decide(self, conn, d: _Decision) -> bool:
+        """The decision of :meth:`fort_prepare`, in the store thread and transaction *conn*:
+        pure functions of the policy, the groups read in *conn* and the request (plus the
+        spawner's identity details); sets ``d.plan`` or ``d.refusal``, and ``d.record``. Never
+        touches the hub's database objects (``self.user``, the server's name: read on the
+        event loop into *d*): the hub's one session is not for other threads."""
+        access = Access(self.fort_store, lambda: d.policy, self.fort_clock, self.admin_group)
+        _, groups = access.effective_in(conn, d.name)  # effective: expired memberships dropped
+        policy = d.policy
+        profile_list = build_profile_list(policy, groups, base_tolerations=d.tolerations)
+        try:
+            fort_check_access(policy, d.name, groups)
+            selection = validate_user_options(d.options, profile_list)
             self.fort_check_selection(selection)
         except ProfileError as e:
-            details = {**self._audit_base(None), "groups": groups, "outcome": "refused"}
-            details["requested"] = _summarize(self.user_options)
-            try:
-                await self.fort_audit("spawn.start", "deny", str(e), details)
-            except AuditError:
-                self.log.error("audit log unavailable while refusing a spawn for %s", self.user)
-            raise SpawnDenied(403, f"Spawn refused: {e}") from None
+            d.refusal = str(e)
+            details = {**d.base, "groups": groups, "outcome": "refused",
+                       "requested": _summarize(d.options)}  # fmt: skip
+            d.record = self._fort_record("spawn.start", "deny", d.refusal, details)
+            return True
         plan = SpawnPlan(
             groups=groups,
             profile_list=profile_list,
             selection=selection,
             roles=policy.roles_for(groups),
             region=policy.aws.region,
-            user_prefix=policy.user_prefix(self.user.name),
+            user_prefix=policy.user_prefix(d.name),
         )
-        plan.details = {**self._audit_base(plan), **self.fort_identity_details(plan)}
-        try:
-            await self.fort_audit(
-                "spawn.start", "allow", f"profile '{selection.slug}' is available to {groups}",
-                {**plan.details, "outcome": "starting"},
-            )  # fmt: skip
-        except AuditError as e:
-            self.log.error("refusing spawn for %s: audit log unavailable: %s", self.user.name, e)
-            raise SpawnDenied(503, "Spawn refused: the audit log is unavailable") from None
-        self._fort_plan = plan
-        return plan
+        plan.details = {**with_plan(d.base, plan), **self.fort_identity_details(plan)}
+        d.plan = plan
+        reason = f"profile '{selection.slug}' is available to {groups}"
+        d.record = self._fort_record("spawn.start", "allow", reason,
+                                     {**plan.details, "outcome": "starting"})  # fmt: skip
+        return True
 
     def fort_check_selection(self, selection: Selection) -> None:
         """Spawner-specific checks of a valid selection; raise :class:`ProfileError` to refuse."""
@@ -269,7 +319,6 @@ class FortSpawnerMixin(FortSettings):
         if not self._fort_running:
             return
         self._fort_running = False
-        self._fort_store_stopped_state()
         plan = self._fort_plan
         known = plan.details if plan else self._audit_base_restored() or self._audit_base(None)
         details = {**known, "outcome": "stopped"}
@@ -277,12 +326,18 @@ class FortSpawnerMixin(FortSettings):
             await self.fort_audit("spawn.stop", "allow", "server stopped", details)
         except AuditError as e:
             self.log.error("could not audit the stop of %s's server: %s", self.user.name, e)
+        finally:
+            self._fort_store_stopped_state()  # last: no await after it (see there)
 
     def _fort_store_stopped_state(self) -> None:
-        """Put the state without ``fort_plan`` on the hub's spawner row now, inside ``stop()``:
-        JupyterHub's own commit right after ``stop()`` (the server and the token removed) then
-        writes it, and the state it saves after ``clear_state()`` is unchanged, so that is no
-        second UPDATE and commit of the hub database per stop."""
+        """Put the state without ``fort_plan`` on the hub's spawner row at the very end of
+        ``stop()``: JupyterHub's own commit right after ``stop()`` (the server and the token
+        removed, no await in between) then writes it, and the state it saves after
+        ``clear_state()`` is unchanged, so that is no second UPDATE and commit of the hub
+        database per stop. Never before an await: the hub's one database session is shared by
+        every request, and any request finishing while the row is dirty rolls the whole session
+        back ("Rolling back dirty objects"), which expires every user, spawner and token object
+        the hub holds (each reloaded from its database on next use)."""
         orm_spawner = getattr(self, "orm_spawner", None)
         if orm_spawner is not None:
             orm_spawner.state = self.get_state()

@@ -398,33 +398,40 @@ class AuditLog:
             cur.close()
         return _pg_records(fields, rows)
 
-    def record_with(self, change: Callable[[Any], Any], records: list[dict[str, Any]]):
+    def record_with(
+        self,
+        change: Callable[[Any], Any],
+        records: list[dict[str, Any]] | Callable[[Any], list[dict[str, Any]]],
+    ):
         """Run ``change(conn)`` in one store transaction and, when it returns a true value,
-        append *records* (dicts of :meth:`record`'s arguments) to the chain in that same
-        transaction: the change and its records are committed together, or neither is
-        (:class:`AuditError`). Returns ``(change's value, the records committed)``; no record
-        is written when the value is false (e.g. a conditional update that found nothing).
+        append *records* (dicts of :meth:`record`'s arguments, or a function of the change's
+        value returning them: a decision made in the transaction and its record) to the chain
+        in that same transaction: the change and its records are committed together, or
+        neither is (:class:`AuditError`). Returns ``(change's value, the records committed)``;
+        no record is written when the value is false (e.g. a conditional update that found
+        nothing).
 
         One commit instead of two where a state change and its audit records go together
         (e.g. a query's final state and its ``query.complete`` record). Not group-committed:
         the records wait for the database's write lock (SQLite) or the chain's advisory lock
         (PostgreSQL, after the change's own locks), like every writer of the chain."""
-        fields = [_fields(**r) for r in records]
-        started, value, out, committed = time.perf_counter(), None, [], False
+        started, value, fields, out, committed = time.perf_counter(), None, [], [], False
         try:
             with self.store.transaction() as conn:
                 value = change(conn)
-                if value and fields:
+                if value:
+                    fields = [_fields(**r) for r in (records(value) if callable(records)
+                                                      else records)]  # fmt: skip
+                if fields:
                     out = self._append_in(conn, fields)
             committed = bool(out)  # the transaction's commit returned
         except StoreError as e:
             raise AuditError(f"audit record not written, action refused: {e}") from e
         finally:
-            if value and fields:
-                seconds = time.perf_counter() - started
-                for f in fields:
-                    for observe in self._observers:
-                        observe(f["action"], f["decision"], seconds, committed)
+            seconds = time.perf_counter() - started
+            for f in fields:
+                for observe in self._observers:
+                    observe(f["action"], f["decision"], seconds, committed)
         return value, out
 
     def _append_in(self, conn, fields: list[dict[str, Any]]) -> list[AuditRecord]:
