@@ -51,6 +51,7 @@ import struct
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 import duckdb
@@ -308,6 +309,8 @@ class Worker:
         self._current: tuple[str, Any] | None = None  # (job id, cursor) of the running query
         self._cancelled: set[str] = set()
         self._queued: set[str] = set()
+        #: appends a batch to the spool file while DuckDB makes the next one
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="fort-append")
 
     def listen(self, source: BinaryIO) -> None:
         """The command reader (a daemon thread): cancels act at once, the rest is queued. The
@@ -411,24 +414,37 @@ class Worker:
 
     def send_batches(self, job_id: str, reader, fd: int | None, msg: dict) -> None:
         """Each batch's pieces appended to the spool file *fd* (then an APPENDED frame), or
-        sent as a BATCH frame; with a spool file, none past the caps (see the docstring)."""
+        sent as a BATCH frame; with a spool file, none past the caps (see the docstring). A
+        batch is appended by the writer thread while DuckDB makes the next one (at most one
+        batch in flight; its frame follows once it is in the file)."""
         stream = IpcPieces(reader.schema)
-        rows, nbytes = 0, 0
+        rows, nbytes, pending = 0, 0, None
         max_rows, max_bytes = msg.get("max_rows", math.inf), msg.get("max_bytes", math.inf)
-        for batch in reader:
-            if job_id in self._cancelled:
-                return
-            pieces = stream.batch(batch)
-            if fd is None:
-                write_pieces(self.out, BATCH, pieces, batch.num_rows, batch.nbytes)
-                continue
-            size = max(batch.nbytes, sum(memoryview(p).nbytes for p in pieces))
-            rows, nbytes = rows + batch.num_rows, nbytes + size
-            over = rows > max_rows or nbytes > max_bytes
-            written = 0 if over else append_pieces(fd, pieces)
-            write_frame(self.out, APPENDED, APPENDED_BODY.pack(written), batch.num_rows, size)
-            if over:  # the service refuses it and stops reading: nothing more is written
-                return
+        try:
+            for batch in reader:
+                if job_id in self._cancelled:
+                    return
+                pieces = stream.batch(batch)
+                if fd is None:
+                    write_pieces(self.out, BATCH, pieces, batch.num_rows, batch.nbytes)
+                    continue
+                size = max(batch.nbytes, sum(memoryview(p).nbytes for p in pieces))
+                rows, nbytes = rows + batch.num_rows, nbytes + size
+                self.appended(pending)
+                pending = None
+                if rows > max_rows or nbytes > max_bytes:  # refused by the service: it stops
+                    write_frame(self.out, APPENDED, APPENDED_BODY.pack(0), batch.num_rows, size)
+                    return
+                write = self.writer.submit(append_pieces, fd, pieces)
+                pending = (write, batch, batch.num_rows, size)  # the batch's buffers stay alive
+        finally:
+            self.appended(pending)
+
+    def appended(self, pending) -> None:
+        """Wait for the writer thread's append of a batch, then state it (APPENDED frame)."""
+        if pending is not None:
+            write, _batch, rows, size = pending
+            write_frame(self.out, APPENDED, APPENDED_BODY.pack(write.result()), rows, size)
 
 
 def scanned_bytes(con) -> int:
