@@ -253,3 +253,60 @@ def test_the_environment_is_read_once_for_the_service_url(monkeypatch, tmp_path)
     monkeypatch.setenv("HTTP_PROXY", "http://elsewhere.example:1")
     settings = direct.session.merge_environment_settings(direct.api, {}, None, None, None)
     assert "http" not in settings["proxies"] and settings["verify"] == str(bundle)
+
+
+def test_arrow_answers_are_read_into_arrow_buffers_and_encoded_ones_decoded():
+    """The Arrow stream of a chunked answer is decoded by http.client straight into Arrow's
+    buffers (no urllib3 copies); a content-encoded answer (gzip) still goes through urllib3's
+    decoding; a stream cut off mid-body is an error, not a shorter table."""
+    import gzip
+    import http.client
+    import http.server
+
+    import requests
+
+    from fort_hub.client import client as C
+
+    table = pa.table({"x": list(range(50_000))})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table, max_chunksize=7_000)
+    data = sink.getvalue().to_pybytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            body = gzip.compress(data) if self.path == "/gzip" else data
+            cut = self.path == "/cut"
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            if self.path == "/gzip":
+                self.send_header("Content-Encoding", "gzip")
+            self.end_headers()
+            for i in range(0, len(body) // 2 if cut else len(body), 100_000):
+                piece = body[i : i + 100_000]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            if not cut:
+                self.wfile.write(b"0\r\n\r\n")
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with requests.get(url + "/plain", stream=True, timeout=10) as r:
+            body = C._arrow_body(r)
+            assert isinstance(body, C._BodyReader)
+            assert pa.ipc.open_stream(body).read_all().equals(table)
+        with requests.get(url + "/gzip", stream=True, timeout=10) as r:
+            assert C._arrow_body(r) is r.raw
+            assert pa.ipc.open_stream(r.raw).read_all().equals(table)
+        broken = (pa.ArrowException, OSError, http.client.HTTPException)
+        with requests.get(url + "/cut", stream=True, timeout=10) as r, pytest.raises(broken):
+            pa.ipc.open_stream(C._arrow_body(r)).read_all()
+    finally:
+        server.shutdown()

@@ -5,10 +5,12 @@ DuckDB connection hardening holding even when the SQL check is bypassed."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 
 import boto3
 import pyarrow as pa
+import pyarrow.parquet
 import pytest
 import requests
 
@@ -351,6 +353,32 @@ def test_duckdb_results_cross_the_worker_pipe_unchanged(tmp_path):
         case.engine.close()
     expected = duckdb.sql(body.replace(" T", f" read_parquet('{path}')")).to_arrow_table()
     assert got.num_rows == 30 and got.equals(expected)
+
+
+def test_duckdb_workers_write_the_result_file_themselves(tmp_path, monkeypatch):
+    """The worker appends the result to the stored copy's file (no batch crosses the pipe or
+    is written by the service), several batches; a batch over a cap is refused and the
+    worker appends nothing past the cap."""
+
+    def no_bytes_here(self, data, rows, nbytes):
+        raise AssertionError("the result's bytes crossed the pipe")
+
+    monkeypatch.setattr(FileSink, "write_ipc", no_bytes_here)
+    case = DuckCase(tmp_path, batch_rows=7, idle_workers=0)
+    sql = 'SELECT * FROM "url_shares"."url_shares" ORDER BY url, shares'
+    try:
+        outcome, got = run(case, sql, tmp_path)
+        assert outcome.rows == 30 == got.num_rows
+        path = case.dataset.location["paths"]["url_shares"]
+        expected = pa.ipc.open_stream(pa.memory_map(str(tmp_path / "j1.arrows"))).read_all()
+        assert got.equals(expected) and got.num_rows == pa.parquet.read_table(path).num_rows
+        small = FileSink(str(tmp_path / "cap.arrows"), 10**9, 2000)  # a batch of 7: ~700 bytes
+        with pytest.raises(EngineError, match="max_result_bytes"):
+            asyncio.run(case.engine.run(job(case, sql, "cap"), small))
+        assert 0 < small.size == os.path.getsize(small.partial) <= 2000
+        small.discard()
+    finally:
+        case.engine.close()
 
 
 # ----- bytes scanned (DuckDB's profile) --------------------------------------------------------

@@ -12,8 +12,13 @@ import pyarrow as pa
 import pytest
 
 from fort_hub.services.query import results as R
-from fort_hub.services.query.engines.base import ResultSink, ResultTooLarge
-from fort_hub.services.query.engines.worker import END_OF_STREAM, IpcPieces
+from fort_hub.services.query.engines.base import EngineError, ResultSink, ResultTooLarge
+from fort_hub.services.query.engines.worker import (
+    END_OF_STREAM,
+    IpcPieces,
+    append_pieces,
+    open_spool,
+)
 from fort_hub.services.query.results import LocalResultStore, ResultStore
 from fort_hub.services.query.results_s3 import S3ResultStore
 
@@ -220,3 +225,74 @@ def test_ipc_pieces_are_stored_as_they_are(replicas):
     for piece, batch in zip(pieces, batches, strict=True):
         fallback.write_ipc(piece, batch.num_rows, batch.nbytes)
     assert [b.to_pydict() for b in fallback.batches] == [b.to_pydict() for b in batches]
+
+
+def test_an_engine_appends_to_the_spool_file_itself(replicas):
+    """direct(): the engine (a DuckDB worker) appends the IPC stream's pieces to the partial
+    file (0600, created empty by the sink); the sink checks them, maps them for a waiting
+    downloader and adds the end-of-stream marker on commit; another replica reads it."""
+    writer, reader = replicas
+    schema = pa.schema([("x", pa.int64())])
+    batches = [pa.record_batch([pa.array(range(i, i + 2000))], schema) for i in (0, 2000)]
+    stream = IpcPieces(schema)
+    sink = writer.sink(QID, 4000, 10**6)
+    path = sink.direct()
+    assert os.stat(path).st_size == 0 and os.stat(path).st_mode & 0o777 == 0o600
+    sink.set_schema(schema)
+    fd = open_spool(path)
+    try:
+        offsets = []
+        for b in batches:
+            offsets.append(sink.size)
+            n = append_pieces(fd, stream.batch(b))
+            sink.appended(b.num_rows, b.nbytes, n)
+        first = bytes(sink.mapped(offsets[0], offsets[1]))
+        second = bytes(sink.mapped(offsets[1], sink.size - offsets[1]))
+        extra = append_pieces(fd, stream.batch(batches[0]))  # 2,000 rows over the cap
+        with pytest.raises(ResultTooLarge, match="max_result_rows"):
+            sink.appended(2000, batches[0].nbytes, extra)
+    finally:
+        os.close(fd)
+    with open(path, "rb") as f:
+        assert f.read(len(first) + len(second)) == first + second
+    os.truncate(path, sink.size)  # the refused batch (the worker writes none past a cap)
+    sink.commit()
+    raw = b"".join(R.iter_bytes(reader, QID))
+    assert raw.endswith(END_OF_STREAM) and raw.startswith(first + second)
+    assert pa.ipc.open_stream(raw).read_all().equals(pa.Table.from_batches(batches))
+
+
+def test_the_engines_file_is_checked_against_its_real_size(tmp_path):
+    """The caps and the commit count the bytes really in the file, not only those stated."""
+    schema = pa.schema([("x", pa.int64())])
+    piece = b"".join(bytes(memoryview(p)) for p in IpcPieces(schema).batch(
+        pa.record_batch([pa.array(range(100))], schema)
+    ))  # fmt: skip
+
+    def sink_with(data: bytes, max_bytes: int = 10**6):
+        sink = R.FileSink(str(tmp_path / f"{os.urandom(4).hex()}.arrows"), 10**6, max_bytes)
+        path = sink.direct()
+        sink.set_schema(schema)
+        with open(path, "ab") as f:
+            f.write(data)
+        return sink
+
+    short = sink_with(piece[:-8])
+    with pytest.raises(EngineError, match="not the"):
+        short.appended(100, 800, len(piece))
+    longer = sink_with(piece + b"\0" * 64)  # more than stated: refused at the commit
+    longer.appended(100, 800, len(piece))
+    with pytest.raises(EngineError, match="not the"):
+        longer.commit()
+    longer.discard()
+    assert not os.path.exists(longer.partial) and not os.path.exists(longer.path)
+    big = sink_with(piece + b"\0" * 4096, max_bytes=len(piece) + 100)  # stated: within the cap
+    with pytest.raises(ResultTooLarge, match="max_result_bytes"):
+        big.appended(100, 800, len(piece))
+    empty = sink_with(b"")
+    empty.commit()
+    assert pa.ipc.open_stream(pa.memory_map(empty.path)).read_all().schema == schema
+    os.symlink(empty.path, tmp_path / "link")  # the worker opens no link and creates nothing
+    for path in (tmp_path / "link", tmp_path / "missing"):
+        with pytest.raises(OSError):
+            open_spool(str(path))

@@ -95,6 +95,41 @@ def session_for(url: str) -> requests.Session:
     return session
 
 
+class _BodyReader:
+    """The body of a streamed answer for Arrow's stream reader: each read fills a buffer of
+    Arrow's memory pool with ``readinto`` of the underlying ``http.client`` response, which
+    decodes the chunked body straight into it (urllib3's ``read`` copies each piece once or
+    twice more). Used when the body is not content-encoded."""
+
+    closed = False
+
+    def __init__(self, fp):
+        self.fp = fp
+
+    def read(self, n: int = -1):
+        if n is None or n < 0:
+            return self.fp.read()
+        buf = pa.allocate_buffer(n)
+        view, got = memoryview(buf).cast("B"), 0
+        while got < n:
+            k = self.fp.readinto(view[got:])
+            if not k:
+                break
+            got += k
+        return buf if got == n else buf.slice(0, got)
+
+    def close(self) -> None:
+        pass
+
+
+def _arrow_body(r: requests.Response):
+    fp = getattr(r.raw, "_fp", None)
+    if r.headers.get("Content-Encoding") or not hasattr(fp, "readinto"):
+        r.raw.decode_content = True
+        return r.raw
+    return _BodyReader(fp)
+
+
 class FortClient:
     """A client of the fort-query API v1 (see docs/query.md)."""
 
@@ -201,8 +236,7 @@ class FortClient:
         """The Arrow stream answered in *r*; a stream cut off because the query failed raises
         :class:`FortQueryError` with the query's error."""
         try:
-            r.raw.decode_content = True
-            return ipc.open_stream(r.raw).read_all()
+            return ipc.open_stream(_arrow_body(r)).read_all()
         except Exception as e:  # a cut-off stream surfaces as arrow, urllib3 or http errors
             # the stream ends as soon as the engine failed; the final state is recorded just
             # after, so ask with a long poll (it answers once the query is finished)

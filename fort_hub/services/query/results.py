@@ -27,6 +27,7 @@ import contextlib
 import io
 import json
 import math
+import mmap
 import os
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
@@ -37,7 +38,7 @@ import pyarrow.ipc as ipc
 from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
-from .engines.base import ResultSink, check_result_caps
+from .engines.base import EngineError, ResultSink, check_result_caps
 from .engines.worker import END_OF_STREAM
 
 CHUNK = 4 << 20
@@ -46,7 +47,8 @@ SUFFIX = ".arrows"
 
 class FileSink(ResultSink):
     """Writes batches (or the bytes of an Arrow IPC stream, :meth:`write_ipc`) to
-    ``<path>.partial``; :meth:`commit` renames it into place."""
+    ``<path>.partial``, or lets the engine append the stream's bytes there itself
+    (:meth:`direct`); :meth:`commit` adds the end-of-stream marker and renames it into place."""
 
     def __init__(self, path: str, max_rows: int, max_bytes: int):
         self.path = path
@@ -59,23 +61,69 @@ class FileSink(ResultSink):
         self._sink: Any = None
         self._writer: ipc.RecordBatchStreamWriter | None = None
         self._raw = False  # IPC bytes were appended (write_ipc): no writer of our own
+        self._fd: int | None = None  # direct(): the partial file, read-only (fstat, mmap)
+        self.size = 0  # direct(): the bytes the engine appended, checked
 
     @property
     def spool(self) -> str:
         """The local file being written (followers read it while it grows)."""
         return self.partial
 
+    def _create(self) -> None:
+        # created 0600 whatever the umask (pa.OSFile would create it 0666 & ~umask)
+        os.close(os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        os.chmod(self.partial, 0o600)  # an older file of that name keeps its mode otherwise
+
     def set_schema(self, schema: pa.Schema) -> None:
-        if self._sink is None:
-            # created 0600 whatever the umask (pa.OSFile would create it 0666 & ~umask)
-            os.close(os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-            os.chmod(self.partial, 0o600)  # an older file of that name keeps its mode otherwise
+        if self._fd is not None:  # direct(): the engine writes the file
+            if self.schema is None:
+                self.schema = schema
+        elif self._sink is None:
+            self._create()
             self._sink = pa.OSFile(self.partial, "wb")
             self.schema = schema
 
+    def direct(self) -> str:
+        """Create the (empty) partial file for the engine to append the IPC stream's bytes to
+        (opened by it write-only, append-only; see :meth:`ResultSink.direct`); each batch is
+        then reported with :meth:`appended`."""
+        if self._sink is not None or self._fd is not None:
+            raise ValueError("direct() comes before anything is written")
+        self._create()
+        self._fd = os.open(self.partial, os.O_RDONLY | os.O_CLOEXEC)
+        self._raw = True
+        return self.partial
+
+    def appended(self, rows: int, nbytes: int, length: int) -> None:
+        """The engine appended *length* bytes (one batch; it may already be writing the next):
+        the file must hold them. The byte cap counts the larger of *nbytes* and *length* per
+        batch, and at least the file's real size; :meth:`commit` checks that the file holds
+        nothing else."""
+        if self._fd is None:
+            raise ValueError("appended() needs direct() first")
+        real = os.fstat(self._fd).st_size
+        if real < self.size + length:
+            raise EngineError(f"the result file has {real} bytes, not the {self.size + length} "
+                              "stated")  # fmt: skip
+        self.nbytes += max(nbytes, length)
+        check_result_caps(self.rows + rows, max(self.nbytes, real), self.max_rows, self.max_bytes)
+        self.size += length
+        self.rows += rows
+
+    def mapped(self, offset: int, length: int):
+        """Bytes ``offset .. offset+length`` of the direct() file, mapped (not read): a
+        memoryview that keeps its mapping alive; valid after the file is renamed or removed."""
+        if not length:
+            return b""
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        m = mmap.mmap(self._fd, offset + length - start, flags=flags, prot=mmap.PROT_READ,
+                      offset=start)  # fmt: skip
+        return memoryview(m)[offset - start :]
+
     def write(self, batch: pa.RecordBatch) -> None:
         self.set_schema(batch.schema)
-        if self._raw:
+        if self._raw or self._fd is not None:
             raise ValueError("a result is written either as batches or as IPC bytes")
         self.nbytes += batch.nbytes
         check_result_caps(self.rows + batch.num_rows, self.nbytes, self.max_rows, self.max_bytes)
@@ -88,7 +136,8 @@ class FileSink(ResultSink):
         """Append the next piece of the result's IPC stream as it is (see
         :meth:`ResultSink.write_ipc`); :meth:`set_schema` came first."""
         if self._sink is None or self._writer is not None:
-            raise ValueError("write_ipc needs set_schema first and no batch written before")
+            raise ValueError("write_ipc needs set_schema first, no batch written before and no "
+                             "direct()")  # fmt: skip
         self.nbytes += nbytes
         check_result_caps(self.rows + rows, self.nbytes, self.max_rows, self.max_bytes)
         self._raw = True
@@ -96,6 +145,18 @@ class FileSink(ResultSink):
         self.rows += rows
 
     def _close(self, complete: bool = True) -> None:
+        if self._fd is not None:
+            real = os.fstat(self._fd).st_size
+            os.close(self._fd)
+            self._fd = None
+            if complete and real != self.size:
+                raise EngineError(f"the result file has {real} bytes, not the {self.size} stated")
+            if complete:  # the engine's bytes (or none), then the end-of-stream marker
+                with open(self.partial, "ab") as f:
+                    if self.size:
+                        f.write(END_OF_STREAM)
+                    else:
+                        ipc.new_stream(f, self.schema).close()
         if self._sink is None:
             return
         if self._writer is not None:
@@ -108,7 +169,7 @@ class FileSink(ResultSink):
         self._sink = self._writer = None
 
     def commit(self) -> str:
-        if self._sink is None:  # no schema at all: an empty result with no columns
+        if self.schema is None:  # no schema at all: an empty result with no columns
             self.set_schema(pa.schema([]))
         self._close()
         os.replace(self.partial, self.path)

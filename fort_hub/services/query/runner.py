@@ -302,9 +302,10 @@ class QueryRunner(QueryFinals):
         self.metrics.query_started(rec.engine)
 
     def live_spool(self, query_id: str) -> str | None:
-        """The local file a query running here is writing its result to (for followers)."""
+        """The local file a query running here is writing its result to (for followers), once
+        its schema is known (a worker's file exists, empty, from the query's start)."""
         tee = self._tees.get(query_id)
-        return tee.inner.spool if tee is not None else None
+        return tee.inner.spool if tee is not None and tee.schema is not None else None
 
     def follow(self, query_id: str) -> Follower | None:
         """A :class:`~.stream.Follower` getting *query_id*'s batches as the engine writes

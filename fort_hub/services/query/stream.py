@@ -5,9 +5,11 @@ copy, written as before) and also hands every piece of the result's Arrow IPC st
 :class:`Follower` a waiting submit (``POST queries?wait=``) attached before the engine
 started: the schema (a ``pa.Schema``), then the stream's bytes piece by piece (the schema
 message with the first), then :data:`END`; the downloader adds the end-of-stream marker on
-success. The DuckDB workers' bytes are stored and sent as they are (``write_ipc``); batches of
-other engines are serialized once (:class:`IpcChunks`). The first bytes leave while the query
-still runs, and no byte is read back from the stored copy.
+success. The DuckDB workers append their bytes to the stored copy's file themselves
+(``direct``/``appended``): each batch is handed on as a read-only mapping of the range just
+appended (no copy in this process; the socket reads the page cache). Bytes given to
+``write_ipc`` are stored and sent as they are; batches of other engines are serialized once
+(:class:`IpcChunks`). The first bytes leave while the query still runs.
 
 Batches cross from the engine's thread to the event loop. A follower that lags more than
 :data:`MAX_PENDING` bytes behind the engine holds the engine back (the engine's thread waits:
@@ -129,6 +131,19 @@ class TeeSink(ResultSink):
         self._wait_for_followers()
         self.inner.write_ipc(data, rows, nbytes)  # the caps are the inner sink's
         self._published(data, nbytes)
+
+    def direct(self) -> str | None:
+        return self.inner.direct()
+
+    def appended(self, rows: int, nbytes: int, length: int) -> None:
+        """A batch the engine appended to the stored copy's file (see :meth:`direct`): checked
+        by the inner sink (real size, caps), then mapped for the followers, if any."""
+        self._wait_for_followers()
+        offset = self.inner.size
+        self.inner.appended(rows, nbytes, length)  # the caps are the inner sink's
+        with self.cond:
+            live = any(not f.closed for f in self.followers)
+        self._published(self.inner.mapped(offset, length) if live else b"", nbytes)
 
     def _published(self, data, nbytes: int) -> None:
         self.written += 1

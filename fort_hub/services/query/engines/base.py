@@ -106,6 +106,20 @@ class ResultSink:
             self._ipc_feed = IpcFeed()
         self.write(self._ipc_feed.batch(data))
 
+    def direct(self) -> str | None:
+        """A local file the engine may append the result's Arrow IPC stream bytes to itself
+        (see :meth:`write_ipc` for what they are), reporting each batch with
+        :meth:`appended`; None (the default) if this sink takes bytes or batches only. Called
+        before anything is written."""
+        return None
+
+    def appended(self, rows: int, nbytes: int, length: int) -> None:
+        """The engine appended *length* bytes to the :meth:`direct` file: one batch of *rows*
+        rows and *nbytes* Arrow bytes. Checks the file's real growth and the caps (the larger
+        of *nbytes* and the real growth counts); raises :class:`ResultTooLarge` or
+        :class:`EngineError`."""
+        raise NotImplementedError
+
 
 class IpcFeed:
     """Reads the pieces of one Arrow IPC stream (see :meth:`ResultSink.write_ipc`) back into

@@ -10,10 +10,15 @@ started by a :class:`~.pool.WorkerPool`) with hard limits of its own:
   (SIGKILL) if it has not stopped ``cancel_grace`` seconds later (DuckDB ignores interrupts
   while it plans); a new worker takes its place.
 
-The worker sends the result as the pieces of one Arrow IPC stream over a pipe; this process
-hands the bytes as they are to the :class:`ResultSink` (``write_ipc``: the stored copy and a
-waiting download get the same bytes, no batch is rebuilt or serialized again here), so the row
-and byte caps apply here, and a batch that would break a cap is refused before it is read. In
+The worker writes the result as the pieces of one Arrow IPC stream. When the
+:class:`ResultSink` offers a file (``direct``: the stored copy's partial file, which this
+process creates), the worker appends them there itself and reports each batch on its pipe;
+this process checks the file's real growth and the row and byte caps (``appended``) and a
+waiting download is sent the same bytes from the file (no copy of the result crosses the pipe
+or passes through this process; the worker stops before a batch over the caps, and the caps
+are checked here again from the file's size). Otherwise the pieces come over the pipe and are
+handed as they are to the sink (``write_ipc``), a batch that would break a cap refused before
+it is read. In
 the worker, each dataset's tables are views in an in-memory DuckDB database hardened before
 any user SQL runs (:class:`.worker.HardenedDatabases`): ``allowed_paths`` is the dataset's own
 files, then ``enable_external_access = false``, extension auto-install/auto-load off,
@@ -293,7 +298,8 @@ class DuckDBEngine(QueryEngine):
                 raise QueryCancelled("cancelled before it started")
             worker.send({
                 "op": "run", "id": job.id, "sql": job.sql, "dataset": self._dataset(job.dataset),
-                "cpu_limit": self.worker_cpu_limit,
+                "cpu_limit": self.worker_cpu_limit, "spool": sink.direct(),
+                "max_rows": sink.max_rows, "max_bytes": sink.max_bytes,
             })  # fmt: skip
             return self._receive(job, sink, worker)
         except WorkerGone as e:
@@ -330,6 +336,8 @@ class DuckDBEngine(QueryEngine):
                 except EngineError:
                     worker.retire = True  # still sending: killed when released
                     raise
+            elif kind == W.APPENDED:
+                self._appended(job, sink, worker, length, rows, size)
             elif kind == W.DONE:
                 done = worker.json(length)
                 if job.id in self._cancelled:
@@ -340,6 +348,20 @@ class DuckDBEngine(QueryEngine):
                 raise self._failure(worker, worker.json(length), job)
             else:
                 raise WorkerGone(f"the query worker sent an unexpected frame ({kind})")
+
+    def _appended(self, job, sink: ResultSink, worker: WorkerProcess, length, rows, size) -> None:
+        """A batch the worker appended to the sink's direct() file: the sink checks the file's
+        real growth and the caps."""
+        if length != W.APPENDED_BODY.size:
+            raise WorkerGone("the query worker sent a malformed frame")
+        (written,) = W.APPENDED_BODY.unpack(worker.body(length).to_pybytes())
+        if job.id in self._cancelled:  # the worker stops at its next batch
+            return
+        try:
+            sink.appended(rows, size, written)
+        except EngineError:
+            worker.retire = True  # still writing: killed when released
+            raise
 
     def _failure(self, worker: WorkerProcess, error: dict, job: EngineJob) -> EngineError:
         if error["kind"] == W.CANCELLED or job.id in self._cancelled:

@@ -17,12 +17,18 @@ waiting. A worker:
 
 Protocol: commands arrive on stdin as JSON lines (``run``, ``describe``, ``cancel``); answers go
 to the original stdout as frames (:data:`HEADER` then a body): ``READY`` once, then per
-command ``SCHEMA`` (a whole Arrow IPC stream holding the schema alone), ``BATCH`` ... (the
-pieces of *one* IPC stream for the whole result, written straight from the batches' buffers:
-the schema message with the first batch, then per batch the dictionaries it uses and the
-batch; the service appends them as they are to the stored copy and the HTTP answer, and adds
-:data:`END_OF_STREAM`), and ``DONE``, or ``DESCRIBED`` / ``ERROR`` (JSON bodies). File
-descriptor 1 is pointed at stderr so that nothing else can write into the frame stream.
+command ``SCHEMA`` (a whole Arrow IPC stream holding the schema alone), then the result as
+the pieces of *one* IPC stream, written straight from the batches' buffers (the schema message
+with the first batch, then per batch the dictionaries it uses and the batch; the service adds
+:data:`END_OF_STREAM`), and ``DONE``, or ``DESCRIBED`` / ``ERROR`` (JSON bodies). The pieces go
+either into the result file the service created and named in the ``run`` command (``spool``:
+opened write-only, append-only, never created here; each batch's pieces appended with one
+``writev``, then an ``APPENDED`` frame stating the batch's rows, bytes and the length appended:
+the result never crosses the pipe) or, without ``spool``, as the bodies of ``BATCH`` frames.
+With a spool file the worker also stops before a batch that would break the row or byte cap
+(``max_rows``, ``max_bytes``: it appends nothing and states the batch, the service refuses it);
+the service checks the caps again from the file's real size. File descriptor 1 is pointed at
+stderr so that nothing else can write into the frame stream.
 
 Each query runs profiled (``enable_profiling``, allowed on the locked connection) so that DONE
 reports the bytes it read (:func:`scanned_bytes`, counted against ``bytes_scanned_per_day``);
@@ -45,6 +51,7 @@ import struct
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 import duckdb
@@ -52,7 +59,9 @@ import pyarrow as pa
 
 #: frame header: kind, body length, rows, bytes (Arrow ``nbytes`` of a batch)
 HEADER = struct.Struct("!BQQQ")
-READY, SCHEMA, BATCH, DONE, ERROR, DESCRIBED = range(1, 7)
+READY, SCHEMA, BATCH, DONE, ERROR, DESCRIBED, APPENDED = range(1, 8)
+#: APPENDED bodies: the bytes the worker appended to the result file (big-endian u64)
+APPENDED_BODY = struct.Struct("!Q")
 #: ERROR bodies: {"kind": one of these, "message": text for the user, "detail": DuckDB's whole
 #: message}; DONE bodies: {"bytes_scanned": what the query read from its files (see scanned_bytes)}
 CANCELLED, OUT_OF_MEMORY, FAILED = "cancelled", "memory", "error"
@@ -254,6 +263,29 @@ def write_pieces(out: BinaryIO, kind: int, pieces: list, rows: int, nbytes: int)
     out.flush()
 
 
+def append_pieces(fd: int, pieces: list) -> int:
+    """Append *pieces* (buffer views) to the file *fd* with as few ``writev`` calls as the
+    kernel allows; returns the bytes appended."""
+    views = [memoryview(p).cast("B") for p in pieces]
+    views = [v for v in views if v.nbytes]
+    total = 0
+    while views:
+        n = os.writev(fd, views[:1024])  # IOV_MAX
+        total += n
+        while views and n >= views[0].nbytes:
+            n -= views[0].nbytes
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+    return total
+
+
+def open_spool(path: str) -> int:
+    """The service's result file for appending: it must exist (never created here) and not be
+    a symbolic link; write-only."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
 def read_ipc_stream(data) -> tuple[pa.Schema, pa.RecordBatch | None]:
     reader = pa.ipc.open_stream(pa.py_buffer(data))
     try:
@@ -277,6 +309,8 @@ class Worker:
         self._current: tuple[str, Any] | None = None  # (job id, cursor) of the running query
         self._cancelled: set[str] = set()
         self._queued: set[str] = set()
+        #: appends a batch to the spool file while DuckDB makes the next one
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="fort-append")
 
     def listen(self, source: BinaryIO) -> None:
         """The command reader (a daemon thread): cancels act at once, the rest is queued. The
@@ -339,7 +373,7 @@ class Worker:
             if job_id in self._cancelled:
                 raise duckdb.InterruptException("cancelled before it started")
             con.enable_profiling()  # allowed on a locked connection; its output is discarded
-            self.stream(job_id, con, msg["sql"])
+            self.stream(job_id, con, msg)
         except duckdb.InterruptException:
             write_json(self.out, ERROR, {"kind": CANCELLED, "message": "interrupted"})
         except (duckdb.OutOfMemoryException, MemoryError) as e:
@@ -359,23 +393,58 @@ class Worker:
                 self._current = None
             con.close()
 
-    def stream(self, job_id: str, con, sql: str) -> None:
-        relation = con.sql(sql)  # None: a statement without a result (with the check bypassed)
+    def stream(self, job_id: str, con, msg: dict) -> None:
+        relation = con.sql(msg["sql"])  # None: a statement without a result (check bypassed)
         if relation is None:
             write_frame(self.out, SCHEMA, ipc_stream(pa.schema([])))
         else:
             reader = relation.to_arrow_reader(self.config["batch_rows"])
             write_frame(self.out, SCHEMA, ipc_stream(reader.schema))
-            stream = IpcPieces(reader.schema)
-            for batch in reader:
-                if job_id in self._cancelled:
-                    break
-                pieces = stream.batch(batch)
-                write_pieces(self.out, BATCH, pieces, batch.num_rows, batch.nbytes)
+            spool = msg.get("spool")
+            fd = open_spool(spool) if spool else None
+            try:
+                self.send_batches(job_id, reader, fd, msg)
+            finally:
+                if fd is not None:
+                    os.close(fd)
         if job_id in self._cancelled:
             write_json(self.out, ERROR, {"kind": CANCELLED, "message": "cancelled"})
         else:
             write_json(self.out, DONE, {"bytes_scanned": scanned_bytes(con)})
+
+    def send_batches(self, job_id: str, reader, fd: int | None, msg: dict) -> None:
+        """Each batch's pieces appended to the spool file *fd* (then an APPENDED frame), or
+        sent as a BATCH frame; with a spool file, none past the caps (see the docstring). A
+        batch is appended by the writer thread while DuckDB makes the next one (at most one
+        batch in flight; its frame follows once it is in the file)."""
+        stream = IpcPieces(reader.schema)
+        rows, nbytes, pending = 0, 0, None
+        max_rows, max_bytes = msg.get("max_rows", math.inf), msg.get("max_bytes", math.inf)
+        try:
+            for batch in reader:
+                if job_id in self._cancelled:
+                    return
+                pieces = stream.batch(batch)
+                if fd is None:
+                    write_pieces(self.out, BATCH, pieces, batch.num_rows, batch.nbytes)
+                    continue
+                size = max(batch.nbytes, sum(memoryview(p).nbytes for p in pieces))
+                rows, nbytes = rows + batch.num_rows, nbytes + size
+                self.appended(pending)
+                pending = None
+                if rows > max_rows or nbytes > max_bytes:  # refused by the service: it stops
+                    write_frame(self.out, APPENDED, APPENDED_BODY.pack(0), batch.num_rows, size)
+                    return
+                write = self.writer.submit(append_pieces, fd, pieces)
+                pending = (write, batch, batch.num_rows, size)  # the batch's buffers stay alive
+        finally:
+            self.appended(pending)
+
+    def appended(self, pending) -> None:
+        """Wait for the writer thread's append of a batch, then state it (APPENDED frame)."""
+        if pending is not None:
+            write, _batch, rows, size = pending
+            write_frame(self.out, APPENDED, APPENDED_BODY.pack(write.result()), rows, size)
 
 
 def scanned_bytes(con) -> int:
