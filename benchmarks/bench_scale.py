@@ -10,7 +10,8 @@ on each hub at the same moment:
   ready (the spawner creates the pod in the Kubernetes double, which runs it after
   ``--pod-delay`` seconds; the hub's readiness check reaches the notebook stand-in);
 - ``server_api``: GET /user/NAME/api/status through the proxy with the server's own token
-  (read from the pod's environment, as the kernel has it);
+  (read from the pod's environment, as the kernel has it), which the notebook stand-in checks
+  with the hub as jupyterhub-singleuser does (``--no-notebook-auth``: it does not);
 - fort hub only: ``query`` (``--queries`` aggregate queries through fort-query with
   ``FortClient``, the kernel's token) and ``credentials`` (fort-credentials -> moto's STS);
 - ``idle`` for ``--idle`` seconds, then ``stop``: DELETE the server, poll until it is gone.
