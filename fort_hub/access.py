@@ -84,16 +84,24 @@ class Access:
         groups = self._groups(username, policy, now)
         return policy, policy.effective_groups(username, groups, now)
 
-    def effective_in(self, conn, username: str) -> tuple[Policy, list[str]]:
+    def effective_in(
+        self, conn, username: str, policy: Policy | None = None
+    ) -> tuple[Policy, list[str]]:
         """:meth:`effective` read inside the caller's transaction *conn* (a decision and the
-        write it allows in one transaction, e.g. fort-query's admission)."""
-        policy, now = self.policy(), self.clock()
-        stored = Memberships(self.store).for_user_unless_deauthorized_in(conn, username, now)
-        groups = {} if stored is None else user_groups(username, policy, None, now, stored)
+        write it allows in one transaction, e.g. fort-query's admission), with *policy* when
+        the caller read it before the transaction (a policy reload must not hold the store's
+        write lock)."""
+        policy, now = policy or self.policy(), self.clock()
+        groups = self._groups(username, policy, now, conn)
         return policy, policy.effective_groups(username, groups, now)
 
-    def _groups(self, username: str, policy: Policy, now: dt.datetime) -> dict:
-        stored = Memberships(self.store).for_user_unless_deauthorized(username, now)
+    def _groups(self, username: str, policy: Policy, now: dt.datetime, conn=None) -> dict:
+        members = Memberships(self.store)
+        stored = (
+            members.for_user_unless_deauthorized(username, now)
+            if conn is None
+            else members.for_user_unless_deauthorized_in(conn, username, now)
+        )
         return {} if stored is None else user_groups(username, policy, None, now, stored)
 
     def is_admin(self, username: str) -> bool:

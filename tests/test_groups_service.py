@@ -534,3 +534,31 @@ def test_scheduled_reconciliations_run_in_one_replica_at_a_time(env):
 
 def hub_api_group_users(env, name):
     return env["hub"].api(f"groups/{name}/users")
+
+
+def test_an_expiry_pass_runs_in_a_replica_not_leading(env):
+    """Review of #13: the pass an expiry timer starts runs in the replica whose timer fired,
+    leading or not (the hub group loses an expired member at that moment)."""
+    from fort_hub.services.groups.app import RECONCILE_ROLE
+    from fort_hub.store.leaders import Leaders
+
+    app = env["app"]
+    leaders = Leaders(app.fort_store)
+    reconcile(env)
+    leaders.release(RECONCILE_ROLE, app.replica_name)
+    assert leaders.claim(RECONCILE_ROLE, "fort-groups-1:10101", dt.datetime.now(UTC), 600)
+    r = requests.post(hub_api_group_users(env, "urls-study"), json={"users": ["dave"]},
+                      headers=env["hub"].admin_headers, timeout=30)  # fmt: skip
+    assert r.status_code == 200, r.text
+
+    async def expiry_pass():
+        return await app.schedule_reconcile("expiry")
+
+    try:
+        changes = env["svc"].call(expiry_pass)
+        assert ("groups.remove", "urls-study", "dave") in [
+            (c.action, c.group, c.user) for c in changes
+        ]
+        assert "dave" not in members(env, "urls-study")
+    finally:
+        leaders.release(RECONCILE_ROLE, "fort-groups-1:10101")

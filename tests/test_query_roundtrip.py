@@ -6,6 +6,7 @@ fallbacks (no ``wait``, no Arrow, a query still running when ``wait`` is over)."
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import threading
 import time
@@ -455,9 +456,9 @@ def test_the_decision_and_the_admission_are_one_transaction(env, monkeypatch):
     seen = []
     real_effective, real_admit = runner.access.effective_in, runner.quotas.admit_in
 
-    def effective_in(conn, username):
+    def effective_in(conn, username, policy=None):
         seen.append(("decision", conn, conn.in_transaction()))
-        return real_effective(conn, username)
+        return real_effective(conn, username, policy)
 
     def admit_in(conn, *args, **kwargs):
         seen.append(("admission", conn, conn.in_transaction()))
@@ -503,3 +504,37 @@ def test_a_result_that_cannot_be_stored_fails_the_query_and_sends_nothing(env, m
     mine = [(a.action, a.decision) for a in records if a.details.get("query_id") == q["id"]]
     assert mine == [("query.submit", "allow"), ("query.complete", "failed")], mine
     assert not list((env.tmp / "results").glob(f"{q['id']}*"))
+
+
+def test_a_follow_of_a_query_waiting_for_a_worker_streams_once_it_runs(tmp_path, sqlite_url):
+    """Review of #13: a worker's result file exists (empty) from the query's start, so the
+    followed download asks for it until the engine has a schema; it asked once, before the
+    loop, and a follow made while the query waited for a worker (or was planned) never
+    streamed: it waited for the end and served the stored copy."""
+    env = QueryEnv(tmp_path, sqlite_url, DuckDBEngine__max_running=1).start()
+    try:
+        busy = requests.post(env.base + "queries", json={"sql": SLOW, "dataset": "url_shares"},
+                             headers=env.h(), timeout=30).json()["id"]  # fmt: skip
+        # many batches: its schema comes at once, its rows for a while after
+        rows = "SELECT a.* FROM url_shares a, url_shares b, url_shares c LIMIT 900000"
+        waiting = requests.post(env.base + "queries", json={"sql": rows,
+                                "dataset": "url_shares"}, headers=env.h(), timeout=30)  # fmt: skip
+        qid = waiting.json()["id"]
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            followed = pool.submit(
+                requests.get, env.base + f"queries/{qid}/results?follow=true",
+                headers=env.h(Accept=ARROW), timeout=120,
+            )  # fmt: skip
+            time.sleep(0.5)  # the follow waits; the query waits for the only worker
+            assert requests.delete(env.base + f"queries/{busy}", headers=env.h(),
+                                   timeout=30).status_code in (200, 202)  # fmt: skip
+            r = followed.result(120)
+        assert r.status_code == 200
+        assert pa.ipc.open_stream(r.content).read_all().num_rows == 900_000
+        records, verified = audit(env)
+        assert verified.ok
+        (download,) = [a for a in records if a.action == "query.download"
+                       and a.details.get("query_id") == qid]  # fmt: skip
+        assert download.reason == "result as arrow (followed while running)", download.reason
+    finally:
+        env.stop()

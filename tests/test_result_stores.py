@@ -296,3 +296,27 @@ def test_the_engines_file_is_checked_against_its_real_size(tmp_path):
     for path in (tmp_path / "link", tmp_path / "missing"):
         with pytest.raises(OSError):
             open_spool(str(path))
+
+
+def test_followers_get_small_ranges_read_and_nothing_once_the_file_is_closed(tmp_path):
+    """Review of #13: a mapping holds a file descriptor until it is sent, so ranges under
+    MAP_AT_LEAST are read, not mapped (a lagging follower of narrow batches held one
+    descriptor per batch); once the file is closed (a discard at shutdown while the engine's
+    thread still reports a batch), appended() and mapped() refuse instead of using a closed,
+    possibly reused, descriptor."""
+    sink = R.FileSink(str(tmp_path / "q.arrows"), 10**9, 10**10)
+    path = sink.direct()
+    small, large = b"s" * 1000, b"L" * R.MAP_AT_LEAST
+    with open(path, "ab") as f:
+        f.write(small + large)
+    sink.appended(1, len(small), len(small))
+    sink.appended(1, len(large), len(large))
+    got = sink.mapped(0, len(small))
+    assert isinstance(got, bytes) and got == small
+    mapped = sink.mapped(len(small), len(large))
+    assert isinstance(mapped, memoryview) and mapped == large
+    sink.discard()
+    for late in (lambda: sink.appended(1, 10, 10), lambda: sink.mapped(0, 10)):
+        with pytest.raises(EngineError, match="closed"):
+            late()
+    assert bytes(mapped[:4]) == b"LLLL"  # a mapping handed out stays valid

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+#: a policy with more values than this is refused (guards against YAML alias bombs)
 MAX_NODES = 200_000
 
 

@@ -92,6 +92,7 @@ class _Decision:
     options: Any
     tolerations: list[dict[str, Any]]
     base: dict[str, Any]
+    identity: dict[str, Any]
     plan: SpawnPlan | None = None
     refusal: str | None = None
     record: dict[str, Any] = field(default_factory=dict)
@@ -237,7 +238,8 @@ class FortSpawnerMixin(FortSettings):
         a read and then the record's commit."""
         self._fort_plan = None
         decision = _Decision(self._policy(), self.user.name, self.user_options,
-                             self.fort_base_tolerations(), self._audit_base(None))  # fmt: skip
+                             self.fort_base_tolerations(), self._audit_base(None),
+                             self.fort_identity_context())  # fmt: skip
         try:
             await self.fort_store.run(
                 self.fort_store.audit.record_with,
@@ -247,7 +249,9 @@ class FortSpawnerMixin(FortSettings):
         except AuditError as e:
             if decision.refusal is None:
                 self.log.error("refusing spawn for %s: audit log unavailable: %s", decision.name, e)
-                raise SpawnDenied(503, "Spawn refused: the audit log is unavailable") from None
+                raise SpawnDenied(
+                    503, "Spawn refused: the fort store or its audit log is unavailable"
+                ) from None
             self.log.error("audit log unavailable while refusing a spawn for %s", self.user)
         if decision.refusal is not None:
             raise SpawnDenied(403, f"Spawn refused: {decision.refusal}")
@@ -282,7 +286,8 @@ class FortSpawnerMixin(FortSettings):
             region=policy.aws.region,
             user_prefix=policy.user_prefix(d.name),
         )
-        plan.details = {**with_plan(d.base, plan), **self.fort_identity_details(plan)}
+        identity = self.fort_identity_details(plan, policy, d.identity)
+        plan.details = {**with_plan(d.base, plan), **identity}
         d.plan = plan
         reason = f"profile '{selection.slug}' is available to {groups}"
         d.record = self._fort_record("spawn.start", "allow", reason,
@@ -292,8 +297,17 @@ class FortSpawnerMixin(FortSettings):
     def fort_check_selection(self, selection: Selection) -> None:
         """Spawner-specific checks of a valid selection; raise :class:`ProfileError` to refuse."""
 
-    def fort_identity_details(self, plan: SpawnPlan) -> dict[str, Any]:
-        """Extra identity facts for the audit record (the IRSA role, say)."""
+    def fort_identity_context(self) -> dict[str, Any]:
+        """On the event loop, before the decision: what :meth:`fort_identity_details` needs
+        from this spawner that may read the hub's database objects (a name templated from the
+        user's, say)."""
+        return {}
+
+    def fort_identity_details(
+        self, plan: SpawnPlan, policy: Policy, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Extra identity facts for the audit record (the IRSA role, say), from *plan*, the
+        decision's *policy* and :meth:`fort_identity_context`. On a store thread: pure."""
         return {}
 
     async def fort_run_start(self, start) -> Any:

@@ -155,13 +155,15 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
     def service_account_name(self) -> str:
         return self._expand_user_properties(self.service_account_name_template)
 
-    def fort_identity_details(self, plan: SpawnPlan) -> dict[str, Any]:
+    def fort_identity_context(self) -> dict[str, Any]:
         if self.aws_identity_mode != "irsa":
             return {}
-        return {
-            "service_account": self.service_account_name,
-            "role_arn": irsa_role(self.fort_policy, plan.groups),
-        }
+        return {"service_account": self.service_account_name}  # templated from the user's name
+
+    def fort_identity_details(self, plan: SpawnPlan, policy, context) -> dict[str, Any]:
+        if not context:
+            return {}
+        return {**context, "role_arn": irsa_role(policy, plan.groups)}
 
     # ----- spawn -------------------------------------------------------------------------------
 

@@ -98,9 +98,10 @@ class GroupsService(FortServiceApp):
         self.schedule_reconcile("policy reload")
 
     def schedule_reconcile(self, reason: str) -> asyncio.Task:
-        """A reconciliation pass (periodic, at start, on a policy change, at an expiry), run
-        only by the replica leading them (see :meth:`leading`)."""
-        task = asyncio.ensure_future(self.reconcile(reason, if_leading=True))
+        """A reconciliation pass: periodic, at start and on a policy change only in the replica
+        leading them (see :meth:`leading`); at an expiry in the replica whose timer fired (the
+        hub group loses the member at that moment; a pass is idempotent)."""
+        task = asyncio.ensure_future(self.reconcile(reason, if_leading=reason != "expiry"))
         self._tasks = getattr(self, "_tasks", set())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -60,22 +60,30 @@ class QueryFinals:
         downloader still waiting for a small result (:mod:`.stream`) has its download's audit
         record committed in that same transaction: it sends the result once it is committed
         (fail closed). A result that could not be stored fails the query."""
-        if state == "succeeded":
-            final = self._final(rec, state, errors, outcome, tee, request_id, started)
-            try:
-                saved, failed = await self._save_final(rec, *final, commit=tee.commit)
-            except ResultNotStored as e:  # nothing was recorded
-                self.log.error("query %s: its result could not be stored: %r", rec.id, e.error)
-                state, errors = "failed", (f"internal error ({type(e.error).__name__})", None)
-        if state != "succeeded":  # off the loop: an S3 result store deletes its upload
-            await asyncio.get_running_loop().run_in_executor(None, tee.discard)
-            final = self._final(rec, state, errors, outcome, tee, request_id, started)
-            saved, failed = await self._save_final(rec, *final)
-        live = self._live.get(rec.id)
-        if live is not None:
-            live.set_result((state, errors[0]))  # followers of the result stream finish now
-        self.metrics.query_finished(rec.engine, state, outcome.bytes_scanned if outcome else 0)
-        tee.end()
+        ended = False
+        try:
+            if state == "succeeded":
+                final = self._final(rec, state, errors, outcome, tee, request_id, started)
+                try:
+                    saved, failed = await self._save_final(rec, *final, commit=tee.commit)
+                except ResultNotStored as e:  # nothing was recorded
+                    self.log.error("query %s: its result could not be stored: %r", rec.id, e.error)
+                    tee.recorded(e)  # a claimed downloader's record was not committed: no byte
+                    state, errors = "failed", (f"internal error ({type(e.error).__name__})", None)
+            if state != "succeeded":  # off the loop: an S3 result store deletes its upload
+                await asyncio.get_running_loop().run_in_executor(None, tee.discard)
+                final = self._final(rec, state, errors, outcome, tee, request_id, started)
+                saved, failed = await self._save_final(rec, *final)
+            ended = True
+        finally:
+            if not ended:  # an unexpected error (or shutdown): the downloaders get nothing more
+                state, errors = "failed", ("internal error", None)
+                tee.recorded(RuntimeError("the query's end could not be recorded"))
+            live = self._live.get(rec.id)
+            if live is not None and not live.done():
+                live.set_result((state, errors[0]))  # followers of the result stream finish now
+            self.metrics.query_finished(rec.engine, state, outcome.bytes_scanned if outcome else 0)
+            tee.end()
         await self._recorded(rec, state, final, (saved, failed), tee, request_id)
 
     def _final(self, rec, state, errors, outcome, tee: TeeSink, request_id, started):

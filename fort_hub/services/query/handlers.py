@@ -395,9 +395,9 @@ class ResultsHandler(QueryHandlerBase):
         that fails midway leaves the client with a truncated stream, never a complete-looking
         one. False when the query finished before its spool file could be opened (the caller
         then serves the stored result)."""
-        spool = self.runner.live_spool(rec.id)
         f, idle = None, _Idle()
         while f is None:
+            spool = self.runner.live_spool(rec.id)  # None until the engine has a schema
             if spool:
                 with contextlib.suppress(FileNotFoundError):
                     f = open(spool, "rb")  # noqa: SIM115 - closed below

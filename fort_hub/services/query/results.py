@@ -29,6 +29,7 @@ import json
 import math
 import mmap
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
@@ -42,6 +43,10 @@ from .engines.base import EngineError, ResultSink, check_result_caps
 from .engines.worker import END_OF_STREAM
 
 CHUNK = 4 << 20
+#: appended ranges at least this long are handed to followers mapped, shorter ones read: a
+#: mapping keeps a file descriptor open until it is sent (CPython's mmap duplicates it), so
+#: a lagging follower holds at most MAX_PENDING / MAP_AT_LEAST of them
+MAP_AT_LEAST = 1 << 20
 SUFFIX = ".arrows"
 
 
@@ -62,6 +67,7 @@ class FileSink(ResultSink):
         self._writer: ipc.RecordBatchStreamWriter | None = None
         self._raw = False  # IPC bytes were appended (write_ipc): no writer of our own
         self._fd: int | None = None  # direct(): the partial file, read-only (fstat, mmap)
+        self._fd_lock = threading.Lock()
         self.size = 0  # direct(): the bytes the engine appended, checked
 
     @property
@@ -99,9 +105,10 @@ class FileSink(ResultSink):
         the file must hold them. The byte cap counts the larger of *nbytes* and *length* per
         batch, and at least the file's real size; :meth:`commit` checks that the file holds
         nothing else."""
-        if self._fd is None:
-            raise ValueError("appended() needs direct() first")
-        real = os.fstat(self._fd).st_size
+        with self._fd_lock:  # not while _close() closes it (a discard at shutdown, say)
+            if self._fd is None:
+                raise EngineError("the result file is closed (the query was ended)")
+            real = os.fstat(self._fd).st_size
         if real < self.size + length:
             raise EngineError(f"the result file has {real} bytes, not the {self.size + length} "
                               "stated")  # fmt: skip
@@ -111,14 +118,20 @@ class FileSink(ResultSink):
         self.rows += rows
 
     def mapped(self, offset: int, length: int):
-        """Bytes ``offset .. offset+length`` of the direct() file, mapped (not read): a
-        memoryview that keeps its mapping alive; valid after the file is renamed or removed."""
+        """Bytes ``offset .. offset+length`` of the direct() file: mapped (a memoryview that
+        keeps its mapping alive; valid after the file is renamed or removed) when at least
+        :data:`MAP_AT_LEAST` long, else read."""
         if not length:
             return b""
-        start = offset - offset % mmap.ALLOCATIONGRANULARITY
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-        m = mmap.mmap(self._fd, offset + length - start, flags=flags, prot=mmap.PROT_READ,
-                      offset=start)  # fmt: skip
+        with self._fd_lock:
+            if self._fd is None:
+                raise EngineError("the result file is closed (the query was ended)")
+            if length < MAP_AT_LEAST:  # a small range: read (a mapping holds a file descriptor)
+                return os.pread(self._fd, length, offset)
+            start = offset - offset % mmap.ALLOCATIONGRANULARITY
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            m = mmap.mmap(self._fd, offset + length - start, flags=flags, prot=mmap.PROT_READ,
+                          offset=start)  # fmt: skip
         return memoryview(m)[offset - start :]
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -146,9 +159,10 @@ class FileSink(ResultSink):
 
     def _close(self, complete: bool = True) -> None:
         if self._fd is not None:
-            real = os.fstat(self._fd).st_size
-            os.close(self._fd)
-            self._fd = None
+            with self._fd_lock:
+                real = os.fstat(self._fd).st_size
+                os.close(self._fd)
+                self._fd = None
             if complete and real != self.size:
                 raise EngineError(f"the result file has {real} bytes, not the {self.size} stated")
             if complete:  # the engine's bytes (or none), then the end-of-stream marker

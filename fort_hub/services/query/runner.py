@@ -45,6 +45,8 @@ from .sqlcheck import CheckedQuery, SqlRejected, check_sql
 from .stream import Follower, TeeSink
 
 RESTART_REASON = "fort-query restarted while this query was in flight; run it again"
+#: seconds a query's engine gets to stop at shutdown before its result file is discarded
+SHUTDOWN_GRACE = 5
 #: seconds after its start a query is recorded as running; one that finished by then has its
 #: ``started`` recorded with its final state (one commit fewer on a quick query's path)
 RUNNING_AFTER = 0.05
@@ -325,8 +327,9 @@ class QueryRunner(QueryFinals):
         to query the dataset, then the admission (quotas, the record). Returns (policy,
         groups, dataset, quota, the record); a refusal raises :class:`ServiceError` and
         writes nothing (the transaction is rolled back)."""
+        policy = self.access.policy()  # before the transaction: a reload holds no lock
         with self.store.transaction() as conn:
-            policy, groups = self.access.effective_in(conn, username)
+            policy, groups = self.access.effective_in(conn, username, policy)
             details["groups"] = groups
             dataset = self.may_query(policy, username, groups, dataset_name)
             self.engine_for(dataset)
@@ -426,6 +429,9 @@ class QueryRunner(QueryFinals):
             error = "fort-query shut down while this query was running"
             sink.abort(EngineError(error))
             await engine.cancel(rec.id)
+            # the engine's thread may still use the result file: let it stop (bounded) before
+            # the file is discarded
+            await asyncio.wait({run}, timeout=SHUTDOWN_GRACE)
         except Exception as e:  # never lose a query silently
             self.log.exception("query %s failed unexpectedly", rec.id)
             error = f"internal error ({type(e).__name__})"

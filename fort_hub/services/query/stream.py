@@ -12,9 +12,11 @@ appended (no copy in this process; the socket reads the page cache). Bytes given
 (:class:`IpcChunks`). The first bytes leave while the query still runs.
 
 Batches cross from the engine's thread to the event loop. A follower that lags more than
-:data:`MAX_PENDING` bytes behind the engine holds the engine back (the engine's thread waits:
-the result is never held in memory twice over); a follower that goes away, a cancel, a timeout
-or the service's shutdown (:meth:`TeeSink.abort`) release it at once.
+:data:`MAX_PENDING` bytes behind the engine holds the engine's thread back (the result is never
+held in memory twice over; a DuckDB worker appending to the stored copy itself goes on up to
+the caps meanwhile: the file, not memory, holds what the follower has not taken); a follower
+that goes away, a cancel, a timeout or the service's shutdown (:meth:`TeeSink.abort`) release
+it at once.
 """
 
 from __future__ import annotations

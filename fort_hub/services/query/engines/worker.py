@@ -384,6 +384,9 @@ class Worker:
             write_json(self.out, ERROR, {"kind": kind, "message": first_line(e), "detail": detail})
         except BrokenPipeError:
             raise
+        except OSError:  # the result file (e.g. a full disk): nothing of the server's path shown
+            message = "the result could not be written on the server"
+            write_json(self.out, ERROR, {"kind": FAILED, "message": message})
         except Exception as e:  # e.g. a value Arrow cannot represent: the user's to fix
             message = f"{type(e).__name__}: {first_line(e)}"
             write_json(self.out, ERROR, {"kind": FAILED, "message": message})
