@@ -19,16 +19,35 @@ from tests.test_facebook_auth import _model, auth, standin  # noqa: F401
 from tests.test_spawner_kubernetes import k8s, kubeconfig, make, policy_path  # noqa: F401
 
 
+class StoreCalls(dict):
+    """Counts of store transactions, reading connections and group-committed audit records
+    opened on the watched stores only (another store in the process, e.g. a service thread
+    of an earlier test, does not count)."""
+
+    def __init__(self):
+        super().__init__(transaction=0, reading=0, group_commit=0)
+        self.watched: list[Store] = []
+
+    def watch(self, store: Store) -> Store:
+        self.watched.append(store)
+        return store
+
+    def counts(self, store: Store) -> bool:
+        return any(store is w for w in self.watched)
+
+
 @pytest.fixture
 def store_calls(monkeypatch):
     """How many store transactions, reading connections and group-committed audit records
-    the code under test opens (the hub runs each in its thread pool)."""
-    calls = {"transaction": 0, "reading": 0, "group_commit": 0}
+    the code under test opens on the stores it watches (the hub runs each in its thread
+    pool)."""
+    calls = StoreCalls()
     for cls, name in ((Store, "transaction"), (Store, "reading"), (AuditLog, "_group_commit")):
         real = getattr(cls, name)
 
         def counted(self, *a, _real=real, _name=name, **k):
-            calls[_name.lstrip("_")] += 1
+            if calls.counts(self if isinstance(self, Store) else self.store):
+                calls[_name.lstrip("_")] += 1
             return _real(self, *a, **k)
 
         monkeypatch.setattr(cls, name, counted)
@@ -37,6 +56,7 @@ def store_calls(monkeypatch):
 
 async def test_a_first_login_binds_and_records_in_one_transaction(auth, standin, store_calls):
     model = await _model(auth, standin, "carol")
+    store_calls.watch(auth.fort_store)
     store_calls.update(transaction=0, reading=0, group_commit=0)
     await auth.run_post_auth_hook(None, model)
     assert store_calls == {"transaction": 1, "reading": 0, "group_commit": 0}
@@ -68,6 +88,7 @@ async def test_the_spawn_decision_reads_and_records_in_one_transaction(
 ):
     store = shared_store(store_url)
     s = make("alice", {"profile": "python"})
+    store_calls.watch(s.fort_store)
     created = []  # the pod's creation sees the record committed already
     real_post = type(s)._make_create_pod_request
 
@@ -95,6 +116,7 @@ async def test_a_refused_spawn_is_recorded_in_its_decisions_transaction(
     monkeypatch,
 ):
     s = make("bob", {"profile": "urls-large"})
+    store_calls.watch(s.fort_store)
     with pytest.raises(SpawnDenied) as e:
         await s.fort_prepare()
     assert e.value.status_code == 403
