@@ -276,7 +276,7 @@ class Run:
         args, names = self.args, self.stack.names
         self.connector = aiohttp.TCPConnector(limit=0, force_close=False)
         procs = self.stack.processes()
-        profilers = start_profilers(args.profile_dir, procs)
+        profilers = start_profilers(args.profile_dir, procs, args.profile_gil)
         cpu0 = cpu_by_role(procs)
         pg0 = self.stack.pg.stats()
         t0 = time.monotonic()
@@ -335,10 +335,12 @@ class Run:
         return out
 
 
-def start_profilers(profile_dir: str | None, procs: dict) -> list:
+def start_profilers(profile_dir: str | None, procs: dict, gil: bool = False) -> list:
     """py-spy attached to both hubs (non-blocking sampling, on-CPU stacks only) while the
     researchers run; each writes DIR/{fort,stock}_hub.txt in collapsed-stack ("raw") format,
-    which speedscope.app and flamegraph.pl read."""
+    which speedscope.app and flamegraph.pl read. *gil*: only the thread holding the GIL is
+    sampled, so a thread waiting for PostgreSQL or an fsync (which py-spy counts as running)
+    is left out and the samples follow the Python CPU time."""
     if not profile_dir:
         return []
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
@@ -347,6 +349,7 @@ def start_profilers(profile_dir: str | None, procs: dict) -> list:
     for kind in ("fort_hub", "stock_hub"):
         cmd = [spy, "record", "--nonblocking", "--format", "raw", "--rate", "100",
                "--pid", str(procs[kind][0]), "-o", str(Path(profile_dir) / f"{kind}.txt")]  # fmt: skip
+        cmd += ["--gil"] if gil else []
         out.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return out
 
@@ -371,7 +374,8 @@ def report(out: dict) -> None:
     print(f"\n== {n} researchers on each hub, {out['elapsed_s']:.0f}s "
           f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}); proxy: {out['chp']}; "
           f"fort services: {out['services']}; notebook stand-in: "
-          f"{'checks tokens (HubAuth)' if out['args']['notebook_auth'] else 'no auth'}")  # fmt: skip
+          f"{'checks tokens (HubAuth)' if out['args']['notebook_auth'] else 'no auth'}; stock "
+          f"hub's researchers in a hub group: {'yes' if out['args'].get('stock_groups') else 'no'}")  # fmt: skip
     for kind, h in out["hubs"].items():
         print(f"\n{kind} hub: {h['completed']} completed, {h['failed']} failed "
               f"({h['spawn_429_retries']} spawn retries after a 429)")  # fmt: skip
@@ -450,6 +454,17 @@ def parse(argv=None):
     )
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--profile-dir", help="record both hubs with py-spy into this directory")
+    p.add_argument(
+        "--profile-gil", action="store_true",
+        help="with --profile-dir: sample only the thread holding the GIL (py-spy --gil), "
+        "which leaves out threads waiting for PostgreSQL or an fsync",
+    )  # fmt: skip
+    p.add_argument(
+        "--stock-groups", action="store_true",
+        help="put the stock hub's researchers in one hub group at login (oauthenticator's "
+        "manage_groups), as fort-groups puts the fort hub's in urls-study: JupyterHub then loads "
+        "the group, its roles and its shares with every user it looks up, on both hubs alike",
+    )  # fmt: skip
     p.add_argument("--keep", action="store_true", help="keep the work directory (hub logs)")
     return p.parse_args(argv)
 
@@ -460,7 +475,7 @@ def main(argv=None) -> int:
     if args.replicas < 1:
         raise SystemExit("--replicas must be at least 1")
     stack = Stack(work, args.researchers, args.pod_delay, args.chp_prefix, args.replicas,
-                  args.notebook_auth)  # fmt: skip
+                  args.notebook_auth, args.stock_groups)  # fmt: skip
     t0 = time.monotonic()
     try:
         stack.start()

@@ -225,7 +225,16 @@ for _path in {snippets!r}:
     )
 
 
-def stock_config(chp, nb_port, standin) -> str:
+# the stock hub's researchers in one hub group, as fort-groups puts them in urls-study: the way a
+# stock hub gets its users into groups from an OAuth provider (oauthenticator's manage_groups)
+STOCK_GROUPS = """
+g.manage_groups = True
+g.auth_state_groups_key = lambda auth_state: ["urls-study"]
+"""
+
+
+def stock_config(chp, nb_port, standin, groups: bool = False) -> str:
+    """The stock hub's config; *groups*: every researcher in one hub group (STOCK_GROUPS)."""
     return (
         COMMON.format(chp=chp, ns="stock", nb_port=nb_port, image=IMAGE)
         + f"""
@@ -244,6 +253,7 @@ g.allow_all = True
 g.admin_users = {{"admin"}}
 c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
 """
+        + (STOCK_GROUPS if groups else "")
     )
 
 
@@ -252,10 +262,10 @@ class Stack:
 
     def __init__(
         self, work: Path, n: int, pod_delay: float, chp_prefix: str | None = None,
-        replicas: int = 1, notebook_auth: bool = True,
+        replicas: int = 1, notebook_auth: bool = True, stock_groups: bool = False,
     ):  # fmt: skip
         self.work, self.n, self.pod_delay, self.replicas = work, n, pod_delay, replicas
-        self.notebook_auth = notebook_auth
+        self.notebook_auth, self.stock_groups = notebook_auth, stock_groups
         self.service_replicas = None  # ServiceReplicas with replicas >= 2
         self.names = usernames(n)
         self.chp, self.chp_name = find_chp(chp_prefix)
@@ -306,7 +316,9 @@ class Stack:
         external = self._start_replicas(fort_env) if self.replicas >= 2 else None
         self.fort.extra_config = fort_config(self.chp, self.nb_ports["fort"], self.standin_url,
                                              self.fort.url, external)  # fmt: skip
-        self.stock.extra_config = stock_config(self.chp, self.nb_ports["stock"], self.standin_url)
+        self.stock.extra_config = stock_config(
+            self.chp, self.nb_ports["stock"], self.standin_url, self.stock_groups
+        )
         for hub in (self.fort, self.stock):
             hub.start()
             self.stoppers.append(hub.stop)

@@ -67,3 +67,24 @@ def test_two_replicas_of_each_service_behind_fronts(tmp_path):
     assert set(replicas) <= set(figures["cpu_s"])
     assert figures["cpu_s"]["fort_services"] > 0 and "service_fronts" in figures["cpu_s"]
     assert "policy" not in figures
+
+
+def exec_config(text: str):
+    from traitlets.config import Config
+
+    c = Config()
+    exec(text, {"c": c, "get_config": lambda: c})
+    return c
+
+
+def test_stock_groups_put_the_stock_hubs_researchers_in_one_hub_group():
+    """``--stock-groups``: oauthenticator's manage_groups gives every stock researcher the hub
+    group urls-study at login (as fort-groups gives the fort hub's); without it, none."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from scale_stack import stock_config
+
+    plain = exec_config(stock_config(["chp"], 9999, "http://standin")).GenericOAuthenticator
+    grouped = exec_config(stock_config(["chp"], 9999, "http://standin", groups=True))
+    g = grouped.GenericOAuthenticator
+    assert "manage_groups" not in plain and g.manage_groups is True
+    assert g.auth_state_groups_key({"access_token": "x"}) == ["urls-study"]

@@ -18,6 +18,7 @@ from ..base import HubApiError
 from ..handler import ServiceError
 from ..pages import ServiceRoot
 from .api import USERNAME_RE, parse_expiry
+from .hubusers import paged
 from .view import group_views
 
 FLASH_COOKIE = "fort-groups-flash"
@@ -77,8 +78,8 @@ class AdminPageHandler(ServiceRoot):
         app = self.app
         rows = await app.fort_store.run(app.memberships.members.list)
         try:
-            hub_groups = {g["name"]: g for g in await app.reconciler.paged("groups")}
-            hub_users = {u["name"] for u in await app.reconciler.paged("users")}
+            hub_groups = {g["name"]: g for g in await paged(app.hub_api, "groups")}
+            hub_users = {u["name"] for u in await paged(app.hub_api, "users")}
         except HubApiError as e:
             self.log.warning("admin page: the hub's groups could not be read: %s", e)
             hub_groups = hub_users = None

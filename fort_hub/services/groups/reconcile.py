@@ -18,11 +18,11 @@ from ...policy import Policy, dates
 from ...store import StoreError
 from ...store.memberships import Membership, Memberships
 from ..base import HubApi, HubApiError
+from .hubusers import HubUsers, paged
 
 OWNER_KEY = "fort-groups"
 #: the audit reason when a hub group member fort-groups did not put there is removed (drift)
 DRIFT_REASON = "not a fort member (added to the hub group outside fort-groups)"
-PAGINATION = "application/jupyterhub-pagination+json"
 
 
 def owned(group_model: dict) -> bool:
@@ -108,26 +108,26 @@ class Reconciler:
 
     def __init__(self, app):
         self.app = app
+        self.hub_users = HubUsers(app.hub_api, app.hub_users_listing_interval)
 
     @property
     def hub(self) -> HubApi:
         return self.app.hub_api
 
-    async def paged(self, path: str) -> list[dict]:
-        items, offset = [], 0
-        while True:
-            page = await self.hub.request(
-                "GET", path, params={"offset": offset, "limit": 200}, accept=PAGINATION
-            )
-            if isinstance(page, list):  # a hub that does not paginate
-                return page
-            items.extend(page["items"])
-            nxt = (page.get("_pagination") or {}).get("next")
-            if not nxt:
-                return items
-            offset = nxt["offset"]
-
     async def run(self, reason: str = "periodic") -> list[Change]:
+        """One pass. The hub's users are those :class:`HubUsers` knows; when the hub refuses a
+        name as unknown (deleted since it last listed them all), it lists them all and the
+        pass runs again, once."""
+        try:
+            return await self._run(reason)
+        except HubApiError as e:
+            if e.status != 400 or "No such user" not in str(e):
+                raise
+            self.app.log.info("reconciliation (%s): %s; listing the hub's users again", reason, e)
+            self.hub_users.forget()
+            return await self._run(reason)
+
+    async def _run(self, reason: str) -> list[Change]:
         app = self.app
         policy = app.fort_policy
         now = app.clock()
@@ -140,8 +140,8 @@ class Reconciler:
             rows = await store.run(members.list)
         want = desired_members(policy, rows, now)
         expired = expired_members(policy, rows, now)
-        hub_groups = {g["name"]: g for g in await self.paged("groups")}
-        hub_users = {u["name"] for u in await self.paged("users")}
+        hub_groups = {g["name"]: g for g in await paged(self.hub, "groups")}
+        hub_users = await self.hub_users.current()
         changes: list[Change] = []
         for name in policy.groups:
             group = hub_groups.get(name)

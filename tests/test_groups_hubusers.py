@@ -1,0 +1,99 @@
+"""fort-groups learns the hub's users without listing all of them at every pass (#13): a full
+listing at the first pass and every ``hub_users_listing_interval``, in between only the users
+created since (newest first). Against a stand-in of the hub's paginated users API; the real hub
+is in tests/test_groups_service.py."""
+
+from __future__ import annotations
+
+import pytest
+from traitlets import TraitError
+
+from fort_hub.services.groups import GroupsService
+from fort_hub.services.groups.hubusers import PAGE, HubUsers
+
+
+class UsersApi:
+    """``GET users`` as JupyterHub answers it: paginated, ordered by id, ``sort=-id`` newest
+    first; every request is recorded."""
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)  # in creation (id) order
+        self.requests: list[dict] = []
+
+    async def request(self, method, path, body=None, params=None, accept=None):
+        assert (method, path) == ("GET", "users")
+        self.requests.append(dict(params or {}))
+        order = self.names[::-1] if params.get("sort") == "-id" else self.names
+        offset, limit = params["offset"], params["limit"]
+        items = [{"name": n} for n in order[offset : offset + limit]]
+        more = offset + limit < len(order)
+        nxt = {"offset": offset + limit, "limit": limit} if more else None
+        return {"items": items, "_pagination": {"offset": offset, "limit": limit, "next": nxt}}
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def names(n: int, start: int = 0) -> list[str]:
+    return [f"u{i:05d}" for i in range(start, start + n)]
+
+
+async def test_the_first_pass_lists_every_user_then_only_the_new_ones():
+    hub, clock = UsersApi(names(450)), Clock()
+    users = HubUsers(hub, listing_interval=600, clock=clock)
+    assert await users.current() == set(names(450))
+    assert [r.get("sort") for r in hub.requests] == [None, None, None]  # 3 pages of 200
+    hub.requests.clear()
+    hub.names += names(3, start=450)
+    clock.t = 60
+    assert await users.current() == set(names(453))
+    assert hub.requests == [{"sort": "-id", "offset": 0, "limit": PAGE}]  # one page, newest
+    assert users.full_listings == 1
+
+
+async def test_more_new_users_than_a_page_are_all_found():
+    hub, clock = UsersApi(names(10)), Clock()
+    users = HubUsers(hub, listing_interval=600, clock=clock)
+    await users.current()
+    hub.requests.clear()
+    hub.names += names(PAGE + 5, start=10)
+    clock.t = 60
+    assert await users.current() == set(names(PAGE + 15))
+    assert [(r["sort"], r["offset"]) for r in hub.requests] == [("-id", 0), ("-id", PAGE)]
+
+
+async def test_no_new_user_costs_one_page_and_changes_nothing():
+    hub, clock = UsersApi(names(300)), Clock()
+    users = HubUsers(hub, listing_interval=600, clock=clock)
+    await users.current()
+    hub.requests.clear()
+    clock.t = 60
+    assert await users.current() == set(names(300))
+    assert len(hub.requests) == 1
+
+
+async def test_a_full_listing_when_due_and_after_forget():
+    hub, clock = UsersApi(names(5)), Clock()
+    users = HubUsers(hub, listing_interval=600, clock=clock)
+    await users.current()
+    hub.names.remove("u00002")  # deleted in the hub: only a full listing sees it
+    clock.t = 599
+    assert "u00002" in await users.current()
+    clock.t = 600
+    assert "u00002" not in await users.current()
+    assert users.full_listings == 2
+    hub.names.remove("u00003")
+    users.forget()
+    assert "u00003" not in await users.current()
+    assert users.full_listings == 3
+
+
+@pytest.mark.parametrize("value", [0, -1.0])
+def test_the_listing_interval_must_be_positive(value):
+    with pytest.raises(TraitError, match=r"GroupsService\.hub_users_listing_interval"):
+        GroupsService(hub_users_listing_interval=value)
