@@ -39,6 +39,7 @@ import pyarrow.ipc as ipc
 from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
+from . import ipcmeta
 from .engines.base import EngineError, ResultSink, check_result_caps
 from .engines.worker import END_OF_STREAM
 
@@ -102,20 +103,36 @@ class FileSink(ResultSink):
 
     def appended(self, rows: int, nbytes: int, length: int) -> None:
         """The engine appended *length* bytes (one batch; it may already be writing the next):
-        the file must hold them. The byte cap counts the larger of *nbytes* and *length* per
-        batch, and at least the file's real size; :meth:`commit` checks that the file holds
-        nothing else."""
+        the file must hold them, and they must hold *rows* rows (counted here from the
+        messages' metadata, :func:`.ipcmeta.count_rows`: the row cap never takes the engine's
+        word). The byte cap counts the larger of *nbytes* and *length* per batch, and at
+        least the file's real size; :meth:`commit` checks that the file holds nothing else."""
         with self._fd_lock:  # not while _close() closes it (a discard at shutdown, say)
             if self._fd is None:
                 raise EngineError("the result file is closed (the query was ended)")
-            real = os.fstat(self._fd).st_size
-        if real < self.size + length:
-            raise EngineError(f"the result file has {real} bytes, not the {self.size + length} "
-                              "stated")  # fmt: skip
+            fd = self._fd
+            real = os.fstat(fd).st_size
+            if real < self.size + length:
+                raise EngineError(f"the result file has {real} bytes, not the "
+                                  f"{self.size + length} stated")  # fmt: skip
+            counted = counted_rows(
+                ipcmeta.count_rows, lambda at, n: os.pread(fd, n, at), self.size, length
+            )
+        if not length:  # the worker stopped before a batch over a cap (it appended nothing)
+            check_result_caps(self.rows + rows, self.nbytes + nbytes, self.max_rows,
+                              self.max_bytes)  # fmt: skip
+        self._check_stated(rows, counted)
         self.nbytes += max(nbytes, length)
-        check_result_caps(self.rows + rows, max(self.nbytes, real), self.max_rows, self.max_bytes)
+        check_result_caps(self.rows + counted, max(self.nbytes, real), self.max_rows,
+                          self.max_bytes)  # fmt: skip
         self.size += length
-        self.rows += rows
+        self.rows += counted
+
+    @staticmethod
+    def _check_stated(stated: int, counted: int) -> None:
+        if stated != counted:
+            raise EngineError(f"the query engine stated {stated} rows for a batch of {counted}; "
+                              "its result is refused")  # fmt: skip
 
     def mapped(self, offset: int, length: int):
         """Bytes ``offset .. offset+length`` of the direct() file: mapped (a memoryview that
@@ -151,11 +168,13 @@ class FileSink(ResultSink):
         if self._sink is None or self._writer is not None:
             raise ValueError("write_ipc needs set_schema first, no batch written before and no "
                              "direct()")  # fmt: skip
+        counted = counted_rows(ipcmeta.count_rows_in, data)
+        self._check_stated(rows, counted)
         self.nbytes += nbytes
-        check_result_caps(self.rows + rows, self.nbytes, self.max_rows, self.max_bytes)
+        check_result_caps(self.rows + counted, self.nbytes, self.max_rows, self.max_bytes)
         self._raw = True
         self._sink.write(data)
-        self.rows += rows
+        self.rows += counted
 
     def _close(self, complete: bool = True) -> None:
         if self._fd is not None:
@@ -194,6 +213,15 @@ class FileSink(ResultSink):
         for p in (self.partial, self.path):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(p)
+
+
+def counted_rows(count: Callable[..., int], *args) -> int:
+    """``count(*args)`` (:func:`.ipcmeta.count_rows` or ``count_rows_in``); bytes that are
+    not whole IPC messages raise :class:`EngineError`."""
+    try:
+        return count(*args)
+    except ipcmeta.MalformedStream as e:
+        raise EngineError(f"the query engine wrote a malformed result ({e})") from None
 
 
 class ResultStore(LoggingConfigurable):
