@@ -118,9 +118,6 @@ class FileSink(ResultSink):
             counted = counted_rows(
                 ipcmeta.count_rows, lambda at, n: os.pread(fd, n, at), self.size, length
             )
-        if not length:  # the worker stopped before a batch over a cap (it appended nothing)
-            check_result_caps(self.rows + rows, self.nbytes + nbytes, self.max_rows,
-                              self.max_bytes)  # fmt: skip
         self._check_stated(rows, counted)
         self.nbytes += max(nbytes, length)
         check_result_caps(self.rows + counted, max(self.nbytes, real), self.max_rows,
