@@ -301,14 +301,18 @@ def test_the_engines_file_is_checked_against_its_real_size(tmp_path):
             open_spool(str(path))
 
 
-def test_followers_get_small_ranges_read_and_nothing_once_the_file_is_closed(tmp_path):
+@pytest.mark.parametrize("end", ["commit", "discard"])
+def test_followers_get_small_ranges_read_and_nothing_once_the_file_is_closed(replicas, end):
     """Review of #13: a mapping holds a file descriptor until it is sent, so ranges under
     MAP_AT_LEAST are read, not mapped (a lagging follower of narrow batches held one
     descriptor per batch); once the file is closed (a discard at shutdown while the engine's
     thread still reports a batch), appended() and mapped() refuse instead of using a closed,
-    possibly reused, descriptor."""
-    sink = R.FileSink(str(tmp_path / "q.arrows"), 10**9, 10**10)
+    possibly reused, descriptor. The ResultSink contract (size, mapped), alike in both
+    stores, after a commit (the S3 store uploads and removes its spool file) or a discard."""
+    writer, reader = replicas
+    sink = writer.sink(QID, 10**9, 10**10)
     path = sink.direct()
+    assert sink.size == 0
     schema = pa.schema([("x", pa.int64())])
     stream = IpcPieces(schema)
     small, large = (
@@ -321,11 +325,18 @@ def test_followers_get_small_ranges_read_and_nothing_once_the_file_is_closed(tmp
         f.write(small + large)
     sink.appended(100, len(small), len(small))
     sink.appended(R.MAP_AT_LEAST // 8, len(large), len(large))
+    assert sink.size == len(small) + len(large)
     got = sink.mapped(0, len(small))
     assert isinstance(got, bytes) and got == small
     mapped = sink.mapped(len(small), len(large))
     assert isinstance(mapped, memoryview) and mapped == large
-    sink.discard()
+    if end == "commit":
+        sink.set_schema(schema)
+        sink.commit()
+        assert pa.ipc.open_stream(reader.open(QID)).read_all().num_rows == 100 + R.MAP_AT_LEAST // 8
+    else:
+        sink.discard()
+        assert not reader.exists(QID) and not os.path.exists(path)
     for late in (lambda: sink.appended(1, 10, 10), lambda: sink.mapped(0, 10)):
         with pytest.raises(EngineError, match="closed"):
             late()

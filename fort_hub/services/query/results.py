@@ -9,7 +9,13 @@ any query's result). The contract of :class:`ResultStore`, all a store implement
 - ``sink(query_id, max_rows, max_bytes)`` -> a :class:`FileSink` the engine writes batches to
   (``write``/``set_schema``, caps enforced); ``commit()`` makes the result readable (returns its
   location), ``discard()`` drops it. ``sink.spool`` is the local file being written, which a
-  follower of a running query reads as it grows.
+  follower of a running query reads as it grows. The sink offers that file for an engine to
+  append to itself (``direct()``, then ``appended()`` per batch, see
+  :class:`~.engines.base.ResultSink`): ``sink.size`` is what was appended and checked, and
+  ``sink.mapped(offset, length)`` a checked range (read, or mapped from 1 MiB), valid after
+  the commit or discard, refused once the sink is closed. Both stores behave alike here: the
+  S3 store's sink writes a local spool file in ``S3ResultStore.spool_dir`` and uploads it at
+  ``commit()`` (then removes it; a range handed out stays valid).
 - ``location(query_id)`` -> where the result is (kept in the query record, for admins);
 - ``size(query_id)`` and ``open(query_id)`` -> a binary file object with ``read(n)`` and
   ``close()`` over the stored stream; both raise :class:`FileNotFoundError` once it is gone;
