@@ -17,10 +17,9 @@ this process checks the file's real growth and the row and byte caps (``appended
 waiting download is sent the same bytes from the file (no copy of the result crosses the pipe
 or passes through this process; the worker stops before a batch over the caps and answers
 an ``ERROR`` naming the cap, and the caps are checked here again from the rows in the file's
-bytes and its size). Otherwise the pieces come over the pipe and are
-handed as they are to the sink (``write_ipc``), a batch that would break a cap refused before
-it is read. In
-the worker, each dataset's tables are views in an in-memory DuckDB database hardened before
+bytes and its size). Otherwise the pieces come over the pipe and are handed as they are to
+the sink (``write_ipc``), a batch that would break a cap refused before it is read. In the
+worker, each dataset's tables are views in an in-memory DuckDB database hardened before
 any user SQL runs (:class:`.worker.HardenedDatabases`): ``allowed_paths`` is the dataset's own
 files, then ``enable_external_access = false``, extension auto-install/auto-load off,
 ``memory_limit`` and ``threads`` from the settings, and ``lock_configuration = true``. Each query runs on its own cursor of that database.

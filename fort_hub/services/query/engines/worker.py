@@ -28,8 +28,8 @@ the result never crosses the pipe) or, without ``spool``, as the bodies of ``BAT
 With a spool file the worker also stops before a batch that would break the row or byte cap
 (``max_rows``, ``max_bytes``: it appends nothing and answers ``ERROR`` of kind
 :data:`TOO_LARGE` naming the cap, with the rows and bytes it counted); the service checks the
-caps itself, from the rows in the file's bytes and its real size, and takes no worker's word. File descriptor 1 is pointed at
-stderr so that nothing else can write into the frame stream.
+caps itself, from the rows in the file's bytes and its real size, and takes no worker's word.
+File descriptor 1 is pointed at stderr so that nothing else can write into the frame stream.
 
 Each query runs profiled (``enable_profiling``, allowed on the locked connection) so that DONE
 reports the bytes it read (:func:`scanned_bytes`, counted against ``bytes_scanned_per_day``);
