@@ -6,6 +6,9 @@
   tests; under CI (``CI=true``) it fails them, so a silent skip cannot pass CI.
 - ``pg_url``: a fresh PostgreSQL schema for one test (each test gets its own ``search_path``).
 - ``example_policy`` / ``example_policy_path``: the example policy shipped in fort_hub/dev/data.
+
+The processes a session starts (hubs, their proxies and services, demos) are killed however
+it ends: at its finish, at exit, on SIGTERM, SIGINT and SIGHUP (tests/children.py).
 """
 
 from __future__ import annotations
@@ -18,12 +21,21 @@ from pathlib import Path
 import pytest
 
 from fort_hub.policy import load_policy
+from tests import children
 from tests.browser import browser, page  # noqa: F401 - fixtures of the browser tests
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_POLICY = ROOT / "fort_hub" / "dev" / "data" / "example-policy.yaml"
 PG_URL = os.environ.get("FORT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_configure(config):
+    children.install()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    children.kill_all()
 
 
 def _pg_reachable() -> str | None:

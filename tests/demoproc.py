@@ -19,6 +19,7 @@ from pathlib import Path
 import requests
 
 from fort_hub.dev.demo import READY_LINE
+from tests import children
 from tests.fbflow import login
 from tests.hubproc import free_port
 
@@ -47,9 +48,7 @@ class RunningDemo:
         cmd += ["--port", str(self.port), "--rows", str(self.rows), "--timeout", str(self.timeout)]
         self.state.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy()
-        )
+        self.proc = children.spawn(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
         log.close()
         t0 = time.monotonic()
         while time.monotonic() - t0 < self.timeout + 30:

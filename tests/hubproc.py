@@ -23,6 +23,7 @@ from pathlib import Path
 import requests
 
 from fort_hub.dev.ports import free_port
+from tests import children
 
 
 def wait_http(
@@ -108,13 +109,12 @@ class RunningHub:
         cfg = self.workdir / "jupyterhub_config.py"
         cfg.write_text(self.config_text())
         log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
+        self.proc = children.spawn(  # killed with the test session, however it ends
             [sys.executable, "-m", "jupyterhub", "-f", str(cfg)],
             cwd=self.workdir,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         log.close()
         wait_http(self.api(""), timeout=self.timeout, proc=self.proc, log=self.log_path)

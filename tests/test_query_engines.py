@@ -17,8 +17,14 @@ import requests
 from fort_hub.policy.model import Dataset
 from fort_hub.services.query.engines import worker as W
 from fort_hub.services.query.engines.athena import AthenaEngine
-from fort_hub.services.query.engines.base import EngineError, EngineJob, QueryCancelled
+from fort_hub.services.query.engines.base import (
+    EngineError,
+    EngineJob,
+    QueryCancelled,
+    ResultTooLarge,
+)
 from fort_hub.services.query.engines.duckdb import DuckDBEngine
+from fort_hub.services.query.engines.pool import WorkerProcess
 from fort_hub.services.query.results import FileSink
 from tests.query_support import make_datasets
 
@@ -479,3 +485,36 @@ def test_athena_missing_column_in_plain_words():
     )
     other = "Athena: SYNTAX_ERROR: line 1:1: mismatched input"
     assert plain_athena_error(other) == other
+
+
+def test_a_duckdb_worker_at_a_cap_answers_an_error_naming_it(tmp_path, monkeypatch):
+    """Left alone in stop 19: a worker that stopped before a batch over a cap sent an empty
+    APPENDED frame, then DONE, and only the service's refusal failed the query. It now
+    answers ERROR (kind too_large) naming the cap, with no empty APPENDED and no DONE; the
+    service refuses in its own words (its caps), and the worker serves the next query."""
+    frames, appended = [], []
+    real_json, real_appended = WorkerProcess.json, FileSink.appended
+
+    def json_of(self, length):
+        frames.append((self.pid, real_json(self, length)))
+        return frames[-1][1]
+
+    def appended_to(self, *args):
+        appended.append(args)
+        real_appended(self, *args)
+
+    monkeypatch.setattr(WorkerProcess, "json", json_of)
+    monkeypatch.setattr(FileSink, "appended", appended_to)
+    case = DuckCase(tmp_path, batch_rows=7, idle_workers=0)
+    sql = 'SELECT * FROM "url_shares"."url_shares" ORDER BY url, shares'
+    try:
+        with pytest.raises(ResultTooLarge, match=r"more than 20 rows \(limit max_result_rows"):
+            run(case, sql, tmp_path, max_rows=20, jid="cap")
+        pid, last = frames[-1] if frames else (None, {})  # before: no ERROR frame read
+        assert last["kind"] == "too_large" and "max_result_rows" in last["message"], last
+        assert [a[0] for a in appended] == [7, 7] and all(a[2] > 0 for a in appended)
+        assert not any("bytes_scanned" in f for _, f in frames)  # no DONE
+        outcome, _ = run(case, sql, tmp_path, jid="next")
+        assert outcome.rows == 30 and frames[-1][0] == pid  # the same worker, not retired
+    finally:
+        case.engine.close()

@@ -287,3 +287,47 @@ def test_queries_run_when_the_service_holds_over_1024_descriptors(service):
     finally:
         for fd in held:
             os.close(fd)
+
+
+#: a compromised worker: it appends every batch of its result to the result file but states
+#: one row per batch, and ignores the caps the service sent it
+LYING_WORKER = """
+import importlib.util
+import sys
+
+spec = importlib.util.spec_from_file_location("fort_worker", {program!r})
+W = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(W)
+
+real_frame, real_send = W.write_frame, W.Worker.send_batches
+
+
+def write_frame(out, kind, body=b"", rows=0, nbytes=0):
+    real_frame(out, kind, body, min(rows, 1) if kind == W.APPENDED else rows, nbytes)
+
+
+def send_batches(self, job_id, reader, fd, msg):
+    real_send(self, job_id, reader, fd, {{k: v for k, v in msg.items() if k != "max_rows"}})
+
+
+W.write_frame, W.Worker.send_batches = write_frame, send_batches
+W.main(sys.argv)
+"""
+
+
+def test_a_worker_understating_its_rows_is_caught(service, tmp_path, monkeypatch):
+    """Left alone in stop 19: the row cap trusted the rows a worker states for what it
+    appended to the result file. A compromised worker stating 1 row per batch of 20 got 200
+    rows past a cap of 150 stored and served as a succeeded query of 10 rows; the service
+    counts the rows in the appended bytes and fails the query."""
+    from fort_hub.services.query.engines import pool, worker
+
+    liar = tmp_path / "lying_worker.py"
+    liar.write_text(LYING_WORKER.format(program=worker.__file__))
+    monkeypatch.setattr(pool, "WORKER_PROGRAM", str(liar))
+    env = service(DuckDBEngine__batch_rows=20, QueryService__max_result_rows=150)
+    q = env.run("SELECT * FROM url_shares")
+    assert q["state"] == "failed", q
+    assert "stated 1 rows for a batch of 20" in q["error"], q
+    assert not q["result_available"]
+    assert env.get(f"queries/{q['id']}/result").status_code != 200

@@ -11,6 +11,7 @@ import boto3
 import pyarrow as pa
 import pytest
 
+from fort_hub.services.query import ipcmeta
 from fort_hub.services.query import results as R
 from fort_hub.services.query.engines.base import EngineError, ResultSink, ResultTooLarge
 from fort_hub.services.query.engines.worker import (
@@ -206,6 +207,8 @@ def test_ipc_pieces_are_stored_as_they_are(replicas):
         sink.write_ipc(piece, batch.num_rows, batch.nbytes)
     with pytest.raises(ResultTooLarge, match="max_result_rows"):
         sink.write_ipc(pieces[1], 1, 1)  # a 4th row
+    with pytest.raises(EngineError, match="stated 0 rows for a batch of 1"):
+        sink.write_ipc(pieces[1], 0, 1)  # the rows are counted, not taken as stated
     sink.commit()
     raw = b"".join(R.iter_bytes(reader, QID))
     assert raw.endswith(END_OF_STREAM)
@@ -298,25 +301,79 @@ def test_the_engines_file_is_checked_against_its_real_size(tmp_path):
             open_spool(str(path))
 
 
-def test_followers_get_small_ranges_read_and_nothing_once_the_file_is_closed(tmp_path):
+@pytest.mark.parametrize("end", ["commit", "discard"])
+def test_followers_get_small_ranges_read_and_nothing_once_the_file_is_closed(replicas, end):
     """Review of #13: a mapping holds a file descriptor until it is sent, so ranges under
     MAP_AT_LEAST are read, not mapped (a lagging follower of narrow batches held one
     descriptor per batch); once the file is closed (a discard at shutdown while the engine's
     thread still reports a batch), appended() and mapped() refuse instead of using a closed,
-    possibly reused, descriptor."""
-    sink = R.FileSink(str(tmp_path / "q.arrows"), 10**9, 10**10)
+    possibly reused, descriptor. The ResultSink contract (size, mapped), alike in both
+    stores, after a commit (the S3 store uploads and removes its spool file) or a discard."""
+    writer, reader = replicas
+    sink = writer.sink(QID, 10**9, 10**10)
     path = sink.direct()
-    small, large = b"s" * 1000, b"L" * R.MAP_AT_LEAST
+    assert sink.size == 0
+    schema = pa.schema([("x", pa.int64())])
+    stream = IpcPieces(schema)
+    small, large = (
+        b"".join(bytes(memoryview(p)) for p in stream.batch(pa.record_batch([pa.array(
+            range(n))], schema)))
+        for n in (100, R.MAP_AT_LEAST // 8)
+    )  # fmt: skip
+    assert len(small) < R.MAP_AT_LEAST <= len(large)
     with open(path, "ab") as f:
         f.write(small + large)
-    sink.appended(1, len(small), len(small))
-    sink.appended(1, len(large), len(large))
+    sink.appended(100, len(small), len(small))
+    sink.appended(R.MAP_AT_LEAST // 8, len(large), len(large))
+    assert sink.size == len(small) + len(large)
     got = sink.mapped(0, len(small))
     assert isinstance(got, bytes) and got == small
     mapped = sink.mapped(len(small), len(large))
     assert isinstance(mapped, memoryview) and mapped == large
-    sink.discard()
+    if end == "commit":
+        sink.set_schema(schema)
+        sink.commit()
+        assert pa.ipc.open_stream(reader.open(QID)).read_all().num_rows == 100 + R.MAP_AT_LEAST // 8
+    else:
+        sink.discard()
+        assert not reader.exists(QID) and not os.path.exists(path)
     for late in (lambda: sink.appended(1, 10, 10), lambda: sink.mapped(0, 10)):
         with pytest.raises(EngineError, match="closed"):
             late()
-    assert bytes(mapped[:4]) == b"LLLL"  # a mapping handed out stays valid
+    assert bytes(mapped[-8:]) == large[-8:]  # a mapping handed out stays valid
+
+
+def test_the_rows_are_counted_from_the_ipc_messages(tmp_path):
+    """#13: the row cap never takes an engine's word. The rows of appended IPC bytes are read
+    from each record batch message's metadata (dictionaries, nested columns, the schema
+    message count no rows); a batch stated with fewer (or more) rows than it holds, or bytes
+    that are not whole IPC messages, are refused."""
+    kinds = pa.dictionary(pa.int8(), pa.string())
+    schema = pa.schema([("x", pa.int64()), ("k", kinds), ("l", pa.list_(pa.int32())),
+                        ("s", pa.struct([("a", pa.string())]))])  # fmt: skip
+    stream = IpcPieces(schema)
+    pieces = []
+    for n in (3, 0, 1000):
+        batch = pa.record_batch([
+            pa.array(range(n)), pa.array(["a", "b"] * (n // 2) + ["c"] * (n % 2)).cast(kinds),
+            pa.array([[1, 2, 3]] * n, pa.list_(pa.int32())), pa.array([{"a": "x"}] * n),
+        ], schema)  # fmt: skip
+        pieces.append((n, b"".join(bytes(memoryview(p)) for p in stream.batch(batch))))
+    assert [ipcmeta.count_rows_in(data) for _, data in pieces] == [3, 0, 1000]
+    assert ipcmeta.count_rows_in(b"".join(data for _, data in pieces)) == 1003
+    for bad in (pieces[0][1][:-8], pieces[0][1] + END_OF_STREAM, b"\0" * 16, b"\xff" * 4):
+        with pytest.raises(ipcmeta.MalformedStream):
+            ipcmeta.count_rows_in(bad)
+
+    sink = R.FileSink(str(tmp_path / "q.arrows"), 10**6, 10**9)
+    path = sink.direct()
+    with open(path, "ab") as f:
+        f.write(pieces[0][1] + pieces[2][1] + b"\0" * 64)
+    sink.appended(3, 10, len(pieces[0][1]))
+    with pytest.raises(EngineError, match="stated 5 rows for a batch of 1000"):
+        sink.appended(5, 10, len(pieces[2][1]))
+    sink.appended(1000, 10, len(pieces[2][1]))
+    with pytest.raises(EngineError, match="malformed"):
+        sink.appended(0, 10, 64)  # zeros, not a message
+    assert sink.rows == 1003
+    sink.discard()

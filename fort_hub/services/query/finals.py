@@ -2,14 +2,16 @@
 release, the scanned bytes and the audit records (the completion's, with a waiting downloader's
 download) in one transaction, then the waiting downloaders and long polls answered.
 
-:class:`QueryFinals` is a part of :class:`.runner.QueryRunner` (its attributes: store, clock,
-limits, results, records, leases, quotas, metrics, log and the in-process state of the queries
-running here), kept apart to keep each module readable.
+:class:`QueryFinals` is a part of :class:`.runner.QueryRunner`, kept apart to keep each
+module readable. It uses only the runner's public attributes: store, clock, limits, results,
+records, leases, quotas, metrics, log, :meth:`remove_result` and ``waiters``, the
+:class:`Waiters` of the queries running here (their long polls and result followers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 
 from ...store import StoreError
@@ -50,6 +52,48 @@ def completion_record(rec, state: str, error: str | None, rows: int, scanned: in
     }  # fmt: skip
 
 
+class Waiters:
+    """What waits in this process for the queries running here, by query id: long polls (an
+    event set once the final state is recorded) and result followers (a future resolved with
+    ``(state, error)`` as soon as the engine is done and the result file is final)."""
+
+    def __init__(self):
+        self._recorded: dict[str, asyncio.Event] = {}
+        self._outcomes: dict[str, asyncio.Future] = {}
+
+    def add(self, query_id: str) -> None:
+        """A query starts here (on the event loop)."""
+        self._recorded[query_id] = asyncio.Event()
+        self._outcomes[query_id] = asyncio.get_running_loop().create_future()
+
+    def outcome(self, query_id: str) -> asyncio.Future | None:
+        return self._outcomes.get(query_id)
+
+    def engine_done(self, query_id: str, state: str, error: str | None) -> None:
+        """The engine is done and the result file final: followers finish now."""
+        live = self._outcomes.get(query_id)
+        if live is not None and not live.done():
+            live.set_result((state, error))
+
+    def recorded(self, query_id: str) -> None:
+        """The final state is recorded (or the query is gone): long polls answer now."""
+        self._recorded.pop(query_id, asyncio.Event()).set()
+
+    def forget(self, query_id: str) -> None:
+        self._outcomes.pop(query_id, None)
+        self.recorded(query_id)
+
+    async def wait_recorded(self, query_id: str, timeout: float) -> bool:
+        """Wait up to *timeout* s for the final state of a query running here; False if it
+        does not run here."""
+        event = self._recorded.get(query_id)
+        if event is None:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        return True
+
+
 class QueryFinals:
     """The end of a query (see the module's docstring); mixed into QueryRunner."""
 
@@ -79,9 +123,7 @@ class QueryFinals:
             if not ended:  # an unexpected error (or shutdown): the downloaders get nothing more
                 state, errors = "failed", ("internal error", None)
                 tee.recorded(RuntimeError("the query's end could not be recorded"))
-            live = self._live.get(rec.id)
-            if live is not None and not live.done():
-                live.set_result((state, errors[0]))  # followers of the result stream finish now
+            self.waiters.engine_done(rec.id, state, errors[0])  # result followers finish
             self.metrics.query_finished(rec.engine, state, outcome.bytes_scanned if outcome else 0)
             tee.end()
         await self._recorded(rec, state, final, (saved, failed), tee, request_id)
@@ -113,7 +155,7 @@ class QueryFinals:
         (_, scanned, records), (saved, failed), rows = final, outcome, tee.rows
         if failed is not None:  # the downloads were not audited: nothing is sent (fail closed)
             tee.recorded(failed)
-        self._done.pop(rec.id, asyncio.Event()).set()  # long polls answer now
+        self.waiters.recorded(rec.id)  # long polls answer now
         tee.recorded(saved)  # the waiting downloaders send now (or answer with the record)
         if saved is None and failed is None:
             return  # the state and every record committed together
@@ -186,7 +228,7 @@ class QueryFinals:
             if recorded:
                 return None, failed
             final = await self.store.run(self.records.get, rec.id)
-            await self._remove_result(rec.id)
+            await self.remove_result(rec.id)
             ended = EndedElsewhere(final.state, final.error) if final else None
             return ended or EndedElsewhere("failed", None), failed
         except StoreError as e:

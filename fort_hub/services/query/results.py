@@ -9,7 +9,13 @@ any query's result). The contract of :class:`ResultStore`, all a store implement
 - ``sink(query_id, max_rows, max_bytes)`` -> a :class:`FileSink` the engine writes batches to
   (``write``/``set_schema``, caps enforced); ``commit()`` makes the result readable (returns its
   location), ``discard()`` drops it. ``sink.spool`` is the local file being written, which a
-  follower of a running query reads as it grows.
+  follower of a running query reads as it grows. The sink offers that file for an engine to
+  append to itself (``direct()``, then ``appended()`` per batch, see
+  :class:`~.engines.base.ResultSink`): ``sink.size`` is what was appended and checked, and
+  ``sink.mapped(offset, length)`` a checked range (read, or mapped from 1 MiB), valid after
+  the commit or discard, refused once the sink is closed. Both stores behave alike here: the
+  S3 store's sink writes a local spool file in ``S3ResultStore.spool_dir`` and uploads it at
+  ``commit()`` (then removes it; a range handed out stays valid).
 - ``location(query_id)`` -> where the result is (kept in the query record, for admins);
 - ``size(query_id)`` and ``open(query_id)`` -> a binary file object with ``read(n)`` and
   ``close()`` over the stored stream; both raise :class:`FileNotFoundError` once it is gone;
@@ -39,6 +45,7 @@ import pyarrow.ipc as ipc
 from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
+from . import ipcmeta
 from .engines.base import EngineError, ResultSink, check_result_caps
 from .engines.worker import END_OF_STREAM
 
@@ -102,20 +109,33 @@ class FileSink(ResultSink):
 
     def appended(self, rows: int, nbytes: int, length: int) -> None:
         """The engine appended *length* bytes (one batch; it may already be writing the next):
-        the file must hold them. The byte cap counts the larger of *nbytes* and *length* per
-        batch, and at least the file's real size; :meth:`commit` checks that the file holds
-        nothing else."""
+        the file must hold them, and they must hold *rows* rows (counted here from the
+        messages' metadata, :func:`.ipcmeta.count_rows`: the row cap never takes the engine's
+        word). The byte cap counts the larger of *nbytes* and *length* per batch, and at
+        least the file's real size; :meth:`commit` checks that the file holds nothing else."""
         with self._fd_lock:  # not while _close() closes it (a discard at shutdown, say)
             if self._fd is None:
                 raise EngineError("the result file is closed (the query was ended)")
-            real = os.fstat(self._fd).st_size
-        if real < self.size + length:
-            raise EngineError(f"the result file has {real} bytes, not the {self.size + length} "
-                              "stated")  # fmt: skip
+            fd = self._fd
+            real = os.fstat(fd).st_size
+            if real < self.size + length:
+                raise EngineError(f"the result file has {real} bytes, not the "
+                                  f"{self.size + length} stated")  # fmt: skip
+            counted = counted_rows(
+                ipcmeta.count_rows, lambda at, n: os.pread(fd, n, at), self.size, length
+            )
+        self._check_stated(rows, counted)
         self.nbytes += max(nbytes, length)
-        check_result_caps(self.rows + rows, max(self.nbytes, real), self.max_rows, self.max_bytes)
+        check_result_caps(self.rows + counted, max(self.nbytes, real), self.max_rows,
+                          self.max_bytes)  # fmt: skip
         self.size += length
-        self.rows += rows
+        self.rows += counted
+
+    @staticmethod
+    def _check_stated(stated: int, counted: int) -> None:
+        if stated != counted:
+            raise EngineError(f"the query engine stated {stated} rows for a batch of {counted}; "
+                              "its result is refused")  # fmt: skip
 
     def mapped(self, offset: int, length: int):
         """Bytes ``offset .. offset+length`` of the direct() file: mapped (a memoryview that
@@ -151,11 +171,13 @@ class FileSink(ResultSink):
         if self._sink is None or self._writer is not None:
             raise ValueError("write_ipc needs set_schema first, no batch written before and no "
                              "direct()")  # fmt: skip
+        counted = counted_rows(ipcmeta.count_rows_in, data)
+        self._check_stated(rows, counted)
         self.nbytes += nbytes
-        check_result_caps(self.rows + rows, self.nbytes, self.max_rows, self.max_bytes)
+        check_result_caps(self.rows + counted, self.nbytes, self.max_rows, self.max_bytes)
         self._raw = True
         self._sink.write(data)
-        self.rows += rows
+        self.rows += counted
 
     def _close(self, complete: bool = True) -> None:
         if self._fd is not None:
@@ -194,6 +216,15 @@ class FileSink(ResultSink):
         for p in (self.partial, self.path):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(p)
+
+
+def counted_rows(count: Callable[..., int], *args) -> int:
+    """``count(*args)`` (:func:`.ipcmeta.count_rows` or ``count_rows_in``); bytes that are
+    not whole IPC messages raise :class:`EngineError`."""
+    try:
+        return count(*args)
+    except ipcmeta.MalformedStream as e:
+        raise EngineError(f"the query engine wrote a malformed result ({e})") from None
 
 
 class ResultStore(LoggingConfigurable):

@@ -38,7 +38,7 @@ from ...store.queries import INFLIGHT, QueryRecord, QueryRecords
 from ..handler import ServiceError, bad_text, printable
 from ..metrics import QueryMetrics
 from .engines.base import EngineError, EngineJob, QueryCancelled, QueryEngine, ResultTooLarge
-from .finals import LOST_REASON, QueryFinals
+from .finals import LOST_REASON, QueryFinals, Waiters
 from .quotas import QuotaExceeded, Quotas
 from .results import ResultStore
 from .sqlcheck import CheckedQuery, SqlRejected, check_sql
@@ -90,9 +90,8 @@ class QueryRunner(QueryFinals):
         self.replica = replica or socket.gethostname()
         self.leases = QueryLeases(self.store)
         self._tasks: dict[str, asyncio.Task] = {}
-        self._done: dict[str, asyncio.Event] = {}  # set once the final state is recorded
-        #: (state, error) as soon as the engine is done and the result file is final
-        self._live: dict[str, asyncio.Future] = {}
+        #: the long polls and result followers of the queries running here
+        self.waiters = Waiters()
         self._cancel_requested: set[str] = set()
         self._engine_of: dict[str, str] = {}  # the engine of each query running here
         #: the sinks of the queries running here (they hand batches to waiting downloaders)
@@ -125,7 +124,7 @@ class QueryRunner(QueryFinals):
         failed = await self.store.run(self.leases.reap, self.clock(), reason, replica)
         for rec in failed:
             self.log.warning("query %s of %s: %s", rec.id, rec.username, reason)
-            await self._remove_result(rec.id)
+            await self.remove_result(rec.id)
             with contextlib.suppress(StoreError):
                 await self.store.audit.arecord(
                     actor=rec.username, action="query.complete", resource=rec.dataset,
@@ -135,7 +134,7 @@ class QueryRunner(QueryFinals):
                 )  # fmt: skip
         return len(failed)
 
-    async def _remove_result(self, query_id: str) -> None:
+    async def remove_result(self, query_id: str) -> None:
         """Remove a stored result; a failure (e.g. S3 unreachable) is logged, never raised: the
         record and its audit must still be written (the orphan sweep removes it later)."""
         try:
@@ -164,7 +163,7 @@ class QueryRunner(QueryFinals):
         try:
             expired = await self.store.run(self.records.expired_results, self.clock())
             for rec in expired:
-                await self._remove_result(rec.id)
+                await self.remove_result(rec.id)
                 await self.store.run(self.records.update, rec.id, result_path=None)
             return len(expired)
         except StoreError as e:
@@ -295,8 +294,7 @@ class QueryRunner(QueryFinals):
         max_rows = min(quota.max_result_rows, self.limits.max_result_rows)
         qid = rec.id
         loop = asyncio.get_running_loop()
-        self._done[qid] = asyncio.Event()
-        self._live[qid] = loop.create_future()
+        self.waiters.add(qid)
         self._engine_of[qid] = rec.engine
         sink = self.results.sink(qid, max_rows, self.limits.max_result_bytes)
         self._tees[qid] = TeeSink(sink, loop)
@@ -319,7 +317,7 @@ class QueryRunner(QueryFinals):
     def live_outcome(self, query_id: str) -> asyncio.Future | None:
         """For a query running in this process: a future resolved with ``(state, error)`` as
         soon as the engine is done and the result file is final (result followers use it)."""
-        return self._live.get(query_id)
+        return self.waiters.outcome(query_id)
 
     def _decide_and_admit(self, username: str, dataset_name: str, sql: str, details: dict):
         """On a store thread (one hop from the event loop, not two), in one transaction: the
@@ -451,8 +449,7 @@ class QueryRunner(QueryFinals):
             self._tasks.pop(rec.id, None)
             self._cancel_requested.discard(rec.id)
             self._engine_of.pop(rec.id, None)
-            self._live.pop(rec.id, None)
-            self._done.pop(rec.id, asyncio.Event()).set()
+            self.waiters.forget(rec.id)
 
     async def cancel(self, rec: QueryRecord) -> None:
         """Stop *rec* (queued or running). Not running here: it is marked cancelled in the
@@ -478,10 +475,7 @@ class QueryRunner(QueryFinals):
     async def wait_finished(self, query_id: str, timeout: float) -> None:
         """Wait up to *timeout* s until *query_id*'s final state is recorded (long polls); a
         query another replica runs is watched in the store."""
-        done = self._done.get(query_id)
-        if done is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), timeout)
+        if await self.waiters.wait_recorded(query_id, timeout):
             return
         deadline = asyncio.get_running_loop().time() + timeout
         delay = 0.02

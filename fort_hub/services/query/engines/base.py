@@ -89,6 +89,9 @@ class ResultSink:
     max_rows: int
     max_bytes: int
     rows: int
+    #: with :meth:`direct`: the bytes of the file appended and checked so far (where the next
+    #: batch :meth:`appended` reports starts)
+    size: int = 0
 
     def write(self, batch: pa.RecordBatch) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -118,6 +121,13 @@ class ResultSink:
         rows and *nbytes* Arrow bytes. Checks the file's real growth and the caps (the larger
         of *nbytes* and the real growth counts); raises :class:`ResultTooLarge` or
         :class:`EngineError`."""
+        raise NotImplementedError
+
+    def mapped(self, offset: int, length: int):
+        """With :meth:`direct`: bytes ``offset .. offset+length`` of the file, a range already
+        checked by :meth:`appended` (for a waiting downloader, :mod:`..stream`): a buffer
+        that stays valid after the sink is committed or discarded; :class:`EngineError` once
+        the sink is closed (committed or discarded)."""
         raise NotImplementedError
 
 

@@ -15,11 +15,11 @@ The worker writes the result as the pieces of one Arrow IPC stream. When the
 process creates), the worker appends them there itself and reports each batch on its pipe;
 this process checks the file's real growth and the row and byte caps (``appended``) and a
 waiting download is sent the same bytes from the file (no copy of the result crosses the pipe
-or passes through this process; the worker stops before a batch over the caps, and the caps
-are checked here again from the file's size). Otherwise the pieces come over the pipe and are
-handed as they are to the sink (``write_ipc``), a batch that would break a cap refused before
-it is read. In
-the worker, each dataset's tables are views in an in-memory DuckDB database hardened before
+or passes through this process; the worker stops before a batch over the caps and answers
+an ``ERROR`` naming the cap, and the caps are checked here again from the rows in the file's
+bytes and its size). Otherwise the pieces come over the pipe and are handed as they are to
+the sink (``write_ipc``), a batch that would break a cap refused before it is read. In the
+worker, each dataset's tables are views in an in-memory DuckDB database hardened before
 any user SQL runs (:class:`.worker.HardenedDatabases`): ``allowed_paths`` is the dataset's own
 files, then ``enable_external_access = false``, extension auto-install/auto-load off,
 ``memory_limit`` and ``threads`` from the settings, and ``lock_configuration = true``. Each query runs on its own cursor of that database.
@@ -45,6 +45,7 @@ from .base import (
     QueryCancelled,
     QueryEngine,
     ResultSink,
+    ResultTooLarge,
     check_result_caps,
 )
 from .errors import plain_duckdb_error
@@ -345,7 +346,7 @@ class DuckDBEngine(QueryEngine):
                 scanned = int(done.get("bytes_scanned") or 0)
                 return Outcome(rows=sink.rows, bytes_scanned=scanned, engine_id="")
             elif kind == W.ERROR:
-                raise self._failure(worker, worker.json(length), job)
+                raise self._failure(worker, worker.json(length), job, sink)
             else:
                 raise WorkerGone(f"the query worker sent an unexpected frame ({kind})")
 
@@ -363,9 +364,11 @@ class DuckDBEngine(QueryEngine):
             worker.retire = True  # still writing: killed when released
             raise
 
-    def _failure(self, worker: WorkerProcess, error: dict, job: EngineJob) -> EngineError:
+    def _failure(self, worker: WorkerProcess, error: dict, job: EngineJob, sink) -> EngineError:
         if error["kind"] == W.CANCELLED or job.id in self._cancelled:
             return QueryCancelled(error["message"])
+        if error["kind"] == W.TOO_LARGE:
+            return self._over_cap(error, sink)
         if error["kind"] == W.OUT_OF_MEMORY:
             worker.retire = True
             return EngineError(
@@ -375,6 +378,20 @@ class DuckDBEngine(QueryEngine):
         original = error.get("detail") or error["message"]
         plain = plain_duckdb_error(original)
         return EngineError(plain, detail=original if plain != original else None)
+
+    @staticmethod
+    def _over_cap(error: dict, sink: ResultSink) -> EngineError:
+        """The worker stopped before a batch over a cap: refused in the service's own words
+        if the rows and bytes it counted do go over a cap (every batch it appended was checked
+        here, from the file), else a failure."""
+        try:
+            check_result_caps(int(error["rows"]), int(error["bytes"]), sink.max_rows,
+                              sink.max_bytes)  # fmt: skip
+        except ResultTooLarge as e:
+            return e
+        except (KeyError, TypeError, ValueError):
+            pass
+        return EngineError("the query worker stopped at a cap the result did not reach")
 
     def _gone(self, job: EngineJob, cancelled: bool, rc: int | None, e: WorkerGone):
         if cancelled:

@@ -26,9 +26,10 @@ opened write-only, append-only, never created here; each batch's pieces appended
 ``writev``, then an ``APPENDED`` frame stating the batch's rows, bytes and the length appended:
 the result never crosses the pipe) or, without ``spool``, as the bodies of ``BATCH`` frames.
 With a spool file the worker also stops before a batch that would break the row or byte cap
-(``max_rows``, ``max_bytes``: it appends nothing and states the batch, the service refuses it);
-the service checks the caps again from the file's real size. File descriptor 1 is pointed at
-stderr so that nothing else can write into the frame stream.
+(``max_rows``, ``max_bytes``: it appends nothing and answers ``ERROR`` of kind
+:data:`TOO_LARGE` naming the cap, with the rows and bytes it counted); the service checks the
+caps itself, from the rows in the file's bytes and its real size, and takes no worker's word.
+File descriptor 1 is pointed at stderr so that nothing else can write into the frame stream.
 
 Each query runs profiled (``enable_profiling``, allowed on the locked connection) so that DONE
 reports the bytes it read (:func:`scanned_bytes`, counted against ``bytes_scanned_per_day``);
@@ -65,6 +66,8 @@ APPENDED_BODY = struct.Struct("!Q")
 #: ERROR bodies: {"kind": one of these, "message": text for the user, "detail": DuckDB's whole
 #: message}; DONE bodies: {"bytes_scanned": what the query read from its files (see scanned_bytes)}
 CANCELLED, OUT_OF_MEMORY, FAILED = "cancelled", "memory", "error"
+#: ERROR kind of a result that would go over a cap: also "rows" and "bytes", what it counted
+TOO_LARGE = "too_large"
 #: worker environment: two malloc arenas keep the address space small (each arena reserves
 #: 64 MB of address space per thread otherwise, all of it counted by RLIMIT_AS)
 ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
@@ -86,6 +89,20 @@ READERS = {
 
 class OpenError(Exception):
     """A dataset could not be opened; the message is shown to the user."""
+
+
+class CapReached(Exception):
+    """The next batch would take the result over a cap (:meth:`Worker.send_batches`)."""
+
+    def __init__(self, rows: int, nbytes: int, max_rows: float, max_bytes: float):
+        if rows > max_rows:
+            message = (f"the result has more than {max_rows} rows (limit max_result_rows); "
+                       "aggregate or add a LIMIT")  # fmt: skip
+        else:
+            message = (f"the result is larger than {max_bytes} bytes (limit max_result_bytes); "
+                       "select fewer columns or rows")  # fmt: skip
+        super().__init__(message)
+        self.error = {"kind": TOO_LARGE, "message": message, "rows": rows, "bytes": nbytes}
 
 
 def quote_ident(name: str) -> str:
@@ -382,6 +399,8 @@ class Worker:
             kind = CANCELLED if job_id in self._cancelled else FAILED
             detail = str(e)[:MAX_DETAIL]
             write_json(self.out, ERROR, {"kind": kind, "message": first_line(e), "detail": detail})
+        except CapReached as e:
+            write_json(self.out, ERROR, e.error)
         except BrokenPipeError:
             raise
         except OSError:  # the result file (e.g. a full disk): nothing of the server's path shown
@@ -435,9 +454,8 @@ class Worker:
                 rows, nbytes = rows + batch.num_rows, nbytes + size
                 self.appended(pending)
                 pending = None
-                if rows > max_rows or nbytes > max_bytes:  # refused by the service: it stops
-                    write_frame(self.out, APPENDED, APPENDED_BODY.pack(0), batch.num_rows, size)
-                    return
+                if rows > max_rows or nbytes > max_bytes:  # nothing past a cap: ERROR
+                    raise CapReached(rows, nbytes, max_rows, max_bytes)
                 write = self.writer.submit(append_pieces, fd, pieces)
                 pending = (write, batch, batch.num_rows, size)  # the batch's buffers stay alive
         finally:
