@@ -157,3 +157,39 @@ def test_an_unknown_dataset_is_refused_without_a_parse(env, monkeypatch):
     r = submit(env, "SELECT 1", dataset="nope")
     assert r.status_code == 403 and len(calls) == 1, r.text
     nothing_admitted(env, "alice")
+
+
+def test_sql_sent_again_is_not_parsed_again_and_the_grants_are_still_decided(env, monkeypatch):
+    from fort_hub.services.query import runner
+
+    calls = []
+    real = runner.parse_sql
+    monkeypatch.setattr(runner, "parse_sql", lambda *a, **k: calls.append(a) or real(*a, **k))
+    sql = "SELECT url FROM url_shares ORDER BY url LIMIT 1"
+    assert submit(env, sql).status_code == 200 and submit(env, sql).status_code == 200
+    assert len(calls) == 1
+    r = submit(env, sql, token="bob-token")  # no grant to url_shares: decided now
+    assert r.status_code == 403 and "you may not query dataset" in r.json()["error"]["message"]
+    other = "SELECT * FROM ads_targeting.ads_targeting"
+    for _ in range(2):  # a table refused by the grants, each time, from one parse
+        r = submit(env, other)
+        assert r.status_code == 403 and "no grant to query dataset" in r.text
+    assert len(calls) == 2
+    nothing_admitted(env, "bob")
+
+
+def test_the_parse_cache_is_per_policy_and_bounded():
+    from fort_hub.services.query.sqlcheck import ParseCache
+
+    cache, one, two = ParseCache(size=2, max_sql=10), object(), object()
+    cache.put(one, "SELECT 1", "d", "p1")
+    assert cache.get(one, "SELECT 1", "d") == "p1"
+    assert cache.get(one, "SELECT 1", "e") is None  # another dataset
+    assert cache.get(two, "SELECT 1", "d") is None  # another policy (a reload)
+    cache.put(two, "SELECT 2", "d", "p2")
+    assert cache.get(one, "SELECT 1", "d") is None  # dropped with the old policy
+    cache.put(two, "SELECT 3", "d", "p3")
+    cache.put(two, "SELECT 4", "d", "p4")
+    assert cache.get(two, "SELECT 2", "d") is None and cache.get(two, "SELECT 4", "d") == "p4"
+    cache.put(two, "SELECT 12345", "d", "long")  # longer than max_sql: not kept
+    assert cache.get(two, "SELECT 12345", "d") is None

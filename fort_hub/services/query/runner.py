@@ -43,7 +43,7 @@ from .engines.base import EngineError, EngineJob, QueryCancelled, QueryEngine, R
 from .finals import LOST_REASON, QueryFinals
 from .quotas import QuotaExceeded, Quotas
 from .results import ResultStore
-from .sqlcheck import CheckedQuery, ParsedQuery, SqlRejected, authorize, parse_sql
+from .sqlcheck import CheckedQuery, ParseCache, ParsedQuery, SqlRejected, authorize, parse_sql
 from .stream import Follower, TeeSink
 
 RESTART_REASON = "fort-query restarted while this query was in flight; run it again"
@@ -99,6 +99,8 @@ class QueryRunner(QueryFinals):
         self._engine_of: dict[str, str] = {}  # the engine of each query running here
         #: the sinks of the queries running here (they hand batches to waiting downloaders)
         self._tees: dict[str, TeeSink] = {}
+        #: the parses of SQL sent again (grant-independent; see parse)
+        self._parsed = ParseCache()
         #: username -> [its lock, its submissions waiting or parsing] (see _turn)
         self._turns: dict[str, list] = {}
         self._parser = ThreadPoolExecutor(limits.parse_threads, thread_name_prefix="fort-sqlcheck")
@@ -202,17 +204,24 @@ class QueryRunner(QueryFinals):
         (blocking: run in the parse pool), before any grant is decided: the caller's grants
         are checked against the answer in the admission's transaction (:func:`.sqlcheck.
         authorize`, no parse). None for a dataset or engine the policy does not have (the
-        transaction refuses it); a refusal of the SQL is raised there too, in its turn."""
+        transaction refuses it); a refusal of the SQL is raised there too, in its turn. The
+        same text for the same dataset under the same policy is parsed once
+        (:class:`.sqlcheck.ParseCache`, the last 256 texts of at most 4,096 characters)."""
         dataset = policy.datasets.get(dataset_name)
         engine = self.engines.get(dataset.engine) if dataset is not None else None
         if engine is None:
             return None
+        parsed = self._parsed.get(policy, sql, dataset.name)
+        if parsed is not None:  # the same text for the same dataset under the same policy
+            return parsed
         tables = {d.name: d.tables for d in policy.datasets.values()}
         try:
-            return parse_sql(sql, dataset=dataset.name, tables=tables, dialect=engine.dialect,
-                             target=engine.target(dataset))  # fmt: skip
+            parsed = parse_sql(sql, dataset=dataset.name, tables=tables, dialect=engine.dialect,
+                               target=engine.target(dataset))  # fmt: skip
         except SqlRejected as e:
-            return ParsedQuery(dataset.name, (), None, e)
+            parsed = ParsedQuery(dataset.name, (), None, e)
+        self._parsed.put(policy, sql, dataset.name, parsed)
+        return parsed
 
     def authorize(self, parsed: ParsedQuery | None, policy, groups, dataset) -> CheckedQuery:
         """The grant check of a parsed query (no parse): 400/403 naming why not."""
@@ -220,7 +229,7 @@ class QueryRunner(QueryFinals):
             if parsed is None or parsed.dataset != dataset.name:  # not with the same policy
                 raise SqlRejected(400, f"unknown dataset '{dataset.name}'")
             if parsed.refused is not None:
-                raise parsed.refused
+                raise SqlRejected(parsed.refused.status, parsed.refused.message)
             return authorize(parsed, policy.datasets_for(groups, "query"))
         except SqlRejected as e:
             raise ServiceError(e.status, e.message) from None

@@ -17,6 +17,11 @@ Refusals raise :class:`SqlRejected` with ``status`` 400 (not valid: unparsable, 
 statement, too long) or 403 (not allowed: writes and commands, table functions, files and URLs,
 tables outside the caller's grants), and a message naming the offending table or construct.
 
+fort-query uses its two halves apart: :func:`parse_sql` (the parse, the tables resolved from the
+policy's datasets; no grants needed) before the admission's store transaction, and
+:func:`authorize` (the grants: a walk of the resolved tables, no parse) inside it. Their
+refusals come in :func:`check_sql`'s order.
+
 Every table is found twice: through sqlglot's scopes (which tell a CTE reference from a real
 table) and by walking the whole tree. A table node the scopes did not classify as a CTE
 reference is treated as a real table, so anything the scope analysis misses fails closed.
@@ -26,6 +31,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -345,15 +352,15 @@ def authorize(parsed: ParsedQuery, granted: Collection[str]) -> CheckedQuery:
     """The checked query of *parsed* for a caller who may query the datasets in *granted*, or
     :class:`SqlRejected` naming the first table refused (no parse: a walk of its tables)."""
     granted_f = {_fold(g) for g in granted}
-    for ref in parsed.refs:
+    for ref in parsed.refs:  # (a new exception each time: a parse may be shared, see ParseCache)
         if ref.before is not None:
-            raise ref.before
+            raise SqlRejected(ref.before.status, ref.before.message)
         if _fold(ref.dataset or "") not in granted_f:
             raise SqlRejected(
                 403, f"table '{ref.label}': you have no grant to query dataset '{ref.dataset}'"
             )
         if ref.after is not None:
-            raise ref.after
+            raise SqlRejected(ref.after.status, ref.after.message)
     if parsed.checked is None:  # cannot happen: every table resolved, parse_sql rewrote it
         raise SqlRejected(403, "the query's tables could not be resolved")
     return parsed.checked
@@ -366,3 +373,37 @@ def _qualify(table: exp.Table, real: str, target: tuple[str | None, str | None])
     table.set("this", exp.to_identifier(real, quoted=True))
     table.set("db", exp.to_identifier(schema, quoted=True) if schema else None)
     table.set("catalog", exp.to_identifier(catalog, quoted=True) if catalog else None)
+
+
+class ParseCache:
+    """The last *size* answers of a parse (e.g. :func:`parse_sql`'s) of one policy, by the
+    exact SQL text and the dataset: a query sent again (a notebook's cell re-run, a script's
+    loop) is not parsed again. Nothing of the caller is in it: the grants are decided on every
+    request (:func:`authorize`). The entries are dropped when another policy object (a reload)
+    is seen; SQL longer than *max_sql* characters is not kept (memory: at most *size* times
+    about twice *max_sql*). Thread-safe."""
+
+    def __init__(self, size: int = 256, max_sql: int = 4096):
+        self.size, self.max_sql = size, max_sql
+        self._lock = threading.Lock()
+        self._policy: object = None
+        self._items: OrderedDict[tuple[str, str], object] = OrderedDict()
+
+    def get(self, policy: object, sql: str, dataset: str):
+        with self._lock:
+            if policy is not self._policy:
+                return None
+            got = self._items.get((sql, dataset))
+            if got is not None:
+                self._items.move_to_end((sql, dataset))
+            return got
+
+    def put(self, policy: object, sql: str, dataset: str, parsed: object) -> None:
+        if len(sql) > self.max_sql or self.size <= 0:
+            return
+        with self._lock:
+            if policy is not self._policy:
+                self._policy, self._items = policy, OrderedDict()
+            self._items[(sql, dataset)] = parsed
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
