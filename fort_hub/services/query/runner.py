@@ -263,8 +263,9 @@ class QueryRunner(QueryFinals):
     async def submit(
         self, user: dict, sql: Any, dataset_name: Any, request_id: str, client: str
     ) -> QueryRecord:
-        """Validate, decide (store + policy now), admit (quotas), parse off the event loop,
-        audit (fail closed) and start one query. Every refusal is audited."""
+        """Validate, parse off the event loop, then decide (store + policy now), admit (quotas)
+        and audit (fail closed) in one transaction (:meth:`_parse_and_admit`), and start one
+        query. Every refusal is audited."""
         username = user["name"]
         store = self.store
         shown = printable(sql)[:10_000] if isinstance(sql, str) else repr(sql)[:200]
