@@ -2,8 +2,6 @@
 
     git archive <commit> | tar -x -C /tmp/before
     .venv/bin/python benchmarks/bench_query_side.py --before /tmp/before --after . [--rounds 5]
-    .venv/bin/python benchmarks/bench_query_side.py --before ... --after . --rounds 0 \
-        --latency-runs 200    # the 1-row latency of both, paired per run
 
 Starts one fort-query server from each source tree (``benchmarks/bench_query.py --serve``, the
 same settings: SQLite store, ``batch_rows`` 1 M), then per round, the order rotated, fetches the
@@ -12,10 +10,6 @@ the *before* server, (B) from the *after* server. Reports the wall time, the rat
 round, and the CPU seconds per query of the client (this process), the service and its worker
 processes (``/proc/<pid>/stat``, children of the service), which separate the versions better
 than the wall time on a loaded machine.
-
-With ``--latency-runs N``: N runs of the 1-row query of bench_query.py, each run (1) in process
-on an open connection, then ``FortClient.query`` from (A) and (B) in alternating order; reports
-each version's added latency over (1) and the paired difference (B) - (A) per run.
 """
 
 from __future__ import annotations
@@ -78,49 +72,12 @@ def spread(xs: list[float]) -> str:
     return f"{statistics.median(xs):.3f} ({min(xs):.3f}..{max(xs):.3f})"
 
 
-def latency(runs: int, path: Path, servers: dict) -> None:
-    """The 1-row query: in process, then through (A) and (B), paired per run."""
-    sql, con = "SELECT * FROM url_shares LIMIT 1", duckdb.connect()
-    direct_sql = f"SELECT * FROM read_parquet('{path}') LIMIT 1"
-    for _, fort, _ in servers.values():
-        for _ in range(5):
-            fort.query(sql, "url_shares", progress=False)
-    took: dict[str, list[float]] = {k: [] for k in "1AB"}
-    load = os.getloadavg()[0]
-    for i in range(runs):
-        t = time.perf_counter()
-        con.sql(direct_sql).to_arrow_table()
-        took["1"].append(time.perf_counter() - t)
-        for k in ("A", "B") if i % 2 else ("B", "A"):
-            t = time.perf_counter()
-            assert servers[k][1].query(sql, "url_shares", progress=False).num_rows == 1
-            took[k].append(time.perf_counter() - t)
-    ms = 1e3
-    print(f"1-row query, {runs} runs, load {load:.1f} -> {os.getloadavg()[0]:.1f}; "
-          f"in-process p50 {statistics.median(took['1']) * ms:.1f} ms")  # fmt: skip
-    added = {}
-    for k, name in (("A", "before"), ("B", "after")):
-        added[k] = [x - d for x, d in zip(took[k], took["1"], strict=True)]
-        q = statistics.quantiles(added[k], n=20)
-        print(f"  ({k}) {name}: p50 {statistics.median(took[k]) * ms:.1f} ms, added p50 "
-              f"{statistics.median(added[k]) * ms:.1f} ms (p5 {q[0] * ms:.1f}, "
-              f"p95 {q[-1] * ms:.1f})")  # fmt: skip
-    diff = [b - a for a, b in zip(took["A"], took["B"], strict=True)]
-    q = statistics.quantiles(diff, n=20)
-    print(f"  (B) - (A) per run: p50 {statistics.median(diff) * ms:+.2f} ms "
-          f"(p5 {q[0] * ms:+.2f}, p95 {q[-1] * ms:+.2f})")  # fmt: skip
-    for _, _, folder in servers.values():
-        for f in folder.glob("results-*/*.arrows*"):
-            f.unlink()
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--before", type=Path, required=True)
     p.add_argument("--after", type=Path, required=True)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--rows", type=int, default=10_000_000)
-    p.add_argument("--latency-runs", type=int, default=0, help="1-row runs, paired (0: none)")
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-side-"))
     path = make_table(tmp, a.rows)
@@ -151,10 +108,6 @@ def main() -> None:
                         f.unlink()
                 assert got.num_rows == a.rows
                 del got
-        if a.latency_runs:
-            latency(a.latency_runs, path, servers)
-        if not a.rounds:
-            return
         print(f"rows={a.rows:,}, rounds={a.rounds}, load {os.getloadavg()}")
         print(f"(1) in-process: {spread(wall['1'])} s")
         for k, name in (("A", "before"), ("B", "after")):

@@ -110,47 +110,34 @@ def test_download_needs_the_grant_at_download_time(env):
     assert rec.decision == "deny" and rec.details["query_id"] == qid
 
 
-def test_parsing_is_off_the_event_loop_and_one_at_a_time_per_caller(env):
+def test_parsing_is_admitted_first_and_off_the_event_loop(env):
     """Finding 5: large legal SELECTs were parsed on the event loop before the quota check,
-    stalling every other request. Parsing runs in a thread; since #13 it comes before the
-    admission's transaction (the grant and the quotas are decided with the submission's audit
-    record, in one transaction), so it is bounded per caller instead: while one of carol's
-    parses is held, the service answers, another caller's query runs, carol's second
-    submission waits for its turn (no second parse thread taken), and nothing of carol's is
-    admitted yet."""
+    stalling every other request. Parsing now runs in a thread after admission: while a parse
+    is held, the service answers, and the query already counts against the caller's quota."""
     app = env["apps"][Q].runner
     release, entered = threading.Event(), threading.Event()
-    parsed = []
-    real_parse = app.parse
+    real_check = app.check
 
-    def held_parse(policy, sql, dataset_name):
-        if "carol" in sql:
-            parsed.append(sql)
-            entered.set()
-            release.wait(30)
-        return real_parse(policy, sql, dataset_name)
+    def held_check(*args):
+        entered.set()
+        release.wait(30)
+        return real_check(*args)
 
     make_users(env["hub"], "carol")
     carol = user_token(env["hub"], "carol")
-    mine = {**SQL, "sql": SQL["sql"] + " -- carol"}
-    app.parse = held_parse
+    app.check = held_check
     try:
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            first = pool.submit(call, env, Q, "POST", "api/v1/queries", mine, token=carol)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(call, env, Q, "POST", "api/v1/queries", SQL, token=carol)
             assert entered.wait(10), "the parse never started"
-            second = pool.submit(call, env, Q, "POST", "api/v1/queries", mine, token=carol)
             r = requests.get(f"{env['hub'].url}/services/{Q}/api/v1/openapi.json", timeout=5)
             assert r.status_code == 200  # the event loop is free while the parse runs
-            run_query(env, "alice")  # another caller is served meanwhile
             usage = call(env, Q, "GET", "api/v1/usage", token=carol)
-            assert usage.json()["limits"]["max_concurrent_queries"]["used"] == 0
-            assert len(parsed) == 1  # carol's second submission waits for her first
+            assert usage.json()["limits"]["max_concurrent_queries"]["used"] == 1  # admitted
             release.set()
-            assert first.result(30).status_code == 202
-            assert second.result(30).status_code in (202, 429)
-            assert len(parsed) == 2
+            assert pending.result(30).status_code == 202
     finally:
-        app.parse = real_parse
+        app.check = real_check
         release.set()
 
 

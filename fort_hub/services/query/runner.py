@@ -7,14 +7,12 @@ wires it to HTTP. Query records, quotas and results live in the fort store and t
 so another process serves a query's status; the in-process state here (tasks, long-poll events,
 live result followers) only speeds up what this process itself runs.
 
-The flow of a submission, in one hop to a parse thread: :func:`.sqlcheck.parse_sql` (one
-read-only statement; its tables resolved from the policy, no grants needed; no store lock held)
--> one store transaction: the caller's groups now (store + policy), a grant to query the
-dataset, quotas and the record's insertion, the grant check of the parsed tables and the
-submission's audit record (committed with the admission, else nothing is admitted and 503: fail
-closed) -> the engine, in the background. Every refusal is audited too (see
-:meth:`QueryRunner._parse_and_admit` for what parsing before the decision costs a refused
-caller). At the end, the final state and the completion's audit record (with a waiting
+The flow of a submission: the caller's groups now (store + policy) -> a grant to query the
+dataset -> quotas and the record's insertion, in one transaction (admission comes before any
+parsing; with the decision, one hop to a store thread) -> :func:`.sqlcheck.check_sql` in a
+parse thread (one read-only statement over granted tables) -> an audit record (committed, else
+503: fail closed; on the same parse thread) -> the engine, in the background. Every refusal is
+audited too. At the end, the final state and the completion's audit record (with a waiting
 downloader's) are one transaction (:meth:`fort_hub.store.audit.AuditLog.record_with`).
 """
 
@@ -43,7 +41,7 @@ from .engines.base import EngineError, EngineJob, QueryCancelled, QueryEngine, R
 from .finals import LOST_REASON, QueryFinals, Waiters
 from .quotas import QuotaExceeded, Quotas
 from .results import ResultStore
-from .sqlcheck import CheckedQuery, ParseCache, ParsedQuery, SqlRejected, authorize, parse_sql
+from .sqlcheck import CheckedQuery, SqlRejected, check_sql
 from .stream import Follower, TeeSink
 
 RESTART_REASON = "fort-query restarted while this query was in flight; run it again"
@@ -98,10 +96,6 @@ class QueryRunner(QueryFinals):
         self._engine_of: dict[str, str] = {}  # the engine of each query running here
         #: the sinks of the queries running here (they hand batches to waiting downloaders)
         self._tees: dict[str, TeeSink] = {}
-        #: the parses of SQL sent again (grant-independent; see parse)
-        self._parsed = ParseCache()
-        #: username -> [its lock, its submissions waiting or parsing] (see _turn)
-        self._turns: dict[str, list] = {}
         self._parser = ThreadPoolExecutor(limits.parse_threads, thread_name_prefix="fort-sqlcheck")
         self.metrics = metrics or QueryMetrics()
 
@@ -198,38 +192,18 @@ class QueryRunner(QueryFinals):
             raise ServiceError(403, f"you may not query dataset '{name[:80]}': {decision.reason}")
         return dataset
 
-    def parse(self, policy: Policy, sql: str, dataset_name: str) -> ParsedQuery | None:
-        """Parse *sql* for the dataset *dataset_name* and resolve its tables from *policy*
-        (blocking: run in the parse pool), before any grant is decided: the caller's grants
-        are checked against the answer in the admission's transaction (:func:`.sqlcheck.
-        authorize`, no parse). None for a dataset or engine the policy does not have (the
-        transaction refuses it); a refusal of the SQL is raised there too, in its turn. The
-        same text for the same dataset under the same policy is parsed once
-        (:class:`.sqlcheck.ParseCache`, the last 256 texts of at most 4,096 characters)."""
-        dataset = policy.datasets.get(dataset_name)
-        engine = self.engines.get(dataset.engine) if dataset is not None else None
-        if engine is None:
-            return None
-        parsed = self._parsed.get(policy, sql, dataset.name)
-        if parsed is not None:  # the same text for the same dataset under the same policy
-            return parsed
-        tables = {d.name: d.tables for d in policy.datasets.values()}
+    def check(self, policy: Policy, groups: list[str], sql: str, dataset: Dataset) -> CheckedQuery:
+        """Parse and authorize *sql* (blocking: run in the parse pool)."""
+        engine = self.engine_for(dataset)
         try:
-            parsed = parse_sql(sql, dataset=dataset.name, tables=tables, dialect=engine.dialect,
-                               target=engine.target(dataset))  # fmt: skip
-        except SqlRejected as e:
-            parsed = ParsedQuery(dataset.name, (), None, e)
-        self._parsed.put(policy, sql, dataset.name, parsed)
-        return parsed
-
-    def authorize(self, parsed: ParsedQuery | None, policy, groups, dataset) -> CheckedQuery:
-        """The grant check of a parsed query (no parse): 400/403 naming why not."""
-        try:
-            if parsed is None or parsed.dataset != dataset.name:  # not with the same policy
-                raise SqlRejected(400, f"unknown dataset '{dataset.name}'")
-            if parsed.refused is not None:
-                raise SqlRejected(parsed.refused.status, parsed.refused.message)
-            return authorize(parsed, policy.datasets_for(groups, "query"))
+            return check_sql(
+                sql,
+                dataset=dataset.name,
+                tables={d.name: d.tables for d in policy.datasets.values()},
+                granted=policy.datasets_for(groups, "query"),
+                dialect=engine.dialect,
+                target=engine.target(dataset),
+            )
         except SqlRejected as e:
             raise ServiceError(e.status, e.message) from None
 
@@ -262,9 +236,8 @@ class QueryRunner(QueryFinals):
     async def submit(
         self, user: dict, sql: Any, dataset_name: Any, request_id: str, client: str
     ) -> QueryRecord:
-        """Validate, parse off the event loop, then decide (store + policy now), admit (quotas)
-        and audit (fail closed) in one transaction (:meth:`_parse_and_admit`), and start one
-        query. Every refusal is audited."""
+        """Validate, decide (store + policy now), admit (quotas), parse off the event loop,
+        audit (fail closed) and start one query. Every refusal is audited."""
         username = user["name"]
         store = self.store
         shown = printable(sql)[:10_000] if isinstance(sql, str) else repr(sql)[:200]
@@ -275,12 +248,21 @@ class QueryRunner(QueryFinals):
         details: dict[str, Any] = {"query_id": qid, "sql": shown}
         try:
             self.validate_submission(sql, dataset_name)
+            policy, groups, dataset, quota, rec = await store.run(
+                self._decide_and_admit, username, dataset_name, sql, details
+            )
             loop = asyncio.get_running_loop()
-            async with self._turn(username):
-                policy, groups, dataset, quota, rec, checked = await loop.run_in_executor(
-                    self._parser, self._parse_and_admit, username, dataset_name, sql, audit,
+            try:
+                checked = await loop.run_in_executor(
+                    self._parser, self._check_and_audit, policy, groups, sql, dataset, audit,
                     details,
                 )  # fmt: skip
+            except StoreError:  # the allow record was not committed: the query never runs
+                await self._abandon(rec, "the audit log is unavailable")
+                raise
+            except Exception:  # refused, or the check itself broke: the admission is undone
+                await self._withdraw(rec)
+                raise
         except ServiceError as refusal:
             await store.audit.arecord(**audit, decision="deny", reason=refusal.message,
                                       details=details)  # fmt: skip
@@ -288,70 +270,18 @@ class QueryRunner(QueryFinals):
         self._start(rec, policy, groups, dataset, checked, quota, request_id)
         return rec
 
-    @contextlib.asynccontextmanager
-    async def _turn(self, username: str):
-        """One submission of *username* at a time in the parse pool (in this process): the
-        parse now comes before the quotas are decided, so a caller's many submissions at once
-        (over quota or not) wait here instead of taking every parse thread."""
-        turn = self._turns.setdefault(username, [asyncio.Lock(), 0])
-        turn[1] += 1
-        try:
-            async with turn[0]:
-                yield
-        finally:
-            turn[1] -= 1
-            if not turn[1]:
-                self._turns.pop(username, None)
-
-    def _parse_and_admit(self, username, dataset_name, sql, audit: dict, details: dict):
-        """On a parse thread (one hop from the event loop): :meth:`parse` *sql*, then **one**
-        store transaction: the caller's groups now (store + policy; into *details*), the grant
-        to query the dataset, the admission (quotas, the record, its lease), the grant check of
-        the parsed tables, and the submission's ``query.submit`` allow record (*audit*,
-        *details*: ``AuditLog.record``'s arguments), committed together or not at all
-        (:meth:`~fort_hub.store.audit.AuditLog.record_with`). Returns (policy, groups, dataset,
-        quota, the record, the checked query).
-
-        A refusal (no grant, over quota, SQL refused: in that order) raises
-        :class:`ServiceError` and writes nothing (the transaction is rolled back; the caller
-        audits the refusal); an allow record that cannot be committed raises
-        :class:`~fort_hub.store.audit.AuditError` and nothing is admitted (fail closed). The
-        store's write lock is never held during the parse.
-
-        The parse comes **before** the grant and the quotas are decided (they are decided in
-        the transaction, at request time, from store + policy), so a caller who is then refused
-        (no grant to the dataset, over quota) still had her SQL parsed: an authenticated
-        caller's text of at most ``max_sql_bytes``, one at a time per caller (:meth:`_turn`),
-        on the bounded parse pool (``parse_threads``), writing nothing to the store but the
-        refusal's own deny record that every refusal writes anyway. A dataset the policy does
-        not have is refused before any parse."""
-        policy = self.access.policy()  # before the transaction: a reload holds no lock
-        parsed = self.parse(policy, sql, dataset_name)
-
-        def admit(conn):
-            _, groups = self.access.effective_in(conn, username, policy)
-            details["groups"] = groups
-            dataset = self.may_query(policy, username, groups, dataset_name)
-            self.engine_for(dataset)
-            quota = policy.quota_for(groups)
-            rec = QueryRecord(
-                id=details["query_id"], username=username, dataset=dataset.name,
-                engine=dataset.engine, sql=sql, state="queued",
-                submitted=isoformat(self.clock()),
-            )  # fmt: skip
-            self._admit(conn, rec, quota)
-            checked = self.authorize(parsed, policy, groups, dataset)
-            return policy, groups, dataset, quota, rec, checked
-
-        def allow(admitted) -> list[dict]:
-            groups, checked = admitted[1], admitted[5]
-            return [{
-                **audit, "decision": "allow",
-                "reason": f"tables {', '.join(checked.tables) or '(none)'} granted to {groups}",
-                "details": {**details, "tables": list(checked.tables)},
-            }]  # fmt: skip
-
-        return self.store.audit.record_with(admit, allow)[0]
+    def _check_and_audit(self, policy, groups, sql, dataset: Dataset, audit: dict, details: dict):
+        """On a parse thread: :meth:`check` *sql*, then commit the submission's allow record
+        (*audit* and *details*: ``AuditLog.record``'s arguments), in one hop from the event
+        loop instead of two. A refusal raises :class:`ServiceError`, an uncommitted
+        record :class:`StoreError` (the query must not run: fail closed)."""
+        checked = self.check(policy, groups, sql, dataset)
+        self.store.audit.record(
+            **audit, decision="allow",
+            reason=f"tables {', '.join(checked.tables) or '(none)'} granted to {groups}",
+            details={**details, "tables": list(checked.tables)},
+        )  # fmt: skip
+        return checked
 
     def _start(self, rec, policy, groups, dataset, checked, quota, request_id) -> None:
         group, role_arn = (
@@ -389,6 +319,27 @@ class QueryRunner(QueryFinals):
         soon as the engine is done and the result file is final (result followers use it)."""
         return self.waiters.outcome(query_id)
 
+    def _decide_and_admit(self, username: str, dataset_name: str, sql: str, details: dict):
+        """On a store thread (one hop from the event loop, not two), in one transaction: the
+        caller's groups now (store + policy; into *details*, for the audit record), the grant
+        to query the dataset, then the admission (quotas, the record). Returns (policy,
+        groups, dataset, quota, the record); a refusal raises :class:`ServiceError` and
+        writes nothing (the transaction is rolled back)."""
+        policy = self.access.policy()  # before the transaction: a reload holds no lock
+        with self.store.transaction() as conn:
+            policy, groups = self.access.effective_in(conn, username, policy)
+            details["groups"] = groups
+            dataset = self.may_query(policy, username, groups, dataset_name)
+            self.engine_for(dataset)
+            quota = policy.quota_for(groups)
+            rec = QueryRecord(
+                id=details["query_id"], username=username, dataset=dataset.name,
+                engine=dataset.engine, sql=sql, state="queued",
+                submitted=isoformat(self.clock()),
+            )  # fmt: skip
+            self._admit(conn, rec, quota)
+        return policy, groups, dataset, quota, rec
+
     def _admit(self, conn, rec: QueryRecord, quota) -> None:
         """Quotas and the record's insertion, in the decision's transaction *conn*."""
 
@@ -414,6 +365,30 @@ class QueryRunner(QueryFinals):
             return 5
         left = (dt.datetime.fromisoformat(resets) - self.clock()).total_seconds()
         return max(1, math.ceil(left))
+
+    async def _withdraw(self, rec: QueryRecord) -> None:
+        """Undo an admission whose SQL was then refused: it never became a query."""
+        await self._refund(rec.username)
+        try:
+            await self.store.run(self.records.delete, rec.id)
+        except StoreError as e:
+            self.log.error("query %s: could not withdraw its admission: %s", rec.id, e)
+
+    async def _refund(self, username: str) -> None:
+        try:
+            await self.store.run(self.quotas.refund, username)
+        except StoreError as e:
+            self.log.error("could not refund a query to %s: %s", username, e)
+
+    async def _abandon(self, rec: QueryRecord, reason: str) -> None:
+        await self._refund(rec.username)
+        try:
+            await self.store.run(
+                self.records.update, rec.id, state="failed", error=reason,
+                finished=isoformat(self.clock()),
+            )  # fmt: skip
+        except StoreError as e:
+            self.log.error("query %s: could not record its failure: %s", rec.id, e)
 
     # ----- execution --------------------------------------------------------------------------
 

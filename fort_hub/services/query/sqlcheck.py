@@ -17,11 +17,6 @@ Refusals raise :class:`SqlRejected` with ``status`` 400 (not valid: unparsable, 
 statement, too long) or 403 (not allowed: writes and commands, table functions, files and URLs,
 tables outside the caller's grants), and a message naming the offending table or construct.
 
-fort-query uses its two halves apart: :func:`parse_sql` (the parse, the tables resolved from the
-policy's datasets; no grants needed) before the admission's store transaction, and
-:func:`authorize` (the grants: a walk of the resolved tables, no parse) inside it. Their
-refusals come in :func:`check_sql`'s order.
-
 Every table is found twice: through sqlglot's scopes (which tell a CTE reference from a real
 table) and by walking the whole tree. A table node the scopes did not classify as a CTE
 reference is treated as a real table, so anything the scope analysis misses fails closed.
@@ -31,8 +26,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -246,124 +239,47 @@ def check_sql(
     *tables* maps every dataset name in the policy to its table names. A table may be written
     ``table`` (in *dataset*) or ``dataset.table``; identifiers compare case-insensitively (as
     in DuckDB and Athena). *target* is the (catalog, schema) under which the engine exposes
-    *dataset*; the returned SQL names every real table that way. The same as
-    :func:`parse_sql` (no grants needed) then :func:`authorize` (the grants).
+    *dataset*; the returned SQL names every real table that way.
     """
-    parsed = parse_sql(sql, dataset=dataset, tables=tables, dialect=dialect, target=target)
-    return authorize(parsed, granted)
-
-
-@dataclass(frozen=True)
-class TableRef:
-    """A real table a query names, resolved from the policy's datasets (no grants needed)."""
-
-    label: str  # as written
-    dataset: str | None  # the dataset it is in, None when it names none
-    before: SqlRejected | None  # refused whatever the caller's grants
-    after: SqlRejected | None  # refused even when its dataset is granted
-
-
-@dataclass(frozen=True)
-class ParsedQuery:
-    """:func:`parse_sql`'s answer: everything of :func:`check_sql` but the grant check."""
-
-    dataset: str
-    refs: tuple[TableRef, ...]
-    checked: CheckedQuery | None  # None when a table is refused whatever the grants
-    #: the SQL's own refusal, when the caller of :func:`parse_sql` keeps it for later
-    refused: SqlRejected | None = None
-
-
-def parse_sql(
-    sql: str,
-    *,
-    dataset: str,
-    tables: Mapping[str, Collection[str]],
-    dialect: str = "duckdb",
-    target: tuple[str | None, str | None] = (None, None),
-) -> ParsedQuery:
-    """Parse *sql* for *dataset* and resolve its real tables from *tables* (the policy's
-    datasets), without the caller's grants: :func:`authorize` then decides from the grants
-    in a few microseconds (no parse), e.g. inside a store transaction. Raises
-    :class:`SqlRejected` for what no grant could allow to be parsed (invalid, not a read
-    query); a table's refusal is kept in its :class:`TableRef` so that the refusals come in
-    :func:`check_sql`'s order."""
     if dataset not in tables:
         raise SqlRejected(400, f"unknown dataset '{dataset}'")
     root = parse_one_read_query(sql, dialect)
     ctes = _cte_references(root)
     own = {_fold(t): t for t in tables[dataset]}
     datasets = {_fold(d): d for d in tables}
-    refs, found, seen = [], [], set()
+    granted_f = {_fold(g) for g in granted}
+    seen: set[str] = set()
     for table in list(root.find_all(exp.Table)):
         if id(table) in ctes:
             continue
-        ref = _resolve(table, dataset, own, datasets)
-        refs.append(ref)
-        if ref.before is None and ref.after is None:
-            real = own[_fold(table.name)]
-            found.append((table, real))
-            seen.add(f"{dataset}.{real}")
-    checked = None
-    if all(r.before is None and r.after is None for r in refs):
-        for table, real in found:
-            _qualify(table, real, target)
-        checked = CheckedQuery(root.sql(dialect=dialect), tuple(sorted(seen)), dataset)
-    return ParsedQuery(dataset, tuple(refs), checked)
-
-
-def _resolve(table: exp.Table, dataset: str, own: dict, datasets: dict) -> TableRef:
-    label = _table_label(table)
-    if not isinstance(table.this, exp.Identifier):
-        kind = table.this.sql_name() if isinstance(table.this, exp.Func) else table.this.key
-        return TableRef(
-            label, None, SqlRejected(403, f"table functions are not allowed: {kind} in FROM"), None
-        )
-    name = table.name
-    if PATHLIKE.search(name):
-        return TableRef(
-            label, None, SqlRejected(403, f"files and URLs are not allowed in FROM: '{name}'"), None
-        )
-    if table.args.get("catalog"):
-        return TableRef(
-            label, None, SqlRejected(403, f"table '{label}' is not in dataset '{dataset}'"), None
-        )
-    db = table.args.get("db")
-    ds_name = datasets.get(_fold(db.name)) if db else dataset
-    if ds_name is None:
-        return TableRef(
-            label,
-            None,
-            SqlRejected(403, f"table '{label}' is not in a dataset you may query"),
-            None,
-        )
-    after = None
-    if ds_name != dataset:
-        after = SqlRejected(
-            403, f"table '{label}' is in dataset '{ds_name}'; this query runs on dataset "
-            f"'{dataset}' (one dataset per query)",
-        )  # fmt: skip
-    elif _fold(name) not in own:
-        after = SqlRejected(403, f"table '{label}' is not in dataset '{dataset}'")
-    return TableRef(label, ds_name, None, after)
-
-
-def authorize(parsed: ParsedQuery, granted: Collection[str]) -> CheckedQuery:
-    """The checked query of *parsed* for a caller who may query the datasets in *granted*, or
-    :class:`SqlRejected` naming the first table refused (no parse: a walk of its tables)."""
-    granted_f = {_fold(g) for g in granted}
-    for ref in parsed.refs:  # (a new exception each time: a parse may be shared, see ParseCache)
-        if ref.before is not None:
-            raise SqlRejected(ref.before.status, ref.before.message)
-        if _fold(ref.dataset or "") not in granted_f:
+        label = _table_label(table)
+        if not isinstance(table.this, exp.Identifier):
+            kind = table.this.sql_name() if isinstance(table.this, exp.Func) else table.this.key
+            raise SqlRejected(403, f"table functions are not allowed: {kind} in FROM")
+        name = table.name
+        if PATHLIKE.search(name):
+            raise SqlRejected(403, f"files and URLs are not allowed in FROM: '{name}'")
+        if table.args.get("catalog"):
+            raise SqlRejected(403, f"table '{label}' is not in dataset '{dataset}'")
+        db = table.args.get("db")
+        ds_name = datasets.get(_fold(db.name)) if db else dataset
+        if ds_name is None:
+            raise SqlRejected(403, f"table '{label}' is not in a dataset you may query")
+        if _fold(ds_name) not in granted_f:
             raise SqlRejected(
-                403, f"table '{ref.label}': you have no grant to query dataset '{ref.dataset}'"
+                403, f"table '{label}': you have no grant to query dataset '{ds_name}'"
             )
-        if ref.after is not None:
-            raise SqlRejected(ref.after.status, ref.after.message)
-    if parsed.checked is None:  # cannot happen: every table resolved, parse_sql rewrote it
-        raise SqlRejected(403, "the query's tables could not be resolved")
-    return parsed.checked
+        if ds_name != dataset:
+            raise SqlRejected(
+                403, f"table '{label}' is in dataset '{ds_name}'; this query runs on dataset "
+                f"'{dataset}' (one dataset per query)",
+            )  # fmt: skip
+        real = own.get(_fold(name))
+        if real is None:
+            raise SqlRejected(403, f"table '{label}' is not in dataset '{dataset}'")
+        seen.add(f"{dataset}.{real}")
+        _qualify(table, real, target)
+    return CheckedQuery(sql=root.sql(dialect=dialect), tables=tuple(sorted(seen)), dataset=dataset)
 
 
 def _qualify(table: exp.Table, real: str, target: tuple[str | None, str | None]) -> None:
@@ -373,37 +289,3 @@ def _qualify(table: exp.Table, real: str, target: tuple[str | None, str | None])
     table.set("this", exp.to_identifier(real, quoted=True))
     table.set("db", exp.to_identifier(schema, quoted=True) if schema else None)
     table.set("catalog", exp.to_identifier(catalog, quoted=True) if catalog else None)
-
-
-class ParseCache:
-    """The last *size* answers of a parse (e.g. :func:`parse_sql`'s) of one policy, by the
-    exact SQL text and the dataset: a query sent again (a notebook's cell re-run, a script's
-    loop) is not parsed again. Nothing of the caller is in it: the grants are decided on every
-    request (:func:`authorize`). The entries are dropped when another policy object (a reload)
-    is seen; SQL longer than *max_sql* characters is not kept (memory: at most *size* times
-    about twice *max_sql*). Thread-safe."""
-
-    def __init__(self, size: int = 256, max_sql: int = 4096):
-        self.size, self.max_sql = size, max_sql
-        self._lock = threading.Lock()
-        self._policy: object = None
-        self._items: OrderedDict[tuple[str, str], object] = OrderedDict()
-
-    def get(self, policy: object, sql: str, dataset: str):
-        with self._lock:
-            if policy is not self._policy:
-                return None
-            got = self._items.get((sql, dataset))
-            if got is not None:
-                self._items.move_to_end((sql, dataset))
-            return got
-
-    def put(self, policy: object, sql: str, dataset: str, parsed: object) -> None:
-        if len(sql) > self.max_sql or self.size <= 0:
-            return
-        with self._lock:
-            if policy is not self._policy:
-                self._policy, self._items = policy, OrderedDict()
-            self._items[(sql, dataset)] = parsed
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
