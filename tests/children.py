@@ -37,6 +37,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 _registered: list[subprocess.Popen] = []
 _previous: dict[int, object] = {}
+_installer: int | None = None  # the pid of the session that installed the handlers
 _lock = threading.RLock()
 
 
@@ -54,13 +55,30 @@ def install() -> None:
     not kill its parent's processes, nor they its)."""
     if _previous:
         return
-    os.environ[MARK] = f"{os.getpid()}-{secrets.token_hex(8)}"
+    global _installer
+    _installer = os.getpid()
+    os.environ[MARK] = f"{_installer}-{secrets.token_hex(8)}"
     atexit.register(kill_all)
     for sig in SIGNALS:
+        previous = signal.getsignal(sig)
+        if previous is signal.SIG_IGN:  # e.g. SIGHUP under nohup: the run is meant to survive
+            continue
         _previous[sig] = signal.signal(sig, _on_signal)
 
 
+def reinstall() -> None:
+    """Take the signals back from code a test ran in this process that set its own handlers
+    (``fort-hub demo``'s ``main`` called in process, say); called after every test."""
+    for sig in _previous:
+        if signal.getsignal(sig) is not _on_signal:
+            signal.signal(sig, _on_signal)
+
+
 def _on_signal(signum, frame) -> None:
+    if os.getpid() != _installer:  # a process forked from the session: not its processes
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     kill_all()
     previous = _previous.get(signum)
     if callable(previous):
@@ -124,7 +142,10 @@ def _alive(targets: dict[int, int]) -> list[int]:
 
 
 def kill_all(grace: float = GRACE) -> None:
-    """Stop every process of this session: SIGTERM, then SIGKILL after *grace* seconds."""
+    """Stop every process of this session: SIGTERM, then SIGKILL after *grace* seconds.
+    Nothing in a process forked from the session (its own exit must not kill the session's)."""
+    if _installer is not None and os.getpid() != _installer:
+        return
     with _lock:
         groups = [p for p in _registered if p.poll() is None]  # unreaped: the group is theirs
         _registered[:] = groups

@@ -34,6 +34,10 @@ def pytest_configure(config):
     children.install()
 
 
+def pytest_runtest_teardown(item, nextitem):
+    children.reinstall()
+
+
 def pytest_sessionfinish(session, exitstatus):
     children.kill_all()
 

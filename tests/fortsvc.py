@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
+import time
 from pathlib import Path
 
 import requests
@@ -144,3 +145,28 @@ def user_token(hub: RunningHub, name: str, token_scopes: list[str] | None = None
 
 def auth(token: str) -> dict:
     return {"Authorization": f"token {token}"}
+
+
+def with_policy_group(policy: Path, app, entry: str) -> str:
+    """Add the policy group *entry* (YAML, an item of ``groups:``) to the policy file and wait
+    until the service *app* has read it; returns the policy's text before, to restore."""
+    text = policy.read_text()
+    policy.write_text(text.replace("groups:\n", "groups:\n" + entry, 1))
+    name = entry.split("name: ", 1)[1].split("\n", 1)[0]
+    deadline = time.monotonic() + 30
+    while name not in app.fort_policy.groups:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return text
+
+
+def restore_policy(policy: Path, text: str, hub: RunningHub, group: str) -> None:
+    """Write the policy *text* back and wait until the hub group *group* is empty."""
+    policy.write_text(text)
+    deadline = time.monotonic() + 30
+    while True:
+        r = requests.get(hub.api(f"groups/{group}"), headers=hub.admin_headers, timeout=30)
+        if r.status_code == 404 or not r.json()["users"]:
+            return
+        assert time.monotonic() < deadline, r.json()["users"]
+        time.sleep(0.2)

@@ -4,6 +4,7 @@ the hub config built from the deployment snippets, the welcome text, and clear e
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -109,6 +110,18 @@ def test_port_in_use_is_a_clear_error(tmp_path, capsys):
     other = int(re.search(r'DEMO_ARGS="--port (\d+)"', err).group(1))
     assert other != port and demo_setup.port_free(other)
     assert len(err.strip().splitlines()) == 1 and out == ""  # one line, nothing else
+
+
+def test_main_in_process_leaves_the_signal_handlers_as_it_found_them(tmp_path):
+    """``demo.main`` handles SIGTERM and SIGINT while it runs; called in process (as here) it
+    gives them back (before: the test session's own handlers were lost for its remaining
+    tests, and a SIGTERM to it then left its hubs running)."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        demo.main(["--dir", str(tmp_path / "s"), "--port", str(s.getsockname()[1])])
+    assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
 @pytest.fixture

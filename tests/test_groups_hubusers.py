@@ -9,7 +9,7 @@ import pytest
 from traitlets import TraitError
 
 from fort_hub.services.groups import GroupsService
-from fort_hub.services.groups.hubusers import PAGE, HubUsers
+from fort_hub.services.groups.hubusers import NEWEST_PAGE, HubUsers
 
 
 class UsersApi:
@@ -52,7 +52,8 @@ async def test_the_first_pass_lists_every_user_then_only_the_new_ones():
     hub.names += names(3, start=450)
     clock.t = 60
     assert await users.current() == set(names(453))
-    assert hub.requests == [{"sort": "-id", "offset": 0, "limit": PAGE}]  # one page, newest
+    # the newest page (3 new, the rest seen), then a page of users all seen: the end
+    assert hub.requests == [{"sort": "-id", "offset": o, "limit": NEWEST_PAGE} for o in (0, 50)]
     assert users.full_listings == 1
 
 
@@ -61,10 +62,23 @@ async def test_more_new_users_than_a_page_are_all_found():
     users = HubUsers(hub, listing_interval=600, clock=clock)
     await users.current()
     hub.requests.clear()
-    hub.names += names(PAGE + 5, start=10)
+    hub.names += names(4 * NEWEST_PAGE + 5, start=10)
     clock.t = 60
-    assert await users.current() == set(names(PAGE + 15))
-    assert [(r["sort"], r["offset"]) for r in hub.requests] == [("-id", 0), ("-id", PAGE)]
+    assert await users.current() == set(names(4 * NEWEST_PAGE + 15))
+    assert [r["offset"] for r in hub.requests] == [0, 50, 100, 150, 200]  # the last: 5 new
+    assert {r["sort"] for r in hub.requests} == {"-id"}
+
+
+async def test_a_name_seen_before_among_the_new_ones_does_not_end_the_walk():
+    """A user deleted and created again (same name, newest id) among the new users: the walk
+    goes on past it until a page of names all seen (the review's case: it stopped there)."""
+    hub, clock = UsersApi(names(300)), Clock()
+    users = HubUsers(hub, listing_interval=600, clock=clock)
+    await users.current()
+    hub.names.remove("u00007")
+    hub.names += names(250, start=300) + ["u00007"]  # newest first: u00007, then 250 new
+    clock.t = 60
+    assert await users.current() == set(names(550))
 
 
 async def test_no_new_user_costs_one_page_and_changes_nothing():

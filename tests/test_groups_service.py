@@ -17,7 +17,16 @@ from fort_hub.services.groups import OWNER_KEY, GroupsService
 from fort_hub.store.memberships import Memberships
 from tests.conftest import EXAMPLE_POLICY
 from tests.forged_audit import FORGED_REASON, forge_row, legacy_audit_table
-from tests.fortsvc import ServiceSlot, ServiceThread, auth, hub_config, make_users, user_token
+from tests.fortsvc import (
+    ServiceSlot,
+    ServiceThread,
+    auth,
+    hub_config,
+    make_users,
+    restore_policy,
+    user_token,
+    with_policy_group,
+)
 from tests.hubproc import RunningHub
 
 pytestmark = pytest.mark.hub
@@ -421,25 +430,17 @@ def test_reconciliation_changes_a_hub_group_in_one_request_per_group(env):
     arriving in a study). New members and removed ones go in one request per group, each change
     still audited."""
     reconcile(env)
-    hub, policy = env["hub"], env["policy"]
+    hub = env["hub"]
     names = ["batch1", "batch2", "batch3"]
     make_users(hub, *names)
-    text = policy.read_text()
-    group = "  - name: batch-study\n    members: [batch1, batch2, batch3]\n"
-    policy.write_text(text.replace("groups:\n", "groups:\n" + group, 1))
+    text = with_policy_group(
+        env["policy"], env["app"], "  - name: batch-study\n    members: [batch1, batch2, batch3]\n"
+    )
     try:
-        deadline = time.monotonic() + 30
-        while "batch-study" not in env["app"].fort_policy.groups:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
         reconcile(env)
         assert members(env, "batch-study") == set(names)
     finally:
-        policy.write_text(text)
-    deadline = time.monotonic() + 30
-    while members(env, "batch-study"):
-        assert time.monotonic() < deadline, members(env, "batch-study")
-        time.sleep(0.2)
+        restore_policy(env["policy"], text, env["hub"], "batch-study")
     log = hub.log()
     assert log.count("Adding 3 users to group batch-study") == 1
     assert "Adding 1 users to group batch-study" not in log
@@ -451,32 +452,6 @@ def test_reconciliation_changes_a_hub_group_in_one_request_per_group(env):
         assert audit.query(action="groups.remove", resource=resource)
 
 
-def with_policy_group(env, entry: str) -> str:
-    """Add the policy group *entry* (YAML) and wait until fort-groups has read it; returns the
-    policy's text before, to restore."""
-    policy = env["policy"]
-    text = policy.read_text()
-    policy.write_text(text.replace("groups:\n", "groups:\n" + entry, 1))
-    name = entry.split("name: ", 1)[1].split("\n", 1)[0]
-    deadline = time.monotonic() + 30
-    while name not in env["app"].fort_policy.groups:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    return text
-
-
-def restore_policy(env, text: str, group: str) -> None:
-    env["policy"].write_text(text)
-    deadline = time.monotonic() + 30
-    while members(env, group):
-        assert time.monotonic() < deadline, members(env, group)
-        time.sleep(0.2)
-
-
-def user_listings(log: str) -> list[str]:
-    return re.findall(r"GET /hub/api/users\?\S+", log)
-
-
 def test_a_pass_asks_the_hub_only_for_the_users_created_since_the_last(env):
     """#13: listing every hub user at every pass cost the hub about 470 ms of CPU per pass at
     1,000 users. After a first full listing, a pass asks only for the users created since
@@ -486,11 +461,13 @@ def test_a_pass_asks_the_hub_only_for_the_users_created_since_the_last(env):
     reconcile(env)
     make_users(hub, "late1", "leaver1")
     start = len(hub.log())
-    text = with_policy_group(env, "  - name: late-study\n    members: [late1, leaver1, late2]\n")
+    text = with_policy_group(
+        env["policy"], env["app"], "  - name: late-study\n    members: [late1, leaver1, late2]\n"
+    )
     try:
         reconcile(env)
         assert members(env, "late-study") == {"late1", "leaver1"}
-        listings = user_listings(hub.log()[start:])
+        listings = re.findall(r"GET /hub/api/users\?\S+", hub.log()[start:])
         assert listings and all("sort=-id" in q for q in listings), listings
         r = requests.delete(hub.api("users/leaver1"), headers=hub.admin_headers, timeout=30)
         assert r.status_code == 204, r.text
@@ -500,8 +477,12 @@ def test_a_pass_asks_the_hub_only_for_the_users_created_since_the_last(env):
         assert members(env, "late-study") == {"late1", "late2"}
         assert app.reconciler.hub_users.full_listings == full + 1
         assert "error" not in app.last_reconcile, app.last_reconcile
+        audit = app.fort_store.audit  # the refused batch: recorded, then recorded as not made
+        gone = [r.reason for r in audit.query(action="groups.add",
+                                              resource="groups/late-study/members/leaver1")]  # fmt: skip
+        assert any(r.startswith("not made:") and "No such user" in r for r in gone), gone
     finally:
-        restore_policy(env, text, "late-study")
+        restore_policy(env["policy"], text, hub, "late-study")
 
 
 class OtherReplicaFirst:

@@ -518,3 +518,16 @@ def test_a_duckdb_worker_at_a_cap_answers_an_error_naming_it(tmp_path, monkeypat
         assert outcome.rows == 30 and frames[-1][0] == pid  # the same worker, not retired
     finally:
         case.engine.close()
+
+
+@pytest.mark.parametrize("rows", [float("inf"), "many", None])
+def test_a_cap_error_with_nonsense_counts_is_a_failure_not_a_crash(rows):
+    """The service re-checks a worker's ``too_large`` with its own caps; counts it cannot
+    read (JSON's ``Infinity``: ``int()`` raises OverflowError) make the query fail, never
+    escape as an internal error."""
+    from fort_hub.services.query.engines.duckdb import DuckDBEngine
+    from fort_hub.services.query.results import FileSink
+
+    sink = FileSink("/nonexistent/q.arrows", 10, 10**6)
+    err = DuckDBEngine._over_cap({"kind": "too_large", "rows": rows, "bytes": 1}, sink)
+    assert "did not reach" in str(err)

@@ -377,3 +377,14 @@ def test_the_rows_are_counted_from_the_ipc_messages(tmp_path):
         sink.appended(0, 10, 64)  # zeros, not a message
     assert sink.rows == 1003
     sink.discard()
+
+
+def test_a_file_shorter_than_stated_is_a_malformed_stream_not_an_internal_error():
+    """A result file truncated after its bytes were stated (e.g. by a compromised worker): the
+    row count says so in its own words (before: ``struct.error``, an internal error)."""
+    schema = pa.schema([("x", pa.int64())])
+    data = b"".join(bytes(memoryview(p)) for p in IpcPieces(schema).batch(
+        pa.record_batch([pa.array(range(5))], schema)))  # fmt: skip
+    short = data[:4]
+    with pytest.raises(ipcmeta.MalformedStream, match="cut short"):
+        ipcmeta.count_rows(lambda at, n: short[at : at + n], 0, len(data))

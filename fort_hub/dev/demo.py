@@ -293,8 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_signal(signum, frame):
         demo.stopping.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return demo.run()
     except DemoError as e:
@@ -309,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo.stop()
         if started:
             print("fort-hub demo: stopped", flush=True)
+        for sig, handler in previous.items():  # main() called in process (tests) leaves none
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

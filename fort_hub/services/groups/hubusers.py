@@ -7,8 +7,10 @@ signed in is added at a later pass). Listing every hub user at every pass cost t
 "Scale"), every ``GroupsService.reconcile_interval``, growing with the hub. :class:`HubUsers`
 lists them all at the first pass and then every ``GroupsService.hub_users_listing_interval``
 seconds; in between it lists only the users created since, newest first (``sort=-id``, which
-JupyterHub 5.5 and 6 support), until a page reaches a user it has seen: a pass costs the hub
-in proportion to the users who are new, not to all of them.
+JupyterHub 5.5 and 6 support; fort-hub requires 5.5), page by page until a whole page holds
+only users it has seen: a pass costs the hub in proportion to the users who are new, not to all
+of them. (A name seen before can come back among the new ones, a user deleted and created
+again: one such name does not end the walk, a page of them does.)
 
 What it knows is a copy of the hub's users, used only to choose which names to send to the hub
 (never to grant anything): the hub refuses an unknown name with a 400, and the caller then
@@ -26,6 +28,7 @@ from ..base import HubApi
 
 PAGINATION = "application/jupyterhub-pagination+json"
 PAGE = 200  # JupyterHub's largest page
+NEWEST_PAGE = 50  # the newest users, until a page of users already seen
 
 
 async def paged(hub: HubApi, path: str, params: dict | None = None) -> list[dict]:
@@ -77,13 +80,13 @@ class HubUsers:
 
     async def _created_since(self) -> set[str]:
         """The users the hub has that were not seen yet: newest first, page by page, until a
-        page holds a name already seen (every older user has been seen then)."""
+        page holds only names already seen (every older user has been seen then)."""
         known = self.names or set()
         new: set[str] = set()
         offset = 0
         while True:
             page = await self.hub.request(
-                "GET", "users", params={"sort": "-id", "offset": offset, "limit": PAGE},
+                "GET", "users", params={"sort": "-id", "offset": offset, "limit": NEWEST_PAGE},
                 accept=PAGINATION,
             )  # fmt: skip
             items = page["items"] if isinstance(page, dict) else page
@@ -91,9 +94,9 @@ class HubUsers:
             fresh = [n for n in names if n not in known]
             new.update(fresh)
             nxt = (page.get("_pagination") or {}).get("next") if isinstance(page, dict) else None
-            if len(fresh) < len(names) or not nxt:
+            if not fresh or not nxt:
                 return new
             offset = nxt["offset"]
 
 
-__all__ = ["PAGINATION", "HubUsers", "paged"]
+__all__ = ["NEWEST_PAGE", "PAGINATION", "HubUsers", "paged"]

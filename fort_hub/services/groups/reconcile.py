@@ -223,14 +223,18 @@ class Reconciler:
     async def _audit(self, change: Change) -> None:
         await self.app.fort_store.audit.arecord(**self._record(change))
 
-    def _record(self, change: Change) -> dict:
-        """The audit record of *change* (arguments of ``AuditLog.record``)."""
+    def _record(self, change: Change, failed: str = "") -> dict:
+        """The audit record of *change* (arguments of ``AuditLog.record``); *failed*: the
+        record that the change, recorded before, was not made (the hub's answer), as a failed
+        spawn's ``spawn.start`` says."""
+        details = {"group": change.group, "user": change.user, "by": "reconcile"}
         return {
             "actor": self.app.service_name, "action": change.action,
             "resource": f"groups/{change.group}/members/{change.user}"
             if change.user else f"groups/{change.group}",
-            "decision": "allow", "reason": change.reason,
-            "details": {"group": change.group, "user": change.user, "by": "reconcile"},
+            "decision": "allow",
+            "reason": f"not made: {failed}"[:500] if failed else change.reason,
+            "details": {**details, "outcome": "failed"} if failed else details,
         }  # fmt: skip
 
     async def _apply(self, batch: list[Change], changes: list[Change]) -> None:
@@ -244,7 +248,13 @@ class Reconciler:
         await self.app.fort_store.audit.arecord_many([self._record(c) for c in batch])
         method = "POST" if batch[0].action == "groups.add" else "DELETE"
         users = [c.user for c in batch]
-        await self.hub.request(method, f"groups/{batch[0].group}/users", {"users": users})
+        try:
+            await self.hub.request(method, f"groups/{batch[0].group}/users", {"users": users})
+        except HubApiError as e:  # recorded as decided, so also recorded as not made
+            await self.app.fort_store.audit.arecord_many(
+                [self._record(c, failed=str(e)) for c in batch]
+            )
+            raise
         changes.extend(
             c if c.action != "groups.add" else Change(c.action, c.group, c.user) for c in batch
         )

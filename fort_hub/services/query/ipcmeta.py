@@ -84,7 +84,10 @@ def count_rows(read_at: Callable[[int, int], bytes], offset: int, length: int) -
     while offset < end:
         if end - offset < PREFIX.size:
             raise MalformedStream("bytes left over after the last whole message")
-        token, size = PREFIX.unpack(read_at(offset, PREFIX.size))
+        prefix = read_at(offset, PREFIX.size)
+        if len(prefix) != PREFIX.size:  # the file is shorter than what was stated
+            raise MalformedStream("a message's prefix is cut short")
+        token, size = PREFIX.unpack(prefix)
         if token != CONTINUATION or size <= 0 or size > MAX_METADATA:
             raise MalformedStream("not an IPC message (or an end-of-stream marker)")
         offset += PREFIX.size

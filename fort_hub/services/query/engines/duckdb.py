@@ -389,7 +389,7 @@ class DuckDBEngine(QueryEngine):
                               sink.max_bytes)  # fmt: skip
         except ResultTooLarge as e:
             return e
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # e.g. "Infinity" rows
             pass
         return EngineError("the query worker stopped at a cap the result did not reach")
 
