@@ -98,6 +98,12 @@ def _stat(pid: int) -> tuple[str, int, int] | None:
     return fields[0], int(fields[1]), int(fields[19])
 
 
+def alive(pid: int) -> bool:
+    """Whether process *pid* exists and is not a zombie."""
+    state = _stat(pid)
+    return state is not None and state[0] != "Z"
+
+
 def _pids() -> Iterator[int]:
     for name in os.listdir("/proc"):
         if name.isdigit():

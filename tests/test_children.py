@@ -12,16 +12,8 @@ import time
 
 import pytest
 
-from tests.children import MARK, session_processes
+from tests.children import MARK, alive, session_processes
 from tests.conftest import ROOT
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def descendants(pid: int) -> set[int]:

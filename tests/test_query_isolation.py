@@ -19,6 +19,7 @@ import requests
 from traitlets import TraitError
 
 from fort_hub.services.query.engines.duckdb import DuckDBEngine, parse_size
+from tests.children import alive
 from tests.conftest import ROOT
 from tests.query_support import QueryEnv
 
@@ -47,14 +48,6 @@ def worker_pids(parent: int | None = None) -> list[int]:
         if int(fields[1]) == parent and fields[0] != "Z" and b"engines/worker.py" in cmdline:
             found.append(int(name))
     return sorted(found)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def rss() -> int:
