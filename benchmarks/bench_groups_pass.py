@@ -51,6 +51,15 @@ def make_users(hub: RunningHub, names: list[str]) -> None:
         assert r.status_code == 201, r.text
 
 
+def start_groups(hub: RunningHub, slot: ServiceSlot, policy: Path, store_url: str):
+    """fort-groups for *hub* on a thread, running a pass only when asked: (app, thread)."""
+    cfg = slot.config(hub, policy, store_url)
+    cfg.GroupsService.reconcile_interval = 3600
+    app = GroupsService(config=cfg)
+    app.initialize([])
+    return app, ServiceThread(app).start()
+
+
 INTERVAL = {"full": 0.001, "new": 600.0}  # seconds between full listings
 
 
@@ -68,11 +77,7 @@ def main(argv=None) -> int:
     slot = ServiceSlot(scopes.GROUPS_SERVICE)
     hub = RunningHub(work / "hub", timeout=120)
     hub.extra_config = hub_config([slot], hub.url) + "\nc.JupyterHub.log_level = 'WARN'\n"
-    cfg = slot.config(hub, policy, f"sqlite:///{work / 'fort.sqlite'}")
-    cfg.GroupsService.reconcile_interval = 3600  # passes only when this script asks
-    app = GroupsService(config=cfg)
-    app.initialize([])
-    svc = ServiceThread(app).start()
+    app, svc = start_groups(hub, slot, policy, f"sqlite:///{work / 'fort.sqlite'}")
     try:
         hub.start()
         make_users(hub, names[: args.users])

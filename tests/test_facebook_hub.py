@@ -43,6 +43,8 @@ def _identities(tmp: Path) -> Path:
                                       "email": "a*@example.org"}  # fmt: skip
     data["identities"]["replay"] = {"id": "10000000000000999", "name": "Replay Victim",
                                     "email": "replay@example.org"}  # fmt: skip
+    data["identities"]["joiner"] = {"id": "10000000000000555", "name": "New Researcher",
+                                    "email": "joiner@example.org"}  # fmt: skip
     path = tmp / "identities.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -143,6 +145,26 @@ def test_full_login_refresh_and_logout(env):
     assert r.status_code in (200, 302)
     r = s.get(hub.url + "/hub/home", allow_redirects=False, timeout=30)
     assert r.status_code == 302 and "/hub/login" in r.headers["Location"]
+
+
+def test_a_new_user_is_in_their_study_hub_group_at_first_sign_in(env):
+    """#13: the hub adds a new user to the fort-managed hub groups of their memberships as it
+    creates them (recorded first), instead of fort-groups at its next pass; a hub group
+    without fort-groups' mark is not touched."""
+    hub, h = env["hub"], env["hub"].admin_headers
+    for group, props in [("urls-study", {"fort-groups": {"managed": True}}), ("ads-study", {})]:
+        requests.post(hub.api(f"groups/{group}"), headers=h, timeout=10)
+        r = requests.put(hub.api(f"groups/{group}/properties"), json=props, headers=h, timeout=10)
+        assert r.status_code == 200, r.text
+    for group in ("urls-study", "ads-study"):
+        Memberships(env["store"]).upsert(group, "joiner", updated_by="test")
+    assert user(env, "joiner") is None
+    assert login(hub.url, "joiner")[1].status_code == 302, hub.log()[-3000:]
+    assert user(env, "joiner")["groups"] == ["urls-study"]
+    [rec] = audit(env, "groups.add", "jupyterhub")
+    assert (rec.resource, rec.details["by"]) == ("groups/urls-study/members/joiner", "new hub user")
+    login_rec = audit(env, "auth.login", "joiner")[0]
+    assert login_rec.seq < rec.seq  # signed in (bound and recorded) before the hub made the user
 
 
 def test_admin_flag_from_admin_users(env):

@@ -7,7 +7,8 @@ cookie, PKCE, callback, ``refresh_user``); this module overrides named steps onl
 - :meth:`token_to_user`: ``/me`` plus ``debug_token`` validation, with ``appsecret_proof``;
 - :meth:`user_info_to_username`, :meth:`build_auth_state_dict`, :meth:`update_auth_model`
   (identity binding), :meth:`check_allowed` (fort study membership),
-  :meth:`run_post_auth_hook` (bind + audit, fail closed), :meth:`refresh_user`.
+  :meth:`run_post_auth_hook` (bind + audit, fail closed), :meth:`refresh_user`,
+  :meth:`add_user` (a new hub user joins their study's hub groups at once, :mod:`.hubgroups`).
 
 The Graph API client is :mod:`.graph`; the callback handler and Meta's deauthorize and
 data-deletion callbacks are in :mod:`.facebook_handlers`.
@@ -19,6 +20,8 @@ import asyncio
 import time
 
 from jupyterhub.auth import LocalAuthenticator
+from jupyterhub.user import User
+from jupyterhub.utils import maybe_future
 from oauthenticator.oauth2 import OAuthenticator
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient
@@ -27,6 +30,7 @@ from traitlets import Bool, Float, List, Set, Unicode, default, validate
 from ..config import FortSettings, user_groups
 from ..naming import check_username_problem
 from ..store import StoreError
+from . import hubgroups
 from .facebook_handlers import (
     FacebookCallbackHandler,
     FacebookLoginError,
@@ -120,6 +124,20 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
             c.FacebookOAuthenticator.allow_study_members = True
         """,
     ).tag(config=True, allow_config=True)
+
+    join_study_groups = Bool(
+        True,
+        help="""When the hub creates a user (their first sign-in, or an admin adding them), add
+        them at once to the hub groups of their active study memberships that fort-groups
+        manages, each change recorded in the audit log first (actor `jupyterhub`; if the record
+        cannot be written, nothing is added). Their first server then starts with its groups
+        (KubeSpawner's `group_overrides`, group roles), and fort-groups' next pass has nothing
+        to add. Off: fort-groups adds them at its next pass, as before. Decisions never read
+        the hub group either way.
+
+            c.FacebookOAuthenticator.join_study_groups = True
+        """,
+    ).tag(config=True)
 
     signed_request_max_age = Float(
         3600.0,
@@ -322,6 +340,20 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
                 "FacebookOAuthenticator.allow_study_members is on but FortSettings.policy_file "
                 "is not set: no study member can log in, only allowed_users and admin_users"
             )
+
+    async def add_user(self, user):
+        """JupyterHub's hook for a user it creates (a ``User``) and, at start-up, for every user
+        in its database (an ``orm.User``: those are left to fort-groups' passes)."""
+        await maybe_future(super().add_user(user))
+        if not (self.join_study_groups and self.policy_file and isinstance(user, User)):
+            return
+        try:
+            joined = await hubgroups.join_study_groups(user, self.fort_policy, self.fort_store)
+        except Exception as e:  # the hub group is a copy: fort-groups adds them at its next pass
+            self.log.warning("facebook.groups_not_joined user=%s error=%r", user.name, str(e))
+        else:
+            if joined:
+                self.log.info("facebook.groups_joined user=%s groups=%s", user.name, joined)
 
     async def run_post_auth_hook(self, handler, auth_model):
         auth_model = await super().run_post_auth_hook(handler, auth_model)
