@@ -7,8 +7,9 @@ fort hub's extra in ``bench_scale.py`` can be accounted for operation by operati
   ``JupyterHub.activity_resolution`` (30 s) of the last, which commits nothing;
 - the same checks for users who are members of a hub group (JupyterHub loads the group's roles
   and shares with every user it loads);
-- adding members to a hub group the way fort-groups' pass does, one request per pass with
-  *new* names, into a group of N members.
+- adding members to a hub group the way fort-groups' pass does, one request with *new* names
+  (``--per-round`` of them) into a group that grows from 0 to ``2 * rounds * per_round``
+  members (the request loads and returns the whole group, so it costs more as it grows).
 
 A real hub (SQLite, the Python proxy, dummy authenticator) with N users; each operation runs on
 fresh users in rounds, and the hub's CPU (user + system of its process, 10 ms ticks) is read
@@ -77,10 +78,13 @@ def line(label: str, v: list[float]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--users", type=int, default=1000, help="hub users (half end in the group)")
+    p.add_argument("--users", type=int, default=1000,
+                   help="hub users (at least 4 * rounds * per_round are made)")  # fmt: skip
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--per-round", type=int, default=50, help="operations per round and kind")
     args = p.parse_args(argv)
+    if args.rounds < 2 or args.per_round < 1:
+        p.error("--rounds must be at least 2 and --per-round at least 1")
     n = max(args.users, 4 * args.rounds * args.per_round)
     names = [f"u{i:05d}" for i in range(n)]
     hub = RunningHub(Path(tempfile.mkdtemp(prefix="bench-hub-ops-")) / "hub", timeout=120)
@@ -106,7 +110,9 @@ def main(argv=None) -> int:
         print(line("token check, again within activity_resolution", fig["reuse"]))
         print(line("token check, first use, user in a hub group", fig["gfirst"]))
         print(line("token check, again, user in a hub group", fig["greuse"]))
-        print(line(f"group add, {k} new names per request (group grows)", fig["add"]))
+        print(line(f"group add, per name ({k} new names in one request)", fig["add"]))
+        print(line("group add, the whole request", [v * k for v in fig["add"]]))
+        print(f"  (the group grew to {2 * args.rounds * k} members)")
     finally:
         hub.stop()
     return 0

@@ -8,7 +8,9 @@
 One run starts a hub (the Facebook authenticator against the local stand-in, SQLite), its
 fort-groups and N existing researchers in urls-study, then for each round: R new researchers
 sign in (the Facebook flow) and fort-groups runs a pass. The hub's CPU (user + system of its
-process) is read around the sign-ins and around the pass. Run it once each way, alternating:
+process) is read around the sign-ins and around the pass (fort-groups' own CPU is not
+counted; a pass's cost is shared by ``--new`` arrivals, so fewer arrivals per pass make the
+pass way dearer per researcher). Run it once each way, alternating:
 
     python benchmarks/bench_join.py --users 1000 --rounds 10 --new 20 --way sign-in
     python benchmarks/bench_join.py --users 1000 --rounds 10 --new 20 --way pass
@@ -111,7 +113,10 @@ def main(argv=None) -> int:
               f"{args.rounds} rounds (median of the rounds):")  # fmt: skip
         print(summary("sign-in (Facebook flow)", signin))
         print(summary("the next pass (per new researcher)", passes))
+        print(summary("the next pass (whole pass)", [v * args.new for v in passes]))
         print(summary("together", total))
+        print("  (the hub's CPU only: fort-groups' own work, its audit records in the pass way, "
+              "is not counted)")  # fmt: skip
     finally:
         svc.stop()
         hub.stop()

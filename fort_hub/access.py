@@ -84,6 +84,13 @@ class Access:
         groups = self._groups(username, policy, now)
         return policy, policy.effective_groups(username, groups, now)
 
+    def memberships(self, username: str) -> tuple[Policy, dict[str, dt.datetime | None]]:
+        """(policy, {group: expiry}) of the memberships that count for *username* now: the groups
+        of :meth:`effective`, each with its expiry."""
+        policy, now = self.policy(), self.clock()
+        groups = self._groups(username, policy, now)
+        return policy, {g: groups[g] for g in policy.effective_groups(username, groups, now)}
+
     def effective_in(
         self, conn, username: str, policy: Policy | None = None
     ) -> tuple[Policy, list[str]]:

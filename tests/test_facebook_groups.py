@@ -10,11 +10,14 @@ import datetime as dt
 import pytest
 from jupyterhub import orm
 from jupyterhub.user import User
+from sqlalchemy import event
 
+from fort_hub.authenticators import hubgroups
 from fort_hub.authenticators.facebook import FacebookOAuthenticator
 from fort_hub.authenticators.hubgroups import ACTOR
+from fort_hub.authenticators.identities import Identities
 from fort_hub.services.groups.reconcile import member_reason
-from fort_hub.store import AuditError
+from fort_hub.store import AuditError, StoreError
 from fort_hub.store.memberships import Memberships
 
 MARK = {"fort-groups": {"managed": True}}
@@ -23,7 +26,7 @@ MARK = {"fort-groups": {"managed": True}}
 @pytest.fixture
 def hubdb():
     db = orm.new_session_factory("sqlite:///:memory:")()
-    for name, props in [("urls-study", MARK), ("ads-study", MARK), ("other", {})]:
+    for name, props in [("urls-study", MARK), ("ads-study", MARK), ("other", {}), ("extra", MARK)]:
         db.add(orm.Group(name=name, properties=props))
     db.commit()
     yield db
@@ -64,6 +67,7 @@ async def test_joins_only_managed_groups_of_active_memberships(auth, hubdb):
     members.upsert("ads-study", "erin", updated_by="test",
                    expires=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))  # fmt: skip
     members.upsert("other", "erin", updated_by="test")  # not a policy group, not fort's
+    members.upsert("extra", "erin", updated_by="test")  # marked as fort's, not in the policy
     erin = new_user(hubdb, "erin")
     await auth.add_user(erin)
     assert groups_of(erin) == ["urls-study"]
@@ -95,6 +99,28 @@ async def test_a_member_already_in_the_group_is_not_recorded_again(auth, hubdb):
     assert groups_of(bob) == ["ads-study"] and joins(auth, "bob") == []
 
 
+async def test_a_membership_the_decision_point_does_not_count_is_not_joined(
+    auth, hubdb, example_policy_path
+):
+    """Review of #13: a stale store copy of a policy membership (no expiry) while the policy
+    says it ended, and a deauthorized sign-in, count for no decision, so for no join either."""
+    text = example_policy_path.read_text()
+    example_policy_path.write_text(
+        text.replace("members: [bob, carol]", "members: [{user: bob, expires: 2025-01-31}, carol]")
+    )
+    Memberships(auth.fort_store).upsert("ads-study", "bob", source="policy", updated_by="test")
+    bob = new_user(hubdb, "bob")
+    await auth.add_user(bob)
+    assert groups_of(bob) == [] and joins(auth, "bob") == []
+
+    idents = Identities(auth.fort_store)
+    idents.bind("10000000000000003", "carol")
+    idents.revoke("10000000000000003")
+    carol = new_user(hubdb, "carol")
+    await auth.add_user(carol)
+    assert groups_of(carol) == [] and joins(auth, "carol") == []
+
+
 async def test_nothing_is_joined_when_the_record_cannot_be_written(auth, hubdb, monkeypatch):
     def broken(*a, **k):
         raise AuditError("audit record not written, action refused: disk full")
@@ -106,25 +132,68 @@ async def test_nothing_is_joined_when_the_record_cannot_be_written(auth, hubdb, 
     assert groups_of(bob) == []
 
 
-async def test_a_change_the_hub_database_refuses_is_recorded_as_not_made(auth, hubdb, monkeypatch):
+async def test_a_change_the_hub_database_refuses_is_rolled_back_and_recorded(auth, hubdb):
     bob = new_user(hubdb, "bob")
 
-    def refused():
-        raise RuntimeError("database is locked")
+    def refuse(session, *_):
+        if any(isinstance(o, orm.User) for o in session.dirty):
+            raise RuntimeError("database is locked")
 
-    monkeypatch.setattr(hubdb, "commit", refused)
-    await auth.add_user(bob)
-    monkeypatch.undo()
-    hubdb.expire_all()
-    assert groups_of(bob) == []
+    event.listen(hubdb, "before_flush", refuse)
+    try:
+        await auth.add_user(bob)
+    finally:
+        event.remove(hubdb, "before_flush", refuse)
+    assert groups_of(bob) == []  # rolled back: the session is usable and holds no half change
+    hubdb.add(orm.Group(name="after"))
+    hubdb.commit()
     recs = {r.reason for r in joins(auth, "bob")}
     assert recs == {"member", "not made: database is locked"}
 
 
-async def test_users_at_hub_start_up_and_a_switched_off_join_are_left_to_fort_groups(auth, hubdb):
+async def test_a_member_added_meanwhile_is_not_added_twice(auth, hubdb, monkeypatch):
+    """Review of #13: fort-groups' request can run on the hub while the record is written."""
+    bob = new_user(hubdb, "bob")
+    ads = hubdb.query(orm.Group).filter_by(name="ads-study").one()
+    write = auth.fort_store.audit.arecord_many
+
+    async def meanwhile(records):
+        if ads not in bob.orm_user.groups:
+            bob.orm_user.groups.append(ads)  # the hub's POST groups/ads-study/users
+            hubdb.commit()
+        return await write(records)
+
+    monkeypatch.setattr(auth.fort_store.audit, "arecord_many", meanwhile)
+    await auth.add_user(bob)
+    assert [g.name for g in bob.orm_user.groups] == ["ads-study"]
+    assert {r.reason for r in joins(auth, "bob")} == {"member", "not made: already a member"}
+
+
+async def test_users_at_hub_start_up_and_a_switched_off_join_are_left_to_fort_groups(
+    auth, hubdb, monkeypatch
+):
+    calls = []
+
+    async def join(user, access):
+        calls.append(user)
+        return []
+
+    monkeypatch.setattr(hubgroups, "join_study_groups", join)
     bob = new_user(hubdb, "bob")
     await auth.add_user(bob.orm_user)  # JupyterHub's start-up passes its database rows
-    assert groups_of(bob) == []
     auth.join_study_groups = False
     await auth.add_user(bob)
-    assert groups_of(bob) == [] and joins(auth, "bob") == []
+    assert calls == []
+    auth.join_study_groups = True
+    await auth.add_user(bob)
+    assert calls == [bob]
+
+
+async def test_a_store_that_cannot_be_read_leaves_the_sign_in_alone(auth, hubdb, monkeypatch):
+    def down(*a, **k):
+        raise StoreError("the fort store is unavailable")
+
+    monkeypatch.setattr(Memberships, "for_user_unless_deauthorized", down)
+    bob = new_user(hubdb, "bob")
+    await auth.add_user(bob)  # no exception: JupyterHub would refuse the sign-in
+    assert groups_of(bob) == []

@@ -348,7 +348,7 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
         if not (self.join_study_groups and self.policy_file and isinstance(user, User)):
             return
         try:
-            joined = await hubgroups.join_study_groups(user, self.fort_policy, self.fort_store)
+            joined = await hubgroups.join_study_groups(user, self.fort_access)
         except Exception as e:  # the hub group is a copy: fort-groups adds them at its next pass
             self.log.warning("facebook.groups_not_joined user=%s error=%r", user.name, str(e))
         else:

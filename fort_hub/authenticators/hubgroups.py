@@ -8,7 +8,7 @@ each pass's ``POST /hub/api/groups/{name}/users`` made the hub load and return t
 
 :func:`join_study_groups` runs in the hub when it creates a user (the authenticator's
 ``add_user``): it reads the user's memberships from the policy and the fort store (the
-authority, at that moment), keeps the hub groups fort-groups manages (the ``fort-groups``
+authority, at that moment, as every decision reads them), keeps the hub groups fort-groups manages (the ``fort-groups``
 mark; any other group is left to fort-groups' own rules), records a ``groups.add`` audit record
 for each in one transaction, and only then adds them. If the record cannot be written, nothing
 is added (fail closed) and fort-groups adds them at its next pass, recorded as usual.
@@ -16,14 +16,11 @@ is added (fail closed) and fort-groups adds them at its next pass, recorded as u
 
 from __future__ import annotations
 
-import asyncio
-
 from jupyterhub import orm
 
-from ..access import user_groups
+from ..access import Access
 from ..policy import Policy
 from ..services.groups.reconcile import member_reason, owned
-from ..store import Store
 
 #: the audit actor of a group joined when the hub created the user (fort-groups records its
 #: own changes as ``fort-groups``)
@@ -35,7 +32,9 @@ def managed_groups(db, names) -> list[orm.Group]:
     if not names:
         return []
     rows = db.query(orm.Group).filter(orm.Group.name.in_(sorted(names))).all()
-    return sorted((g for g in rows if owned({"properties": g.properties})), key=lambda g: g.name)
+    # compared again here: a database may match names case-insensitively
+    mine = (g for g in rows if g.name in names and owned({"properties": g.properties}))
+    return sorted(mine, key=lambda g: g.name)
 
 
 def join_records(username: str, groups: list[str], expiries: dict, policy: Policy) -> list[dict]:
@@ -51,34 +50,43 @@ def join_record(username: str, group: str, reason: str) -> dict:
     }  # fmt: skip
 
 
-async def join_study_groups(user, policy: Policy, store: Store) -> list[str]:
+async def join_study_groups(user, access: Access) -> list[str]:
     """Add *user* (JupyterHub's ``User``: ``name``, ``db``, ``orm_user``) to the fort-managed
-    hub groups of their active memberships; returns the names joined. Store and audit errors
-    propagate, with nothing changed in the hub."""
-    loop = asyncio.get_running_loop()
-    wanted = await loop.run_in_executor(None, user_groups, user.name, policy, store)
-    current = set(user.orm_user.groups)
-    groups = [g for g in managed_groups(user.db, wanted) if g not in current]
+    hub groups of the memberships that count for them now, as the decision point
+    (:class:`~fort_hub.access.Access`) decides them: expired, deauthorized and undeclared
+    memberships do not. Returns the names joined. Store and audit errors propagate, with
+    nothing changed in the hub."""
+    policy, wanted = await access.store.run(access.memberships, user.name)
+    try:
+        groups = [g for g in managed_groups(user.db, wanted) if g not in user.orm_user.groups]
+    except Exception:
+        user.db.rollback()
+        raise
     if not groups:
         return []
-    names = [g.name for g in groups]
-    records = join_records(user.name, names, wanted, policy)
-    await store.audit.arecord_many(records)
+    records = join_records(user.name, [g.name for g in groups], wanted, policy)
+    await access.store.audit.arecord_many(records)
+    # the hub's other requests ran meanwhile (fort-groups may have added them): check again,
+    # with no await between this check and the change
+    joined = {g.name for g in groups if g not in user.orm_user.groups}
     try:
-        user.orm_user.groups.extend(groups)
+        user.orm_user.groups.extend(g for g in groups if g.name in joined)
         user.db.commit()
     except Exception as e:  # recorded as decided, so also recorded as not made
         user.db.rollback()
-        await store.audit.arecord_many([not_made(r, e) for r in records])
+        await access.store.audit.arecord_many([not_made(r, str(e)) for r in records])
         raise
-    return names
+    skipped = [r for r in records if r["details"]["group"] not in joined]
+    if skipped:
+        await access.store.audit.arecord_many([not_made(r, "already a member") for r in skipped])
+    return sorted(joined)
 
 
-def not_made(record: dict, error: Exception) -> dict:
+def not_made(record: dict, why: str) -> dict:
     """The record that the change *record* describes was not made (as fort-groups records a
     change the hub refused)."""
     return {
-        **record, "reason": f"not made: {error}"[:500],
+        **record, "reason": f"not made: {why}"[:500],
         "details": {**record["details"], "outcome": "failed"},
     }  # fmt: skip
 
