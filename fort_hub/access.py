@@ -41,8 +41,9 @@ def user_groups(
     stored: dict[str, dt.datetime | None] | None = None,
 ) -> dict[str, dt.datetime | None]:
     """A user's active memberships: group -> expiry, from the policy's static members and the
-    fort store's memberships (fort-groups; read from *store*, or given as *stored*), limited
-    to groups the policy declares."""
+    fort store's run-time memberships (fort-groups' API; read from *store*, or given as
+    *stored*; the store's copy of the policy is not read), limited to groups the policy
+    declares."""
     now = now or dt.datetime.now(dt.UTC)
     out: dict[str, dt.datetime | None] = {}
     for group in policy.groups.values():
@@ -90,6 +91,15 @@ class Access:
         policy, now = self.policy(), self.clock()
         groups = self._groups(username, policy, now)
         return policy, {g: groups[g] for g in policy.effective_groups(username, groups, now)}
+
+    def at_sign_in(self, username: str) -> list[str]:
+        """The groups that let *username* sign in now: :meth:`effective`, except that a
+        deauthorized sign-in counts (signing in again is how a user re-authorizes; the login
+        that follows clears the mark). A stale store copy of a static policy entry does not
+        outlive that entry's ``expires``."""
+        policy, now = self.policy(), self.clock()
+        groups = user_groups(username, policy, self.store, now)
+        return policy.effective_groups(username, groups, now)
 
     def effective_in(
         self, conn, username: str, policy: Policy | None = None

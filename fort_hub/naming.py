@@ -10,6 +10,10 @@ So usernames are checked against :data:`USERNAME_RE` where they are made (the au
 refuses the login, the policy loader and fort-groups refuse the member) and again where they
 are used (fort-credentials, the spawners, the Athena engine refuse with :class:`UnsafeName`):
 never escaped into something else, which could make two users one.
+
+The names fort-hub writes as the audit actor of its own actions (:data:`RESERVED_USERNAMES`)
+are refused the same way: a user so named would be confused with the hub or a service in the
+audit log, and their own export (``fort-hub audit export --user``) would hold its records.
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ USERNAME_RULE = (
     "a username must be 1-128 characters: ASCII letters, digits and . _ @ + - "
     "(starting with a letter or digit)"
 )
+#: audit actors that are not users: the hub (``jupyterhub``: a new user's hub groups), a
+#: sign-in refused before it had a username (``anonymous``), and the fort services' default
+#: hub service names (fort-groups records its passes under its service name). Compared
+#: case-insensitively.
+RESERVED_USERNAMES = frozenset({"anonymous", "jupyterhub", "fort-groups", "fort-credentials",
+                                "fort-query"})  # fmt: skip
 _ALLOWED_CHAR = re.compile(r"[A-Za-z0-9._@+-]\Z")
 #: the fixed text of an S3 key or prefix fort-hub builds ARNs from: no wildcard or variable
 S3_KEY_RE = re.compile(r"^[A-Za-z0-9._@+=/-]*\Z")
@@ -35,7 +45,11 @@ class UnsafeName(ValueError):
 
 
 def is_safe_username(name: object) -> bool:
-    return isinstance(name, str) and USERNAME_RE.match(name) is not None
+    return (
+        isinstance(name, str)
+        and USERNAME_RE.match(name) is not None
+        and name.lower() not in RESERVED_USERNAMES
+    )
 
 
 def check_username_problem(name: object) -> str:
@@ -43,6 +57,8 @@ def check_username_problem(name: object) -> str:
     if is_safe_username(name):
         return ""
     shown = repr(name)[:80]
+    if isinstance(name, str) and name.lower() in RESERVED_USERNAMES:
+        return f"{shown} is reserved: fort-hub records its own actions in the audit log under it"
     if isinstance(name, str):
         bad = sorted({c for c in name if not _ALLOWED_CHAR.match(c)})
         if bad:

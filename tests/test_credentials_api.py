@@ -335,6 +335,33 @@ def test_rate_limit(env, backend):
             time.sleep(0.1)
 
 
+def test_a_member_removed_from_the_policy_file_loses_credentials_at_once(env, backend):
+    """bob is a static member of ads-study; fort-groups mirrored that into the store
+    (``source=policy``). The file drops him: the next request is refused, before any mirror."""
+    import time
+
+    policy, app = env["policy"], env["app"]
+    Memberships(app.fort_store).upsert(
+        "ads-study", "bob", source="policy", updated_by="fort-groups"
+    )
+    assert get(env, user="bob", query="role=fort-ads-study").status_code == 200
+    text = policy.read_text()
+    policy.write_text(text.replace("members: [bob, carol]", "members: [carol]"))
+    try:
+        deadline = time.monotonic() + 10
+        while "bob" in {m.username for m in app.fort_policy.groups["ads-study"].members}:
+            assert time.monotonic() < deadline, "the policy was not reloaded"
+            time.sleep(0.1)
+        calls = backend.calls
+        r = get(env, user="bob", query="role=fort-ads-study")
+        assert r.status_code == 403 and "not given to your groups" in error_of(r)
+        assert backend.calls == calls  # no STS call
+    finally:
+        policy.write_text(text)
+        while "bob" not in {m.username for m in app.fort_policy.groups["ads-study"].members}:
+            time.sleep(0.1)
+
+
 def test_service_tokens_get_no_credentials(env, backend):
     hub = env["hub"]
     r = requests.get(creds_url(env), headers=hub.admin_headers, timeout=30)

@@ -278,3 +278,20 @@ async def test_expired_policy_membership_does_not_admit(auth, standin, tmp_path)
     model = await _model(auth, standin, "carol")
     with pytest.raises(FacebookLoginError, match="no study membership"):
         await auth.check_allowed("carol", model)
+
+
+async def test_a_stale_store_copy_does_not_outlive_an_expired_policy_entry(auth, standin, tmp_path):
+    """fort-groups mirrors static policy entries into the store (``source=policy``); until its
+    next pass the copy may still carry the entry's old expiry. The policy's ``expires`` decides."""
+    from fort_hub.store.memberships import Memberships
+
+    policy = tmp_path / "policy.yaml"
+    text = Path(auth.policy_file).read_text()
+    text = text.replace("expires: 2030-06-30", "expires: 2020-06-30")  # carol's urls-study
+    text = text.replace("members: [bob, carol]", "members: [bob]")
+    policy.write_text(text)
+    auth.policy_file = str(policy)
+    Memberships(auth.fort_store).upsert("urls-study", "carol", source="policy")  # the old copy
+    model = await _model(auth, standin, "carol")
+    with pytest.raises(FacebookLoginError, match="no study membership"):
+        await auth.check_allowed("carol", model)

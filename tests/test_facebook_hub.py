@@ -7,7 +7,6 @@ the stand-in's faults afterwards.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -45,6 +44,10 @@ def _identities(tmp: Path) -> Path:
                                     "email": "replay@example.org"}  # fmt: skip
     data["identities"]["joiner"] = {"id": "10000000000000555", "name": "New Researcher",
                                     "email": "joiner@example.org"}  # fmt: skip
+    data["identities"]["hubname"] = {"id": "10000000000000333", "name": "Hub Name",
+                                     "email": "jupyterhub@example.org"}  # fmt: skip
+    data["identities"]["lapsed"] = {"id": "10000000000000444", "name": "Lapsed Researcher",
+                                    "email": "lapsed@example.org"}  # fmt: skip
     path = tmp / "identities.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -53,7 +56,9 @@ def _identities(tmp: Path) -> Path:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fbhub")
-    shutil.copy(ROOT / "fort_hub/dev/data/example-policy.yaml", tmp / "policy.yaml")
+    policy = (ROOT / "fort_hub/dev/data/example-policy.yaml").read_text()
+    lapsed = "      - user: lapsed\n        expires: 2020-01-01\n"  # a static entry, expired
+    (tmp / "policy.yaml").write_text(policy.replace("      - alice\n", "      - alice\n" + lapsed))
     idents = load_identities(_identities(tmp))["identities"]
     standin = Standin(idents, APP_ID, SECRET)
     server = StandinServer(standin).start()
@@ -167,6 +172,19 @@ def test_a_new_user_is_in_their_study_hub_group_at_first_sign_in(env):
     assert login_rec.seq < rec.seq  # signed in (bound and recorded) before the hub made the user
 
 
+def test_a_stale_store_copy_of_an_expired_policy_entry_does_not_sign_in(env):
+    """The store's ``source=policy`` copy of lapsed's static entry still says "no expiry" (the
+    policy's ``expires`` was set since and fort-groups has not mirrored it yet): the policy
+    decides at the moment of the sign-in, and no hub account is made."""
+    Memberships(env["store"]).upsert("urls-study", "lapsed", source="policy", updated_by="test")
+    _, r = login(env["hub"].url, "lapsed")
+    assert r.status_code == 403, r.text[:2000]
+    assert "no study membership on this hub" in r.text and "Traceback" not in r.text
+    assert user(env, "lapsed") is None
+    denial = audit(env, "auth.deny")[0]
+    assert (denial.actor, denial.decision) == ("lapsed", "deny")
+
+
 def test_admin_flag_from_admin_users(env):
     _, cb = login(env["hub"].url, "admin")
     assert cb.status_code == 302
@@ -242,6 +260,8 @@ LOGIN_CASES = {
                                      "linked to a different Facebook account"),
     "non-member": ("dave", {}, 403, "no study membership on this hub"),
     "no email": ("noemail", {}, 403, "did not share an email address"),
+    "the hub's audit name": ("hubname", {}, 403, "'jupyterhub' is reserved: fort-hub records "
+                             "its own actions in the audit log under it"),
     "wildcard username": ("wildcard", {}, 403, "'a*' (not allowed: '*') is not an allowed "
                           "username: a username must be 1-128 characters: ASCII letters"),
     "graph error 190": ("alice", {"error": {"code": 190, "paths": ["me"]}}, 403,
@@ -271,6 +291,8 @@ def test_refused_login(env, case):
     assert denial.decision == "deny" and message.split(".")[0][:30] in denial.reason
     if case == "wildcard username":  # refused before any account was made for it
         assert user(env, "a*") is None
+    if case == "the hub's audit name":
+        assert user(env, "jupyterhub") is None
 
 
 def _text(html: str) -> str:

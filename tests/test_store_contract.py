@@ -468,6 +468,9 @@ def test_memberships_unless_deauthorized(store):
     assert m.for_user_unless_deauthorized("kim", now) == {"g1": now + dt.timedelta(days=1),
                                                          "g3": None}  # fmt: skip
     assert m.for_user_unless_deauthorized("nobody", now) == {}
+    m.upsert("g4", "kim", None, source="policy")  # fort-groups' copy of the policy: not counted
+    assert "g4" not in m.for_user_unless_deauthorized("kim", now)
+    assert "g4" not in m.for_user("kim", now) and m.get("g4", "kim").source == "policy"
     ids = Identities(store)
     ids.bind("fb-kim", "kim")
     assert m.for_user_unless_deauthorized("kim", now) is not None

@@ -27,7 +27,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient
 from traitlets import Bool, Float, List, Set, Unicode, default, validate
 
-from ..config import FortSettings, user_groups
+from ..config import FortSettings
 from ..naming import check_username_problem
 from ..store import StoreError
 from . import hubgroups
@@ -326,10 +326,8 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
         if await super().check_allowed(username, auth_model):
             return True
         if self.allow_study_members and self.policy_file:
-            groups = await self._read(
-                username, lambda: user_groups(username, self.fort_policy, self.fort_store)
-            )
-            if groups:
+            access = self.fort_access
+            if await self._read(username, lambda: access.at_sign_in(username)):
                 return True
         raise NoStudyMembership(username, self.access_contact)
 

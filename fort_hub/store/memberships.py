@@ -26,7 +26,8 @@ _FOR_USER_UNLESS_DEAUTHORIZED = union_all(
         schema.identities.c.revoked.is_not(None),
     ),
     select(schema.memberships.c.group_name, schema.memberships.c.expires).where(
-        schema.memberships.c.username == bindparam("username")
+        schema.memberships.c.username == bindparam("username"),
+        schema.memberships.c.source != "policy",
     ),
 )
 
@@ -135,16 +136,23 @@ class Memberships:
     def for_user(
         self, username: str, now: dt.datetime | None = None
     ) -> dict[str, dt.datetime | None]:
-        """Active memberships of *username*: group -> expiry (None = no expiry)."""
+        """Active run-time memberships of *username* (fort-groups' API): group -> expiry (None =
+        no expiry). The ``source=policy`` rows are fort-groups' copy of the policy file, which
+        decisions read itself: a copy never decides (a member just removed from the file, or
+        given an earlier ``expires``, would keep access until the next mirror)."""
         now = now or utcnow()
-        return {m.group: m.expires for m in self.list(username=username) if m.active(now)}
+        return {
+            m.group: m.expires
+            for m in self.list(username=username)
+            if m.source != "policy" and m.active(now)
+        }
 
     def for_user_unless_deauthorized(
         self, username: str, now: dt.datetime | None = None
     ) -> dict[str, dt.datetime | None] | None:
-        """:meth:`for_user`, or None while *username*'s sign-in is deauthorized
-        (its sign-in identity revoked by Meta's deauthorize callback; signing in again clears
-        it): both in one round trip, for decisions made on every request."""
+        """:meth:`for_user` (run-time memberships only), or None while *username*'s sign-in is
+        deauthorized (its sign-in identity revoked by Meta's deauthorize callback; signing in
+        again clears it): both in one round trip, for decisions made on every request."""
         with self.store.reading() as conn:
             return self.for_user_unless_deauthorized_in(conn, username, now)
 
