@@ -29,11 +29,11 @@ USERNAME_RULE = (
     "(starting with a letter or digit)"
 )
 #: audit actors that are not users: the hub (``jupyterhub``: a new user's hub groups), a
-#: sign-in refused before it had a username (``anonymous``), and the fort services' default
-#: hub service names (fort-groups records its passes under its service name). Compared
-#: case-insensitively.
-RESERVED_USERNAMES = frozenset({"anonymous", "jupyterhub", "fort-groups", "fort-credentials",
-                                "fort-query"})  # fmt: skip
+#: sign-in refused before it had a username (``anonymous``), Meta's callbacks for no known
+#: account (``facebook``), and the fort services' default hub service names (fort-groups
+#: records its passes under its service name). Compared case-insensitively.
+RESERVED_USERNAMES = frozenset({"anonymous", "facebook", "jupyterhub", "fort-groups",
+                                "fort-credentials", "fort-query"})  # fmt: skip
 _ALLOWED_CHAR = re.compile(r"[A-Za-z0-9._@+-]\Z")
 #: the fixed text of an S3 key or prefix fort-hub builds ARNs from: no wildcard or variable
 S3_KEY_RE = re.compile(r"^[A-Za-z0-9._@+=/-]*\Z")

@@ -160,6 +160,16 @@ def with_policy_group(policy: Path, app, entry: str) -> str:
     return text
 
 
+def rewrite_policy(policy: Path, app, text: str, until) -> None:
+    """Write *text* as the policy file and wait (30 s at most) until the service *app* has read
+    it: ``until(app.fort_policy)`` is true."""
+    policy.write_text(text)
+    deadline = time.monotonic() + 30
+    while not until(app.fort_policy):
+        assert time.monotonic() < deadline, "the service did not reload the policy"
+        time.sleep(0.1)
+
+
 def restore_policy(policy: Path, text: str, hub: RunningHub, group: str) -> None:
     """Write the policy *text* back and wait until the hub group *group* is empty."""
     policy.write_text(text)

@@ -17,7 +17,15 @@ from fort_hub.services.credentials import CredentialsService, StsError, StubStsB
 from fort_hub.store import Store
 from fort_hub.store.memberships import Memberships
 from tests.conftest import EXAMPLE_POLICY
-from tests.fortsvc import ServiceSlot, ServiceThread, auth, hub_config, make_users, user_token
+from tests.fortsvc import (
+    ServiceSlot,
+    ServiceThread,
+    auth,
+    hub_config,
+    make_users,
+    rewrite_policy,
+    user_token,
+)
 from tests.hubproc import RunningHub
 
 pytestmark = pytest.mark.hub
@@ -338,28 +346,25 @@ def test_rate_limit(env, backend):
 def test_a_member_removed_from_the_policy_file_loses_credentials_at_once(env, backend):
     """bob is a static member of ads-study; fort-groups mirrored that into the store
     (``source=policy``). The file drops him: the next request is refused, before any mirror."""
-    import time
-
     policy, app = env["policy"], env["app"]
     Memberships(app.fort_store).upsert(
         "ads-study", "bob", source="policy", updated_by="fort-groups"
     )
     assert get(env, user="bob", query="role=fort-ads-study").status_code == 200
     text = policy.read_text()
-    policy.write_text(text.replace("members: [bob, carol]", "members: [carol]"))
+
+    def has_bob(p):
+        return "bob" in {m.username for m in p.groups["ads-study"].members}
+
+    rewrite_policy(policy, app, text.replace("members: [bob, carol]", "members: [carol]"),
+                   lambda p: not has_bob(p))  # fmt: skip
     try:
-        deadline = time.monotonic() + 10
-        while "bob" in {m.username for m in app.fort_policy.groups["ads-study"].members}:
-            assert time.monotonic() < deadline, "the policy was not reloaded"
-            time.sleep(0.1)
         calls = backend.calls
         r = get(env, user="bob", query="role=fort-ads-study")
         assert r.status_code == 403 and "not given to your groups" in error_of(r)
         assert backend.calls == calls  # no STS call
     finally:
-        policy.write_text(text)
-        while "bob" not in {m.username for m in app.fort_policy.groups["ads-study"].members}:
-            time.sleep(0.1)
+        rewrite_policy(policy, app, text, has_bob)
 
 
 def test_service_tokens_get_no_credentials(env, backend):

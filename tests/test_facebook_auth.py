@@ -280,9 +280,13 @@ async def test_expired_policy_membership_does_not_admit(auth, standin, tmp_path)
         await auth.check_allowed("carol", model)
 
 
-async def test_a_stale_store_copy_does_not_outlive_an_expired_policy_entry(auth, standin, tmp_path):
+@pytest.mark.parametrize("source", ["policy", "api"])
+async def test_a_store_row_does_not_outlive_an_expired_policy_entry(
+    auth, standin, tmp_path, source
+):
     """fort-groups mirrors static policy entries into the store (``source=policy``); until its
-    next pass the copy may still carry the entry's old expiry. The policy's ``expires`` decides."""
+    next pass the copy may still carry the entry's old expiry, and a run-time (``api``) row from
+    before the entry existed may be there too. The policy's ``expires`` decides."""
     from fort_hub.store.memberships import Memberships
 
     policy = tmp_path / "policy.yaml"
@@ -291,7 +295,7 @@ async def test_a_stale_store_copy_does_not_outlive_an_expired_policy_entry(auth,
     text = text.replace("members: [bob, carol]", "members: [bob]")
     policy.write_text(text)
     auth.policy_file = str(policy)
-    Memberships(auth.fort_store).upsert("urls-study", "carol", source="policy")  # the old copy
+    Memberships(auth.fort_store).upsert("urls-study", "carol", source=source)
     model = await _model(auth, standin, "carol")
     with pytest.raises(FacebookLoginError, match="no study membership"):
         await auth.check_allowed("carol", model)

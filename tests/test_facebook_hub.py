@@ -291,8 +291,8 @@ def test_refused_login(env, case):
     assert denial.decision == "deny" and message.split(".")[0][:30] in denial.reason
     if case == "wildcard username":  # refused before any account was made for it
         assert user(env, "a*") is None
-    if case == "the hub's audit name":
-        assert user(env, "jupyterhub") is None
+    if case == "the hub's audit name":  # nor is its refusal recorded under the hub's name
+        assert user(env, "jupyterhub") is None and denial.actor == "refused:jupyterhub"
 
 
 def _text(html: str) -> str:

@@ -29,8 +29,8 @@ def test_refused_usernames_name_the_character(name, bad):
     assert "a username must be 1-128 characters" in str(e.value)
 
 
-@pytest.mark.parametrize("name", ["jupyterhub", "anonymous", "fort-groups", "Fort-Query",
-                                  "fort-credentials"])  # fmt: skip
+@pytest.mark.parametrize("name", ["jupyterhub", "anonymous", "facebook", "fort-groups",
+                                  "Fort-Query", "fort-credentials"])  # fmt: skip
 def test_audit_actors_are_reserved(name):
     assert not is_safe_username(name)
     with pytest.raises(UnsafeName, match="is reserved: fort-hub records its own actions"):

@@ -646,12 +646,28 @@ CASES = [
             (
                 4,
                 "groups[0].members[0]",
-                "'a*' is not an allowed username: a username must be 1-128 characters: ASCII letters, digits and . _ @ + - (starting with a letter or digit)",
+                "'a*' (not allowed: '*') is not an allowed username: a username must be 1-128 characters: ASCII letters, digits and . _ @ + - (starting with a letter or digit)",
             ),
             (
                 4,
                 "groups[0].members[1]",
-                "'b?x' is not an allowed username: a username must be 1-128 characters: ASCII letters, digits and . _ @ + - (starting with a letter or digit)",
+                "'b?x' (not allowed: '?') is not an allowed username: a username must be 1-128 characters: ASCII letters, digits and . _ @ + - (starting with a letter or digit)",
+            ),
+        ],
+    ),
+    Case(
+        "member with a reserved name",
+        """
+        version: 1
+        groups:
+          - name: g
+            members: [jupyterhub, alice]
+        """,
+        [
+            (
+                4,
+                "groups[0].members[0]",
+                "'jupyterhub' is reserved: fort-hub records its own actions in the audit log under it",
             ),
         ],
     ),

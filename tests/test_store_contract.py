@@ -431,6 +431,29 @@ def test_memberships_mirror_the_policy_in_one_transaction(store):
     m.mirror_policy([], [])  # nothing to do is fine
 
 
+def test_a_pass_never_deletes_an_admins_grant_made_after_it_read_the_rows(store):
+    """A pass reads the rows, then writes: an admin's grant in between is kept, both for a
+    policy copy it removes (the member left the file) and for an expired grant it clears."""
+    m = Memberships(store)
+    now = dt.datetime.now(UTC)
+    m.upsert("ads-study", "bob", None, source="policy")  # the copy the pass will remove
+    m.upsert("urls-study", "dan", now - dt.timedelta(days=1), source="api")  # expired
+    read = {(x.group, x.username): x for x in m.list()}  # the pass reads
+    m.upsert("ads-study", "bob", now + dt.timedelta(days=7), source="api", updated_by="admin")
+    m.upsert("urls-study", "dan", now + dt.timedelta(days=7), source="api", updated_by="admin")
+    m.mirror_policy([], [("ads-study", "bob")], updated_by="fort-groups")
+    assert m.remove_unchanged(read[("urls-study", "dan")]) is False
+    assert {(x.group, x.username, x.updated_by) for x in m.list()} == {
+        ("ads-study", "bob", "admin"), ("urls-study", "dan", "admin"),
+    }  # fmt: skip
+    assert m.remove_unchanged(m.get("urls-study", "dan")) is True  # unchanged since read
+    assert m.get("urls-study", "dan") is None
+    # an admin's removal takes only a grant, not the file's entry a pass mirrored meanwhile
+    m.upsert("urls-study", "eve", None, source="policy")
+    assert m.remove("urls-study", "eve", "api") is False and m.get("urls-study", "eve")
+    assert m.remove("ads-study", "bob", "api") is True and m.get("ads-study", "bob") is None
+
+
 def test_dispose_returns_the_writer_connection_clean(store_url):
     """The audit writer's kept connection goes back to the pool as the pool expects it."""
     Store(store_url).dispose()  # create the schema

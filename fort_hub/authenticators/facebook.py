@@ -264,12 +264,14 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
 
     def validate_username(self, username):
         """Refuse, with a page saying why, a username that could widen the user's S3 prefix or
-        session policy (``a*@example.org`` -> ``a*``): :mod:`fort_hub.naming`."""
+        session policy (``a*@example.org`` -> ``a*``), or that fort-hub's own audit records use
+        (``jupyterhub``): :mod:`fort_hub.naming`. The refusal's audit actor is
+        ``refused:<name>``, which no username can be (``:`` is not allowed in one)."""
         problem = check_username_problem(username)
         if problem:
             raise FacebookLoginError(
                 403, f"This hub cannot use your account's username: {problem}. "
-                f"Contact {self.access_contact}.", str(username)[:128],
+                f"Contact {self.access_contact}.", f"refused:{str(username)[:120]}",
             )  # fmt: skip
         return super().validate_username(username)
 

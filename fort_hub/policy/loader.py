@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from ..naming import USERNAME_RULE, check_user_prefix_template, is_safe_username
+from ..naming import check_user_prefix_template, check_username_problem, is_safe_username
 from . import dates
 from .model import (
     DATASET_ACTIONS,
@@ -191,7 +191,7 @@ class _Validator:
                     user = self.string(m.get("user"), mp + ("user",)) if "user" in m else ""
                     expires = self.expiry(m.get("expires"), mp + ("expires",))
                 if user and not is_safe_username(user):
-                    self.t.error(mp, f"{user!r} is not an allowed username: {USERNAME_RULE}")
+                    self.t.error(mp, check_username_problem(user))
                 if user in seen_users:
                     self.t.error(mp, f"duplicate member '{user}'")
                 seen_users.add(user)

@@ -106,14 +106,30 @@ class Memberships:
                                                                              "username")},
                 )  # fmt: skip
                 conn.execute(stmt, rows)
-            for g, u in removals:
-                conn.execute(t.delete().where(t.c.group_name == g, t.c.username == u))
+            for g, u in removals:  # only the policy's copy: an admin's grant since is kept
+                conn.execute(
+                    t.delete().where(t.c.group_name == g, t.c.username == u, t.c.source == "policy")
+                )
 
-    def remove(self, group: str, username: str) -> bool:
+    def remove(self, group: str, username: str, source: str | None = None) -> bool:
+        """Delete *username*'s row of *group* (only a *source* row, when given); True if one
+        was deleted."""
         t = schema.memberships
+        where = [t.c.group_name == group, t.c.username == username]
+        if source is not None:
+            where.append(t.c.source == source)
         with self.store.transaction() as conn:
-            res = conn.execute(t.delete().where(t.c.group_name == group, t.c.username == username))
+            res = conn.execute(t.delete().where(*where))
         return bool(res.rowcount)
+
+    def remove_unchanged(self, m: Membership) -> bool:
+        """Delete *m* only if its row is still as it was read (same source and ``updated``
+        stamp): a pass that read it earlier must not delete what an admin wrote since."""
+        t = schema.memberships
+        where = (t.c.group_name == m.group, t.c.username == m.username, t.c.source == m.source,
+                 t.c.updated == isoformat(m.updated))  # fmt: skip
+        with self.store.transaction() as conn:
+            return bool(conn.execute(t.delete().where(*where)).rowcount)
 
     def get(self, group: str, username: str) -> Membership | None:
         t = schema.memberships

@@ -84,7 +84,7 @@ class MembershipAdmin:
             raise ServiceError(400, problem)
         self._refuse_static(group, user, "change")
         store = self.store
-        prior = await store.run(self.members.get, group, user)
+        prior = await self._runtime_member(group, user)
         current = prior if prior and prior.active(self.access.clock()) else None
         if current is not None and not expiry_given:
             raise ServiceError(
@@ -122,18 +122,26 @@ class MembershipAdmin:
         change = "extended" if longer else "shortened"
         return change, f"{change} {user} in {group}: {self.show(before)} → {self.show(after)}"
 
+    async def _runtime_member(self, group: str, user: str):
+        """*user*'s membership of *group* added through this API, or None. A ``source=policy``
+        row is fort-groups' copy of the policy file (the file decides; _refuse_static): one
+        left from a member the file dropped since is no membership."""
+        m = await self.store.run(self.members.get, group, user)
+        return m if m is not None and m.source != "policy" else None
+
     async def remove(self, actor: str, group: str, user: str, request_id: str, client: str) -> None:
         self._refuse_static(group, user, "remove")
         store = self.store
-        prior = await store.run(self.members.get, group, user)
-        if prior is None:
+        if await self._runtime_member(group, user) is None:
             raise ServiceError(404, f"{user!r} is not a member of {group!r}")
         await store.audit.arecord(
             actor, "groups.remove", f"groups/{group}/members/{user}", "allow", "removed by admin",
             details={"group": group, "user": user, "by": "api"},
             request_id=request_id, client=client,
         )  # fmt: skip
-        await store.run(self.members.remove, group, user)
+        # only the grant: a pass may have mirrored the file's entry for them since
+        if not await store.run(self.members.remove, group, user, "api"):
+            raise ServiceError(404, f"{user!r} is not a member of {group!r} any more")
         await self.hub.apply(group, [user], add=False)
 
     async def describe(self, username: str) -> dict:

@@ -173,8 +173,8 @@ class Reconciler:
                 await self._apply([Change("groups.remove", name, user, why)
                                    for user in sorted(group.get("users", []))], changes)  # fmt: skip
         for r in rows:
-            if r.source == "api" and not r.active(now):
-                await store.run(members.remove, r.group, r.username)
+            if r.source == "api" and not r.active(now):  # unless an admin extended it since
+                await store.run(members.remove_unchanged, r)
         if changes:
             app.log.info("reconciliation (%s): %d change(s)", reason, len(changes))
         return changes
