@@ -151,12 +151,9 @@ def with_policy_group(policy: Path, app, entry: str) -> str:
     """Add the policy group *entry* (YAML, an item of ``groups:``) to the policy file and wait
     until the service *app* has read it; returns the policy's text before, to restore."""
     text = policy.read_text()
-    policy.write_text(text.replace("groups:\n", "groups:\n" + entry, 1))
     name = entry.split("name: ", 1)[1].split("\n", 1)[0]
-    deadline = time.monotonic() + 30
-    while name not in app.fort_policy.groups:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    rewrite_policy(policy, app, text.replace("groups:\n", "groups:\n" + entry, 1),
+                   lambda p: name in p.groups)  # fmt: skip
     return text
 
 
