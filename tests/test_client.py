@@ -52,6 +52,25 @@ def test_query_returns_an_arrow_table(notebook_env):
     assert fort.usage()["queries_per_day"]["used"] == 1
 
 
+def test_queries_and_downloads_reuse_one_connection(notebook_env, monkeypatch):
+    """An Arrow answer read to its end hands its connection back to the session's pool: a
+    notebook's queries do not each open a new connection (and leave one in TIME_WAIT)."""
+    import urllib3.connection
+
+    opened = []
+    connect = urllib3.connection.HTTPConnection.connect
+    monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect",
+                        lambda self: opened.append(self) or connect(self))  # fmt: skip
+    fort = FortClient()
+    for _ in range(3):  # the result in the submit's answer
+        assert fort.query("SELECT 1 AS x", dataset="url_shares").num_rows == 1
+    qid = fort.submit("SELECT * FROM url_shares", "url_shares")
+    assert fort.results(qid, follow=True).num_rows == 200  # streamed as the query runs
+    assert fort.results(qid).num_rows == 200  # the stored copy
+    assert fort.usage()["queries_per_day"]["used"] == 4
+    assert len(opened) == 1
+
+
 def test_specific_url_wins(notebook_env, monkeypatch):
     monkeypatch.setenv("FORT_QUERY_URL", notebook_env.base.removesuffix("api/v1/"))
     monkeypatch.setenv("FORT_SERVICES_URL", "http://127.0.0.1:9/nowhere/")
@@ -289,24 +308,28 @@ def test_arrow_answers_are_read_into_arrow_buffers_and_encoded_ones_decoded():
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             if not cut:
                 self.wfile.write(b"0\r\n\r\n")
-            self.close_connection = True
+            self.close_connection = cut
+            peers.append(self.client_address)
 
         def log_message(self, *args):
             pass
 
+    peers: list = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
+    session = requests.Session()
     try:
-        with requests.get(url + "/plain", stream=True, timeout=10) as r:
-            body = C._arrow_body(r)
-            assert isinstance(body, C._BodyReader)
-            assert pa.ipc.open_stream(body).read_all().equals(table)
-        with requests.get(url + "/gzip", stream=True, timeout=10) as r:
-            assert C._arrow_body(r) is r.raw
-            assert pa.ipc.open_stream(r.raw).read_all().equals(table)
+        for path in ("/plain", "/gzip", "/plain"):
+            with session.get(url + path, stream=True, timeout=10) as r:
+                body = C._arrow_body(r)
+                assert isinstance(body, C._BodyReader) if path == "/plain" else body is r.raw
+                assert pa.ipc.open_stream(body).read_all().equals(table)
+                C._release_if_read(r)  # the chunked body's last chunk read: reused below
+        assert len(peers) == 3 and len(set(peers)) == 1, peers
         broken = (pa.ArrowException, OSError, http.client.HTTPException)
-        with requests.get(url + "/cut", stream=True, timeout=10) as r, pytest.raises(broken):
+        with session.get(url + "/cut", stream=True, timeout=10) as r, pytest.raises(broken):
             pa.ipc.open_stream(C._arrow_body(r)).read_all()
     finally:
+        session.close()
         server.shutdown()

@@ -122,6 +122,25 @@ class _BodyReader:
         pass
 
 
+#: at most this many bytes after an Arrow stream's end are read to reuse the connection
+_TAIL_BYTES = 64 * 1024
+
+
+def _release_if_read(r: requests.Response) -> None:
+    """After the Arrow stream of *r* ended: read what is left of the answer (a chunked
+    body's last chunk, normally nothing else) and hand its connection back to the session's
+    pool, so that the next call does not open a new one. A body with more than
+    ``_TAIL_BYTES`` left is not read: closing the response then closes the connection."""
+    fp = getattr(r.raw, "_fp", None)
+    if r.headers.get("Content-Encoding") or not hasattr(fp, "isclosed"):
+        r.raw.read(_TAIL_BYTES)  # urllib3 hands the connection back once the body ended
+        return
+    if not fp.isclosed():
+        fp.read(_TAIL_BYTES)
+    if fp.isclosed():  # http.client read the whole answer: the connection is clean
+        r.raw.release_conn()
+
+
 def _arrow_body(r: requests.Response):
     fp = getattr(r.raw, "_fp", None)
     if r.headers.get("Content-Encoding") or not hasattr(fp, "readinto"):
@@ -236,7 +255,9 @@ class FortClient:
         """The Arrow stream answered in *r*; a stream cut off because the query failed raises
         :class:`FortQueryError` with the query's error."""
         try:
-            return ipc.open_stream(_arrow_body(r)).read_all()
+            table = ipc.open_stream(_arrow_body(r)).read_all()
+            _release_if_read(r)
+            return table
         except Exception as e:  # a cut-off stream surfaces as arrow, urllib3 or http errors
             # the stream ends as soon as the engine failed; the final state is recorded just
             # after, so ask with a long poll (it answers once the query is finished)
