@@ -4,6 +4,9 @@ before the next pass mirrors the change; an admin's grant made since is kept by 
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import threading
 import time
 
 import requests
@@ -89,3 +92,87 @@ def test_removing_a_member_the_file_dropped_says_not_a_member(env):
     finally:
         rewrite_policy(policy, app, text, _has_bob)
         groups.reconcile(env)
+
+
+def _grant_dave_for_a_day(env) -> str:
+    """dave in ads-study through the admin API until tomorrow; returns the admin's token."""
+    tok = groups.admin_token(env)
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    r = requests.put(groups.api(env, "groups/ads-study/members/dave"), headers=auth(tok),
+                     json={"expires": until.isoformat()}, timeout=30)  # fmt: skip
+    assert r.status_code == 200 and "dave" in groups.members(env, "ads-study"), r.text
+    return tok
+
+
+def _pass_two_days_later(env) -> list:
+    """A pass that sees dave's grant as expired."""
+    app = env["app"]
+    app.clock = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    try:
+        return groups.reconcile(env)
+    finally:
+        app.clock = lambda: dt.datetime.now(dt.UTC)
+
+
+def _dave_kept(env, changes, until) -> None:
+    members = Memberships(env["app"].fort_store)
+    try:
+        assert ("ads-study", "dave") not in [(c.group, c.user) for c in changes]
+        assert "dave" in groups.members(env, "ads-study")
+        assert members.get("ads-study", "dave").expires == until
+    finally:
+        members.remove("ads-study", "dave")
+        groups.reconcile(env)
+    assert "dave" not in groups.members(env, "ads-study")
+
+
+def test_a_pass_keeps_a_grant_extended_after_it_read_the_rows(env, monkeypatch):
+    """Another writer (e.g. another replica's admin API) extends dave's grant just after a pass
+    read it as expired: the pass leaves dave in the hub group, and the grant in the store."""
+    _grant_dave_for_a_day(env)
+    store = env["app"].fort_store
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    listed = Memberships.list
+
+    def list_then_extend(self, *args, **kwargs):
+        rows = listed(self, *args, **kwargs)
+        if not args and not kwargs:  # the pass reads all rows
+            monkeypatch.setattr(Memberships, "list", listed)
+            Memberships(store).upsert("ads-study", "dave", until, "api", "admin")
+        return rows
+
+    monkeypatch.setattr(Memberships, "list", list_then_extend)
+    changes = _pass_two_days_later(env)
+    monkeypatch.undo()
+    _dave_kept(env, changes, until)
+
+
+def test_an_admin_extension_during_a_pass_waits_for_it(env, monkeypatch):
+    """The admin API extends dave's grant while a pass that read it as expired runs: the
+    extension waits for the pass, so the pass cannot undo its hub change."""
+    tok = _grant_dave_for_a_day(env)
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    answers = []
+
+    def extend():
+        answers.append(requests.put(groups.api(env, "groups/ads-study/members/dave"),
+                                    headers=auth(tok), json={"expires": until.isoformat()},
+                                    timeout=30))  # fmt: skip
+
+    hub_users = env["app"].reconciler.hub_users
+    listed = hub_users.current
+    admin = threading.Thread(target=extend)
+
+    async def current():  # the pass has read the rows: the admin's request comes in now
+        admin.start()
+        await asyncio.sleep(1.0)
+        return await listed()
+
+    monkeypatch.setattr(hub_users, "current", current)
+    try:
+        changes = _pass_two_days_later(env)
+    finally:
+        monkeypatch.undo()
+        admin.join(30)
+    assert answers and answers[0].status_code == 200, answers
+    _dave_kept(env, [c for c in changes if c.action != "groups.expire"], until)

@@ -189,17 +189,22 @@ class GroupsService(FortServiceApp):
                 delay, self.schedule_reconcile, "expiry"
             )
 
+    # an admin's change waits for a pass running here (and a pass for it): a pass that read
+    # the grant before the change would otherwise undo its hub change
+
     async def add_member(
         self, actor, group, user, expires, request_id, client, expiry_given=True
     ) -> dict:
-        out = await self.memberships.add(
-            actor, group, user, expires, request_id, client, expiry_given
-        )
+        async with self._reconcile_lock:
+            out = await self.memberships.add(
+                actor, group, user, expires, request_id, client, expiry_given
+            )
         await self.arm_expiry_timer()
         return out
 
     async def remove_member(self, actor, group, user, request_id, client) -> None:
-        await self.memberships.remove(actor, group, user, request_id, client)
+        async with self._reconcile_lock:
+            await self.memberships.remove(actor, group, user, request_id, client)
         await self.arm_expiry_timer()
 
     async def describe_user(self, username: str) -> dict:

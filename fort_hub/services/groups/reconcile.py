@@ -138,6 +138,7 @@ class Reconciler:
         if upserts or removals:
             await store.run(members.mirror_policy, upserts, removals, app.service_name)
             rows = await store.run(members.list)
+        rows = await self._clear_expired(rows, now)
         want = desired_members(policy, rows, now)
         expired = expired_members(policy, rows, now)
         hub_groups = {g["name"]: g for g in await paged(self.hub, "groups")}
@@ -172,12 +173,26 @@ class Reconciler:
                 why = "group no longer in the policy"
                 await self._apply([Change("groups.remove", name, user, why)
                                    for user in sorted(group.get("users", []))], changes)  # fmt: skip
-        for r in rows:
-            if r.source == "api" and not r.active(now):  # unless an admin extended it since
-                await store.run(members.remove_unchanged, r)
         if changes:
             app.log.info("reconciliation (%s): %d change(s)", reason, len(changes))
         return changes
+
+    async def _clear_expired(self, rows: list[Membership], now) -> list[Membership]:
+        """Delete the expired admin grants of *rows* before the hub is changed, each only if
+        unchanged since read (``remove_unchanged``); a row changed meanwhile (an admin extended
+        or removed the grant) is read again, so that this pass does not take out of the hub
+        group a member whose grant was just extended. A deleted row stays in the returned
+        list: its member is taken out as expired (``groups.expire``)."""
+        store = self.app.fort_store
+        members = Memberships(store)
+        out = []
+        for r in rows:
+            stale = r.source == "api" and not r.active(now)
+            if stale and not await store.run(members.remove_unchanged, r):
+                r = await store.run(members.get, r.group, r.username)
+            if r is not None:
+                out.append(r)
+        return out
 
     async def _current_members(self, name: str, group: dict | None) -> set[str] | None:
         """The members of hub group *name* (*group*: its model, None when this pass created
