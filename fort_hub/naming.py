@@ -19,6 +19,7 @@ audit log, and their own export (``fort-hub audit export --user``) would hold it
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 #: ASCII letters and digits, then letters, digits and ``. _ @ + -`` (emails fit), 1-128
 #: characters. No IAM wildcard (``* ?``), policy variable (``$ { }``), path separator,
@@ -52,12 +53,14 @@ def is_safe_username(name: object) -> bool:
     )
 
 
-def check_username_problem(name: object) -> str:
-    """Why *name* is not an allowed username (a sentence naming the characters), or ``""``."""
-    if is_safe_username(name):
+def check_username_problem(name: object, reserved: Collection[str] = ()) -> str:
+    """Why *name* is not an allowed username (a sentence naming the characters), or ``""``.
+    *reserved*: more names to refuse, e.g. the hub's services (case-insensitive)."""
+    taken = isinstance(name, str) and name.lower() in {r.lower() for r in reserved}
+    if is_safe_username(name) and not taken:
         return ""
     shown = repr(name)[:80]
-    if isinstance(name, str) and name.lower() in RESERVED_USERNAMES:
+    if taken or (isinstance(name, str) and name.lower() in RESERVED_USERNAMES):
         return f"{shown} is reserved: fort-hub records its own actions in the audit log under it"
     if isinstance(name, str):
         bad = sorted({c for c in name if not _ALLOWED_CHAR.match(c)})

@@ -46,6 +46,8 @@ def _identities(tmp: Path) -> Path:
                                     "email": "joiner@example.org"}  # fmt: skip
     data["identities"]["hubname"] = {"id": "10000000000000333", "name": "Hub Name",
                                      "email": "jupyterhub@example.org"}  # fmt: skip
+    data["identities"]["servicename"] = {"id": "10000000000000332", "name": "Service Name",
+                                         "email": "fort-data@example.org"}  # fmt: skip
     data["identities"]["lapsed"] = {"id": "10000000000000444", "name": "Lapsed Researcher",
                                     "email": "lapsed@example.org"}  # fmt: skip
     path = tmp / "identities.yaml"
@@ -58,6 +60,7 @@ def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fbhub")
     policy = (ROOT / "fort_hub/dev/data/example-policy.yaml").read_text()
     lapsed = "      - user: lapsed\n        expires: 2020-01-01\n"  # a static entry, expired
+    lapsed += "      - fort-data\n"  # a member whose name is a hub service's (refused at sign-in)
     (tmp / "policy.yaml").write_text(policy.replace("      - alice\n", "      - alice\n" + lapsed))
     idents = load_identities(_identities(tmp))["identities"]
     standin = Standin(idents, APP_ID, SECRET)
@@ -76,6 +79,7 @@ def env(tmp_path_factory):
     c.FacebookOAuthenticator.auth_refresh_age = 2
     c.FortSettings.policy_file = {str(tmp / "policy.yaml")!r}
     c.FortSettings.store_url = {store_url!r}
+    c.JupyterHub.services.append({{"name": "fort-data", "api_token": "fort-data-token-0123456789"}})
     """
     hub = RunningHub(
         tmp / "hub", config, env={"JUPYTERHUB_CRYPT_KEY": Fernet.generate_key().decode()}
@@ -262,6 +266,8 @@ LOGIN_CASES = {
     "no email": ("noemail", {}, 403, "did not share an email address"),
     "the hub's audit name": ("hubname", {}, 403, "'jupyterhub' is reserved: fort-hub records "
                              "its own actions in the audit log under it"),
+    "a hub service's name": ("servicename", {}, 403, "'fort-data' is reserved: fort-hub "
+                             "records its own actions in the audit log under it"),
     "wildcard username": ("wildcard", {}, 403, "'a*' (not allowed: '*') is not an allowed "
                           "username: a username must be 1-128 characters: ASCII letters"),
     "graph error 190": ("alice", {"error": {"code": 190, "paths": ["me"]}}, 403,
@@ -293,6 +299,8 @@ def test_refused_login(env, case):
         assert user(env, "a*") is None
     if case == "the hub's audit name":  # nor is its refusal recorded under the hub's name
         assert user(env, "jupyterhub") is None and denial.actor == "refused:jupyterhub"
+    if case == "a hub service's name":  # e.g. fort-query renamed with its service_name
+        assert user(env, "fort-data") is None and denial.actor == "refused:fort-data"
 
 
 def _text(html: str) -> str:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from fort_hub.naming import UnsafeName, check_user_prefix_template, check_username, is_safe_username
+from fort_hub.naming import (
+    UnsafeName,
+    check_user_prefix_template,
+    check_username,
+    check_username_problem,
+    is_safe_username,
+)
 
 
 @pytest.mark.parametrize(
@@ -36,6 +42,15 @@ def test_audit_actors_are_reserved(name):
     with pytest.raises(UnsafeName, match="is reserved: fort-hub records its own actions"):
         check_username(name)
     assert is_safe_username(name + "2")
+
+
+def test_more_reserved_names_are_refused_in_any_case():
+    services = ["fort-data", "Announcements"]
+    assert check_username_problem("fort-data") == ""
+    assert "'FORT-DATA' is reserved" in check_username_problem("FORT-DATA", services)
+    assert "'announcements' is reserved" in check_username_problem("announcements", services)
+    assert check_username_problem("fort-data2", services) == ""
+    assert "not allowed: '*'" in check_username_problem("a*", services)
 
 
 @pytest.mark.parametrize("name", ["", "-a", ".a", "@x", "a" * 129, None, 5])

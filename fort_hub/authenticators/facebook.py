@@ -265,9 +265,13 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
     def validate_username(self, username):
         """Refuse, with a page saying why, a username that could widen the user's S3 prefix or
         session policy (``a*@example.org`` -> ``a*``), or that fort-hub's own audit records use
-        (``jupyterhub``): :mod:`fort_hub.naming`. The refusal's audit actor is
-        ``refused:<name>``, which no username can be (``:`` is not allowed in one)."""
-        problem = check_username_problem(username)
+        (``jupyterhub``, and the name of every service registered with the hub, e.g. a fort
+        service given another ``service_name``): :mod:`fort_hub.naming`. The refusal's audit
+        actor is ``refused:<name>``, which no username can be (``:`` is not allowed in one)."""
+        services = getattr(self.parent, "services", None) or []
+        problem = check_username_problem(
+            username, [str(s.get("name", "")) for s in services if isinstance(s, dict)]
+        )
         if problem:
             raise FacebookLoginError(
                 403, f"This hub cannot use your account's username: {problem}. "
