@@ -31,12 +31,12 @@ PAGE = 200  # JupyterHub's largest page
 NEWEST_PAGE = 50  # the newest users, until a page of users already seen
 
 
-async def paged(hub: HubApi, path: str, params: dict | None = None) -> list[dict]:
+async def paged(hub: HubApi, path: str) -> list[dict]:
     """Every item of the paginated listing at *path* (a hub that does not paginate: its list)."""
     items, offset = [], 0
     while True:
         page = await hub.request(
-            "GET", path, params={**(params or {}), "offset": offset, "limit": PAGE},
+            "GET", path, params={"offset": offset, "limit": PAGE},
             accept=PAGINATION,
         )  # fmt: skip
         if isinstance(page, list):
