@@ -88,7 +88,8 @@ class GroupsService(FortServiceApp):
         self.leaders = Leaders(self.fort_store)
         self.memberships = MembershipAdmin(self.fort_store, self.access, HubGroups(self.hub_api))
         self._expiry_timer: asyncio.TimerHandle | None = None
-        self._reconcile_lock: asyncio.Lock | None = None
+        # a pass and an admin's change, one at a time (bound to a loop at its first wait)
+        self._reconcile_lock = asyncio.Lock()
         self.last_reconcile: dict = {}
 
     async def on_start(self) -> None:
