@@ -413,3 +413,44 @@ def test_nul_character_is_a_400_and_audited(env, field):
     finally:
         store.dispose()
     assert rec.decision == "deny" and rec.request_id == r.headers["X-Request-Id"]
+
+
+def nested_subqueries(levels: int) -> str:
+    return "SELECT * FROM " + "(SELECT * FROM " * levels + "url_shares" + ")" * levels
+
+
+def refused_as_too_deep(env, sql: str) -> None:
+    """*sql* is refused with 400 "nested too deeply", audited, and the service still runs."""
+    r = env.post(sql)
+    assert r.status_code == 400, r.text[:300]
+    assert "nested too deeply" in r.json()["error"]["message"]
+    store = Store(env.store_url)
+    try:
+        (rec,) = store.audit.query(user="alice", action="query.submit", limit=1)
+    finally:
+        store.dispose()
+    assert rec.decision == "deny" and rec.request_id == r.headers["X-Request-Id"]
+    assert env.run("SELECT 1 AS x")["state"] == "succeeded"  # still serving
+
+
+@pytest.mark.parametrize("sql", [
+    nested_subqueries(3_900),  # 62 KB: within the default max_sql_bytes
+    "SELECT " + "[" * 500 + "1" + "]" * 500,
+    "SELECT " + "abs(" * 500 + "1" + ")" * 500,
+], ids=["subqueries", "arrays", "calls"])  # fmt: skip
+def test_deeply_nested_sql_is_a_400_and_audited(env, sql):
+    """A tree the parser built may still be too deep to walk or render: that is a refusal too
+    (with a mypyc-compiled sqlglot these three were 500s with no audit record)."""
+    refused_as_too_deep(env, sql)
+
+
+def test_nesting_up_to_a_raised_max_sql_bytes_does_not_crash_the_service(tmp_path, sqlite_url):
+    """6,665 unclosed subqueries (99,989 characters, under the parser's 100,000 and a
+    max_sql_bytes raised to 128 KiB): refused. A mypyc-compiled sqlglot (``sqlglot[c]``)
+    crashed the whole service on this (segmentation fault): fort-hub keeps the pure-Python
+    build, whose parser raises RecursionError."""
+    env = QueryEnv(tmp_path, sqlite_url, QueryService__max_sql_bytes=128 * 1024).start()
+    try:
+        refused_as_too_deep(env, "SELECT * FROM " + "(SELECT * FROM " * 6_665)
+    finally:
+        env.stop()

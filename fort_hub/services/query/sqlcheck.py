@@ -244,6 +244,14 @@ def check_sql(
     if dataset not in tables:
         raise SqlRejected(400, f"unknown dataset '{dataset}'")
     root = parse_one_read_query(sql, dialect)
+    try:  # a tree the parser built may still be too deep to walk or to render
+        return _authorize(root, dataset, tables, granted, dialect, target)
+    except RecursionError:
+        raise SqlRejected(400, "the query is nested too deeply") from None
+
+
+def _authorize(root: exp.Expression, dataset, tables, granted, dialect, target) -> CheckedQuery:
+    """:func:`check_sql` after the parse: every real table of *root* granted and qualified."""
     ctes = _cte_references(root)
     own = {_fold(t): t for t in tables[dataset]}
     datasets = {_fold(d): d for d in tables}
