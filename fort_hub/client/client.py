@@ -11,6 +11,7 @@ Needs only ``requests`` and ``pyarrow`` (the ``[client]`` extra); never imports 
 
 from __future__ import annotations
 
+import http.client
 import os
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import requests
+import urllib3
 
 from .display import Datasets, Progress, Usage
 
@@ -130,13 +132,17 @@ def _release_if_read(r: requests.Response) -> None:
     """After the Arrow stream of *r* ended: read what is left of the answer (a chunked
     body's last chunk, normally nothing else) and hand its connection back to the session's
     pool, so that the next call does not open a new one. A body with more than
-    ``_TAIL_BYTES`` left is not read: closing the response then closes the connection."""
+    ``_TAIL_BYTES`` left, or one whose rest cannot be read, is left: closing the response then
+    closes the connection (the table read is whole either way)."""
     fp = getattr(r.raw, "_fp", None)
-    if r.headers.get("Content-Encoding") or not hasattr(fp, "isclosed"):
-        r.raw.read(_TAIL_BYTES)  # urllib3 hands the connection back once the body ended
+    try:
+        if r.headers.get("Content-Encoding") or not hasattr(fp, "isclosed"):
+            r.raw.read(_TAIL_BYTES)  # urllib3 hands the connection back once the body ended
+            return
+        if not fp.isclosed():
+            fp.read(_TAIL_BYTES)
+    except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError):
         return
-    if not fp.isclosed():
-        fp.read(_TAIL_BYTES)
     if fp.isclosed():  # http.client read the whole answer: the connection is clean
         r.raw.release_conn()
 
@@ -256,17 +262,17 @@ class FortClient:
         :class:`FortQueryError` with the query's error."""
         try:
             table = ipc.open_stream(_arrow_body(r)).read_all()
-            _release_if_read(r)
-            return table
         except Exception as e:  # a cut-off stream surfaces as arrow, urllib3 or http errors
+            r.close()
             # the stream ends as soon as the engine failed; the final state is recorded just
             # after, so ask with a long poll (it answers once the query is finished)
             st = self.status(query_id, wait=10)
             if st["state"] != "succeeded":
                 raise self._failed(st) from None
             raise FortQueryError(f"the result download broke off: {e}", query_id=query_id) from None
-        finally:
-            r.close()
+        _release_if_read(r)
+        r.close()
+        return table
 
     #: seconds a submit waits for the result in its own answer (``POST queries?wait=``)
     submit_wait = 0.5
