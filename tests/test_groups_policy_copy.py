@@ -11,6 +11,7 @@ import time
 
 import requests
 
+from fort_hub.services.base import HubApiError
 from fort_hub.store.memberships import Memberships
 from tests import test_groups_service as groups
 from tests.fortsvc import auth, rewrite_policy
@@ -176,3 +177,31 @@ def test_an_admin_extension_during_a_pass_waits_for_it(env, monkeypatch):
         admin.join(30)
     assert answers and answers[0].status_code == 200, answers
     _dave_kept(env, [c for c in changes if c.action != "groups.expire"], until)
+
+
+def test_a_failed_pass_leaves_an_expired_grant_for_the_next_to_expire(env, monkeypatch):
+    """The hub fails a pass that read dave's grant as expired: the grant stays in the store
+    until a pass has taken dave out of the hub group, which the next one does as an expiry
+    (``groups.expire``), not as a member added outside fort-groups."""
+    app = env["app"]
+    _grant_dave_for_a_day(env)
+    hub_users = app.reconciler.hub_users
+    listed = hub_users.current
+
+    async def fail_once():
+        monkeypatch.setattr(hub_users, "current", listed)
+        raise HubApiError(599, "hub unreachable (test)")
+
+    monkeypatch.setattr(hub_users, "current", fail_once)
+    app.clock = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    try:
+        assert groups.reconcile(env) == []  # failed: logged, nothing changed
+        assert app.last_reconcile["error"] == "hub unreachable (test)"
+        changes = groups.reconcile(env)
+    finally:
+        app.clock = lambda: dt.datetime.now(dt.UTC)
+        monkeypatch.undo()
+    dave = [(c.action, c.reason) for c in changes if (c.group, c.user) == ("ads-study", "dave")]
+    assert dave == [("groups.expire", "membership expired")]
+    assert "dave" not in groups.members(env, "ads-study")
+    assert Memberships(app.fort_store).get("ads-study", "dave") is None

@@ -138,11 +138,11 @@ class Reconciler:
         if upserts or removals:
             await store.run(members.mirror_policy, upserts, removals, app.service_name)
             rows = await store.run(members.list)
-        rows = await self._clear_expired(rows, now)
-        want = desired_members(policy, rows, now)
-        expired = expired_members(policy, rows, now)
         hub_groups = {g["name"]: g for g in await paged(self.hub, "groups")}
         hub_users = await self.hub_users.current()
+        rows = await self._reread_expired(rows, now)
+        want = desired_members(policy, rows, now)
+        expired = expired_members(policy, rows, now)
         changes: list[Change] = []
         for name in policy.groups:
             group = hub_groups.get(name)
@@ -173,25 +173,25 @@ class Reconciler:
                 why = "group no longer in the policy"
                 await self._apply([Change("groups.remove", name, user, why)
                                    for user in sorted(group.get("users", []))], changes)  # fmt: skip
+        for r in rows:
+            if r.source == "api" and not r.active(now):  # unless an admin extended it since
+                await store.run(members.remove_unchanged, r)
         if changes:
             app.log.info("reconciliation (%s): %d change(s)", reason, len(changes))
         return changes
 
-    async def _clear_expired(self, rows: list[Membership], now) -> list[Membership]:
-        """Delete the expired admin grants of *rows* before the hub is changed, each only if
-        unchanged since read (``remove_unchanged``); a row changed meanwhile (an admin extended
-        or removed the grant) is read again, so that this pass does not take out of the hub
-        group a member whose grant was just extended. A deleted row stays in the returned
-        list: its member is taken out as expired (``groups.expire``)."""
-        store = self.app.fort_store
-        members = Memberships(store)
-        out = []
+    async def _reread_expired(self, rows: list[Membership], now) -> list[Membership]:
+        """*rows* with each expired admin grant read again, just before the hub is changed: a
+        grant extended since the pass read the rows (by another replica's admin API; this
+        replica's waits for the pass) keeps its member in the hub group. A grant deleted
+        since stays as read: its member still leaves the hub group as expired. The expired
+        grants are deleted only after the hub changes, so a failed pass leaves them for the
+        next one to take out as expired, not as drift."""
+        store, members, out = self.app.fort_store, Memberships(self.app.fort_store), []
         for r in rows:
-            stale = r.source == "api" and not r.active(now)
-            if stale and not await store.run(members.remove_unchanged, r):
-                r = await store.run(members.get, r.group, r.username)
-            if r is not None:
-                out.append(r)
+            if r.source == "api" and not r.active(now):
+                r = await store.run(members.get, r.group, r.username) or r
+            out.append(r)
         return out
 
     async def _current_members(self, name: str, group: dict | None) -> set[str] | None:
