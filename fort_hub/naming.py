@@ -60,8 +60,10 @@ def check_username_problem(name: object, reserved: Collection[str] = ()) -> str:
     if is_safe_username(name) and not taken:
         return ""
     shown = repr(name)[:80]
-    if taken or (isinstance(name, str) and name.lower() in RESERVED_USERNAMES):
+    if isinstance(name, str) and name.lower() in RESERVED_USERNAMES:
         return f"{shown} is reserved: fort-hub records its own actions in the audit log under it"
+    if taken:
+        return f"{shown} is reserved: it is the name of a service of this hub"
     if isinstance(name, str):
         bad = sorted({c for c in name if not _ALLOWED_CHAR.match(c)})
         if bad:

@@ -266,8 +266,8 @@ LOGIN_CASES = {
     "no email": ("noemail", {}, 403, "did not share an email address"),
     "the hub's audit name": ("hubname", {}, 403, "'jupyterhub' is reserved: fort-hub records "
                              "its own actions in the audit log under it"),
-    "a hub service's name": ("servicename", {}, 403, "'fort-data' is reserved: fort-hub "
-                             "records its own actions in the audit log under it"),
+    "a hub service's name": ("servicename", {}, 403, "'fort-data' is reserved: it is the name "
+                             "of a service of this hub"),
     "wildcard username": ("wildcard", {}, 403, "'a*' (not allowed: '*') is not an allowed "
                           "username: a username must be 1-128 characters: ASCII letters"),
     "graph error 190": ("alice", {"error": {"code": 190, "paths": ["me"]}}, 403,

@@ -47,8 +47,10 @@ def test_audit_actors_are_reserved(name):
 def test_more_reserved_names_are_refused_in_any_case():
     services = ["fort-data", "Announcements"]
     assert check_username_problem("fort-data") == ""
-    assert "'FORT-DATA' is reserved" in check_username_problem("FORT-DATA", services)
-    assert "'announcements' is reserved" in check_username_problem("announcements", services)
+    service = "is reserved: it is the name of a service of this hub"
+    assert f"'FORT-DATA' {service}" in check_username_problem("FORT-DATA", services)
+    assert f"'announcements' {service}" in check_username_problem("announcements", services)
+    assert "fort-hub records" in check_username_problem("jupyterhub", ["jupyterhub"])
     assert check_username_problem("fort-data2", services) == ""
     assert "not allowed: '*'" in check_username_problem("a*", services)
 
