@@ -124,6 +124,23 @@ class _BodyReader:
         pass
 
 
+def _plain_body(r: requests.Response):
+    """The ``http.client`` response under *r* when its body can be read there directly (not
+    content-encoded), else None: urllib3 reads and decodes it."""
+    fp = getattr(r.raw, "_fp", None)
+    if r.headers.get("Content-Encoding") or not hasattr(fp, "readinto"):
+        return None
+    return fp
+
+
+def _arrow_body(r: requests.Response):
+    fp = _plain_body(r)
+    if fp is None:
+        r.raw.decode_content = True
+        return r.raw
+    return _BodyReader(fp)
+
+
 #: at most this many bytes after an Arrow stream's end are read to reuse the connection
 _TAIL_BYTES = 64 * 1024
 
@@ -134,9 +151,9 @@ def _release_if_read(r: requests.Response) -> None:
     pool, so that the next call does not open a new one. A body with more than
     ``_TAIL_BYTES`` left, or one whose rest cannot be read, is left: closing the response then
     closes the connection (the table read is whole either way)."""
-    fp = getattr(r.raw, "_fp", None)
+    fp = _plain_body(r)
     try:
-        if r.headers.get("Content-Encoding") or not hasattr(fp, "isclosed"):
+        if fp is None:
             r.raw.read(_TAIL_BYTES)  # urllib3 hands the connection back once the body ended
             return
         if not fp.isclosed():
@@ -145,14 +162,6 @@ def _release_if_read(r: requests.Response) -> None:
         return
     if fp.isclosed():  # http.client read the whole answer: the connection is clean
         r.raw.release_conn()
-
-
-def _arrow_body(r: requests.Response):
-    fp = getattr(r.raw, "_fp", None)
-    if r.headers.get("Content-Encoding") or not hasattr(fp, "readinto"):
-        r.raw.decode_content = True
-        return r.raw
-    return _BodyReader(fp)
 
 
 class FortClient:
