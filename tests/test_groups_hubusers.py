@@ -107,7 +107,10 @@ async def test_a_full_listing_when_due_and_after_forget():
     assert users.full_listings == 3
 
 
-@pytest.mark.parametrize("value", [0, -1.0])
-def test_the_listing_interval_must_be_positive(value):
-    with pytest.raises(TraitError, match=r"GroupsService\.hub_users_listing_interval"):
-        GroupsService(hub_users_listing_interval=value)
+@pytest.mark.parametrize("trait", ["hub_users_listing_interval", "admin_wait_seconds"])
+@pytest.mark.parametrize("value", [0, -1.0, float("inf"), float("nan")])
+def test_the_intervals_must_be_positive_and_finite(trait, value):
+    with pytest.raises(
+        TraitError, match=rf"GroupsService\.{trait} must be positive, finite seconds"
+    ):
+        GroupsService(**{trait: value})

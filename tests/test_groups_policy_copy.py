@@ -205,3 +205,89 @@ def test_a_failed_pass_leaves_an_expired_grant_for_the_next_to_expire(env, monke
     assert dave == [("groups.expire", "membership expired")]
     assert "dave" not in groups.members(env, "ads-study")
     assert Memberships(app.fort_store).get("ads-study", "dave") is None
+
+
+class _StuckPass:
+    """A pass that stays in its listing of the hub's users (a slow or unreachable hub) until
+    released; counts the passes that reached it."""
+
+    def __init__(self, app, monkeypatch):
+        self.app, self.hub_users = app, app.reconciler.hub_users
+        self.listed, self.entered, self.release = (
+            self.hub_users.current,
+            threading.Event(),
+            threading.Event(),
+        )
+        self.passes = 0
+        monkeypatch.setattr(self.hub_users, "current", self.current)
+
+    async def current(self):
+        self.passes += 1
+        self.entered.set()
+        while not self.release.is_set():
+            await asyncio.sleep(0.05)
+        return await self.listed()
+
+    def start(self):
+        running = asyncio.run_coroutine_threadsafe(self.app.reconcile("test"), self.app.loop)
+        assert self.entered.wait(30), "the pass did not start"
+        return running
+
+
+def test_an_admin_change_behind_a_stuck_pass_is_refused_and_writes_nothing(env, monkeypatch):
+    """An admin's change waited for a running pass with no limit: behind a pass stuck on the
+    hub it hung until the hub's request timed out. Now it waits `admin_wait_seconds`, then gets
+    a 503 with Retry-After, and nothing is written; after the pass the same change goes through."""
+    app = env["app"]
+    tok = groups.admin_token(env)
+    stuck = _StuckPass(app, monkeypatch)
+    monkeypatch.setattr(app, "admin_wait_seconds", 0.5, raising=False)
+    url = groups.api(env, "groups/ads-study/members/dave")
+    until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    running = stuck.start()
+    try:
+        r = requests.put(url, headers=auth(tok), json={"expires": until}, timeout=10)
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == "1"
+        assert "still running after 1 s; nothing was changed" in groups.error_of(r)
+        assert Memberships(app.fort_store).get("ads-study", "dave") is None
+    finally:
+        stuck.release.set()
+        running.result(30)
+        monkeypatch.undo()
+    r = requests.put(url, headers=auth(tok), json={"expires": until}, timeout=30)
+    try:
+        assert r.status_code == 200, r.text
+        assert "dave" in groups.members(env, "ads-study")
+    finally:
+        Memberships(app.fort_store).remove("ads-study", "dave")
+        groups.reconcile(env)
+
+
+def test_passes_scheduled_behind_a_slow_pass_do_not_pile_up(env, monkeypatch):
+    """Each periodic tick (and policy reload, expiry) queued a pass of its own behind a slow
+    one, without bound. Now requests made while one pass waits join it: one more pass runs,
+    for all their reasons, and a non-leading request (an expiry) makes it run regardless."""
+    app = env["app"]
+    stuck = _StuckPass(app, monkeypatch)
+    running = stuck.start()
+    reasons = ["periodic", "policy reload", "periodic", "expiry", "periodic"]
+
+    async def schedule():
+        return [app.schedule_reconcile(r) for r in reasons]
+
+    try:
+        tasks = env["svc"].call(schedule)
+        assert len({id(t) for t in tasks}) == 1, "each request queued a pass of its own"
+    finally:
+        stuck.release.set()
+        running.result(30)
+
+    async def queued():
+        return await tasks[0]
+
+    env["svc"].call(queued)
+    monkeypatch.undo()
+    assert stuck.passes == 2
+    assert app.last_reconcile["reason"] == "periodic, policy reload, expiry"
+    assert "error" not in app.last_reconcile and "skipped" not in app.last_reconcile

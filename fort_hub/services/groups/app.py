@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import os
 
 from tornado.ioloop import PeriodicCallback
@@ -15,6 +17,7 @@ from ... import scopes
 from ...store import StoreError, isoformat
 from ...store.leaders import Leaders
 from ..base import FortServiceApp
+from ..handler import ServiceError
 from ..metrics import GroupsMetrics
 from .admin import admin_handlers
 from .api import api_handlers
@@ -57,11 +60,24 @@ class GroupsService(FortServiceApp):
         """,
     ).tag(config=True)
 
-    @validate("reconcile_interval", "hub_users_listing_interval")
+    admin_wait_seconds = Float(
+        10.0,
+        help="""How long an admin's membership change (API or admin page) waits for a
+        reconciliation pass running in this replica. A change and a pass run one at a time, so
+        that a pass that read a grant before the change cannot undo it in the hub group. If the
+        pass is still running after this many seconds (a slow or unreachable hub), the change
+        is refused with 503 and a `Retry-After` header, nothing is written, and the admin sends
+        it again.
+
+            c.GroupsService.admin_wait_seconds = 30
+        """,
+    ).tag(config=True)
+
+    @validate("reconcile_interval", "hub_users_listing_interval", "admin_wait_seconds")
     def _validate_interval(self, proposal):
-        if not proposal["value"] > 0:
+        if not 0 < proposal["value"] < math.inf:
             raise TraitError(
-                f"GroupsService.{proposal['trait'].name} must be positive seconds, "
+                f"GroupsService.{proposal['trait'].name} must be positive, finite seconds, "
                 f"not {proposal['value']!r}"
             )
         return proposal["value"]
@@ -90,6 +106,7 @@ class GroupsService(FortServiceApp):
         self._expiry_timer: asyncio.TimerHandle | None = None
         # a pass and an admin's change, one at a time (bound to a loop at its first wait)
         self._reconcile_lock = asyncio.Lock()
+        self._queued_pass: dict | None = None  # a scheduled pass not yet running
         self.last_reconcile: dict = {}
 
     async def on_start(self) -> None:
@@ -116,8 +133,27 @@ class GroupsService(FortServiceApp):
     def schedule_reconcile(self, reason: str) -> asyncio.Task:
         """A reconciliation pass: periodic, at start and on a policy change only in the replica
         leading them (see :meth:`leading`); at an expiry in the replica whose timer fired (the
-        hub group loses the member at that moment; a pass is idempotent)."""
-        task = asyncio.ensure_future(self.reconcile(reason, if_leading=reason != "expiry"))
+        hub group loses the member at that moment; a pass is idempotent). While a scheduled
+        pass waits for the running one, later requests join it instead of queueing their own:
+        it reads everything anew when it starts, so passes slower than
+        `reconcile_interval` never pile up."""
+        if_leading = reason != "expiry"
+        queued = self._queued_pass
+        if queued is not None:
+            queued["if_leading"] = queued["if_leading"] and if_leading
+            if reason not in queued["reasons"]:
+                queued["reasons"].append(reason)
+            return queued["task"]
+        queued = {"reasons": [reason], "if_leading": if_leading}
+
+        async def run() -> list:
+            async with self._reconcile_lock:
+                if self._queued_pass is queued:
+                    self._queued_pass = None  # requests from now on need a pass of their own
+                return await self._pass(", ".join(queued["reasons"]), queued["if_leading"])
+
+        queued["task"] = task = asyncio.ensure_future(run())
+        self._queued_pass = queued
         self._tasks = getattr(self, "_tasks", set())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -130,23 +166,26 @@ class GroupsService(FortServiceApp):
         """One reconciliation pass (serialized); with *if_leading*, only while this replica
         leads them. Errors are logged, never raised to the loop."""
         async with self._reconcile_lock:
-            started = self.clock()
-            if if_leading and not await self.leading(reason, started):
-                return []
-            try:
-                changes = await self.reconciler.run(reason)
-            except Exception as e:
-                self.log.error("reconciliation (%s) failed: %s", reason, e)
-                self.last_reconcile = {"at": isoformat(started), "reason": reason, "error": str(e)}
-                self.metrics.reconciled(ok=False)
-                return []
-            self.metrics.reconciled(ok=True)
-            await self.arm_expiry_timer()
-            self.last_reconcile = {
-                "at": isoformat(started), "reason": reason,
-                "changes": [c.as_dict() for c in changes],
-            }  # fmt: skip
-            return changes
+            return await self._pass(reason, if_leading)
+
+    async def _pass(self, reason: str, if_leading: bool) -> list:
+        started = self.clock()
+        if if_leading and not await self.leading(reason, started):
+            return []
+        try:
+            changes = await self.reconciler.run(reason)
+        except Exception as e:
+            self.log.error("reconciliation (%s) failed: %s", reason, e)
+            self.last_reconcile = {"at": isoformat(started), "reason": reason, "error": str(e)}
+            self.metrics.reconciled(ok=False)
+            return []
+        self.metrics.reconciled(ok=True)
+        await self.arm_expiry_timer()
+        self.last_reconcile = {
+            "at": isoformat(started), "reason": reason,
+            "changes": [c.as_dict() for c in changes],
+        }  # fmt: skip
+        return changes
 
     async def leading(self, reason: str, now) -> bool:
         """Whether this replica runs the scheduled reconciliations: it claims (or keeps) the
@@ -193,10 +232,28 @@ class GroupsService(FortServiceApp):
     # an admin's change waits for a pass running here (and a pass for it): a pass that read
     # the grant before the change would otherwise undo its hub change
 
+    @contextlib.asynccontextmanager
+    async def _admins_turn(self):
+        """The reconciliation lock for an admin's change, waited for at most
+        `admin_wait_seconds`; else a 503 and nothing done."""
+        try:
+            async with asyncio.timeout(self.admin_wait_seconds):
+                await self._reconcile_lock.acquire()
+        except TimeoutError:
+            wait = math.ceil(self.admin_wait_seconds)
+            raise ServiceError(
+                503, f"a reconciliation pass of the hub groups is still running after {wait} s; "
+                "nothing was changed: send the change again", headers={"Retry-After": str(wait)},
+            ) from None  # fmt: skip
+        try:
+            yield
+        finally:
+            self._reconcile_lock.release()
+
     async def add_member(
         self, actor, group, user, expires, request_id, client, expiry_given=True
     ) -> dict:
-        async with self._reconcile_lock:
+        async with self._admins_turn():
             out = await self.memberships.add(
                 actor, group, user, expires, request_id, client, expiry_given
             )
@@ -204,7 +261,7 @@ class GroupsService(FortServiceApp):
         return out
 
     async def remove_member(self, actor, group, user, request_id, client) -> None:
-        async with self._reconcile_lock:
+        async with self._admins_turn():
             await self.memberships.remove(actor, group, user, request_id, client)
         await self.arm_expiry_timer()
 
