@@ -177,3 +177,31 @@ def restore_policy(policy: Path, text: str, hub: RunningHub, group: str) -> None
             return
         assert time.monotonic() < deadline, r.json()["users"]
         time.sleep(0.2)
+
+
+class StuckPass:
+    """fort-groups' reconciliation stuck in its listing of the hub's users (a slow or
+    unreachable hub) until ``release`` is set; ``start()`` runs a pass and returns once it is
+    stuck there (the reconciliation lock held); ``passes`` counts the passes that got there."""
+
+    def __init__(self, app, monkeypatch):
+        self.app, self.hub_users = app, app.reconciler.hub_users
+        self.listed, self.entered, self.release = (
+            self.hub_users.current,
+            threading.Event(),
+            threading.Event(),
+        )
+        self.passes = 0
+        monkeypatch.setattr(self.hub_users, "current", self.current)
+
+    async def current(self):
+        self.passes += 1
+        self.entered.set()
+        while not self.release.is_set():
+            await asyncio.sleep(0.05)
+        return await self.listed()
+
+    def start(self):
+        running = asyncio.run_coroutine_threadsafe(self.app.reconcile("test"), self.app.loop)
+        assert self.entered.wait(30), "the pass did not start"
+        return running

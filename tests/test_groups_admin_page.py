@@ -22,7 +22,7 @@ from fort_hub.store.memberships import Memberships
 from tests import browser as web
 from tests.conftest import EXAMPLE_POLICY
 from tests.forged_audit import FORGED_REASON, forge_row, legacy_audit_table
-from tests.fortsvc import ServiceSlot, ServiceThread, hub_config, make_users
+from tests.fortsvc import ServiceSlot, ServiceThread, StuckPass, hub_config, make_users
 from tests.hubproc import RunningHub
 
 pytestmark = [pytest.mark.hub, pytest.mark.browser]
@@ -207,6 +207,36 @@ def test_extend_needs_a_date(page, env):
     add(page, "ads-study", "erin")
     assert "already a member of ads-study (through 2031-05-31)" in flash(page)
     members.remove("ads-study", "erin")
+
+
+def test_a_change_behind_a_stuck_pass_says_to_send_it_again(page, env, monkeypatch, tmp_path):
+    """A reconciliation pass stuck on the hub: the admin's add waits `admin_wait_seconds`, then
+    the page says nothing was changed and to send it again; sent again after the pass, it is
+    made."""
+    app = env["app"]
+    login(page, env, "admin")
+    stuck = StuckPass(app, monkeypatch)
+    monkeypatch.setattr(app, "admin_wait_seconds", 0.5)
+    running = stuck.start()
+    try:
+        add(page, "ads-study", "frank", "2031-05-31")
+        page.wait_for_selector("#msg.error")
+        page.screenshot(path=str(tmp_path / "stuck-pass.png"))
+        assert flash(page) == (
+            "error: a reconciliation pass of the hub groups is still running after 1 s; "
+            "nothing was changed: send the change again"
+        )
+        assert page.locator("#group-ads-study tr[data-user=frank]").count() == 0
+        assert Memberships(app.fort_store).get("ads-study", "frank") is None
+    finally:
+        stuck.release.set()
+        running.result(30)
+        monkeypatch.undo()
+    add(page, "ads-study", "frank", "2031-05-31")
+    try:
+        assert flash(page).startswith("added frank")
+    finally:
+        Memberships(app.fort_store).remove("ads-study", "frank")
 
 
 def test_readding_a_policy_member_changes_nothing_and_says_so(page, env):

@@ -14,7 +14,7 @@ import requests
 from fort_hub.services.base import HubApiError
 from fort_hub.store.memberships import Memberships
 from tests import test_groups_service as groups
-from tests.fortsvc import auth, rewrite_policy
+from tests.fortsvc import StuckPass, auth, rewrite_policy
 
 pytestmark = groups.pytestmark
 env = groups.env  # the same hub and fort-groups set-up, one for this module
@@ -207,40 +207,13 @@ def test_a_failed_pass_leaves_an_expired_grant_for_the_next_to_expire(env, monke
     assert Memberships(app.fort_store).get("ads-study", "dave") is None
 
 
-class _StuckPass:
-    """A pass that stays in its listing of the hub's users (a slow or unreachable hub) until
-    released; counts the passes that reached it."""
-
-    def __init__(self, app, monkeypatch):
-        self.app, self.hub_users = app, app.reconciler.hub_users
-        self.listed, self.entered, self.release = (
-            self.hub_users.current,
-            threading.Event(),
-            threading.Event(),
-        )
-        self.passes = 0
-        monkeypatch.setattr(self.hub_users, "current", self.current)
-
-    async def current(self):
-        self.passes += 1
-        self.entered.set()
-        while not self.release.is_set():
-            await asyncio.sleep(0.05)
-        return await self.listed()
-
-    def start(self):
-        running = asyncio.run_coroutine_threadsafe(self.app.reconcile("test"), self.app.loop)
-        assert self.entered.wait(30), "the pass did not start"
-        return running
-
-
 def test_an_admin_change_behind_a_stuck_pass_is_refused_and_writes_nothing(env, monkeypatch):
     """An admin's change waited for a running pass with no limit: behind a pass stuck on the
     hub it hung until the hub's request timed out. Now it waits `admin_wait_seconds`, then gets
     a 503 with Retry-After, and nothing is written; after the pass the same change goes through."""
     app = env["app"]
     tok = groups.admin_token(env)
-    stuck = _StuckPass(app, monkeypatch)
+    stuck = StuckPass(app, monkeypatch)
     monkeypatch.setattr(app, "admin_wait_seconds", 0.5, raising=False)
     url = groups.api(env, "groups/ads-study/members/dave")
     until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
@@ -269,7 +242,7 @@ def test_passes_scheduled_behind_a_slow_pass_do_not_pile_up(env, monkeypatch):
     one, without bound. Now requests made while one pass waits join it: one more pass runs,
     for all their reasons, and a non-leading request (an expiry) makes it run regardless."""
     app = env["app"]
-    stuck = _StuckPass(app, monkeypatch)
+    stuck = StuckPass(app, monkeypatch)
     running = stuck.start()
     reasons = ["periodic", "policy reload", "periodic", "expiry", "periodic"]
 
