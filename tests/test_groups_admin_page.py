@@ -228,15 +228,37 @@ def test_a_change_behind_a_stuck_pass_says_to_send_it_again(page, env, monkeypat
         )
         assert page.locator("#group-ads-study tr[data-user=frank]").count() == 0
         assert Memberships(app.fort_store).get("ads-study", "frank") is None
+        form = page.locator("#group-ads-study form.add")  # filled in, to send again as it is
+        assert form.locator("input[name=user]").input_value() == "frank"
+        assert form.locator("input[name=expires]").input_value() == "2031-05-31"
     finally:
         stuck.release.set()
         running.result(30)
         monkeypatch.undo()
-    add(page, "ads-study", "frank", "2031-05-31")
+    with page.expect_navigation():
+        form.locator("button").click()
     try:
         assert flash(page).startswith("added frank")
+        assert form.locator("input[name=user]").input_value() == ""  # not kept after a success
     finally:
         Memberships(app.fort_store).remove("ads-study", "frank")
+
+
+def test_a_refused_add_comes_back_filled_in_and_escaped(page, env):
+    """A refused add keeps what the admin typed (in the signed flash cookie, not the URL), as
+    text: markup in it is shown, not run; only the form it came from is filled."""
+    login(page, env, "admin")
+    typed = '<b id="x">fr"ank</b>'
+    add(page, "ads-study", typed, "2031-05-31")
+    page.wait_for_selector("#msg.error")
+    assert "is not a valid username" in flash(page)
+    assert page.locator("#x").count() == 0
+    form = page.locator("#group-ads-study form.add")
+    assert form.locator("input[name=user]").input_value() == typed
+    assert form.locator("input[name=expires]").input_value() == "2031-05-31"
+    assert page.locator("#group-urls-study form.add input[name=user]").input_value() == ""
+    page.reload()  # read once: a reload shows an empty form
+    assert form.locator("input[name=user]").input_value() == ""
 
 
 def test_readding_a_policy_member_changes_nothing_and_says_so(page, env):

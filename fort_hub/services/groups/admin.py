@@ -23,6 +23,7 @@ from .view import group_views
 
 FLASH_COOKIE = "fort-groups-flash"
 PAGE_SIZE = 50
+FORM_FIELD_MAX = 100  # characters of a refused form's field kept to show it again
 MAX_PAGE = 500
 
 
@@ -110,8 +111,10 @@ class AdminPageHandler(ServiceRoot):
 
     # ----- flash messages: a signed cookie for this admin, read once ----------------------------
 
-    def set_flash(self, message: str, error: bool) -> None:
-        payload = json.dumps({"u": self.username, "m": message[:500], "e": error})
+    def set_flash(self, message: str, error: bool, form: dict | None = None) -> None:
+        """*form*: the fields of a refused form (op, group, user, expires), shown again."""
+        kept = {k: str(v)[:FORM_FIELD_MAX] for k, v in (form or {}).items()}
+        payload = json.dumps({"u": self.username, "m": message[:500], "e": error, "f": kept})
         self.set_signed_cookie(
             FLASH_COOKIE, payload, expires_days=None, path=self.app.service_prefix,
             httponly=True, samesite="Lax", secure=self.request.protocol == "https",
@@ -127,7 +130,11 @@ class AdminPageHandler(ServiceRoot):
             return None
         if not isinstance(data, dict) or data.get("u") != self.username:
             return None
-        return {"message": str(data.get("m", "")), "error": bool(data.get("e"))}
+        form = data.get("f") if isinstance(data.get("f"), dict) else {}
+        return {
+            "message": str(data.get("m", "")), "error": bool(data.get("e")),
+            "form": {k: str(form.get(k, "")) for k in ("op", "group", "user", "expires")},
+        }  # fmt: skip
 
     # ----- changes -------------------------------------------------------------------------------
 
@@ -154,7 +161,9 @@ class AdminPageHandler(ServiceRoot):
             msg, error = "the audit log is unavailable; nothing was changed", True
         except StoreError:
             msg, error = "the fort store is unavailable; nothing was changed", True
-        self.set_flash(msg, error)
+        # a refused add or extend comes back filled in, to be corrected or sent again
+        kept = {"op": op, "group": group, "user": user, "expires": self.get_argument("expires", "")}
+        self.set_flash(msg, error, kept if error and op in ("add", "extend") else None)
         self.redirect(app.service_prefix + (f"#group-{group}" if group in app.fort_policy.groups
                                             else ""))  # fmt: skip
 
