@@ -181,27 +181,34 @@ def restore_policy(policy: Path, text: str, hub: RunningHub, group: str) -> None
 
 class StuckPass:
     """fort-groups' reconciliation stuck in its listing of the hub's users (a slow or
-    unreachable hub) until ``release`` is set; ``start()`` runs a pass and returns once it is
-    stuck there (the reconciliation lock held); ``passes`` counts the passes that got there."""
+    unreachable hub): pass *n* (counted from 1 in ``passes``) waits there, holding the
+    reconciliation lock, until ``release(n)``; ``release()`` lets every pass through.
+    ``start()`` runs a pass and returns once it is stuck."""
 
     def __init__(self, app, monkeypatch):
         self.app, self.hub_users = app, app.reconciler.hub_users
-        self.listed, self.entered, self.release = (
-            self.hub_users.current,
-            threading.Event(),
-            threading.Event(),
-        )
-        self.passes = 0
+        self.listed = self.hub_users.current
+        self.passes = self.released = 0
         monkeypatch.setattr(self.hub_users, "current", self.current)
 
     async def current(self):
         self.passes += 1
-        self.entered.set()
-        while not self.release.is_set():
-            await asyncio.sleep(0.05)
+        n = self.passes
+        while self.released < n:
+            await asyncio.sleep(0.02)
         return await self.listed()
+
+    def release(self, through: int = 1 << 30) -> None:
+        self.released = through
+
+    def wait_stuck(self, n: int) -> None:
+        """Until pass *n* has reached the listing."""
+        deadline = time.monotonic() + 30
+        while self.passes < n:
+            assert time.monotonic() < deadline, f"pass {n} did not start"
+            time.sleep(0.02)
 
     def start(self):
         running = asyncio.run_coroutine_threadsafe(self.app.reconcile("test"), self.app.loop)
-        assert self.entered.wait(30), "the pass did not start"
+        self.wait_stuck(self.passes + 1)
         return running

@@ -12,6 +12,8 @@ import time
 import requests
 
 from fort_hub.services.base import HubApiError
+from fort_hub.services.groups.app import RECONCILE_ROLE
+from fort_hub.store.leaders import Leaders
 from fort_hub.store.memberships import Memberships
 from tests import test_groups_service as groups
 from tests.fortsvc import StuckPass, auth, rewrite_policy
@@ -222,10 +224,10 @@ def test_an_admin_change_behind_a_stuck_pass_is_refused_and_writes_nothing(env, 
         r = requests.put(url, headers=auth(tok), json={"expires": until}, timeout=10)
         assert r.status_code == 503, r.text
         assert r.headers["Retry-After"] == "1"
-        assert "still running after 1 s; nothing was changed" in groups.error_of(r)
+        assert "still changing the hub groups after 0.5 s" in groups.error_of(r)
         assert Memberships(app.fort_store).get("ads-study", "dave") is None
     finally:
-        stuck.release.set()
+        stuck.release()
         running.result(30)
         monkeypatch.undo()
     r = requests.put(url, headers=auth(tok), json={"expires": until}, timeout=30)
@@ -237,30 +239,97 @@ def test_an_admin_change_behind_a_stuck_pass_is_refused_and_writes_nothing(env, 
         groups.reconcile(env)
 
 
-def test_passes_scheduled_behind_a_slow_pass_do_not_pile_up(env, monkeypatch):
-    """Each periodic tick (and policy reload, expiry) queued a pass of its own behind a slow
-    one, without bound. Now requests made while one pass waits join it: one more pass runs,
-    for all their reasons, and a non-leading request (an expiry) makes it run regardless."""
+def _schedule(env, *reasons) -> list:
+    """Ask fort-groups for a pass for each of *reasons*, as its timers do; their tasks."""
     app = env["app"]
-    stuck = StuckPass(app, monkeypatch)
-    running = stuck.start()
-    reasons = ["periodic", "policy reload", "periodic", "expiry", "periodic"]
 
     async def schedule():
         return [app.schedule_reconcile(r) for r in reasons]
 
+    return env["svc"].call(schedule)
+
+
+def _wait(env, task) -> list:
+    async def wait():
+        return await task
+
+    return env["svc"].call(wait)
+
+
+def test_passes_scheduled_behind_a_slow_pass_do_not_pile_up(env, monkeypatch):
+    """Each periodic tick (and policy reload, expiry) queued a pass of its own behind a slow
+    one, without bound. Now requests made while one pass waits join it: one more pass runs,
+    for all their reasons; with an expiry among them it runs in this replica although another
+    replica leads the reconciliation."""
+    app = env["app"]
+    leaders, other = Leaders(app.fort_store), "fort-groups-1:10101"
+    stuck = StuckPass(app, monkeypatch)
+    running = stuck.start()
+    leaders.release(RECONCILE_ROLE, app.replica_name)
+    assert leaders.claim(RECONCILE_ROLE, other, dt.datetime.now(dt.UTC), 600)
     try:
-        tasks = env["svc"].call(schedule)
+        tasks = _schedule(env, "periodic", "policy reload", "periodic", "expiry", "periodic")
         assert len({id(t) for t in tasks}) == 1, "each request queued a pass of its own"
-    finally:
-        stuck.release.set()
+        stuck.release()
         running.result(30)
+        _wait(env, tasks[0])
+        assert stuck.passes == 2
+        assert app.last_reconcile["reason"] == "periodic, policy reload, expiry"
+        assert "error" not in app.last_reconcile and "skipped" not in app.last_reconcile
+        assert _wait(env, _schedule(env, "periodic")[0]) == []  # alone: the other one leads
+        assert app.last_reconcile["skipped"].startswith("another replica")
+        # once free, the lease is claimed by a joined pass with an expiry among its requests
+        leaders.release(RECONCILE_ROLE, other)
+        _wait(env, _schedule(env, "expiry", "periodic")[0])
+        assert leaders.holder(RECONCILE_ROLE, dt.datetime.now(dt.UTC)) == app.replica_name
+    finally:
+        leaders.release(RECONCILE_ROLE, other)
+        monkeypatch.undo()
 
-    async def queued():
-        return await tasks[0]
 
-    env["svc"].call(queued)
-    monkeypatch.undo()
-    assert stuck.passes == 2
-    assert app.last_reconcile["reason"] == "periodic, policy reload, expiry"
-    assert "error" not in app.last_reconcile and "skipped" not in app.last_reconcile
+def test_a_pass_asked_for_while_the_queued_one_runs_gets_its_own(env, monkeypatch):
+    """The queued pass stops taking requests when it starts: what changed after it read the
+    store needs a pass of its own, not a join to one already past its reads."""
+    app = env["app"]
+    stuck = StuckPass(app, monkeypatch)
+    running = stuck.start()
+    try:
+        (first,) = _schedule(env, "periodic")
+        stuck.release(through=1)  # the stuck pass ends; the queued one starts, and sticks
+        stuck.wait_stuck(2)
+        (second,) = _schedule(env, "policy reload")
+        assert second is not first
+        stuck.release()
+        running.result(30)
+        _wait(env, first)
+        _wait(env, second)
+    finally:
+        stuck.release()
+        monkeypatch.undo()
+    assert stuck.passes == 3
+    assert app.last_reconcile["reason"] == "policy reload"
+
+
+def test_a_cancelled_queued_pass_does_not_take_later_requests(env, monkeypatch):
+    """A queued pass cancelled before it ran (a caller's wait on its shared task timed out)
+    took every later request with it: no scheduled pass ran in this replica again."""
+    app = env["app"]
+    stuck = StuckPass(app, monkeypatch)
+    running = stuck.start()
+    try:
+        (queued,) = _schedule(env, "periodic")
+
+        async def cancel():
+            queued.cancel()
+            await asyncio.sleep(0)
+
+        env["svc"].call(cancel)
+        (later,) = _schedule(env, "policy reload")
+        assert later is not queued
+        stuck.release()
+        running.result(30)
+        _wait(env, later)
+    finally:
+        stuck.release()
+        monkeypatch.undo()
+    assert stuck.passes == 2 and app.last_reconcile["reason"] == "policy reload"

@@ -65,9 +65,9 @@ class GroupsService(FortServiceApp):
         help="""How long an admin's membership change (API or admin page) waits for a
         reconciliation pass running in this replica. A change and a pass run one at a time, so
         that a pass that read a grant before the change cannot undo it in the hub group. If the
-        pass is still running after this many seconds (a slow or unreachable hub), the change
-        is refused with 503 and a `Retry-After` header, nothing is written, and the admin sends
-        it again.
+        pass (or another admin's change) still runs after this many seconds (a slow or
+        unreachable hub), the change is refused and nothing is written: the API answers 503
+        with a `Retry-After` header, the admin page says to send the change again.
 
             c.GroupsService.admin_wait_seconds = 30
         """,
@@ -111,6 +111,7 @@ class GroupsService(FortServiceApp):
 
     async def on_start(self) -> None:
         self._reconcile_lock = asyncio.Lock()
+        self._queued_pass = None
         self._reconcile_timer = PeriodicCallback(
             lambda: self.schedule_reconcile("periodic"), self.reconcile_interval * 1000
         )
@@ -136,28 +137,33 @@ class GroupsService(FortServiceApp):
         hub group loses the member at that moment; a pass is idempotent). While a scheduled
         pass waits for the running one, later requests join it instead of queueing their own:
         it reads everything anew when it starts, so passes slower than
-        `reconcile_interval` never pile up."""
-        if_leading = reason != "expiry"
+        `reconcile_interval` never pile up. A joined pass claims the lease if any request
+        would, and runs without it if any request is an expiry."""
         queued = self._queued_pass
-        if queued is not None:
-            queued["if_leading"] = queued["if_leading"] and if_leading
-            if reason not in queued["reasons"]:
-                queued["reasons"].append(reason)
-            return queued["task"]
-        queued = {"reasons": [reason], "if_leading": if_leading}
+        if queued is None:
+            queued = {"reasons": [], "claim": False, "must_run": False}
+            queued["task"] = task = asyncio.ensure_future(self._queued_run(queued))
+            self._queued_pass = queued
+            task.add_done_callback(lambda _: self._unqueue(queued))  # e.g. cancelled
+            self._tasks = getattr(self, "_tasks", set())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if reason not in queued["reasons"]:
+            queued["reasons"].append(reason)
+        queued["claim"] |= reason != "expiry"
+        queued["must_run"] |= reason == "expiry"
+        return queued["task"]
 
-        async def run() -> list:
-            async with self._reconcile_lock:
-                if self._queued_pass is queued:
-                    self._queued_pass = None  # requests from now on need a pass of their own
-                return await self._pass(", ".join(queued["reasons"]), queued["if_leading"])
+    def _unqueue(self, queued: dict) -> None:
+        """Requests from now on need a pass of their own."""
+        if self._queued_pass is queued:
+            self._queued_pass = None
 
-        queued["task"] = task = asyncio.ensure_future(run())
-        self._queued_pass = queued
-        self._tasks = getattr(self, "_tasks", set())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    async def _queued_run(self, queued: dict) -> list:
+        async with self._reconcile_lock:
+            self._unqueue(queued)  # no await before this: a later request is not lost
+            reason = ", ".join(queued["reasons"])
+            return await self._pass(reason, queued["claim"], queued["must_run"])
 
     def make_metrics(self) -> GroupsMetrics:
         return GroupsMetrics(self.service_name)
@@ -166,11 +172,13 @@ class GroupsService(FortServiceApp):
         """One reconciliation pass (serialized); with *if_leading*, only while this replica
         leads them. Errors are logged, never raised to the loop."""
         async with self._reconcile_lock:
-            return await self._pass(reason, if_leading)
+            return await self._pass(reason, claim=if_leading, must_run=not if_leading)
 
-    async def _pass(self, reason: str, if_leading: bool) -> list:
+    async def _pass(self, reason: str, claim: bool, must_run: bool) -> list:
+        """A pass under the lock. *claim*: claim (or renew) the lease first, and unless
+        *must_run*, run only while this replica holds it."""
         started = self.clock()
-        if if_leading and not await self.leading(reason, started):
+        if claim and not await self.leading(reason, started) and not must_run:
             return []
         try:
             changes = await self.reconciler.run(reason)
@@ -240,10 +248,11 @@ class GroupsService(FortServiceApp):
             async with asyncio.timeout(self.admin_wait_seconds):
                 await self._reconcile_lock.acquire()
         except TimeoutError:
-            wait = math.ceil(self.admin_wait_seconds)
             raise ServiceError(
-                503, f"a reconciliation pass of the hub groups is still running after {wait} s; "
-                "nothing was changed: send the change again", headers={"Retry-After": str(wait)},
+                503, f"fort-groups is still changing the hub groups after "
+                f"{self.admin_wait_seconds:g} s (a reconciliation pass, or another admin's "
+                "change); nothing was changed: send the change again",
+                headers={"Retry-After": str(math.ceil(self.admin_wait_seconds))},
             ) from None  # fmt: skip
         try:
             yield
