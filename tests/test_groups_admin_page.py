@@ -16,6 +16,7 @@ from tornado.web import create_signed_value
 
 from fort_hub import scopes
 from fort_hub.services.groups import GroupsService
+from fort_hub.services.groups import admin as admin_page
 from fort_hub.services.groups.admin import FLASH_COOKIE
 from fort_hub.services.groups.reconcile import DRIFT_REASON
 from fort_hub.store.memberships import Memberships
@@ -259,6 +260,45 @@ def test_a_refused_add_comes_back_filled_in_and_escaped(page, env):
     assert page.locator("#group-urls-study form.add input[name=user]").input_value() == ""
     page.reload()  # read once: a reload shows an empty form
     assert form.locator("input[name=user]").input_value() == ""
+
+
+def test_a_kept_name_is_whole_and_an_oversized_message_still_shows(page, env, monkeypatch):
+    """A kept name was cut to 100 characters: fixing the date and sending it again would have
+    added another (valid) user. It is kept whole or not at all. A message that would make
+    the cookie too big for a browser (which then drops it, message and all) loses the form,
+    then its length, not itself."""
+    login(page, env, "admin")
+    name = "d" * 120
+    add(page, "ads-study", name, "2020-01-01")
+    assert "is in the past" in flash(page)
+    form = page.locator("#group-ads-study form.add")
+    assert form.locator("input[name=user]").input_value() == name
+    monkeypatch.setattr(admin_page, "FLASH_MAX_BYTES", 150)
+    add(page, "ads-study", name, "2020-01-01")
+    page.wait_for_selector("#msg.error")
+    assert flash(page).startswith("error: expires '2020-01-01' is in the past")
+    assert form.locator("input[name=user]").input_value() == ""
+
+
+def test_a_refused_extension_fills_in_its_own_row_only(page, env):
+    login(page, env, "admin")
+    members = Memberships(env["app"].fort_store)
+    add(page, "ads-study", "gus", "2031-05-31")
+    add(page, "ads-study", "hal", "2031-05-31")
+    try:
+        extend = page.locator("#group-ads-study tr[data-user=gus] form.extend")
+        extend.locator("input[name=expires]").fill("2020-01-01")
+        with page.expect_navigation():
+            extend.locator("button").click()
+        assert "is in the past" in flash(page)
+        assert extend.locator("input[name=expires]").input_value() == "2020-01-01"
+        hal = page.locator("#group-ads-study tr[data-user=hal] form.extend")
+        assert hal.locator("input[name=expires]").input_value() == ""
+        add_form = page.locator("#group-ads-study form.add")
+        assert add_form.locator("input[name=user]").input_value() == ""
+    finally:
+        members.remove("ads-study", "gus")
+        members.remove("ads-study", "hal")
 
 
 def test_readding_a_policy_member_changes_nothing_and_says_so(page, env):

@@ -268,7 +268,8 @@ def test_passes_scheduled_behind_a_slow_pass_do_not_pile_up(env, monkeypatch):
     leaders.release(RECONCILE_ROLE, app.replica_name)
     assert leaders.claim(RECONCILE_ROLE, other, dt.datetime.now(dt.UTC), 600)
     try:
-        tasks = _schedule(env, "periodic", "policy reload", "periodic", "expiry", "periodic")
+        tasks = _schedule(env, "periodic", "policy reload")  # the queued pass waits on the lock
+        tasks += _schedule(env, "periodic", "expiry", "periodic")
         assert len({id(t) for t in tasks}) == 1, "each request queued a pass of its own"
         stuck.release()
         running.result(30)
@@ -280,7 +281,7 @@ def test_passes_scheduled_behind_a_slow_pass_do_not_pile_up(env, monkeypatch):
         assert app.last_reconcile["skipped"].startswith("another replica")
         # once free, the lease is claimed by a joined pass with an expiry among its requests
         leaders.release(RECONCILE_ROLE, other)
-        _wait(env, _schedule(env, "expiry", "periodic")[0])
+        _wait(env, _schedule(env, "periodic", "expiry")[0])
         assert leaders.holder(RECONCILE_ROLE, dt.datetime.now(dt.UTC)) == app.replica_name
     finally:
         leaders.release(RECONCILE_ROLE, other)

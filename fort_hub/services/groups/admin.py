@@ -23,7 +23,10 @@ from .view import group_views
 
 FLASH_COOKIE = "fort-groups-flash"
 PAGE_SIZE = 50
-FORM_FIELD_MAX = 100  # characters of a refused form's field kept to show it again
+FORM_FIELD_MAX = 255  # a refused form's longer field is not kept (never cut: a cut name is another)
+FLASH_MAX_BYTES = (
+    2800  # the flash's JSON; signed and in base64 it stays under 4 KB, a cookie's limit
+)
 MAX_PAGE = 500
 
 
@@ -112,9 +115,16 @@ class AdminPageHandler(ServiceRoot):
     # ----- flash messages: a signed cookie for this admin, read once ----------------------------
 
     def set_flash(self, message: str, error: bool, form: dict | None = None) -> None:
-        """*form*: the fields of a refused form (op, group, user, expires), shown again."""
-        kept = {k: str(v)[:FORM_FIELD_MAX] for k, v in (form or {}).items()}
-        payload = json.dumps({"u": self.username, "m": message[:500], "e": error, "f": kept})
+        """*form*: the fields of a refused form (op, group, user, expires), shown again. A
+        browser drops a cookie over 4 KB, message and all: the form goes first, then most of
+        the message."""
+        kept = {k: str(v) for k, v in (form or {}).items() if len(str(v)) <= FORM_FIELD_MAX}
+        for m, f in ((message[:500], kept), (message[:500], {}), (message[:100], {})):
+            payload = json.dumps(
+                {"u": self.username, "m": m, "e": error, "f": f}, ensure_ascii=False
+            )
+            if len(payload.encode()) <= FLASH_MAX_BYTES:
+                break
         self.set_signed_cookie(
             FLASH_COOKIE, payload, expires_days=None, path=self.app.service_prefix,
             httponly=True, samesite="Lax", secure=self.request.protocol == "https",

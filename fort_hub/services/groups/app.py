@@ -138,7 +138,9 @@ class GroupsService(FortServiceApp):
         pass waits for the running one, later requests join it instead of queueing their own:
         it reads everything anew when it starts, so passes slower than
         `reconcile_interval` never pile up. A joined pass claims the lease if any request
-        would, and runs without it if any request is an expiry."""
+        would, and runs without it if any request is an expiry. The task is shared by every
+        request it took: a caller must not cancel it (wrap it in ``asyncio.shield`` to wait
+        with a timeout)."""
         queued = self._queued_pass
         if queued is None:
             queued = {"reasons": [], "claim": False, "must_run": False}
