@@ -23,10 +23,10 @@ from .view import group_views
 
 FLASH_COOKIE = "fort-groups-flash"
 PAGE_SIZE = 50
-FORM_FIELD_MAX = 255  # a refused form's longer field is not kept (never cut: a cut name is another)
-FLASH_MAX_BYTES = (
-    2800  # the flash's JSON; signed and in base64 it stays under 4 KB, a cookie's limit
-)
+#: a refused form's field longer than this is not kept (never cut: a cut name is another user)
+FORM_FIELD_MAX = 255
+#: the flash's JSON at most: signed and in base64 it stays under 4 KB, a browser's cookie limit
+FLASH_MAX_BYTES = 2800
 MAX_PAGE = 500
 
 
