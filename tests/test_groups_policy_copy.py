@@ -39,6 +39,9 @@ def _drop_bob(env) -> str:
     while members.get("ads-study", "bob") is not None:
         assert time.monotonic() < deadline, "fort-groups did not mirror the policy"
         time.sleep(0.1)
+    # the pass that mirrored it goes on to the hub group: wait for it (and any pass queued with
+    # it) to end, so that none records anything after this returns
+    groups.reconcile(env)
     members.upsert("ads-study", "bob", source="policy", updated_by="fort-groups")
     return text
 
