@@ -6,6 +6,7 @@ every test runs against each of them (the shape of traefik-proxy's suite over it
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -165,6 +166,55 @@ def test_wrong_scope_is_403_and_no_credentials_401(env, probe):
     assert r.status_code == 401 and error_of(r)
     r = requests.get(url(env, probe, probe.read), headers=auth("not-a-token"), timeout=30)
     assert r.status_code == 401
+
+
+@pytest.fixture
+def answers_for(env):
+    """Sets how long the services keep the hub's answers; restores the setting after."""
+    kept = {name: app.hub_auth.answers.max_age for name, app in env["apps"].items()}
+
+    def set_max_age(seconds: float):
+        for app in env["apps"].values():
+            app.hub_auth.answers.max_age = dt.timedelta(seconds=seconds)
+
+    yield set_max_age
+    for name, app in env["apps"].items():
+        app.hub_auth.answers.max_age = kept[name]
+
+
+def test_a_token_checked_by_one_service_is_not_asked_about_again_by_the_others(env, answers_for):
+    """The hub's answer is shared through the store: after fort-query asked, the hub revokes the
+    token; the other services still accept it (they did not ask), for at most the cache period
+    counted from fort-query's question, then every service refuses it."""
+    hub, ttl = env["hub"], 5
+    answers_for(ttl)
+    made = requests.post(hub.api("users/alice/tokens"), json={"note": "shared"},
+                         headers=hub.admin_headers, timeout=30).json()  # fmt: skip
+    query, others = PROBES[2], PROBES[:2]
+    asked = time.monotonic()
+    assert call(env, query, "GET", query.read, token=made["token"]).status_code == 200
+    r = requests.delete(hub.api(f"users/alice/tokens/{made['id']}"), headers=hub.admin_headers,
+                        timeout=30)  # fmt: skip
+    assert r.status_code == 204
+    for probe in others:
+        r = call(env, probe, "GET", probe.read, token=made["token"])
+        assert r.status_code == 200, (probe.service, r.text)
+    assert time.monotonic() - asked < ttl, "too slow to show the sharing: raise ttl"
+    time.sleep(asked + ttl + 0.5 - time.monotonic())
+    for probe in PROBES:
+        r = call(env, probe, "GET", probe.read, token=made["token"])
+        assert r.status_code == 401 and "authentication required" in error_of(r), probe.service
+
+
+def test_a_shared_answer_does_not_widen_a_token_to_another_service(env):
+    """A token for fort-query alone, known to the store after fort-query asked the hub, is still
+    refused by the other services: each checks its own access scope in the shared answer."""
+    query = PROBES[2]
+    only_query = user_token(env["hub"], "alice", [scopes.access(query.service), query.scope])
+    assert call(env, query, "GET", query.read, token=only_query).status_code == 200
+    for probe in PROBES[:2]:
+        r = call(env, probe, "GET", probe.read, token=only_query)
+        assert r.status_code == 403 and probe.service in error_of(r), r.text
 
 
 @pytest.mark.parametrize("probe", PROBES, ids=IDS)

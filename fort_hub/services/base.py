@@ -37,7 +37,6 @@ import socket
 from typing import Any
 from urllib.parse import quote, urlencode, urlparse
 
-from jupyterhub.services.auth import HubOAuth
 from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -61,6 +60,7 @@ from .handler import (
     client_address,
     parse_networks,
 )
+from .hubauth import FortHubOAuth, TokenAnswers
 from .metrics import UNMATCHED, MetricsHandler, ServiceMetrics
 from .pages import FortPages
 
@@ -287,10 +287,12 @@ class FortServiceApp(Application, FortSettings):
 
     hub_user_cache_seconds = Integer(
         60,
-        help="""How long the hub's answer to "whose token is this?" is cached (HubAuth
-        cache_max_age). A revoked token keeps working for at most this long. Only the caller's
-        identity comes from this cache: memberships and admin powers are read from the fort
-        store on every request.
+        help="""How long the hub's answer to "whose token is this?" is kept, counted from when
+        the hub was asked. The answer is shared through the fort store by every fort service
+        and replica (the hub is asked once per token and period, not once per process). A
+        revoked token keeps working for at most this long; 0 asks the hub on every request.
+        Only the caller's identity comes from this cache: memberships and admin powers are read
+        from the fort store on every request.
 
             c.FortServiceApp.hub_user_cache_seconds = 30
         """,
@@ -382,7 +384,9 @@ class FortServiceApp(Application, FortSettings):
         except StoreError as e:
             # not fatal: the service answers 503 until the store is back
             self.log.error("the fort store (FortSettings.store_url) is unavailable: %s", e)
-        self.hub_auth = HubOAuth(parent=self, cache_max_age=self.hub_user_cache_seconds)
+        self.hub_auth = FortHubOAuth(parent=self, cache_max_age=self.hub_user_cache_seconds)
+        if self.hub_user_cache_seconds:
+            self.hub_auth.answers = TokenAnswers(self.fort_store, self.hub_user_cache_seconds)
         if not self.hub_auth.access_scopes:
             # never "allow every hub user": require access to this service at least
             self.hub_auth.access_scopes = {f"access:services!service={self.service_name}"}

@@ -190,6 +190,16 @@ leaders = Table(
     Column("expires", String(40), nullable=False),  # ISO UTC
 )
 
+# ---- the hub's answers to "whose token is this?", shared by the services (see store.hubanswers) ----
+hub_answers = Table(
+    "fort_hub_answers",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # SHA-256 of the token, never the token
+    Column("model", Text, nullable=False),  # the hub's user model, JSON
+    Column("expires", String(40), nullable=False),  # ISO UTC
+    Index("ix_fort_hub_answers_expires", "expires"),
+)
+
 # ---- external identities bound to hub usernames (the Facebook app-scoped id) -----------------------
 identities = Table(
     "fort_identities",
