@@ -6,6 +6,7 @@ every test runs against each of them (the shape of traefik-proxy's suite over it
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from dataclasses import dataclass
 
@@ -13,12 +14,16 @@ import pytest
 import requests
 
 from fort_hub import scopes
+from fort_hub.services.hubauth import answer_keys, answer_mac
 from fort_hub.store import Store
+from fort_hub.store.core import isoformat
+from fort_hub.store.hubanswers import HubAnswers, StoredAnswer
 from tests.fortstack import call, error_of, services_behind_hub, store_of, url
 from tests.fortsvc import auth, user_token
 
 pytestmark = pytest.mark.hub
 UTC = dt.UTC
+HOUR = dt.timedelta(hours=1)
 SQL = {"sql": "SELECT country FROM url_shares LIMIT 1", "dataset": "url_shares"}
 
 
@@ -170,51 +175,101 @@ def test_wrong_scope_is_403_and_no_credentials_401(env, probe):
 
 @pytest.fixture
 def answers_for(env):
-    """Sets how long the services keep the hub's answers; restores the setting after."""
-    kept = {name: app.hub_auth.answers.max_age for name, app in env["apps"].items()}
+    """Sets how long the services keep the hub's answers (0: not at all); restores after."""
+    kept = {name: (app.hub_auth.answers, app.hub_auth.cache_max_age)
+            for name, app in env["apps"].items()}  # fmt: skip
 
-    def set_max_age(seconds: float):
-        for app in env["apps"].values():
-            app.hub_auth.answers.max_age = dt.timedelta(seconds=seconds)
+    def set_max_age(seconds: float, *services: str):
+        for name, app in env["apps"].items():
+            if services and name not in services:
+                continue
+            if seconds:
+                app.hub_auth.answers.max_age = dt.timedelta(seconds=seconds)
+            else:
+                app.hub_auth.answers, app.hub_auth.cache_max_age = None, 0
 
     yield set_max_age
     for name, app in env["apps"].items():
-        app.hub_auth.answers.max_age = kept[name]
+        answers, age = kept[name]
+        app.hub_auth.answers, app.hub_auth.cache_max_age = answers, age
+        answers.max_age = dt.timedelta(seconds=age)
+
+
+def new_token(hub, user="alice", token_scopes=None) -> tuple[str, str]:
+    body = {"note": "answers"} | ({"scopes": token_scopes} if token_scopes else {})
+    r = requests.post(hub.api(f"users/{user}/tokens"), json=body, headers=hub.admin_headers,
+                      timeout=30)  # fmt: skip
+    assert r.status_code == 201, r.text
+    return r.json()["token"], r.json()["id"]
+
+
+def revoke(hub, token_id: str, user="alice") -> None:
+    r = requests.delete(hub.api(f"users/{user}/tokens/{token_id}"), headers=hub.admin_headers,
+                        timeout=30)  # fmt: skip
+    assert r.status_code == 204, r.text
+
+
+def stored_answer(env, token: str):
+    return HubAnswers(store_of(env)).get(answer_keys(token)[0], dt.datetime.now(UTC) - HOUR)
 
 
 def test_a_token_checked_by_one_service_is_not_asked_about_again_by_the_others(env, answers_for):
     """The hub's answer is shared through the store: after fort-query asked, the hub revokes the
     token; the other services still accept it (they did not ask), for at most the cache period
     counted from fort-query's question, then every service refuses it."""
-    hub, ttl = env["hub"], 5
+    hub, ttl = env["hub"], 6
     answers_for(ttl)
-    made = requests.post(hub.api("users/alice/tokens"), json={"note": "shared"},
-                         headers=hub.admin_headers, timeout=30).json()  # fmt: skip
+    token, token_id = new_token(hub)
     query, others = PROBES[2], PROBES[:2]
     asked = time.monotonic()
-    assert call(env, query, "GET", query.read, token=made["token"]).status_code == 200
-    r = requests.delete(hub.api(f"users/alice/tokens/{made['id']}"), headers=hub.admin_headers,
-                        timeout=30)  # fmt: skip
-    assert r.status_code == 204
+    assert call(env, query, "GET", query.read, token=token).status_code == 200
+    revoke(hub, token_id)
     for probe in others:
-        r = call(env, probe, "GET", probe.read, token=made["token"])
+        r = call(env, probe, "GET", probe.read, token=token)
         assert r.status_code == 200, (probe.service, r.text)
     assert time.monotonic() - asked < ttl, "too slow to show the sharing: raise ttl"
     time.sleep(asked + ttl + 0.5 - time.monotonic())
     for probe in PROBES:
-        r = call(env, probe, "GET", probe.read, token=made["token"])
+        r = call(env, probe, "GET", probe.read, token=token)
         assert r.status_code == 401 and "authentication required" in error_of(r), probe.service
 
 
 def test_a_shared_answer_does_not_widen_a_token_to_another_service(env):
-    """A token for fort-query alone, known to the store after fort-query asked the hub, is still
-    refused by the other services: each checks its own access scope in the shared answer."""
+    """A token for fort-query alone, whose answer is in the store after fort-query asked the
+    hub, is still refused by the other services: each checks its own access scope in it."""
     query = PROBES[2]
-    only_query = user_token(env["hub"], "alice", [scopes.access(query.service), query.scope])
+    only_query, _ = new_token(env["hub"], token_scopes=[scopes.access(query.service), query.scope])
     assert call(env, query, "GET", query.read, token=only_query).status_code == 200
+    assert stored_answer(env, only_query) is not None
     for probe in PROBES[:2]:
         r = call(env, probe, "GET", probe.read, token=only_query)
         assert r.status_code == 403 and probe.service in error_of(r), r.text
+
+
+def test_a_forged_answer_in_the_store_does_not_change_who_calls(env):
+    """Whoever can write the fort store but does not hold the token cannot make a service take
+    the token for another user's: the row's MAC is keyed by the token."""
+    token, _ = new_token(env["hub"])
+    key = answer_keys(token)[0]
+    admin = {"kind": "user", "name": "admin", "admin": True,
+             "scopes": [scopes.access(s) for s in IDS] + [p.scope for p in PROBES]}  # fmt: skip
+    text, when = json.dumps(admin), isoformat(dt.datetime.now(UTC))
+    forged = StoredAnswer(text, when, answer_mac(b"not the token's key", key, when, text))
+    HubAnswers(store_of(env)).put(key, forged)
+    r = call(env, PROBES[0], "GET", PROBES[0].read, token=token)
+    assert r.status_code == 200 and r.json()["user"] == "alice", r.text
+    assert json.loads(stored_answer(env, token).model)["name"] == "alice"  # the hub's, now
+
+
+def test_with_no_cache_a_revoked_token_is_refused_at_once(env, answers_for):
+    """hub_user_cache_seconds = 0 asks the hub on every request (HubAuth would cache for ever)."""
+    answers_for(0, PROBES[1].service)
+    token, token_id = new_token(env["hub"])
+    probe = PROBES[1]
+    assert call(env, probe, "GET", probe.read, token=token).status_code == 200
+    revoke(env["hub"], token_id)
+    r = call(env, probe, "GET", probe.read, token=token)
+    assert r.status_code == 401 and "authentication required" in error_of(r)
 
 
 @pytest.mark.parametrize("probe", PROBES, ids=IDS)

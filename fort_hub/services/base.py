@@ -287,12 +287,12 @@ class FortServiceApp(Application, FortSettings):
 
     hub_user_cache_seconds = Integer(
         60,
-        help="""How long the hub's answer to "whose token is this?" is kept, counted from when
+        help="""How long the hub's answer to "whose token is this?" is used, counted from when
         the hub was asked. The answer is shared through the fort store by every fort service
-        and replica (the hub is asked once per token and period, not once per process). A
-        revoked token keeps working for at most this long; 0 asks the hub on every request.
-        Only the caller's identity comes from this cache: memberships and admin powers are read
-        from the fort store on every request.
+        and replica (the hub is asked once per token and period, not once per process; each
+        reader applies its own setting). A revoked token keeps working for at most this long;
+        0 asks the hub on every request. Only the caller's identity comes from this cache:
+        memberships and admin powers are read from the fort store on every request.
 
             c.FortServiceApp.hub_user_cache_seconds = 30
         """,

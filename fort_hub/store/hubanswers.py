@@ -1,28 +1,34 @@
 """The hub's answers to "whose token is this?" (table ``fort_hub_answers``), shared by every fort
 service and every replica of one, so that the hub is asked once per token and cache period, not
-once per service process.
+once per service process (see :mod:`fort_hub.services.hubauth`, which decides what the rows mean).
 
-Only what the hub said is kept: the user model its ``GET /hub/api/user`` returned for the token
-(name, kind, the token's scopes), keyed by the token's SHA-256 (the token itself is never
-stored), until ``expires``. It identifies the caller and nothing more: memberships and admin
-powers are read from the store on every request, as before. A row past its ``expires`` is never
-returned, and is deleted by the next :meth:`HubAnswers.put`.
+A row holds what the hub said for one token (and browser session): the user model its
+``GET /hub/api/user`` returned, when the hub was asked, and a MAC over both keyed by the token.
+It is keyed by a hash of the token; the token itself is never stored. This repository only stores
+and returns rows: how old an answer may be, and whether its MAC holds, is the reader's decision.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, func, select
 
 from . import schema as S
-from .core import Store, isoformat, parse_time
+from .core import Store, isoformat
 
-_GET = select(S.hub_answers.c.model, S.hub_answers.c.expires).where(
-    S.hub_answers.c.token_hash == bindparam("key"), S.hub_answers.c.expires > bindparam("now")
+_T = S.hub_answers
+_GET = select(_T.c.model, _T.c.asked, _T.c.mac).where(
+    _T.c.token_hash == bindparam("key"), _T.c.asked > bindparam("since")
 )
-_PURGE = S.hub_answers.delete().where(S.hub_answers.c.expires <= bindparam("now"))
+_PURGE = _T.delete().where(_T.c.asked <= bindparam("before"))
+
+
+class StoredAnswer(NamedTuple):
+    model: str  # JSON, as written
+    asked: str  # ISO UTC, as written
+    mac: str
 
 
 class HubAnswers:
@@ -31,29 +37,27 @@ class HubAnswers:
     def __init__(self, store: Store):
         self.store = store
 
-    def get(self, key: str, now: dt.datetime) -> tuple[dict, dt.datetime] | None:
-        """The model stored under *key* and when it expires, or None (none, or expired at
-        *now*)."""
+    def get(self, key: str, since: dt.datetime) -> StoredAnswer | None:
+        """The row stored under *key* if the hub was asked after *since*, else None."""
         with self.store.reading() as conn:
-            row = conn.execute(_GET, {"key": key, "now": isoformat(now)}).first()
-        if row is None:
-            return None
-        return json.loads(row[0]), parse_time(row[1])
+            row = conn.execute(_GET, {"key": key, "since": isoformat(since)}).first()
+        return StoredAnswer(*row) if row is not None else None
 
-    def put(self, key: str, model: dict, expires: dt.datetime, now: dt.datetime) -> None:
-        """Store *model* under *key* until *expires* (replacing what was there), and delete the
-        rows that expired by *now*."""
-        values = {"token_hash": key, "model": json.dumps(model), "expires": isoformat(expires)}
-        stmt = self.store.insert(S.hub_answers).values(**values)
+    def put(self, key: str, answer: StoredAnswer, purge_before: dt.datetime | None = None) -> None:
+        """Store *answer* under *key* (replacing what was there); with *purge_before*, also
+        delete the rows asked before then, in the same transaction."""
+        values = {"token_hash": key, **answer._asdict()}
+        stmt = self.store.insert(_T).values(**values)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[S.hub_answers.c.token_hash],
-            set_={"model": stmt.excluded.model, "expires": stmt.excluded.expires},
+            index_elements=[_T.c.token_hash],
+            set_={c: stmt.excluded[c] for c in StoredAnswer._fields},
         )
         with self.store.transaction() as conn:
-            conn.execute(_PURGE, {"now": isoformat(now)})
+            if purge_before is not None:
+                conn.execute(_PURGE, {"before": isoformat(purge_before)})
             conn.execute(stmt)
 
     def count(self) -> int:
-        """How many rows there are, expired ones included (for tests and the admin)."""
+        """How many rows there are, old ones included."""
         with self.store.reading() as conn:
-            return conn.execute(select(func.count()).select_from(S.hub_answers)).scalar_one()
+            return conn.execute(select(func.count()).select_from(_T)).scalar_one()

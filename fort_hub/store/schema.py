@@ -194,10 +194,11 @@ leaders = Table(
 hub_answers = Table(
     "fort_hub_answers",
     metadata,
-    Column("token_hash", String(64), primary_key=True),  # SHA-256 of the token, never the token
+    Column("token_hash", String(64), primary_key=True),  # a hash of the token, never the token
     Column("model", Text, nullable=False),  # the hub's user model, JSON
-    Column("expires", String(40), nullable=False),  # ISO UTC
-    Index("ix_fort_hub_answers_expires", "expires"),
+    Column("asked", String(40), nullable=False),  # ISO UTC: when the hub was asked
+    Column("mac", String(64), nullable=False),  # HMAC keyed by the token (see services.hubauth)
+    Index("ix_fort_hub_answers_asked", "asked"),
 )
 
 # ---- external identities bound to hub usernames (the Facebook app-scoped id) -----------------------
