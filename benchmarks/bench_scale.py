@@ -198,9 +198,14 @@ class Researcher:
         await asyncio.get_running_loop().run_in_executor(self.run.pool, run)
 
     async def credentials(self, token: str) -> None:
+        # as the kernel asks (boto3's credential process, FortClient): its token, none of the
+        # browser's cookies (the hub's session id among them)
         url = f"{self.hub.url}/services/fort-credentials/api/v1/aws/credentials"
-        async with self.s.get(url, params={"role": "fort-urls-study"},
-                              headers={"Authorization": f"token {token}"}) as r:  # fmt: skip
+        async with aiohttp.ClientSession(
+            connector=self.run.connector, connector_owner=False,
+            cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=120),
+        ) as kernel, kernel.get(url, params={"role": "fort-urls-study"},
+                                headers={"Authorization": f"token {token}"}) as r:  # fmt: skip
             if not (await _expect_json(r, 200)).get("AccessKeyId"):
                 raise RuntimeError("no AccessKeyId")
 
@@ -278,6 +283,7 @@ class Run:
         procs = self.stack.processes()
         profilers = start_profilers(args.profile_dir, procs, args.profile_gil)
         cpu0 = cpu_by_role(procs)
+        logs0 = {kind: log_size(self.hub_of(kind)) for kind in ("fort", "stock")}
         pg0 = self.stack.pg.stats()
         t0 = time.monotonic()
         deadline = t0 + args.ramp + args.duration
@@ -299,7 +305,16 @@ class Run:
         pg1 = self.stack.pg.stats()
         await self.connector.close()
         self.pool.shutdown()
-        return self.summary(elapsed, cpu, pg0, pg1)
+        out = self.summary(elapsed, cpu, pg0, pg1)
+        for kind in ("fort", "stock"):
+            counts = hub_api_requests(self.hub_of(kind).log_path, logs0[kind])
+            out["hubs"][kind]["api_requests_per_researcher"] = {
+                k: v / len(names) for k, v in counts.most_common()
+            }
+        return out
+
+    def hub_of(self, kind: str):
+        return self.stack.fort if kind == "fort" else self.stack.stock
 
     def summary(self, elapsed, cpu, pg0, pg1) -> dict:
         n = len(self.stack.names)
@@ -333,6 +348,29 @@ class Run:
             "connections_median": statistics.median(self.pg_samples) if self.pg_samples else 0,
         }
         return out
+
+
+def log_size(hub) -> int:
+    return hub.log_path.stat().st_size if hub.log_path.exists() else 0
+
+
+_API_LINE = re.compile(r"\] \d{3} (GET|POST|PUT|PATCH|DELETE) (/hub/api/[^\s?]*)")
+_NAMED = re.compile(r"^(/hub/api/(?:users|groups|services)/)[^/]+")
+
+
+def hub_api_requests(log_path: Path, offset: int) -> Counter:
+    """The hub's REST API requests logged after *offset* bytes of its log, by method and path
+    (a user's, group's or service's name as ``*``): e.g. the token checks, ``GET /hub/api/user``
+    (JupyterHub logs every API request, at info or above)."""
+    counts: Counter = Counter()
+    with open(log_path, "rb") as f:
+        f.seek(offset)
+        for line in f.read().decode("utf8", "replace").splitlines():
+            m = _API_LINE.search(line)
+            if m:
+                path = _NAMED.sub(lambda n: n[1] + "*", m[2])
+                counts[f"{m[1]} {path}"] += 1
+    return counts
 
 
 def start_profilers(profile_dir: str | None, procs: dict, gil: bool = False) -> list:
@@ -386,6 +424,9 @@ def report(out: dict) -> None:
             print(f"   failed {count:>4} x {cause}")
         print(f"   hub CPU {h['hub_cpu_per_researcher'] * 1000:.1f} ms/researcher; proxy "
               f"{h['proxy_cpu_per_researcher'] * 1000:.1f} ms/researcher")  # fmt: skip
+        api = h.get("api_requests_per_researcher") or {}
+        print("   hub API requests per researcher: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in list(api.items())[:8]))  # fmt: skip
     print(f"\nhub CPU fort/stock: {out['ratio_hub_cpu_fort_over_stock']:.3f} (target <= 1.10)")
     print(f"fort services CPU: {out['fort_services_cpu_per_researcher'] * 1000:.1f} ms/researcher"
           f" = {out['services_over_fort_hub_cpu']:.2f} x the fort hub's (target <= 1); their "

@@ -1,7 +1,8 @@
 """The scale harness (benchmarks/bench_scale.py) with five researchers, so it cannot rot: the
 whole stack comes up (Facebook stand-in, Kubernetes double, notebook stand-in, both hubs with
 their proxies, the fort services on PostgreSQL, moto's STS), every researcher completes on both
-hubs, and every figure the docs quote is in its report. No figure is asserted."""
+hubs, and every figure the docs quote is in its report. No timing is asserted; the hub's token
+checks per researcher, which do not depend on timing, are."""
 
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ def test_five_researchers_complete_on_both_hubs_and_every_figure_is_reported(tmp
         assert hub["steps"]["spawn"]["n"] == 5
         assert hub["hub_cpu_per_researcher"] > 0
     assert figures["hubs"]["fort"]["steps"]["query"]["n"] == 10
+    # the hub's token checks: the notebook's one, and on the fort hub one for both fort
+    # services (the second reads the first's answer from the store)
+    checks = {k: figures["hubs"][k]["api_requests_per_researcher"].get("GET /hub/api/user")
+              for k in ("fort", "stock")}  # fmt: skip
+    assert checks == {"fort": 2.0, "stock": 1.0}
     for key in ("ratio_hub_cpu_fort_over_stock", "fort_services_cpu_per_researcher",
                 "services_over_fort_hub_cpu"):  # fmt: skip
         assert figures[key] > 0
@@ -61,6 +67,8 @@ def test_two_replicas_of_each_service_behind_fronts(tmp_path):
     fort = figures["hubs"]["fort"]
     assert (fort["completed"], fort["failed"]) == (5, 0), fort
     assert fort["steps"]["query"]["n"] == 10 and fort["steps"]["credentials"]["n"] == 5
+    # each researcher's token reaches up to four service processes; the hub is asked by one
+    assert fort["api_requests_per_researcher"]["GET /hub/api/user"] == 2.0
     assert figures["services"].startswith("2 processes each")
     replicas = [f"{s}-{i}" for s in ("fort-groups", "fort-credentials", "fort-query")
                 for i in (0, 1)]  # fmt: skip
