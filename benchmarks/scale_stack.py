@@ -307,7 +307,8 @@ class Stack:
         env = {"KUBECONFIG": str(kube), "JUPYTERHUB_CRYPT_KEY": crypt}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         fort_env = {**DUMMY_AWS, "AWS_ENDPOINT_URL": self.moto_url,
-                    "FORT_POLICY_FILE": str(policy), "FORT_STORE_URL": self.pg.url}  # fmt: skip
+                    "FORT_POLICY_FILE": str(policy), "FORT_STORE_URL": self.pg.url,
+                    "FORT_COOKIE_SECRET": secrets.token_hex(32)}  # fmt: skip
         self.fort = RunningHub(w / "fort", env={
             **env, **fort_env, "FORT_SERVICES_PORT": str(free_ports(3)),
         }, timeout=180)  # fmt: skip

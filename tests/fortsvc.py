@@ -15,6 +15,9 @@ from traitlets.config import Config
 from fort_hub import scopes
 from tests.hubproc import RunningHub, free_port
 
+#: the services' FORT_COOKIE_SECRET (it also signs the hub's answers they share)
+SHARED_SECRET = bytes.fromhex("5e" * 32)
+
 
 class ServiceThread:
     """Runs ``app.start_serving()`` on a private event loop in a daemon thread.
@@ -99,6 +102,7 @@ class ServiceSlot:
         c.FortServiceApp.bind_url = self.url
         c.FortServiceApp.service_name = self.name
         c.FortServiceApp.policy_reload_interval = 0.2
+        c.FortServiceApp.cookie_secret = SHARED_SECRET  # one for all, as a deployment sets
         c.HubOAuth.api_token = self.token
         c.HubOAuth.api_url = hub.hub_api_url
         c.HubOAuth.oauth_client_id = f"service-{self.name}"

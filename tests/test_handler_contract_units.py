@@ -68,3 +68,36 @@ def test_nesting_is_measured_before_parsing(raw, deep):
     from fort_hub.services.handler import nesting_exceeds
 
     assert nesting_exceeds(raw, 32) is deep
+
+
+def test_the_cookie_secret_is_validated_naming_the_setting(monkeypatch):
+    c = Config()
+    c.FortServiceApp.cookie_secret = b"short"
+    with pytest.raises(
+        TraitError, match=r"cookie_secret \(\$FORT_COOKIE_SECRET\) must be at least"
+    ):
+        FortServiceApp(config=c)
+    monkeypatch.setenv("FORT_COOKIE_SECRET", "not hex")
+    with pytest.raises(TraitError, match=r"\$FORT_COOKIE_SECRET is not hex"):
+        FortServiceApp().cookie_secret  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("secret", "cache_seconds", "shared"),
+    [("5e" * 32, 60, True), (None, 60, False), ("5e" * 32, 0, False)],
+    ids=["secret set", "no secret: random, not shared", "no cache"],
+)
+def test_answers_are_shared_only_with_a_configured_secret_and_a_cache(
+    monkeypatch, tmp_path, secret, cache_seconds, shared
+):
+    monkeypatch.delenv("FORT_COOKIE_SECRET", raising=False)
+    if secret:
+        monkeypatch.setenv("FORT_COOKIE_SECRET", secret)
+    c = Config()
+    c.FortSettings.store_url = f"sqlite:///{tmp_path / 'fort.sqlite'}"
+    c.FortServiceApp.hub_user_cache_seconds = cache_seconds
+    app = FortServiceApp(config=c)
+    app.init_hub_auth()
+    assert (app.hub_auth.answers is not None) == shared
+    if shared:
+        assert app.hub_auth.answers.secret == bytes.fromhex(secret)

@@ -16,6 +16,7 @@ from fort_hub.store.core import isoformat
 from fort_hub.store.hubanswers import HubAnswers, StoredAnswer
 
 T0 = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
+SECRET = b"the services' shared secret"
 ALICE = {"kind": "user", "name": "alice", "scopes": ["access:services!service=fort-query"]}
 BOB = {"kind": "user", "name": "bob", "scopes": []}
 
@@ -85,7 +86,12 @@ def lookup(answers: TokenAnswers, hub: Hub, token: str, session_id: str = ""):
 def shared(store):
     """Two services' TokenAnswers on one store, one clock, one hub knowing tok-a (alice)."""
     clock, hub = Clock(), Hub({"tok-a": ALICE})
-    return TokenAnswers(store, 60, clock), TokenAnswers(store, 60, clock), clock, hub
+    return (
+        TokenAnswers(store, 60, SECRET, clock),
+        TokenAnswers(store, 60, SECRET, clock),
+        clock,
+        hub,
+    )
 
 
 def test_the_hub_is_asked_once_for_both_services(shared):
@@ -113,7 +119,10 @@ def test_an_answer_read_from_the_store_expires_when_the_hub_was_asked_max_age_ag
 
 def test_each_reader_applies_its_own_max_age(store):
     clock, hub = Clock(), Hub({"tok-a": ALICE})
-    lenient, strict = TokenAnswers(store, 300, clock), TokenAnswers(store, 10, clock)
+    lenient, strict = (
+        TokenAnswers(store, 300, SECRET, clock),
+        TokenAnswers(store, 10, SECRET, clock),
+    )
     lookup(lenient, hub, "tok-a")
     hub.known.clear()
     clock.now = at(9)
@@ -145,30 +154,49 @@ def test_a_token_the_hub_does_not_know_is_remembered_in_memory_only(shared):
     assert hub.asked == ["tok-x", "tok-x"]
 
 
-def forge(store, token: str, model: dict, asked: dt.datetime, mac_key: bytes | None = None):
-    """Write a row for *token* as someone with the store but maybe not the token would."""
-    key = answer_keys(token)[0]
+def forge(store, token: str, model: dict, asked: dt.datetime, secret: bytes, session_id=""):
+    """Write a row for *token* as someone who can write the store and knows *secret* (or
+    guesses it) would."""
+    key, mac_key = answer_keys(token, session_id, secret)
     text, when = json.dumps(model), isoformat(asked)
-    mac = answer_mac(mac_key or b"guessed", key, when, text)
-    HubAnswers(store).put(key, StoredAnswer(text, when, mac))
+    HubAnswers(store).put(key, StoredAnswer(text, when, answer_mac(mac_key, key, when, text)))
 
 
-def test_a_forged_or_altered_row_is_ignored_and_the_hub_asked(shared, caplog):
-    query, credentials, clock, hub = shared
-    admin = {**ALICE, "name": "admin", "admin": True}
-    forge(query.store, "tok-a", admin, at(0))  # without the token: a guessed MAC key
-    assert lookup(query, hub, "tok-a") == ALICE
+ADMIN = {**ALICE, "name": "admin", "admin": True}
+
+
+def test_the_forgery_check_is_what_refuses_a_forged_row(shared):
+    """With the secret, a forged row is taken: so the tests below show the MAC at work."""
+    query, _credentials, _clock, hub = shared
+    forge(query.store, "tok-a", ADMIN, at(0), SECRET)
+    assert lookup(query, hub, "tok-a") == ADMIN and hub.asked == []
+
+
+def test_a_row_forged_for_a_token_of_ones_own_without_the_secret_is_ignored(shared, caplog):
+    """A store writer holding the token (their own) but not the services' secret."""
+    query, credentials, _clock, hub = shared
+    forge(query.store, "tok-a", ADMIN, at(0), b"a guess at the secret")
+    assert lookup(query, hub, "tok-a") == ALICE and hub.asked == ["tok-a"]
     assert "MAC does not match" in caplog.text
-    assert lookup(credentials, hub, "tok-a") == ALICE and hub.asked == ["tok-a"]  # the store
-    key, mac_key = answer_keys("tok-a")
+    assert lookup(credentials, hub, "tok-a") == ALICE and hub.asked == ["tok-a"]  # the hub's
+
+
+def test_an_altered_row_is_ignored(shared):
+    """Made younger, moved to another session's key, or dated in the future."""
+    query, credentials, clock, hub = shared
+    lookup(query, hub, "tok-a", session_id="s1")
+    key, _ = answer_keys("tok-a", "s1", SECRET)
     honest = HubAnswers(query.store).get(key, since=at(-60))
-    altered = honest._replace(asked=isoformat(at(30)))  # made younger by the store's writer
-    HubAnswers(query.store).put(key, altered)
     clock.now = at(61)
-    other = TokenAnswers(query.store, 60, clock)
-    assert lookup(other, hub, "tok-a") == ALICE and hub.asked == ["tok-a"] * 2
-    forge(query.store, "tok-b", admin, at(61), mac_key)  # a real MAC key of *another* token
-    assert lookup(other, Hub({}), "tok-b") is None
+    HubAnswers(query.store).put(key, honest._replace(asked=isoformat(at(30))))
+    assert lookup(credentials, hub, "tok-a", session_id="s1") == ALICE
+    assert hub.asked == ["tok-a"] * 2
+    moved = HubAnswers(query.store).get(key, since=at(-60))
+    HubAnswers(query.store).put(answer_keys("tok-a", "s2", SECRET)[0], moved)
+    assert lookup(credentials, hub, "tok-a", session_id="s2") == ALICE
+    assert hub.asked == ["tok-a"] * 3
+    forge(query.store, "tok-b", ADMIN, at(200), SECRET)  # signed, but asked "in the future"
+    assert lookup(credentials, Hub({}), "tok-b") is None
 
 
 def test_a_store_that_fails_means_asking_the_hub(shared, monkeypatch):
@@ -186,7 +214,7 @@ def test_a_store_that_fails_means_asking_the_hub(shared, monkeypatch):
 
 def test_old_rows_are_purged_at_most_once_per_max_age(store):
     clock, hub = Clock(), Hub({f"tok-{i}": {"name": f"u{i}"} for i in range(4)})
-    answers = TokenAnswers(store, 60, clock)
+    answers = TokenAnswers(store, 60, SECRET, clock)
     lookup(answers, hub, "tok-0")
     clock.now = at(70)
     lookup(answers, hub, "tok-1")  # purges what was asked before 10: tok-0
@@ -201,7 +229,7 @@ def test_old_rows_are_purged_at_most_once_per_max_age(store):
 
 def test_memory_holds_at_most_local_max_answers(sqlite_url, monkeypatch):
     clock, hub = Clock(), Hub({f"tok-{i}": {"name": f"u{i}"} for i in range(5)})
-    answers = TokenAnswers(Store(sqlite_url), 60, clock, local_max=3)
+    answers = TokenAnswers(Store(sqlite_url), 60, SECRET, clock, local_max=3)
     for i in range(5):
         lookup(answers, hub, f"tok-{i}")
     monkeypatch.setattr(answers.answers, "get", lambda *a: None)  # what memory holds, alone
@@ -210,7 +238,12 @@ def test_memory_holds_at_most_local_max_answers(sqlite_url, monkeypatch):
     assert hub.asked == [f"tok-{i}" for i in range(5)] + ["tok-1"]
 
 
+def test_the_secret_must_have_16_bytes(sqlite_url):
+    with pytest.raises(ValueError, match="16 bytes"):
+        TokenAnswers(Store(sqlite_url), 60, b"short")
+
+
 @pytest.mark.parametrize("max_age", [0, -1, float("nan")])
 def test_max_age_must_be_positive(sqlite_url, max_age):
     with pytest.raises(ValueError, match="max_age must be positive"):
-        TokenAnswers(Store(sqlite_url), max_age)
+        TokenAnswers(Store(sqlite_url), max_age, SECRET)

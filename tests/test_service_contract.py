@@ -19,7 +19,7 @@ from fort_hub.store import Store
 from fort_hub.store.core import isoformat
 from fort_hub.store.hubanswers import HubAnswers, StoredAnswer
 from tests.fortstack import call, error_of, services_behind_hub, store_of, url
-from tests.fortsvc import auth, user_token
+from tests.fortsvc import SHARED_SECRET, auth, user_token
 
 pytestmark = pytest.mark.hub
 UTC = dt.UTC
@@ -192,7 +192,8 @@ def answers_for(env):
     for name, app in env["apps"].items():
         answers, age = kept[name]
         app.hub_auth.answers, app.hub_auth.cache_max_age = answers, age
-        answers.max_age = dt.timedelta(seconds=age)
+        if answers is not None:
+            answers.max_age = dt.timedelta(seconds=age)
 
 
 def new_token(hub, user="alice", token_scopes=None) -> tuple[str, str]:
@@ -210,7 +211,8 @@ def revoke(hub, token_id: str, user="alice") -> None:
 
 
 def stored_answer(env, token: str):
-    return HubAnswers(store_of(env)).get(answer_keys(token)[0], dt.datetime.now(UTC) - HOUR)
+    key = answer_keys(token, "", SHARED_SECRET)[0]
+    return HubAnswers(store_of(env)).get(key, dt.datetime.now(UTC) - HOUR)
 
 
 def test_a_token_checked_by_one_service_is_not_asked_about_again_by_the_others(env, answers_for):
@@ -247,15 +249,17 @@ def test_a_shared_answer_does_not_widen_a_token_to_another_service(env):
 
 
 def test_a_forged_answer_in_the_store_does_not_change_who_calls(env):
-    """Whoever can write the fort store but does not hold the token cannot make a service take
-    the token for another user's: the row's MAC is keyed by the token."""
+    """Whoever can write the fort store and holds a token of their own, but not the services'
+    secret, cannot make a service take that token for another user's: the row's MAC is keyed
+    by the secret and the token."""
     token, _ = new_token(env["hub"])
-    key = answer_keys(token)[0]
+    key, _ = answer_keys(token, "", SHARED_SECRET)
+    _, mac_key = answer_keys(token, "", b"a guess at the secret")
     admin = {"kind": "user", "name": "admin", "admin": True,
              "scopes": [scopes.access(s) for s in IDS] + [p.scope for p in PROBES]}  # fmt: skip
     text, when = json.dumps(admin), isoformat(dt.datetime.now(UTC))
-    forged = StoredAnswer(text, when, answer_mac(b"not the token's key", key, when, text))
-    HubAnswers(store_of(env)).put(key, forged)
+    HubAnswers(store_of(env)).put(key, StoredAnswer(text, when, answer_mac(mac_key, key, when,
+                                                                          text)))  # fmt: skip
     r = call(env, PROBES[0], "GET", PROBES[0].read, token=token)
     assert r.status_code == 200 and r.json()["user"] == "alice", r.text
     assert json.loads(stored_answer(env, token).model)["name"] == "alice"  # the hub's, now

@@ -288,9 +288,10 @@ class FortServiceApp(Application, FortSettings):
     hub_user_cache_seconds = Integer(
         60,
         help="""How long the hub's answer to "whose token is this?" is used, counted from when
-        the hub was asked. The answer is shared through the fort store by every fort service
-        and replica (the hub is asked once per token and period, not once per process; each
-        reader applies its own setting). A revoked token keeps working for at most this long;
+        the hub was asked. With a configured `cookie_secret` (`$FORT_COOKIE_SECRET`) the answer
+        is shared through the fort store, signed with it, by every fort service and replica
+        (the hub is asked once per token and period, not once per process; each reader applies
+        its own setting). A revoked token keeps working for at most this long;
         0 asks the hub on every request. Only the caller's identity comes from this cache:
         memberships and admin powers are read from the fort store on every request.
 
@@ -299,17 +300,36 @@ class FortServiceApp(Application, FortSettings):
     ).tag(config=True)
 
     cookie_secret = Bytes(
-        help="""Secret signing the OAuth and XSRF cookies. Defaults to `$FORT_COOKIE_SECRET`
-        (hex), else a random one (browser sessions then end when the service restarts).
+        help="""Secret signing the OAuth and XSRF cookies, and the hub's answers the services
+        share through the fort store (see `hub_user_cache_seconds`): the same for every fort
+        service and replica. Defaults to `$FORT_COOKIE_SECRET` (hex), else a random one (browser
+        sessions then end when the service restarts, and the hub's answers are not shared).
 
             c.FortServiceApp.cookie_secret = bytes.fromhex(open("/etc/fort/secret").read())
         """
     ).tag(config=True)
 
+    @validate("cookie_secret")
+    def _validate_cookie_secret(self, proposal):
+        if len(proposal["value"]) < 16:
+            raise TraitError(
+                "FortServiceApp.cookie_secret ($FORT_COOKIE_SECRET) must be at least 16 bytes "
+                "(32 hex characters; e.g. openssl rand -hex 32)"
+            )
+        return proposal["value"]
+
     @default("cookie_secret")
     def _default_cookie_secret(self):
         env = os.environ.get("FORT_COOKIE_SECRET")
-        return bytes.fromhex(env) if env else os.urandom(32)
+        if env:
+            try:
+                return bytes.fromhex(env)
+            except ValueError:
+                raise TraitError(
+                    "$FORT_COOKIE_SECRET is not hex (e.g. openssl rand -hex 32)"
+                ) from None
+        self._random_cookie_secret = os.urandom(32)
+        return self._random_cookie_secret
 
     max_body_size = Integer(
         1024 * 1024,
@@ -384,9 +404,7 @@ class FortServiceApp(Application, FortSettings):
         except StoreError as e:
             # not fatal: the service answers 503 until the store is back
             self.log.error("the fort store (FortSettings.store_url) is unavailable: %s", e)
-        self.hub_auth = FortHubOAuth(parent=self, cache_max_age=self.hub_user_cache_seconds)
-        if self.hub_user_cache_seconds:
-            self.hub_auth.answers = TokenAnswers(self.fort_store, self.hub_user_cache_seconds)
+        self.init_hub_auth()
         if not self.hub_auth.access_scopes:
             # never "allow every hub user": require access to this service at least
             self.hub_auth.access_scopes = {f"access:services!service={self.service_name}"}
@@ -400,6 +418,20 @@ class FortServiceApp(Application, FortSettings):
         self.pages = FortPages(parent=self)
         self._trusted = parse_networks(self.trusted_proxies)
         self._stopping: asyncio.Event | None = None
+
+    def init_hub_auth(self) -> None:
+        """``HubOAuth`` with the hub's answers shared through the fort store when the services
+        share a configured secret (``FORT_COOKIE_SECRET``) to sign them; with a random one
+        (nothing configured) each process keeps its own, as JupyterHub's ``HubAuth`` does."""
+        self.hub_auth = FortHubOAuth(parent=self, cache_max_age=self.hub_user_cache_seconds)
+        if not self.hub_user_cache_seconds:
+            return
+        if self.cookie_secret is getattr(self, "_random_cookie_secret", None):
+            self.log.info("the hub's answers are not shared: no FORT_COOKIE_SECRET is set")
+            return
+        self.hub_auth.answers = TokenAnswers(
+            self.fort_store, self.hub_user_cache_seconds, secret=self.cookie_secret
+        )
 
     def make_app(self) -> web.Application:
         prefix = self.service_prefix

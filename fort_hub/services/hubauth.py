@@ -12,9 +12,12 @@ first service to see a token asks the hub and the others read the answer from th
   user for at most that long (plus the clock difference between the hosts).
 - **Sessions.** As in ``HubAuth``, the browser's hub session id is part of the key: signing out
   of the hub (which ends the session's tokens) is not answered from the cache.
-- **Forgery.** A row carries an HMAC over the key, the time and the model, keyed by a hash of
-  the token that is not the row's key: without the token, whoever can write the store cannot
-  make a service take a forged or altered answer (it is ignored, and the hub asked).
+- **Forgery.** A row carries an HMAC over the key, the time and the model, keyed by the
+  services' shared secret (``FORT_COOKIE_SECRET``, never in the store) and the token: whoever
+  can write the store cannot make a service take a forged or altered answer, not even for a
+  token of their own (it is ignored, and the hub asked). Without a configured secret (each
+  service then signs cookies with a random key) answers are not shared: see
+  :meth:`fort_hub.services.base.FortServiceApp.init_hub_auth`.
 - **Only identity** comes from here: every access decision is still read from the store and the
   policy at the moment of the request, and each service checks its own access scope in the
   answer. A token the hub does not know is remembered in memory only, as ``HubAuth`` does.
@@ -32,23 +35,19 @@ from collections.abc import Awaitable, Callable
 from jupyterhub.services.auth import HubOAuth
 
 from ..store import Store, StoreError
-from ..store.core import isoformat, parse_time
+from ..store.core import isoformat, parse_time, utcnow
 from ..store.hubanswers import HubAnswers, StoredAnswer
 
 log = logging.getLogger(__name__)
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def answer_keys(token: str, session_id: str = "") -> tuple[str, bytes]:
-    """(the row's key, the MAC key) for *token* in the browser session *session_id*: two
-    hashes of the token that cannot be derived from each other."""
+def answer_keys(token: str, session_id: str, secret: bytes) -> tuple[str, bytes]:
+    """(the row's key, the MAC key) for *token* in the browser session *session_id*: a hash of
+    both, and an HMAC of the token keyed by the services' *secret*."""
     raw = token.encode("utf8", "replace")
     session = session_id.encode("utf8", "replace")
     key = hashlib.sha256(b"fort-hub answer key\0" + session + b"\0" + raw).hexdigest()
-    return key, hashlib.sha256(b"fort-hub answer mac\0" + raw).digest()
+    return key, hmac.new(secret, b"fort-hub answer mac\0" + raw, hashlib.sha256).digest()
 
 
 def answer_mac(mac_key: bytes, key: str, asked: str, model: str) -> str:
@@ -60,6 +59,7 @@ class TokenAnswers:
     """The hub's answers by token: this process's memory, then the fort store, then the hub.
 
     *max_age* seconds (> 0) after the hub was asked, an answer is no longer used here.
+    *secret* keys the rows' MACs: the same for every service sharing the store, not in it.
     *local_max* bounds how many answers this process keeps in memory. A store that cannot be
     read or written is logged and skipped: the hub is asked (identity never depends on the
     store being up; the decisions that follow do, and fail closed there).
@@ -69,11 +69,15 @@ class TokenAnswers:
         self,
         store: Store,
         max_age: float,
+        secret: bytes,
         clock: Callable[[], dt.datetime] = utcnow,
         local_max: int = 10_000,
     ):
         if not max_age > 0:
             raise ValueError(f"max_age must be positive, got {max_age!r}")
+        if len(secret) < 16:
+            raise ValueError("the secret keying the stored answers needs 16 bytes or more")
+        self.secret = secret
         self.answers = HubAnswers(store)
         self.store = store
         self.max_age = dt.timedelta(seconds=max_age)
@@ -87,7 +91,7 @@ class TokenAnswers:
     ) -> dict | None:
         """The user model for *token*, or None if the hub does not know it; *ask_hub()* is
         awaited only when no answer young enough is kept here or in the store."""
-        (key, mac_key), now = answer_keys(token, session_id), self.clock()
+        (key, mac_key), now = answer_keys(token, session_id, self.secret), self.clock()
         kept = self._local.get(key)
         if kept is not None and kept[1] > now:
             return kept[0]
@@ -117,7 +121,11 @@ class TokenAnswers:
             if not isinstance(model, dict) or asked > now:
                 raise ValueError("it is not a user model asked in the past")
         except (ValueError, TypeError) as e:
-            log.warning("ignored a stored answer of the hub (%s): asking the hub", e)
+            log.warning(
+                "ignored a stored answer of the hub (%s; is FORT_COOKIE_SECRET the same for "
+                "every fort service?): asking the hub",
+                e,
+            )
             return None
         return model, asked + self.max_age
 
@@ -133,13 +141,10 @@ class TokenAnswers:
             log.warning("could not keep the hub's answer in the fort store: %s", e)
 
     def _remember(self, key: str, model: dict | None, expires: dt.datetime) -> None:
-        self._local.pop(key, None)  # re-inserted last: the oldest stay first
+        self._local.pop(key, None)  # re-inserted last: the oldest (soonest to expire) first
         self._local[key] = (model, expires)
-        if len(self._local) > self.local_max:
-            now = self.clock()
-            self._local = {k: v for k, v in self._local.items() if v[1] > now}
-            while len(self._local) > self.local_max:  # all current: drop the oldest
-                del self._local[next(iter(self._local))]
+        while len(self._local) > self.local_max:
+            del self._local[next(iter(self._local))]
 
 
 class FortHubOAuth(HubOAuth):
