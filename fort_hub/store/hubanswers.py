@@ -3,7 +3,8 @@ service and every replica of one, so that the hub is asked once per token and ca
 once per service process (see :mod:`fort_hub.services.hubauth`, which decides what the rows mean).
 
 A row holds what the hub said for one token (and browser session): the user model its
-``GET /hub/api/user`` returned, when the hub was asked, and a MAC over both keyed by the token.
+``GET /hub/api/user`` returned, when the hub was asked, and a MAC over both keyed by the
+services' shared secret and the token.
 It is keyed by a hash of the token; the token itself is never stored. This repository only stores
 and returns rows: how old an answer may be, and whether its MAC holds, is the reader's decision.
 """

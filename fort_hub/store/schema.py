@@ -197,7 +197,7 @@ hub_answers = Table(
     Column("token_hash", String(64), primary_key=True),  # a hash of the token, never the token
     Column("model", Text, nullable=False),  # the hub's user model, JSON
     Column("asked", String(40), nullable=False),  # ISO UTC: when the hub was asked
-    Column("mac", String(64), nullable=False),  # HMAC keyed by the token (see services.hubauth)
+    Column("mac", String(64), nullable=False),  # HMAC: the secret and token (services.hubauth)
     Index("ix_fort_hub_answers_asked", "asked"),
 )
 
