@@ -238,6 +238,12 @@ def test_memory_holds_at_most_local_max_answers(sqlite_url, monkeypatch):
     assert hub.asked == [f"tok-{i}" for i in range(5)] + ["tok-1"]
 
 
+def test_tokens_that_differ_only_in_what_utf8_cannot_encode_have_their_own_keys():
+    """HubAuth's cache key encodes with "replace": both of these would be "tok-?"."""
+    assert answer_keys("tok-\udc80", "", SECRET) != answer_keys("tok-\udc81", "", SECRET)
+    assert answer_keys("tok-a", "\udc80", SECRET)[0] != answer_keys("tok-a", "\udc81", SECRET)[0]
+
+
 def test_the_secret_must_have_16_bytes(sqlite_url):
     with pytest.raises(ValueError, match="16 bytes"):
         TokenAnswers(Store(sqlite_url), 60, b"short")

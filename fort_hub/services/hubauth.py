@@ -44,14 +44,14 @@ log = logging.getLogger(__name__)
 def answer_keys(token: str, session_id: str, secret: bytes) -> tuple[str, bytes]:
     """(the row's key, the MAC key) for *token* in the browser session *session_id*: a hash of
     both, and an HMAC of the token keyed by the services' *secret*."""
-    raw = token.encode("utf8", "replace")
-    session = session_id.encode("utf8", "replace")
+    raw = token.encode("utf8", "surrogatepass")  # one string, one byte string
+    session = session_id.encode("utf8", "surrogatepass")
     key = hashlib.sha256(b"fort-hub answer key\0" + session + b"\0" + raw).hexdigest()
     return key, hmac.new(secret, b"fort-hub answer mac\0" + raw, hashlib.sha256).digest()
 
 
 def answer_mac(mac_key: bytes, key: str, asked: str, model: str) -> str:
-    message = "\0".join((key, asked, model)).encode("utf8", "replace")
+    message = "\0".join((key, asked, model)).encode("utf8", "surrogatepass")
     return hmac.new(mac_key, message, hashlib.sha256).hexdigest()
 
 
