@@ -82,7 +82,7 @@ class Researcher:
 
     def __init__(self, run: Run, kind: str, name: str):
         self.run, self.kind, self.name = run, kind, name
-        self.hub = run.stack.fort if kind == "fort" else run.stack.stock
+        self.hub = run.hub_of(kind)
         self.times: dict[str, list[float]] = {}
 
     async def step(self, label: str, coro):
