@@ -41,6 +41,14 @@ def test_policy_file_and_api_read_a_date_identically():
         assert dates.show_expiry(member.expires, policy.tz) == "2031-12-31"
 
 
+def test_a_quoted_date_in_the_policy_file_is_the_same_day_as_a_bare_one():
+    """``expires: "2031-12-31"`` (a YAML string) ended the membership at the start of that day,
+    a day before ``expires: 2031-12-31`` (a YAML date) did."""
+    for tz in ("UTC", "America/Los_Angeles"):
+        zone = None if tz == "UTC" else tz
+        [bare] = policy_with("2031-12-31", zone).groups["g"].members
+        [quoted] = policy_with('"2031-12-31"', zone).groups["g"].members
+        assert quoted.expires == bare.expires == parse_expiry("2031-12-31", NOW, dates.zone(tz))
 def test_the_time_zone_moves_the_end_of_the_day():
     oslo = dates.zone("Europe/Oslo")
     assert dates.end_of_day(dt.date(2026, 12, 31), oslo) == dt.datetime(

@@ -33,6 +33,7 @@ ROLE_ARN_RE = re.compile(
 #: the key part may not hold an IAM wildcard or policy variable (it is copied into ARNs)
 S3_PREFIX_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._@+=/-]*)?\Z")
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}\Z")
 COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 QUANTITY_RE = re.compile(r"^\d+(\.\d+)?([KMGTPE]i?|[kmgtpe])?\Z")
 SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
@@ -128,9 +129,9 @@ class _Validator:
             return None
         if isinstance(value, dt.date):
             return dates.as_expiry(value, self.tz)
-        if isinstance(value, str):
+        if isinstance(value, str):  # a quoted "2026-12-31" means the same day as a bare one
             try:
-                return dates.as_expiry(dt.datetime.fromisoformat(value), self.tz)
+                return dates.parse_expiry(value, self.tz)
             except ValueError:
                 pass
         self.t.error(path, f"must be a date like 2027-01-31, not {value!r}")
@@ -386,7 +387,11 @@ class _Validator:
         u = self.mapping(
             raw, path, {"enabled", "display_name", "validation_regex"}, {"validation_regex"}
         )
-        if u.get("enabled", True) is False:
+        enabled = u.get("enabled", True)
+        if not isinstance(enabled, bool):
+            self.t.error(path + ("enabled",), f"must be true or false, not {enabled!r}")
+            return None
+        if not enabled:
             return None
         regex = self.string(u.get("validation_regex"), path + ("validation_regex",))
         try:
@@ -419,8 +424,10 @@ class _Validator:
         problem = check_user_prefix_template(prefix)
         if problem:
             self.t.error(p + ("user_prefix",), f"{prefix!r} {problem}")
+        region = self.string(a.get("region", "us-east-1"), p + ("region",), pattern=REGION_RE,
+                             what="an AWS region like us-east-1")  # fmt: skip
         return AwsSettings(
-            region=str(a.get("region", "us-east-1")),
+            region=region or "us-east-1",
             roles={str(k): str(v) for k, v in roles.items()},
             bucket=str(bucket or ""),
             user_prefix=prefix if isinstance(prefix, str) else "users/{username}/",
