@@ -8,6 +8,7 @@ import concurrent.futures
 import datetime as dt
 import json
 import shutil
+import time
 
 import pytest
 import requests
@@ -362,6 +363,39 @@ def test_a_member_removed_from_the_policy_file_loses_credentials_at_once(env, ba
         rewrite_policy(policy, app, text, has_bob)
 
 
+
+def test_a_session_issued_while_a_grant_is_withdrawn_is_not_served_from_the_cache(env, backend):
+    """The policy gives urls-study ads_targeting too; alice asks, and while STS is issuing her
+    session (with ads_targeting in its session policy) the grant is withdrawn. That session
+    finishes after the policy change cleared the cache: it must not be handed over later as
+    the cached session of the narrower policy (found in review: it was, for up to 55 min)."""
+    policy, app = env["policy"], env["app"]
+    text = policy.read_text()
+    wider = text.replace("    datasets: [url_shares]\n", "    datasets: [url_shares, ads_targeting]\n")
+    assert wider != text
+
+    def wide(p):
+        return any("ads_targeting" in g.datasets for g in p.grants if g.group == "urls-study")
+
+    rewrite_policy(policy, app, wider, wide)
+    try:
+        backend.latency = 1.5
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            during = pool.submit(get, env)
+            time.sleep(0.5)  # the wider session is being issued
+            rewrite_policy(policy, app, text, lambda p: not wide(p))
+            assert during.result().status_code == 200
+    finally:
+        backend.latency = 0.0
+        if wide(app.fort_policy):  # (a rewrite of the same text would clear the cache again)
+            rewrite_policy(policy, app, text, lambda p: not wide(p))
+    assert "ads_targeting" in backend.requests[-1].policy  # the session issued before
+    calls = backend.calls
+    r = get(env)
+    assert r.status_code == 200, r.text
+    assert backend.calls == calls + 1, "served the wider session from the cache"
+    assert "ads_targeting" not in backend.requests[-1].policy
+    assert "url_shares" in backend.requests[-1].policy
 def test_service_tokens_get_no_credentials(env, backend):
     hub = env["hub"]
     r = requests.get(creds_url(env), headers=hub.admin_headers, timeout=30)

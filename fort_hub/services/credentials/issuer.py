@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ...access import Access
 from ...naming import check_username_problem, is_safe_username
-from ...policy import role_name
+from ...policy import Policy, role_name
 from ..handler import ServiceError
 from ..metrics import CredentialsMetrics
 from .backends import AssumeRoleRequest, Credentials, StsBackendBase, StsError, user_session
@@ -49,6 +49,7 @@ class Grant:
     role: str
     arn: str
     groups: list[str]  # the caller's groups that hold the role
+    policy: Policy  # the access policy the decision was made with
 
 
 class CredentialIssuer:
@@ -115,15 +116,18 @@ class CredentialIssuer:
             await self.audit(username, role, "deny", reason, request_id, client)
             raise ServiceError(404 if role not in known else 403, reason)
         arn = roles[role]
-        return Grant(username, role, arn, [g for g in policy.role_groups(arn) if g in eff])
+        return Grant(username, role, arn, [g for g in policy.role_groups(arn) if g in eff], policy)
 
     async def credentials_for(
         self, username: str, role: str, request_id: str = "", client: str = ""
     ) -> Credentials:
         grant = await self.decide(username, role, request_id, client)
-        # the session policy is built from the groups that hold the role now: a cached session
-        # serves only the same set of groups (an ended membership never reaches the cache)
-        key = (username, role, tuple(sorted(grant.groups)))
+        request = await self._request(grant, request_id, client)
+        # a session serves only requests that would get the same session now: the same user,
+        # role and groups under the same session policy (a grant withdrawn from the policy
+        # while a session was being issued changes the key, so that session is never reused)
+        key = (username, role, tuple(grant.groups), request.role_arn, request.region,
+               request.policy)  # fmt: skip
         cached = self.cache.get(key)
         margin = dt.timedelta(seconds=self.settings.refresh_margin)
         if cached and cached.expiration - margin > self.access.clock():
@@ -133,7 +137,7 @@ class CredentialIssuer:
         fut = self._inflight.get(key)
         joined = fut is not None
         if fut is None:
-            fut = asyncio.ensure_future(self._issue(grant, key, request_id, client))
+            fut = asyncio.ensure_future(self._issue(grant, request, key, request_id, client))
             self._inflight[key] = fut
             fut.add_done_callback(lambda _f: self._inflight.pop(key, None))
         try:
@@ -171,9 +175,10 @@ class CredentialIssuer:
                      "expiration": creds.expiration.isoformat()},
         )  # fmt: skip
 
-    async def _issue(self, grant: Grant, key: tuple, request_id: str, client: str) -> Credentials:
-        policy = self.access.policy()
-        username = grant.username
+    async def _request(self, grant: Grant, request_id: str, client: str) -> AssumeRoleRequest:
+        """The STS request for *grant*, with the session policy of the policy it was decided
+        with."""
+        policy, username = grant.policy, grant.username
         try:
             document = packed(session_policy(policy, username, grant.groups))
         except SessionPolicyTooLarge as e:
@@ -184,12 +189,16 @@ class CredentialIssuer:
             raise ServiceError(500, f"{reason}; ask the hub's administrators") from None
         s = self.settings
         group = grant.groups[0] if grant.groups else ""
-        request = user_session(username, grant.arn, group, policy.aws.region, s.duration, document)
+        return user_session(username, grant.arn, group, policy.aws.region, s.duration, document)
+
+    async def _issue(
+        self, grant: Grant, request: AssumeRoleRequest, key: tuple, request_id: str, client: str
+    ) -> Credentials:
         await self.audit(
-            username, grant.arn, "allow", f"role {grant.role!r} of groups {grant.groups}",
+            grant.username, grant.arn, "allow", f"role {grant.role!r} of groups {grant.groups}",
             request_id, client,
-            details={"session_name": request.session_name, "duration": s.duration,
-                     "groups": grant.groups, "session_policy": document},
+            details={"session_name": request.session_name, "duration": request.duration_seconds,
+                     "groups": grant.groups, "session_policy": request.policy},
         )  # fmt: skip
         creds = await self._assume_with_retries(request, request_id)
         self.cache[key] = creds
