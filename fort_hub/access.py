@@ -122,8 +122,9 @@ class Access:
         return {} if stored is None else user_groups(username, policy, None, now, stored)
 
     def is_admin(self, username: str) -> bool:
-        """True while *username* holds an unexpired membership of the admin group."""
-        return self.admin_group in self.groups(username)
+        """True while *username*'s membership of the admin group counts (:meth:`effective`:
+        unexpired, and not ended by a past ``expires`` of a static policy entry)."""
+        return self.admin_group in self.effective(username)[1]
 
     async def agroups(self, username: str) -> dict[str, dt.datetime | None]:
         return await self.store.run(self.groups, username)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import threading
+from pathlib import Path
 
 import pytest
 import requests
@@ -14,7 +15,7 @@ import requests
 from fort_hub import scopes
 from fort_hub.store.memberships import Memberships
 from tests.fortstack import call, error_of, services_behind_hub, store_of
-from tests.fortsvc import make_users, user_token
+from tests.fortsvc import make_users, rewrite_policy, user_token
 
 pytestmark = pytest.mark.hub
 UTC = dt.UTC
@@ -93,6 +94,43 @@ def test_expired_admin_loses_every_power_at_once(env):
     assert m.expires is not None  # the self re-add changed nothing
 
 
+def test_a_past_expires_in_the_policy_file_ends_an_api_admin_grant_at_once(env, monkeypatch):
+    """An admin's API grant, then the policy file lists them in `admins` with a past
+    `expires` (their admin has ended). Every other decision applies the file's date at once;
+    the admin check read the store's grant and kept every power until fort-groups' next pass
+    replaced it (found in review). The pass is held off here, as a stuck fort-groups would."""
+    hub, tokens, groups = env["hub"], env["tokens"], env["apps"][G]
+    make_users(hub, "dan")
+    r = call(env, G, "PUT", "api/v1/groups/admins/members/dan", {}, user="admin")
+    assert r.status_code == 200, r.text
+    tokens["dan"] = user_token(hub, "dan")  # carries the fort-admin role now
+    assert call(env, G, "GET", "api/v1/audit?limit=5", user="dan").status_code == 200
+
+    async def no_pass(reason="manual", **kw):
+        return []
+
+    monkeypatch.setattr(groups.reconciler, "run", no_pass)
+    policy = Path(groups.policy_file)
+    text = policy.read_text()
+    ended = text.replace("    members: [admin]\n",
+                         "    members: [admin, {user: dan, expires: 2020-01-01}]\n")  # fmt: skip
+    assert ended != text
+
+    def lists_dan(p):
+        return any(m.username == "dan" for m in p.groups["admins"].members)
+
+    try:
+        for app in env["apps"].values():
+            rewrite_policy(policy, app, ended, lists_dan)
+        assert Memberships(store_of(env)).get("admins", "dan").source == "api"  # no pass ran
+        for service, path in ((G, "api/v1/audit?limit=5"), (Q, "api/v1/queries?all=true")):
+            r = call(env, service, "GET", path, user="dan")
+            assert r.status_code == 403, (path, r.status_code, r.text)
+    finally:
+        for app in env["apps"].values():
+            rewrite_policy(policy, app, text, lambda p: not lists_dan(p))
+        r = call(env, G, "DELETE", "api/v1/groups/admins/members/dan", user="admin")
+        assert r.status_code == 204, r.text
 def test_download_needs_the_grant_at_download_time(env):
     """Finding 4: a result produced before a membership expired could be downloaded after."""
     hub = env["hub"]
