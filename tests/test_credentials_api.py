@@ -363,7 +363,6 @@ def test_a_member_removed_from_the_policy_file_loses_credentials_at_once(env, ba
         rewrite_policy(policy, app, text, has_bob)
 
 
-
 def test_a_session_issued_while_a_grant_is_withdrawn_is_not_served_from_the_cache(env, backend):
     """The policy gives urls-study ads_targeting too; alice asks, and while STS is issuing her
     session (with ads_targeting in its session policy) the grant is withdrawn. That session
@@ -371,7 +370,9 @@ def test_a_session_issued_while_a_grant_is_withdrawn_is_not_served_from_the_cach
     the cached session of the narrower policy (found in review: it was, for up to 55 min)."""
     policy, app = env["policy"], env["app"]
     text = policy.read_text()
-    wider = text.replace("    datasets: [url_shares]\n", "    datasets: [url_shares, ads_targeting]\n")
+    wider = text.replace(
+        "    datasets: [url_shares]\n", "    datasets: [url_shares, ads_targeting]\n"
+    )
     assert wider != text
 
     def wide(p):
@@ -396,6 +397,8 @@ def test_a_session_issued_while_a_grant_is_withdrawn_is_not_served_from_the_cach
     assert backend.calls == calls + 1, "served the wider session from the cache"
     assert "ads_targeting" not in backend.requests[-1].policy
     assert "url_shares" in backend.requests[-1].policy
+
+
 def test_service_tokens_get_no_credentials(env, backend):
     hub = env["hub"]
     r = requests.get(creds_url(env), headers=hub.admin_headers, timeout=30)

@@ -49,6 +49,8 @@ def test_a_quoted_date_in_the_policy_file_is_the_same_day_as_a_bare_one():
         [bare] = policy_with("2031-12-31", zone).groups["g"].members
         [quoted] = policy_with('"2031-12-31"', zone).groups["g"].members
         assert quoted.expires == bare.expires == parse_expiry("2031-12-31", NOW, dates.zone(tz))
+
+
 def test_the_time_zone_moves_the_end_of_the_day():
     oslo = dates.zone("Europe/Oslo")
     assert dates.end_of_day(dt.date(2026, 12, 31), oslo) == dt.datetime(

@@ -131,6 +131,8 @@ def test_a_past_expires_in_the_policy_file_ends_an_api_admin_grant_at_once(env, 
             rewrite_policy(policy, app, text, lambda p: not lists_dan(p))
         r = call(env, G, "DELETE", "api/v1/groups/admins/members/dan", user="admin")
         assert r.status_code == 204, r.text
+
+
 def test_download_needs_the_grant_at_download_time(env):
     """Finding 4: a result produced before a membership expired could be downloaded after."""
     hub = env["hub"]
