@@ -358,6 +358,13 @@ class ResultsHandler(QueryHandlerBase):
             first = await run(next, chunks, None)
         except FileNotFoundError:  # removed between the size check and the read
             raise gone from None
+        except R.RowTooLarge as e:
+            raise ServiceError(422, str(e)) from None
+        except (pa.ArrowException, OverflowError, ValueError) as e:  # e.g. a list column in CSV
+            raise ServiceError(
+                422, f"this result cannot be written as {fmt} ({type(e).__name__}: "
+                f"{str(e)[:200]}); download it with format=arrow",
+            ) from None
         self.set_header("Content-Type", FORMATS[fmt] + ("; charset=UTF-8" if fmt == "csv" else ""))
         if fmt == "arrow":  # the stored stream: its size is known, no chunking
             self.set_header("Content-Length", str(size))

@@ -337,11 +337,30 @@ def schema_json(schema: pa.Schema) -> list[dict[str, str]]:
     return [{"name": f.name, "type": str(f.type)} for f in schema]
 
 
+#: the most of a result's Arrow data one JSON page or one CSV chunk is made from: a page is
+#: built in the service's memory, as Python objects and then JSON text several times that size,
+#: so a page is cut at this budget whatever ``max_rows`` asks (a row of 1 MB, 200 to a page,
+#: grew fort-query by 767 MB per request)
+PAGE_BYTES = 8 * 2**20
+
+
+class RowTooLarge(ValueError):
+    """One row of the result is larger than a JSON page may be."""
+
+
+def fit(piece: pa.RecordBatch, budget: int) -> pa.RecordBatch:
+    """The first rows of *piece* (at least one) whose Arrow data fit *budget*, halving."""
+    while piece.num_rows > 1 and piece.nbytes > budget:
+        piece = piece.slice(0, piece.num_rows // 2)
+    return piece
+
+
 def page(store: ResultStore, query_id: str, offset: int, max_rows: int) -> dict[str, Any]:
-    """Rows ``offset .. offset+max_rows`` as JSON-ready data, with the next offset (or None)."""
+    """Rows ``offset .. offset+max_rows`` as JSON-ready data, with the next offset (or None);
+    fewer rows when they would exceed :data:`PAGE_BYTES` (RowTooLarge when the first does)."""
     schema, batches, source = _batches(store, query_id)
     rows: list[dict] = []
-    seen = 0
+    seen = used = 0
     more = False
     try:
         for batch in batches:
@@ -354,8 +373,17 @@ def page(store: ResultStore, query_id: str, offset: int, max_rows: int) -> dict[
             if need == 0:
                 more = True
                 break
-            piece = batch.slice(start, need)
+            piece = fit(batch.slice(start, need), PAGE_BYTES - used)
+            if piece.nbytes > PAGE_BYTES - used:  # its one row does not fit
+                if not rows:
+                    raise RowTooLarge(
+                        f"row {seen + start} of the result holds {piece.nbytes:,} bytes, more "
+                        f"than a JSON page may ({PAGE_BYTES:,}): download it with format=arrow"
+                    )
+                more = True
+                break
             rows.extend(piece.to_pylist())
+            used += piece.nbytes
             seen += n
             if start + piece.num_rows < n:
                 more = True
@@ -401,14 +429,18 @@ def iter_csv(store: ResultStore, query_id: str) -> Iterator[bytes]:
     try:
         header = True
         for batch in batches:
-            buf = io.BytesIO()
-            pacsv.write_csv(
-                pa.Table.from_batches([batch], schema),
-                buf,
-                pacsv.WriteOptions(include_header=header),
-            )
-            header = False
-            yield buf.getvalue()
+            start = 0
+            while start < batch.num_rows:  # in pieces of PAGE_BYTES (a row at least)
+                piece = fit(batch.slice(start), PAGE_BYTES)
+                buf = io.BytesIO()
+                pacsv.write_csv(
+                    pa.Table.from_batches([piece], schema),
+                    buf,
+                    pacsv.WriteOptions(include_header=header),
+                )
+                header = False
+                start += piece.num_rows
+                yield buf.getvalue()
         if header:
             yield (",".join(f.name for f in schema) + "\n").encode()
     finally:
