@@ -362,7 +362,8 @@ class ResultsHandler(QueryHandlerBase):
             raise ServiceError(422, str(e)) from None
         except (pa.ArrowException, OverflowError, ValueError) as e:  # e.g. a list column in CSV
             raise ServiceError(
-                422, f"this result cannot be written as {fmt} ({type(e).__name__}: "
+                422,
+                f"this result cannot be written as {fmt} ({type(e).__name__}: "
                 f"{str(e)[:200]}); download it with format=arrow",
             ) from None
         self.set_header("Content-Type", FORMATS[fmt] + ("; charset=UTF-8" if fmt == "csv" else ""))
