@@ -413,7 +413,8 @@ def report(out: dict) -> None:
           f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}); proxy: {out['chp']}; "
           f"fort services: {out['services']}; notebook stand-in: "
           f"{'checks tokens (HubAuth)' if out['args']['notebook_auth'] else 'no auth'}; stock "
-          f"hub's researchers in a hub group: {'yes' if out['args'].get('stock_groups') else 'no'}")  # fmt: skip
+          f"hub's researchers in a hub group: {'yes' if out['args'].get('stock_groups') else 'no'}; "
+          f"fort hub's: {'no' if out['args'].get('no_hub_groups') else 'yes'}")  # fmt: skip
     for kind, h in out["hubs"].items():
         print(f"\n{kind} hub: {h['completed']} completed, {h['failed']} failed "
               f"({h['spawn_429_retries']} spawn retries after a 429)")  # fmt: skip
@@ -506,6 +507,11 @@ def parse(argv=None):
         "manage_groups), as fort-groups puts the fort hub's in urls-study: JupyterHub then loads "
         "the group, its roles and its shares with every user it looks up, on both hubs alike",
     )  # fmt: skip
+    p.add_argument(
+        "--no-hub-groups", action="store_true",
+        help="run fort with FORT_HUB_GROUPS=false (c.FortSettings.hub_groups = False): no copy "
+        "of the study memberships in hub groups, so JupyterHub loads no group with each user",
+    )  # fmt: skip
     p.add_argument("--keep", action="store_true", help="keep the work directory (hub logs)")
     return p.parse_args(argv)
 
@@ -516,7 +522,8 @@ def main(argv=None) -> int:
     if args.replicas < 1:
         raise SystemExit("--replicas must be at least 1")
     stack = Stack(work, args.researchers, args.pod_delay, args.chp_prefix, args.replicas,
-                  args.notebook_auth, args.stock_groups)  # fmt: skip
+                  args.notebook_auth, args.stock_groups,
+                  not args.no_hub_groups)  # fmt: skip
     t0 = time.monotonic()
     try:
         stack.start()

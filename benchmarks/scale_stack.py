@@ -263,9 +263,11 @@ class Stack:
     def __init__(
         self, work: Path, n: int, pod_delay: float, chp_prefix: str | None = None,
         replicas: int = 1, notebook_auth: bool = True, stock_groups: bool = False,
+        fort_hub_groups: bool = True,
     ):  # fmt: skip
         self.work, self.n, self.pod_delay, self.replicas = work, n, pod_delay, replicas
         self.notebook_auth, self.stock_groups = notebook_auth, stock_groups
+        self.fort_hub_groups = fort_hub_groups
         self.service_replicas = None  # ServiceReplicas with replicas >= 2
         self.names = usernames(n)
         self.chp, self.chp_name = find_chp(chp_prefix)
@@ -308,7 +310,8 @@ class Stack:
         env.pop("KUBERNETES_SERVICE_HOST", None)
         fort_env = {**DUMMY_AWS, "AWS_ENDPOINT_URL": self.moto_url,
                     "FORT_POLICY_FILE": str(policy), "FORT_STORE_URL": self.pg.url,
-                    "FORT_COOKIE_SECRET": secrets.token_hex(32)}  # fmt: skip
+                    "FORT_COOKIE_SECRET": secrets.token_hex(32),
+                    "FORT_HUB_GROUPS": "true" if self.fort_hub_groups else "false"}  # fmt: skip
         self.fort = RunningHub(w / "fort", env={
             **env, **fort_env, "FORT_SERVICES_PORT": str(free_ports(3)),
         }, timeout=180)  # fmt: skip

@@ -16,10 +16,11 @@ import datetime as dt
 import os
 import threading
 
-from traitlets import Unicode, default, validate
+from traitlets import Bool, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from .access import DEFAULT_ADMIN_GROUP, Access, user_groups
+from .deploy import parse_yes_no
 from .policy import Policy, PolicyWatcher
 from .store import Store
 
@@ -34,6 +35,18 @@ def shared_watcher(path: str) -> PolicyWatcher:
         if path not in _watchers:
             _watchers[path] = PolicyWatcher(path)
         return _watchers[path]
+
+
+def env_bool(name: str, fallback: bool) -> bool:
+    """A yes/no environment variable (``true``/``false``, ``1``/``0``, ``yes``/``no``,
+    ``on``/``off``); unset or empty is *fallback*, anything else a TraitError naming it."""
+    value = os.environ.get(name, "")
+    if not value.strip():
+        return fallback
+    parsed = parse_yes_no(value)
+    if parsed is None:
+        raise TraitError(f"${name} must be true or false, not {value!r}")
+    return parsed
 
 
 def shared_store(url: str) -> Store:
@@ -114,6 +127,38 @@ class FortSettings(LoggingConfigurable):
         if not proposal["value"]:
             raise ValueError("FortSettings.admin_group must name a policy group")
         return proposal["value"]
+
+    hub_groups = Bool(
+        True,
+        help="""Keep a copy of each study's current members in the JupyterHub group of the same
+        name (on by default). fort-groups creates the groups, adds and removes members with
+        each change and at each expiry, and the authenticator adds a new user to their groups
+        at their first sign-in. The copy is what JupyterHub's admin page, group roles,
+        `allowed_groups` and KubeSpawner's `group_overrides` see; fort's own decisions never
+        read it (they read the fort store and the policy).
+
+        Off: study membership lives in the fort store only (fort-groups' admin page and API
+        manage it as before); JupyterHub then loads no study group with each user it looks up,
+        which saves about a tenth of the hub's CPU per researcher (docs/benchmarks.md, Scale,
+        part 8). Only `admin_group` is still copied, since the `fort-admin` role reaches the
+        admins through it; a new admin gets it at fort-groups' next pass, not at sign-in.
+        fort-groups empties the other hub groups it manages (recorded as `groups.remove`, "hub
+        group copy off"), so no copy that nobody maintains keeps granting anything. Set it the
+        same for the hub and every fort service: it defaults to `$FORT_HUB_GROUPS` (`true` or
+        `false`), and the hub passes its value to the services it runs.
+
+            c.FortSettings.hub_groups = False
+        """,
+    ).tag(config=True)
+
+    @default("hub_groups")
+    def _default_hub_groups(self):
+        return env_bool("FORT_HUB_GROUPS", True)
+
+    def copies_to_hub(self, group: str) -> bool:
+        """Whether fort keeps policy group *group*'s members in a hub group: every group, or
+        with `hub_groups` off only `admin_group` (its hub group carries the `fort-admin` role)."""
+        return bool(self.hub_groups) or group == self.admin_group
 
     @property
     def fort_store(self) -> Store:

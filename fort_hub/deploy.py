@@ -25,6 +25,10 @@ What varies between deployments is read, in order, from the Z2JH chart values un
 ``servicesPort``           ``FORT_SERVICES_PORT``            first of three ports (10101)
 ``adminGroup``             ``FORT_ADMIN_GROUP``              group whose members get
                                                              ``fort-admin``
+``hubGroups``              ``FORT_HUB_GROUPS``               keep study members in hub
+                                                             groups (``true``, the default,
+                                                             or ``false``; also
+                                                             ``c.FortSettings.hub_groups``)
 ``trustedAuthenticators``  ``FORT_TRUSTED_AUTHENTICATORS``   authenticator classes other
                                                              than fort's that a hub with fort
                                                              services may run (a list, or
@@ -82,6 +86,7 @@ HUB_TEMPLATES = os.path.join(os.path.dirname(__file__), "hub_templates")
 PASSTHROUGH_ENV = (
     "FORT_STORE_URL",
     "FORT_COOKIE_SECRET",
+    "FORT_HUB_GROUPS",
     "FORT_SUPPORT_CONTACT",
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
@@ -105,6 +110,7 @@ DEFAULTS = {
     "servicesBindHost": ("FORT_SERVICES_BIND_HOST", ""),
     "servicesPort": ("FORT_SERVICES_PORT", "10101"),
     "adminGroup": ("FORT_ADMIN_GROUP", "admins"),
+    "hubGroups": ("FORT_HUB_GROUPS", "true"),
     "trustedAuthenticators": ("FORT_TRUSTED_AUTHENTICATORS", ""),
 }
 
@@ -138,6 +144,27 @@ def setting(key: str, env: Mapping[str, str] | None = None, z2jh_get=None) -> st
     return env.get(var) or default
 
 
+def parse_yes_no(value) -> bool | None:
+    """``true``/``false`` (also ``1``/``0``, ``yes``/``no``, ``on``/``off``, any case, or a
+    YAML boolean); None for anything else."""
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    return None
+
+
+def yes_no(value, key: str) -> bool:
+    """A yes/no deployment setting; a ValueError naming it for anything else."""
+    parsed = parse_yes_no(value)
+    if parsed is None:
+        raise ValueError(
+            f"custom.fort.{key} (${DEFAULTS[key][0]}) must be true or false, not {value!r}"
+        )
+    return parsed
+
+
 def _is_set(section, name: str) -> bool:
     return name in section
 
@@ -169,12 +196,15 @@ def service_entries(
     bind_host: str = "",
     env: Mapping[str, str] | None = None,
     python: str | None = None,
+    hub_groups: bool = True,
 ) -> list[dict]:
-    """The ``c.JupyterHub.services`` entries of the three fort services (pure)."""
+    """The ``c.JupyterHub.services`` entries of the three fort services (pure). *hub_groups*:
+    the hub's ``FortSettings.hub_groups``, given to the services as ``FORT_HUB_GROUPS``."""
     env = os.environ if env is None else env
     python = python or sys.executable
     environment = {"FORT_POLICY_FILE": policy_file} if policy_file else {}
     environment.update({k: env[k] for k in PASSTHROUGH_ENV if env.get(k)})
+    environment["FORT_HUB_GROUPS"] = "true" if hub_groups else "false"
     entries = []
     for name, (module, offset) in SERVICE_MODULES.items():
         port = first_port + offset
@@ -239,13 +269,16 @@ def configure_spawner(c) -> None:
 
 
 def configure_services(c) -> None:
-    """``30-fort-services.py``: the three fort services, hub-managed."""
+    """``30-fort-services.py``: the three fort services, hub-managed, with the hub's
+    ``FortSettings.hub_groups`` (``hubGroups`` unless set in the hub's config)."""
     host = setting("servicesHost")
+    fill(c.FortSettings, {"hub_groups": yes_no(setting("hubGroups"), "hubGroups")})
     ours = service_entries(
         _policy_file(c),
         host=host,
         first_port=int(setting("servicesPort")),
         bind_host=setting("servicesBindHost"),
+        hub_groups=yes_no(c.FortSettings.hub_groups, "hubGroups"),
     )
     existing = list(c.JupyterHub.services) if _is_set(c.JupyterHub, "services") else []
     c.JupyterHub.services = merge_by_name(existing, ours)

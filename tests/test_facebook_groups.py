@@ -184,7 +184,10 @@ async def test_users_at_hub_start_up_and_a_switched_off_join_are_left_to_fort_gr
     auth.join_study_groups = False
     await auth.add_user(bob)
     assert calls == []
-    auth.join_study_groups = True
+    auth.join_study_groups, auth.hub_groups = True, False  # no hub copy of study groups at all
+    await auth.add_user(bob)
+    assert calls == []
+    auth.hub_groups = True
     await auth.add_user(bob)
     assert calls == [bob]
 

@@ -349,7 +349,8 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
         """JupyterHub's hook for a user it creates (a ``User``) and, at start-up, for every user
         in its database (an ``orm.User``: those are left to fort-groups' passes)."""
         await maybe_future(super().add_user(user))
-        if not (self.join_study_groups and self.policy_file and isinstance(user, User)):
+        if not (self.join_study_groups and self.hub_groups and self.policy_file
+                and isinstance(user, User)):  # fmt: skip
             return
         try:
             joined = await hubgroups.join_study_groups(user, self.fort_access)

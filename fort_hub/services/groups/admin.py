@@ -81,13 +81,14 @@ class AdminPageHandler(ServiceRoot):
     async def groups(self) -> list:
         app = self.app
         rows = await app.fort_store.run(app.memberships.members.list)
+        copies = app.copies_to_hub
         try:
             hub_groups = {g["name"]: g for g in await paged(app.hub_api, "groups")}
             hub_users = {u["name"] for u in await paged(app.hub_api, "users")}
         except HubApiError as e:
             self.log.warning("admin page: the hub's groups could not be read: %s", e)
             hub_groups = hub_users = None
-        return group_views(app.fort_policy, rows, hub_groups, hub_users, app.clock())
+        return group_views(app.fort_policy, rows, hub_groups, hub_users, app.clock(), copies)
 
     async def audit_view(self, args: dict[str, str]) -> dict:
         store = self.app.fort_store

@@ -102,7 +102,8 @@ class GroupsService(FortServiceApp):
         super().initialize(argv)
         self.reconciler = Reconciler(self)
         self.leaders = Leaders(self.fort_store)
-        self.memberships = MembershipAdmin(self.fort_store, self.access, HubGroups(self.hub_api))
+        hub = HubGroups(self.hub_api, self.copies_to_hub)
+        self.memberships = MembershipAdmin(self.fort_store, self.access, hub)
         self._expiry_timer: asyncio.TimerHandle | None = None
         # a pass and an admin's change, one at a time (bound to a loop at its first wait)
         self._reconcile_lock = asyncio.Lock()

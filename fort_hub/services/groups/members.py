@@ -2,7 +2,8 @@
 
 :class:`MembershipAdmin` is built from the fort store, the decision point
 (:class:`fort_hub.access.Access`, which carries the policy and the clock) and a
-:class:`HubGroups` that mirrors each change into the JupyterHub group in the same request.
+:class:`HubGroups` that mirrors each change into the JupyterHub group in the same request
+(for the groups it keeps there: ``FortSettings.copies_to_hub``).
 It holds no state of its own, so any number of fort-groups processes can serve the same store.
 """
 
@@ -27,12 +28,15 @@ class HubGroups:
     """The hub's copy of the memberships: changed at once, best effort (reconciliation is the
     safety net)."""
 
-    def __init__(self, hub: HubApi):
+    def __init__(self, hub: HubApi, copies=lambda group: True):
         self.hub = hub
+        self.copies = copies
 
-    async def apply(self, group: str, users: list[str], add: bool) -> bool:
+    async def apply(self, group: str, users: list[str], add: bool) -> bool | None:
         """Add or remove *users* in the hub group now; False when the hub could not be changed
-        (the next reconciliation does it)."""
+        (the next reconciliation does it), None when *group* has no hub copy."""
+        if not self.copies(group):
+            return None
         try:
             model = await self.hub.request("GET", f"groups/{group}")
             if not owned(model):

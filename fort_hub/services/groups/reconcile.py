@@ -23,6 +23,8 @@ from .hubusers import HubUsers, paged
 OWNER_KEY = "fort-groups"
 #: the audit reason when a hub group member fort-groups did not put there is removed (drift)
 DRIFT_REASON = "not a fort member (added to the hub group outside fort-groups)"
+#: why a member leaves a hub group that fort keeps no copy of (FortSettings.hub_groups off)
+COPY_OFF_REASON = "hub group copy off (FortSettings.hub_groups): membership is in the fort store"
 
 
 def owned(group_model: dict) -> bool:
@@ -145,40 +147,57 @@ class Reconciler:
         expired = expired_members(policy, rows, now)
         changes: list[Change] = []
         for name in policy.groups:
-            group = hub_groups.get(name)
-            if group is None:
-                group = await self._create(name, changes)
-            current = await self._current_members(name, group)
-            if current is None:
-                continue
-            target = {u for u in want[name] if u in hub_users}
-            adds = [Change("groups.add", name, u, member_reason(want[name][u], policy))
-                    for u in sorted(target - current)]  # fmt: skip
-            await self._apply(adds, changes)
-            removes = []
-            for user in sorted(current - target):
-                action = "groups.expire" if (name, user) in expired else "groups.remove"
-                why = "membership expired" if action == "groups.expire" else DRIFT_REASON
-                if action == "groups.remove":
-                    app.log.warning(
-                        "hub group %r holds %r, who is not a fort member of it (added outside "
-                        "fort-groups, e.g. in JupyterHub's admin page): removing; fort-groups "
-                        "manages this group, add members on its admin page",
-                        name, user,
-                    )  # fmt: skip
-                removes.append(Change(action, name, user, why))
-            await self._apply(removes, changes)
+            await self._sync_group(policy, name, hub_groups.get(name), want[name], expired,
+                                   hub_users, changes)  # fmt: skip
         for name, group in hub_groups.items():
             if name not in policy.groups and owned(group):
                 why = "group no longer in the policy"
                 await self._apply([Change("groups.remove", name, user, why)
                                    for user in sorted(group.get("users", []))], changes)  # fmt: skip
-        for r in rows:
-            if r.source == "api" and not r.active(now):  # unless an admin extended it since
-                await store.run(members.remove_unchanged, r)
+        await self._drop_expired(rows, now)
         if changes:
             app.log.info("reconciliation (%s): %d change(s)", reason, len(changes))
         return changes
+
+    async def _sync_group(self, policy, name, group, wanted, expired, hub_users, changes) -> None:
+        """Bring hub group *name* (its model, None if missing) to the members in *wanted*; a
+        group with no hub copy (``FortSettings.copies_to_hub``) is emptied, not created."""
+        app = self.app
+        copied = app.copies_to_hub(name)
+        if group is None:
+            if not copied:
+                return
+            group = await self._create(name, changes)
+        current = await self._current_members(name, group)
+        if current is None:
+            return
+        target = {u for u in wanted if u in hub_users} if copied else set()
+        adds = [Change("groups.add", name, u, member_reason(wanted[u], policy))
+                for u in sorted(target - current)]  # fmt: skip
+        await self._apply(adds, changes)
+        removes = []
+        for user in sorted(current - target):
+            if not copied:
+                removes.append(Change("groups.remove", name, user, COPY_OFF_REASON))
+                continue
+            action = "groups.expire" if (name, user) in expired else "groups.remove"
+            why = "membership expired" if action == "groups.expire" else DRIFT_REASON
+            if action == "groups.remove":
+                app.log.warning(
+                    "hub group %r holds %r, who is not a fort member of it (added outside "
+                    "fort-groups, e.g. in JupyterHub's admin page): removing; fort-groups "
+                    "manages this group, add members on its admin page",
+                    name, user,
+                )  # fmt: skip
+            removes.append(Change(action, name, user, why))
+        await self._apply(removes, changes)
+
+    async def _drop_expired(self, rows: list[Membership], now) -> None:
+        """Delete the expired admin grants of *rows*, unless an admin extended one since."""
+        store, members = self.app.fort_store, Memberships(self.app.fort_store)
+        for r in rows:
+            if r.source == "api" and not r.active(now):
+                await store.run(members.remove_unchanged, r)
 
     async def _reread_expired(self, rows: list[Membership], now) -> list[Membership]:
         """*rows* with each expired admin grant read again, just before the hub is changed: a

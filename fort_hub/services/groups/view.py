@@ -8,6 +8,7 @@ next reconciliation will do about it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ MISSING += " adds them back"
 EXTRA = "in the hub group but not a fort member (added in JupyterHub's admin page?): the next"
 EXTRA += " reconciliation removes them; add them here to keep them"
 EXPIRED = "membership expired: the next reconciliation removes them from the hub group"
+NOT_COPIED = "kept in the fort store only (FortSettings.hub_groups is off): no hub group"
 
 
 @dataclass(frozen=True)
@@ -91,14 +93,19 @@ def group_views(
     hub_groups: dict[str, dict] | None,
     hub_users: set[str] | None,
     now: dt.datetime,
+    copies=lambda group: True,
 ) -> list[GroupView]:
     """One :class:`GroupView` per policy group. *hub_groups* / *hub_users* are None when the
-    hub could not be asked (then nothing is said about the hub)."""
+    hub could not be asked (then nothing is said about the hub); *copies*: whether a group is
+    kept in a hub group (``FortSettings.copies_to_hub``; one that is not says so instead)."""
     want = desired_members(policy, rows, now)
     by_key = {(r.group, r.username): r for r in rows}
     tz = policy.tz
     out = []
     for g in policy.groups.values():
+        if not copies(g.name):
+            out.append(_store_only(policy, g, by_key, now))
+            continue
         hub_group = (hub_groups or {}).get(g.name)
         in_hub = set((hub_group or {}).get("users", []))
         managed = hub_group is None or owned(hub_group)
@@ -114,4 +121,23 @@ def group_views(
     return out
 
 
-__all__ = ["EXPIRED", "EXTRA", "MISSING", "NOT_HUB_USER", "GroupView", "MemberView", "group_views"]
+def _store_only(policy: Policy, g, by_key: dict, now: dt.datetime) -> GroupView:
+    """The view of a policy group that has no hub copy: its members, nothing about the hub."""
+    members = tuple(
+        _member_view(user, exp, source, now, policy.tz, None, False)
+        for user, (exp, source) in sorted(_member_expiry(policy, g.name, by_key).items())
+    )
+    members = tuple(dataclasses.replace(m, in_hub="—") for m in members)
+    return GroupView(g.name, g.description, members, (), NOT_COPIED)
+
+
+__all__ = [
+    "EXPIRED",
+    "EXTRA",
+    "MISSING",
+    "NOT_COPIED",
+    "NOT_HUB_USER",
+    "GroupView",
+    "MemberView",
+    "group_views",
+]

@@ -1,0 +1,99 @@
+"""``FortSettings.hub_groups`` (``$FORT_HUB_GROUPS``, ``custom.fort.hubGroups``): whether fort
+keeps study memberships in hub groups. Parsing and start-up errors, what the hub passes to its
+services, the admin page's data for a group kept in the store only, and the sign-in's join.
+The services' side against a real hub is in tests/test_groups_copy_off.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+import pytest
+from traitlets import TraitError
+from traitlets.config import Config
+
+from fort_hub import deploy
+from fort_hub.config import FortSettings
+from fort_hub.services.groups.view import NOT_COPIED, group_views
+from tests.test_deploy_values import run_snippets, z2jh_module
+from tests.test_groups_view import MANAGED, NOW, POLICY, row
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("", True), ("true", True), ("False", False), (" 0 ", False), ("yes", True), ("off", False),
+])  # fmt: skip
+def test_the_variable_sets_the_default(monkeypatch, value, expected):
+    monkeypatch.setenv("FORT_HUB_GROUPS", value)
+    assert FortSettings().hub_groups is expected
+
+
+def test_a_variable_that_is_not_yes_or_no_is_an_error_naming_it(monkeypatch):
+    monkeypatch.setenv("FORT_HUB_GROUPS", "maybe")
+    with pytest.raises(TraitError, match=r"\$FORT_HUB_GROUPS must be true or false, not 'maybe'"):
+        FortSettings().hub_groups  # noqa: B018
+
+
+def test_with_the_copy_off_only_the_admin_group_is_copied():
+    on, off = FortSettings(), FortSettings(hub_groups=False, admin_group="staff")
+    assert on.copies_to_hub("urls-study") and on.copies_to_hub("staff")
+    assert not off.copies_to_hub("urls-study") and off.copies_to_hub("staff")
+
+
+def services_env(c: Config) -> dict[str, str]:
+    return {s["name"]: s["environment"].get("FORT_HUB_GROUPS") for s in c.JupyterHub.services}
+
+
+def test_the_hub_passes_its_setting_to_the_services_it_runs(monkeypatch):
+    monkeypatch.setattr(deploy, "_z2jh_get_config", lambda: None)
+    monkeypatch.delenv("FORT_HUB_GROUPS", raising=False)
+    c = run_snippets(Config(), check=False)
+    assert c.FortSettings.hub_groups is True
+    assert set(services_env(c).values()) == {"true"}
+    monkeypatch.setenv("FORT_HUB_GROUPS", "false")
+    c = run_snippets(Config(), check=False)
+    assert c.FortSettings.hub_groups is False
+    assert set(services_env(c).values()) == {"false"}
+
+
+def test_the_hubs_own_config_wins_and_reaches_the_services(monkeypatch):
+    monkeypatch.setattr(deploy, "_z2jh_get_config", lambda: None)
+    monkeypatch.setenv("FORT_HUB_GROUPS", "true")  # the variable, overridden by hub.config
+    c = Config()
+    c.FortSettings.hub_groups = False
+    run_snippets(c, check=False)
+    assert c.FortSettings.hub_groups is False
+    assert set(services_env(c).values()) == {"false"}
+
+
+def test_chart_values_turn_the_copy_off(monkeypatch):
+    values = {"custom": {"fort": {"hubGroups": False}}}
+    monkeypatch.setitem(sys.modules, "z2jh", z2jh_module(values))
+    monkeypatch.setattr(deploy, "_z2jh_get_config", lambda: z2jh_module(values).get_config)
+    c = run_snippets(Config(), check=False)
+    assert c.FortSettings.hub_groups is False
+    assert set(services_env(c).values()) == {"false"}
+
+
+def test_a_chart_value_that_is_not_yes_or_no_stops_the_hub_naming_it(monkeypatch):
+    values = {"custom": {"fort": {"hubGroups": "sometimes"}}}
+    monkeypatch.setattr(deploy, "_z2jh_get_config", lambda: z2jh_module(values).get_config)
+    with pytest.raises(ValueError, match=r"custom\.fort\.hubGroups \(\$FORT_HUB_GROUPS\) must be"):
+        run_snippets(Config(), check=False)
+
+
+def test_a_group_kept_in_the_store_only_shows_its_members_and_says_so():
+    rows = [row("dave", dt.datetime(2027, 1, 1, tzinfo=dt.UTC)), row("erin", None)]
+    # a leftover hub group with a member: nothing of it is shown as drift or as missing
+    hub_groups = {"study": {**MANAGED, "users": ["alice", "mallory"]}}
+    views = group_views(POLICY, rows, hub_groups, {"alice", "dave"}, NOW,
+                        copies=lambda group: group == "other")  # fmt: skip
+    study, other = views
+    assert study.hub_note == NOT_COPIED and study.drift == ()
+    assert [(m.user, m.source, m.active, m.in_hub, m.note) for m in study.members] == [
+        ("alice", "policy", True, "—", ""),
+        ("carol", "policy", True, "—", ""),
+        ("dave", "api", True, "—", ""),
+        ("erin", "api", True, "—", ""),
+        ("old", "policy", False, "—", ""),
+    ]
+    assert other.hub_note != NOT_COPIED  # the copied group: as before (it does not exist yet)
