@@ -119,8 +119,15 @@ class FortSettings(LoggingConfigurable):
         request*: an expired or removed admin loses them at once, whatever the hub's copy says.
 
             c.FortSettings.admin_group = "platform-admins"
+
+        Defaults to `$FORT_ADMIN_GROUP` (else `admins`); the hub passes its value to the
+        services it runs, so they agree on the group that carries the `fort-admin` role.
         """,
     ).tag(config=True)
+
+    @default("admin_group")
+    def _default_admin_group(self):
+        return os.environ.get("FORT_ADMIN_GROUP") or DEFAULT_ADMIN_GROUP
 
     @validate("admin_group")
     def _validate_admin_group(self, proposal):

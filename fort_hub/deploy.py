@@ -197,14 +197,16 @@ def service_entries(
     env: Mapping[str, str] | None = None,
     python: str | None = None,
     hub_groups: bool = True,
+    admin_group: str = "admins",
 ) -> list[dict]:
-    """The ``c.JupyterHub.services`` entries of the three fort services (pure). *hub_groups*:
-    the hub's ``FortSettings.hub_groups``, given to the services as ``FORT_HUB_GROUPS``."""
+    """The ``c.JupyterHub.services`` entries of the three fort services (pure). *hub_groups*,
+    *admin_group*: the hub's ``FortSettings``, given to the services as ``FORT_HUB_GROUPS`` and
+    ``FORT_ADMIN_GROUP`` (:func:`shared_settings_env`)."""
     env = os.environ if env is None else env
     python = python or sys.executable
     environment = {"FORT_POLICY_FILE": policy_file} if policy_file else {}
     environment.update({k: env[k] for k in PASSTHROUGH_ENV if env.get(k)})
-    environment["FORT_HUB_GROUPS"] = "true" if hub_groups else "false"
+    environment.update(shared_settings_env(hub_groups, admin_group))
     entries = []
     for name, (module, offset) in SERVICE_MODULES.items():
         port = first_port + offset
@@ -268,20 +270,40 @@ def configure_spawner(c) -> None:
     c.Spawner.server_token_scopes = list(dict.fromkeys([*existing, *scopes.server_token_scopes()]))
 
 
+def shared_settings_env(hub_groups: bool, admin_group: str) -> dict[str, str]:
+    """The hub's settings every fort service must share with it, as their variables."""
+    return {"FORT_HUB_GROUPS": "true" if hub_groups else "false", "FORT_ADMIN_GROUP": admin_group}
+
+
+def _admin_group(c) -> str:
+    if _is_set(c.FortSettings, "admin_group"):
+        return c.FortSettings.admin_group
+    return setting("adminGroup")
+
+
 def configure_services(c) -> None:
     """``30-fort-services.py``: the three fort services, hub-managed, with the hub's
-    ``FortSettings.hub_groups`` (``hubGroups`` unless set in the hub's config)."""
+    ``FortSettings.hub_groups`` and ``admin_group`` (the chart's ``hubGroups`` and
+    ``adminGroup`` unless set in the hub's config). A fort service entry the deployment wrote
+    keeps its environment, except for those two, which always follow the hub's."""
     host = setting("servicesHost")
-    fill(c.FortSettings, {"hub_groups": yes_no(setting("hubGroups"), "hubGroups")})
+    fill(c.FortSettings, {"hub_groups": yes_no(setting("hubGroups"), "hubGroups"),
+                          "admin_group": _admin_group(c)})  # fmt: skip
+    shared = (yes_no(c.FortSettings.hub_groups, "hubGroups"), c.FortSettings.admin_group)
     ours = service_entries(
         _policy_file(c),
         host=host,
         first_port=int(setting("servicesPort")),
         bind_host=setting("servicesBindHost"),
-        hub_groups=yes_no(c.FortSettings.hub_groups, "hubGroups"),
+        hub_groups=shared[0],
+        admin_group=shared[1],
     )
     existing = list(c.JupyterHub.services) if _is_set(c.JupyterHub, "services") else []
-    c.JupyterHub.services = merge_by_name(existing, ours)
+    services = merge_by_name(existing, ours)
+    for entry in services:
+        if entry.get("name") in SERVICE_MODULES and isinstance(entry.get("environment"), dict):
+            entry["environment"] = {**entry["environment"], **shared_settings_env(*shared)}
+    c.JupyterHub.services = services
     # fort's page.html (the Services menu) after the deployment's own templates, before the hub's
     paths = list(c.JupyterHub.template_paths) if _is_set(c.JupyterHub, "template_paths") else []
     if HUB_TEMPLATES not in paths:
@@ -293,7 +315,7 @@ def configure_roles(c) -> None:
     custom = dict(c.JupyterHub.custom_scopes) if _is_set(c.JupyterHub, "custom_scopes") else {}
     c.JupyterHub.custom_scopes = {**copy.deepcopy(scopes.CUSTOM_SCOPES), **custom}
     existing = list(c.JupyterHub.load_roles) if _is_set(c.JupyterHub, "load_roles") else []
-    c.JupyterHub.load_roles = merge_roles(existing, scopes.load_roles(setting("adminGroup")))
+    c.JupyterHub.load_roles = merge_roles(existing, scopes.load_roles(_admin_group(c)))
 
 
 # ----- the fail-closed check: fort services only behind fort's login and spawner ---------------

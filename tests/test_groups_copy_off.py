@@ -49,6 +49,9 @@ def env(tmp_path_factory):
         r = requests.put(hub.api("groups/urls-study/properties"),
                          json={OWNER_KEY: {"managed": True}}, headers=h, timeout=30)  # fmt: skip
         assert r.status_code == 200, r.text
+        # an empty group nobody marked: with a copy it would be adopted; without, left alone
+        r = requests.post(hub.api("groups/ads-study"), headers=h, timeout=30)
+        assert r.status_code == 201, r.text
         yield {"hub": hub, "app": app, "svc": svc}
     finally:
         svc.stop()
@@ -73,7 +76,9 @@ def test_a_pass_empties_study_groups_creates_none_and_keeps_the_admin_group(env)
     changes = reconcile(env)
     groups = hub_groups(env)
     assert groups["urls-study"] == []  # emptied, recorded; not deleted
-    assert "ads-study" not in groups  # never created
+    assert groups["ads-study"] == []  # not fort's: left alone, not adopted
+    r = requests.get(env["hub"].api("groups/ads-study"), headers=env["hub"].admin_headers)
+    assert OWNER_KEY not in r.json().get("properties", {})
     assert groups["admins"] == ["admin"]  # the fort-admin role's group is still copied
     assert {(c.action, c.group, c.user, c.reason) for c in changes if c.group != "admins"} == {
         ("groups.remove", "urls-study", "alice", COPY_OFF_REASON),
@@ -100,12 +105,12 @@ def test_api_changes_the_store_and_says_there_is_no_hub_copy(env):
     assert r.status_code == 200, r.text
     assert r.json()["in_hub_group"] is None and r.json()["change"] == "added"
     assert Memberships(store).get("ads-study", "dave") is not None
-    assert "ads-study" not in hub_groups(env)
+    assert hub_groups(env)["ads-study"] == []
     assert store.audit.query(action="groups.add", resource="groups/ads-study/members/dave")
     r = requests.delete(api(env, "groups/ads-study/members/dave"), headers=auth(tok), timeout=30)
     assert r.status_code == 204, r.text
     assert Memberships(store).get("ads-study", "dave") is None
-    assert "ads-study" not in hub_groups(env)
+    assert hub_groups(env)["ads-study"] == []
 
 
 def test_the_admin_group_is_still_changed_in_the_same_request(env):

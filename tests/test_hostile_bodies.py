@@ -51,6 +51,13 @@ def test_a_hostile_body_is_refused_while_another_researcher_is_served(tmp_path, 
         assert served.status_code == 200, served.text
         assert r.status_code == 400, r.text
         assert "nest" in r.json()["error"]["message"] and "Traceback" not in r.text
+        # UTF-16: a 0x22 byte inside a character hid 900 levels from the check (review),
+        deep = ('{"\u2200": ' + "[" * 900 + "]" * 900 + "}").encode("utf-16-le")
+        r = requests.post(base + "queries", data=deep, timeout=20,
+                          headers={**alice, "Content-Type": "application/json"})  # fmt: skip
+        # refused as text (it is not UTF-8 JSON) before any parse; it used to be parsed
+        # 900 deep, then refused by the depth check after the parse
+        assert r.status_code == 400 and "nested" not in r.json()["error"]["message"], r.text
     finally:
         proc.stdin.close()
         try:

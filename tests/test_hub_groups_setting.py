@@ -97,3 +97,33 @@ def test_a_group_kept_in_the_store_only_shows_its_members_and_says_so():
         ("old", "policy", False, "—", ""),
     ]
     assert other.hub_note != NOT_COPIED  # the copied group: as before (it does not exist yet)
+
+
+def test_the_chart_admin_group_reaches_the_hub_role_and_the_services(monkeypatch):
+    """``custom.fort.adminGroup`` named the fort-admin role's group for the hub only; the
+    services kept `admins`, so with the copy off fort-groups emptied the role's real group and
+    locked the admins out (found in review)."""
+    values = {"custom": {"fort": {"adminGroup": "platform-admins", "hubGroups": False}}}
+    monkeypatch.setattr(deploy, "_z2jh_get_config", lambda: z2jh_module(values).get_config)
+    c = run_snippets(Config(), check=False)
+    assert c.FortSettings.admin_group == "platform-admins"
+    envs = [s["environment"] for s in c.JupyterHub.services]
+    assert {e["FORT_ADMIN_GROUP"] for e in envs} == {"platform-admins"}
+    [role] = [r for r in c.JupyterHub.load_roles if r["name"] == "fort-admin"]
+    assert role["groups"] == ["platform-admins"]
+    monkeypatch.setenv("FORT_ADMIN_GROUP", envs[0]["FORT_ADMIN_GROUP"])  # as a service starts
+    service = FortSettings(hub_groups=False)
+    assert service.copies_to_hub("platform-admins") and not service.copies_to_hub("admins")
+
+
+def test_a_deployments_own_service_entry_follows_the_hubs_shared_settings(monkeypatch):
+    """Run again after the hub's config changed (Z2JH's extraConfig): fort's entries keep
+    their environment but take the hub's current hub_groups and admin group."""
+    monkeypatch.setattr(deploy, "_z2jh_get_config", lambda: None)
+    monkeypatch.delenv("FORT_HUB_GROUPS", raising=False)
+    c = run_snippets(Config(), check=False)
+    c.JupyterHub.services[0]["environment"]["MINE"] = "kept"
+    c.FortSettings.hub_groups = False
+    run_snippets(c, check=False)
+    assert set(services_env(c).values()) == {"false"}
+    assert c.JupyterHub.services[0]["environment"]["MINE"] == "kept"

@@ -48,6 +48,8 @@ def test_a_quoted_date_in_the_policy_file_is_the_same_day_as_a_bare_one():
         zone = None if tz == "UTC" else tz
         [bare] = policy_with("2031-12-31", zone).groups["g"].members
         [quoted] = policy_with('"2031-12-31"', zone).groups["g"].members
+        [compact] = policy_with('"20311231"', zone).groups["g"].members
+        assert compact.expires == bare.expires
         assert quoted.expires == bare.expires == parse_expiry("2031-12-31", NOW, dates.zone(tz))
 
 

@@ -79,9 +79,10 @@ def parse_expiry(value: str, tz: Zone) -> dt.datetime:
     datetime (without an offset: in *tz*). ValueError with a message naming the value."""
     text = value.strip()
     try:
-        if len(text) == 10:
+        try:  # a date alone, in any ISO form (2026-12-31, 20261231): through that whole day
             return end_of_day(dt.date.fromisoformat(text), tz)
-        return as_expiry(dt.datetime.fromisoformat(text), tz)
+        except ValueError:
+            return as_expiry(dt.datetime.fromisoformat(text), tz)
     except (ValueError, OverflowError):
         raise ValueError(
             f"{text[:40]!r} is not a date like 2026-12-31 or an ISO date-time (years 1-9999)"

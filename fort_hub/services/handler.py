@@ -320,10 +320,14 @@ class FortHandler(HubOAuthenticated, web.RequestHandler):
         if "json" not in ctype:
             raise ServiceError(415, "send a JSON body (Content-Type: application/json)")
         raw = self.request.body or b"{}"
+        try:  # UTF-8 only: json.loads(bytes) would also read UTF-16/32, whose bytes the nesting
+            text = raw.decode("utf-8")  # check cannot read (a 0x22 byte inside a character)
+        except UnicodeDecodeError:
+            raise ServiceError(400, "the body is not JSON in UTF-8") from None
         if nesting_exceeds(raw, MAX_JSON_DEPTH):
             raise ServiceError(400, f"the body is nested deeper than {MAX_JSON_DEPTH} levels")
         try:
-            body = json.loads(raw)
+            body = json.loads(text)
         except RecursionError:
             raise ServiceError(400, "the body is nested too deeply") from None
         except ValueError as e:

@@ -164,9 +164,9 @@ class Reconciler:
         group with no hub copy (``FortSettings.copies_to_hub``) is emptied, not created."""
         app = self.app
         copied = app.copies_to_hub(name)
+        if not copied and (group is None or not owned(group)):
+            return  # no copy: never created, nor adopted (a group not fort's is left alone)
         if group is None:
-            if not copied:
-                return
             group = await self._create(name, changes)
         current = await self._current_members(name, group)
         if current is None:

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 from traitlets import Unicode
@@ -348,9 +349,33 @@ class RowTooLarge(ValueError):
     """One row of the result is larger than a JSON page may be."""
 
 
+def written_size(piece: pa.RecordBatch) -> int:
+    """About how many bytes *piece* becomes written out row by row: its Arrow data, with a
+    dictionary column (DuckDB's ENUM) counted as its values repeated, not its dictionary once
+    (200 rows of one 1 MB label are 1 MB in Arrow and 200 MB in JSON)."""
+    size = 0
+    for col in piece.columns:
+        if not pa.types.is_dictionary(col.type):
+            size += col.nbytes
+            continue
+        values, size = col.dictionary, size + col.indices.nbytes
+        t = values.type
+        if (
+            pa.types.is_string(t)
+            or pa.types.is_binary(t)
+            or pa.types.is_large_string(t)
+            or (pa.types.is_large_binary(t))
+        ):
+            lengths = pc.take(pc.binary_length(values), col.indices)
+            size += int(pc.sum(lengths).as_py() or 0)
+        elif len(values):
+            size += values.nbytes * len(col) // len(values)
+    return size
+
+
 def fit(piece: pa.RecordBatch, budget: int) -> pa.RecordBatch:
-    """The first rows of *piece* (at least one) whose Arrow data fit *budget*, halving."""
-    while piece.num_rows > 1 and piece.nbytes > budget:
+    """The first rows of *piece* (at least one) whose written size fits *budget*, halving."""
+    while piece.num_rows > 1 and written_size(piece) > budget:
         piece = piece.slice(0, piece.num_rows // 2)
     return piece
 
@@ -374,16 +399,17 @@ def page(store: ResultStore, query_id: str, offset: int, max_rows: int) -> dict[
                 more = True
                 break
             piece = fit(batch.slice(start, need), PAGE_BYTES - used)
-            if piece.nbytes > PAGE_BYTES - used:  # its one row does not fit
+            size = written_size(piece)
+            if size > PAGE_BYTES - used:  # its one row does not fit
                 if not rows:
                     raise RowTooLarge(
-                        f"row {seen + start} of the result holds {piece.nbytes:,} bytes, more "
+                        f"row {seen + start} of the result holds {size:,} bytes, more "
                         f"than a JSON page may ({PAGE_BYTES:,}): download it with format=arrow"
                     )
                 more = True
                 break
             rows.extend(piece.to_pylist())
-            used += piece.nbytes
+            used += size
             seen += n
             if start + piece.num_rows < n:
                 more = True
