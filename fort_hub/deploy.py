@@ -86,7 +86,6 @@ HUB_TEMPLATES = os.path.join(os.path.dirname(__file__), "hub_templates")
 PASSTHROUGH_ENV = (
     "FORT_STORE_URL",
     "FORT_COOKIE_SECRET",
-    "FORT_HUB_GROUPS",
     "FORT_SUPPORT_CONTACT",
     "AWS_REGION",
     "AWS_DEFAULT_REGION",

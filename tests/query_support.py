@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -231,11 +233,19 @@ class QueryEnv:
         return self.wait(r.json()["id"], token)
 
 
+def service_process(tmp: Path, store_url: str) -> subprocess.Popen:
+    """fort-query (:func:`serve_until_stdin_closes`) in a process of its own: its URL is the
+    first line of its stdout; closing its stdin stops it."""
+    code = "import sys; from tests.query_support import serve_until_stdin_closes as s; s(*sys.argv[1:])"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp), store_url], cwd=Path(__file__).parent.parent,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
 def serve_until_stdin_closes(tmp: str, store_url: str) -> None:
     """A fort-query service (QueryEnv) in this process, its URL on stdout, until stdin closes:
     for tests that need the service in a process of its own (e.g. to kill it)."""
-    import sys
-
     env = QueryEnv(Path(tmp), store_url).start()
     print(env.base, flush=True)
     sys.stdin.read()

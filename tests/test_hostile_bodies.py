@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import requests
 
 from fort_hub.services.handler import nesting_exceeds
+from tests.query_support import service_process
 
-ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = b"[" * 33 + b'"' + b'\\"' * 100_000  # 200 KB: about 3 minutes with the old pattern
 
 
@@ -31,11 +29,7 @@ def test_the_nesting_check_reads_an_unterminated_string_as_the_parser_does():
 
 
 def test_a_hostile_body_is_refused_while_another_researcher_is_served(tmp_path, sqlite_url):
-    code = "import sys; from tests.query_support import serve_until_stdin_closes as s; s(*sys.argv[1:])"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(tmp_path), sqlite_url], cwd=ROOT,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = service_process(tmp_path, sqlite_url)
     try:
         base = proc.stdout.readline().strip()
         alice, bob = ({"Authorization": f"token {t}-token"} for t in ("alice", "bob"))

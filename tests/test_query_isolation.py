@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import subprocess
-import sys
 import threading
 import time
 
@@ -20,8 +18,7 @@ from traitlets import TraitError
 
 from fort_hub.services.query.engines.duckdb import DuckDBEngine, parse_size
 from tests.children import alive
-from tests.conftest import ROOT
-from tests.query_support import QueryEnv
+from tests.query_support import QueryEnv, service_process
 
 #: DuckDB 2.0 spends ~15 s binding this, and ignores interrupt() for most of it
 JOIN800 = "SELECT count(*) FROM url_shares t0 " + " ".join(
@@ -198,11 +195,7 @@ def test_no_worker_outlives_the_service(service):
 
 
 def test_no_worker_outlives_a_killed_service(tmp_path, sqlite_url):
-    code = "import sys; from tests.query_support import serve_until_stdin_closes as s; s(*sys.argv[1:])"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(tmp_path), sqlite_url], cwd=ROOT,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = service_process(tmp_path, sqlite_url)
     try:
         base = proc.stdout.readline().strip()
         headers = {"Authorization": "token alice-token"}
