@@ -513,7 +513,8 @@ def test_a_duckdb_worker_at_a_cap_answers_an_error_naming_it(tmp_path, monkeypat
         pid, last = frames[-1] if frames else (None, {})  # before: no ERROR frame read
         assert last["kind"] == "too_large" and "max_result_rows" in last["message"], last
         assert [a[0] for a in appended] == [7, 7] and all(a[2] > 0 for a in appended)
-        assert not any("bytes_scanned" in f for _, f in frames)  # no DONE
+        assert all("kind" in f for _, f in frames)  # no DONE
+        assert last["bytes_scanned"] > 0  # what it read before the cap counts (quota)
         outcome, _ = run(case, sql, tmp_path, jid="next")
         assert outcome.rows == 30 and frames[-1][0] == pid  # the same worker, not retired
     finally:

@@ -37,7 +37,14 @@ from ...store.leases import QueryLeases
 from ...store.queries import INFLIGHT, QueryRecord, QueryRecords
 from ..handler import ServiceError, bad_text, printable
 from ..metrics import QueryMetrics
-from .engines.base import EngineError, EngineJob, QueryCancelled, QueryEngine, ResultTooLarge
+from .engines.base import (
+    EngineError,
+    EngineJob,
+    Outcome,
+    QueryCancelled,
+    QueryEngine,
+    ResultTooLarge,
+)
 from .finals import LOST_REASON, QueryFinals, Waiters
 from .quotas import QuotaExceeded, Quotas
 from .results import ResultStore
@@ -50,6 +57,13 @@ SHUTDOWN_GRACE = 5
 #: seconds after its start a query is recorded as running; one that finished by then has its
 #: ``started`` recorded with its final state (one commit fewer on a quick query's path)
 RUNNING_AFTER = 0.05
+
+
+def spent(error: EngineError, sink: TeeSink) -> Outcome:
+    """What a query that ended with *error* used: its bytes scanned count against the quota
+    like a success's (a failed, cancelled or capped scan is not free)."""
+    return Outcome(rows=sink.rows, bytes_scanned=error.bytes_scanned or 0,
+                   engine_id=error.engine_id)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -410,19 +424,15 @@ class QueryRunner(QueryFinals):
             if not done:
                 sink.abort(EngineError("the query ran longer than query_timeout"))
                 await engine.cancel(rec.id)
-                with contextlib.suppress(EngineError):
-                    await run
-                raise EngineError(
-                    f"the query ran longer than {self.limits.query_timeout:g} s (query_timeout)"
-                )
+                raise await self._timed_out(run)
             outcome = run.result()
             state = "succeeded"  # its stored copy is committed with its final state (_finish)
-        except QueryCancelled:
-            state, error = "cancelled", "cancelled by the user"
+        except QueryCancelled as e:
+            state, error, outcome = "cancelled", "cancelled by the user", spent(e, sink)
         except ResultTooLarge as e:  # the engine stopped writing: run() has returned
-            error = str(e)
+            error, outcome = str(e), spent(e, sink)
         except EngineError as e:
-            error, detail = str(e), e.detail
+            error, detail, outcome = str(e), e.detail, spent(e, sink)
         except asyncio.CancelledError:
             error = "fort-query shut down while this query was running"
             sink.abort(EngineError(error))
@@ -450,6 +460,20 @@ class QueryRunner(QueryFinals):
             self._cancel_requested.discard(rec.id)
             self._engine_of.pop(rec.id, None)
             self.waiters.forget(rec.id)
+
+    async def _timed_out(self, run: asyncio.Future) -> EngineError:
+        """The error of a query stopped at ``query_timeout``, once its engine has stopped
+        (*run*), with what it read by then."""
+        error = EngineError(
+            f"the query ran longer than {self.limits.query_timeout:g} s (query_timeout)"
+        )
+        try:
+            done = await run
+        except EngineError as e:
+            error.bytes_scanned, error.engine_id = e.bytes_scanned, e.engine_id
+        else:  # it finished as it was stopped
+            error.bytes_scanned, error.engine_id = done.bytes_scanned, done.engine_id
+        return error
 
     async def cancel(self, rec: QueryRecord) -> None:
         """Stop *rec* (queued or running). Not running here: it is marked cancelled in the

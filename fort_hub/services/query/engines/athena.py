@@ -45,6 +45,16 @@ def arrow_type(athena_type: str) -> pa.DataType:
     return ATHENA_TYPES.get(athena_type.split("(", 1)[0].strip().lower(), pa.string())
 
 
+def data_scanned(execution: dict) -> int:
+    """``Statistics.DataScannedInBytes`` of an Athena query execution (0 if absent); Athena
+    reports it for failed and cancelled executions too, and fort counts it for them as well."""
+    value = (execution.get("Statistics") or {}).get("DataScannedInBytes") or 0
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
 def _aws_message(e: Exception) -> str:
     if isinstance(e, ClientError):
         err = e.response.get("Error", {})
@@ -184,6 +194,7 @@ class AthenaEngine(QueryEngine):
         return await asyncio.to_thread(_describe)
 
     async def run(self, job: EngineJob, sink: ResultSink) -> Outcome:
+        qid, scanned = "", None  # a failed or cancelled execution's scan counts too
         try:
             athena = await asyncio.to_thread(self._client, job, "athena")
             qid = await asyncio.to_thread(self._start, athena, job)
@@ -191,12 +202,19 @@ class AthenaEngine(QueryEngine):
             if job.id in self._cancelled:
                 await self.cancel(job.id)
             execution = await self._poll(athena, qid, job.id)
-            scanned = int(execution.get("Statistics", {}).get("DataScannedInBytes") or 0)
+            scanned = data_scanned(execution)
             output = execution.get("ResultConfiguration", {}).get("OutputLocation", "")
             await asyncio.to_thread(self._fetch, job, athena, qid, output, sink)
             return Outcome(rows=sink.rows, bytes_scanned=scanned, engine_id=qid)
         except (ClientError, BotoCoreError) as e:
-            raise EngineError(f"Athena: {_aws_message(e)}") from None
+            error = EngineError(f"Athena: {_aws_message(e)}")
+            error.bytes_scanned, error.engine_id = scanned, qid
+            raise error from None
+        except EngineError as e:  # failed, cancelled, or over a cap while fetched
+            if e.bytes_scanned is None:
+                e.bytes_scanned = scanned
+            e.engine_id = e.engine_id or qid
+            raise
         finally:
             self._running.pop(job.id, None)
             self._cancelled.discard(job.id)
@@ -225,13 +243,17 @@ class AthenaEngine(QueryEngine):
             if state == "SUCCEEDED":
                 return ex
             if state == "CANCELLED" or job_id in self._cancelled:
-                raise QueryCancelled("cancelled")
-            if state == "FAILED":
+                error = QueryCancelled("cancelled")
+            elif state == "FAILED":
                 reason = f"Athena: {ex['Status'].get('StateChangeReason', 'the query failed')}"
                 plain = plain_athena_error(reason)
-                raise EngineError(plain, detail=reason if plain != reason else None)
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, self.poll_max)
+                error = EngineError(plain, detail=reason if plain != reason else None)
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, self.poll_max)
+                continue
+            error.bytes_scanned = data_scanned(ex)  # as of its last state: at least that
+            raise error
 
     def _fetch(self, job, athena, qid: str, output: str, sink: ResultSink) -> None:
         first = athena.get_query_results(QueryExecutionId=qid, MaxResults=1)

@@ -14,6 +14,10 @@ provide:
 - :meth:`QueryEngine.cancel`: stop a running query (called on ``DELETE`` and on timeout); ``run``
   must then raise :class:`QueryCancelled` promptly.
 
+A query that fails, is cancelled or goes over a cap still counts against
+``bytes_scanned_per_day`` for what it read: ``run`` sets :attr:`EngineError.bytes_scanned` (and
+:attr:`EngineError.engine_id`) on the error it raises, where the engine knows them.
+
 ``run`` and ``describe`` are coroutines; blocking engines run their work in a thread.
 """
 
@@ -32,11 +36,15 @@ from ....policy.model import Dataset
 class EngineError(Exception):
     """The engine refused or failed the query; the message is shown to the user. ``detail``
     is the engine's original message when the message rewrote it in plain words (recorded on
-    the query as ``error_detail``)."""
+    the query as ``error_detail``). ``bytes_scanned``: what the query read before it ended,
+    counted against ``bytes_scanned_per_day`` like a success's (None: not known, counted as
+    0); ``engine_id``: the engine's own id of the query, if it had one."""
 
     def __init__(self, message: str, detail: str | None = None):
         super().__init__(message)
         self.detail = detail
+        self.bytes_scanned: int | None = None
+        self.engine_id = ""
 
 
 class QueryCancelled(EngineError):

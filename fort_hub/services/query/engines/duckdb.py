@@ -80,6 +80,24 @@ def duckdb_memory_limit(value: str) -> int:
         con.close()
 
 
+def reported_bytes(body: dict) -> int | None:
+    """The ``bytes_scanned`` a worker's DONE or ERROR body states (None if it states none,
+    or nothing a count can be)."""
+    value = body.get("bytes_scanned")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def read_since(worker: WorkerProcess, start: int | None) -> int | None:
+    """What *worker* has read since it was at *start* bytes (:meth:`WorkerProcess.bytes_read`):
+    the count of a query it could not report itself; None if unknown."""
+    now = worker.bytes_read()
+    if start is None or now is None:
+        return None
+    return max(0, now - start)
+
+
 class DuckDBEngine(QueryEngine):
     """Runs queries with DuckDB in isolated worker processes on hardened connections."""
 
@@ -292,11 +310,12 @@ class DuckDBEngine(QueryEngine):
         worker = self.workers.acquire()
         with self._lock:
             self._running[job.id] = worker
-        gone = None
+        gone, start = None, None
         try:
             worker.wait_ready(START_TIMEOUT)
             if job.id in self._cancelled:  # cancelled while it took its worker
                 raise QueryCancelled("cancelled before it started")
+            start = worker.bytes_read()
             worker.send({
                 "op": "run", "id": job.id, "sql": job.sql, "dataset": self._dataset(job.dataset),
                 "cpu_limit": self.worker_cpu_limit, "spool": sink.direct(),
@@ -305,6 +324,11 @@ class DuckDBEngine(QueryEngine):
             return self._receive(job, sink, worker)
         except WorkerGone as e:
             gone = e
+            gone.bytes_scanned = read_since(worker, start)  # before it is reaped
+        except EngineError as e:  # the worker did not say what it read (e.g. stopped at a cap)
+            if e.bytes_scanned is None:
+                e.bytes_scanned = read_since(worker, start)
+            raise
         finally:
             with self._lock:
                 self._running.pop(job.id, None)
@@ -313,7 +337,9 @@ class DuckDBEngine(QueryEngine):
             if gone is None:
                 self.workers.release(worker)
         rc = self.workers.discard(worker)
-        raise self._gone(job, cancelled, rc, gone)
+        error = self._gone(job, cancelled, rc, gone)
+        error.bytes_scanned = gone.bytes_scanned
+        raise error
 
     def _receive(self, job: EngineJob, sink: ResultSink, worker: WorkerProcess) -> Outcome:
         nbytes = 0
@@ -341,12 +367,17 @@ class DuckDBEngine(QueryEngine):
                 self._appended(job, sink, worker, length, rows, size)
             elif kind == W.DONE:
                 done = worker.json(length)
+                scanned = reported_bytes(done) or 0
                 if job.id in self._cancelled:
-                    raise QueryCancelled("cancelled")
-                scanned = int(done.get("bytes_scanned") or 0)
+                    cancelled = QueryCancelled("cancelled")
+                    cancelled.bytes_scanned = scanned
+                    raise cancelled
                 return Outcome(rows=sink.rows, bytes_scanned=scanned, engine_id="")
             elif kind == W.ERROR:
-                raise self._failure(worker, worker.json(length), job, sink)
+                error = worker.json(length)
+                failure = self._failure(worker, error, job, sink)
+                failure.bytes_scanned = reported_bytes(error)
+                raise failure
             else:
                 raise WorkerGone(f"the query worker sent an unexpected frame ({kind})")
 

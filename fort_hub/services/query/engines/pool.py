@@ -121,6 +121,22 @@ class WorkerProcess:
                 raise WorkerGone("the query worker ended mid-answer")
             length -= n
 
+    def bytes_read(self) -> int | None:
+        """The bytes the worker has read from files and pipes so far (``rchar`` of
+        ``/proc/<pid>/io``: what a query read, where a killed worker could not say), while it
+        runs or has ended but is not yet reaped; None where that cannot be read (not Linux,
+        reaped)."""
+        if self.proc.returncode is not None:  # reaped: the pid may be another process's now
+            return None
+        try:
+            with open(f"/proc/{self.pid}/io", "rb") as f:
+                for line in f:
+                    if line.startswith(b"rchar:"):
+                        return int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        return None
+
     def kill(self) -> None:
         """SIGKILL (a no-op once it has ended)."""
         if self.proc.poll() is None:

@@ -31,9 +31,9 @@ With a spool file the worker also stops before a batch that would break the row 
 caps itself, from the rows in the file's bytes and its real size, and takes no worker's word.
 File descriptor 1 is pointed at stderr so that nothing else can write into the frame stream.
 
-Each query runs profiled (``enable_profiling``, allowed on the locked connection) so that DONE
-reports the bytes it read (:func:`scanned_bytes`, counted against ``bytes_scanned_per_day``);
-DuckDB prints each profile to descriptor 2, which is /dev/null in a worker (Python's
+Each query runs profiled (``enable_profiling``, allowed on the locked connection) so that DONE,
+and the ERROR of a query that failed, was cancelled or reached a cap, report the bytes it read
+(:func:`scanned_bytes`, counted against ``bytes_scanned_per_day``); DuckDB prints each profile to descriptor 2, which is /dev/null in a worker (Python's
 ``sys.stderr`` keeps the service's stderr).
 """
 
@@ -63,8 +63,9 @@ HEADER = struct.Struct("!BQQQ")
 READY, SCHEMA, BATCH, DONE, ERROR, DESCRIBED, APPENDED = range(1, 8)
 #: APPENDED bodies: the bytes the worker appended to the result file (big-endian u64)
 APPENDED_BODY = struct.Struct("!Q")
-#: ERROR bodies: {"kind": one of these, "message": text for the user, "detail": DuckDB's whole
-#: message}; DONE bodies: {"bytes_scanned": what the query read from its files (see scanned_bytes)}
+#: ERROR bodies of a query: {"kind": one of these, "message": text for the user, "detail": DuckDB's
+#: whole message, "bytes_scanned": what it read before it ended}; DONE bodies: {"bytes_scanned":
+#: what the query read from its files (see scanned_bytes)}
 CANCELLED, OUT_OF_MEMORY, FAILED = "cancelled", "memory", "error"
 #: ERROR kind of a result that would go over a cap: also "rows" and "bytes", what it counted
 TOO_LARGE = "too_large"
@@ -387,35 +388,39 @@ class Worker:
             self._current = (job_id, con)
         limit_cpu(msg["cpu_limit"])
         try:
-            if job_id in self._cancelled:
-                raise duckdb.InterruptException("cancelled before it started")
-            con.enable_profiling()  # allowed on a locked connection; its output is discarded
-            self.stream(job_id, con, msg)
-        except duckdb.InterruptException:
-            write_json(self.out, ERROR, {"kind": CANCELLED, "message": "interrupted"})
-        except (duckdb.OutOfMemoryException, MemoryError) as e:
-            write_json(self.out, ERROR, {"kind": OUT_OF_MEMORY, "message": first_line(e)})
-        except duckdb.Error as e:
-            kind = CANCELLED if job_id in self._cancelled else FAILED
-            detail = str(e)[:MAX_DETAIL]
-            write_json(self.out, ERROR, {"kind": kind, "message": first_line(e), "detail": detail})
-        except CapReached as e:
-            write_json(self.out, ERROR, e.error)
-        except BrokenPipeError:
-            raise
-        except OSError:  # the result file (e.g. a full disk): nothing of the server's path shown
-            message = "the result could not be written on the server"
-            write_json(self.out, ERROR, {"kind": FAILED, "message": message})
-        except Exception as e:  # e.g. a value Arrow cannot represent: the user's to fix
-            message = f"{type(e).__name__}: {first_line(e)}"
-            write_json(self.out, ERROR, {"kind": FAILED, "message": message})
+            error = self.attempt(job_id, con, msg)
+            if error is not None:  # what it read before it ended counts against the quota
+                write_json(self.out, ERROR, {**error, "bytes_scanned": scanned_bytes(con)})
         finally:
             limit_cpu(None)
             with self._lock:
                 self._current = None
             con.close()
 
-    def stream(self, job_id: str, con, msg: dict) -> None:
+    def attempt(self, job_id: str, con, msg: dict) -> dict | None:
+        """Run the query (:meth:`stream`); None once DONE is sent, else the ERROR body."""
+        try:
+            if job_id in self._cancelled:
+                raise duckdb.InterruptException("cancelled before it started")
+            con.enable_profiling()  # allowed on a locked connection; its output is discarded
+            return self.stream(job_id, con, msg)
+        except duckdb.InterruptException:
+            return {"kind": CANCELLED, "message": "interrupted"}
+        except (duckdb.OutOfMemoryException, MemoryError) as e:
+            return {"kind": OUT_OF_MEMORY, "message": first_line(e)}
+        except duckdb.Error as e:
+            kind = CANCELLED if job_id in self._cancelled else FAILED
+            return {"kind": kind, "message": first_line(e), "detail": str(e)[:MAX_DETAIL]}
+        except CapReached as e:
+            return e.error
+        except BrokenPipeError:
+            raise
+        except OSError:  # the result file (e.g. a full disk): nothing of the server's path shown
+            return {"kind": FAILED, "message": "the result could not be written on the server"}
+        except Exception as e:  # e.g. a value Arrow cannot represent: the user's to fix
+            return {"kind": FAILED, "message": f"{type(e).__name__}: {first_line(e)}"}
+
+    def stream(self, job_id: str, con, msg: dict) -> dict | None:
         relation = con.sql(msg["sql"])  # None: a statement without a result (check bypassed)
         if relation is None:
             write_frame(self.out, SCHEMA, ipc_stream(pa.schema([])))
@@ -430,9 +435,9 @@ class Worker:
                 if fd is not None:
                     os.close(fd)
         if job_id in self._cancelled:
-            write_json(self.out, ERROR, {"kind": CANCELLED, "message": "cancelled"})
-        else:
-            write_json(self.out, DONE, {"bytes_scanned": scanned_bytes(con)})
+            return {"kind": CANCELLED, "message": "cancelled"}
+        write_json(self.out, DONE, {"bytes_scanned": scanned_bytes(con)})
+        return None
 
     def send_batches(self, job_id: str, reader, fd: int | None, msg: dict) -> None:
         """Each batch's pieces appended to the spool file *fd* (then an APPENDED frame), or
