@@ -118,6 +118,8 @@ class QueryFinals:
                 await asyncio.get_running_loop().run_in_executor(None, tee.discard)
                 final = self._final(rec, state, errors, outcome, tee, request_id, started)
                 saved, failed = await self._save_final(rec, *final)
+            if isinstance(saved, EndedElsewhere):  # its record is the truth for the followers
+                state, errors = saved.state, (saved.error, None)
             ended = True
         finally:
             if not ended:  # an unexpected error (or shutdown): the downloaders get nothing more
