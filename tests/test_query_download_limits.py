@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fort_hub.services.query import results as R
+from fort_hub.store import Store
 from tests.query_support import QueryEnv
 
 MB = 2**20
@@ -24,6 +25,17 @@ def env(tmp_path, store_url):
 def error_of(r) -> str:
     assert "Traceback" not in r.text
     return r.json()["error"]["message"]
+
+
+def downloads(env, query_id: str) -> list[str]:
+    """The formats of the ``query.download`` records of *query_id* in the audit log."""
+    store = Store(env.store_url)
+    try:
+        records = store.audit.query(user="alice", limit=1000)
+    finally:
+        store.dispose()
+    return [r.details["format"] for r in records
+            if r.action == "query.download" and r.details.get("query_id") == query_id]  # fmt: skip
 
 
 def test_a_json_page_stops_at_the_byte_budget_and_the_next_page_goes_on(env):
@@ -59,7 +71,9 @@ def test_a_row_larger_than_a_json_page_says_to_download_arrow(env):
     assert q["state"] == "succeeded", q
     r = env.get(f"queries/{q['id']}/results?format=json")
     assert r.status_code == 422 and "format=arrow" in error_of(r)
+    assert downloads(env, q["id"]) == []  # nothing was sent: no download recorded (before: json)
     assert env.get(f"queries/{q['id']}/results?format=arrow").status_code == 200
+    assert downloads(env, q["id"]) == ["arrow"]
 
 
 @pytest.mark.parametrize(("sql", "fmt"), [
@@ -72,6 +86,7 @@ def test_a_result_the_format_cannot_hold_is_a_422_not_a_500(env, sql, fmt):
     r = env.get(f"queries/{q['id']}/results?format={fmt}")
     assert r.status_code == 422, r.text
     assert f"cannot be written as {fmt}" in error_of(r) and "format=arrow" in error_of(r)
+    assert downloads(env, q["id"]) == []  # before: a download recorded that sent nothing
 
 
 def test_an_enum_column_is_counted_as_written_not_as_its_dictionary(env):

@@ -329,7 +329,10 @@ class ResultsHandler(QueryHandlerBase):
         await self.send_stored(rec)
 
     async def send_stored(self, rec: QueryRecord) -> None:
-        """The stored result, from the result store (whichever replica ran the query)."""
+        """The stored result, from the result store (whichever replica ran the query). The
+        download's audit record is committed once its first piece is built (a result that
+        cannot be written in the format asked is refused, 422, with no download recorded) and
+        before a byte of it is sent (fail closed)."""
         store, run = self.runner.results, self.app.fort_store.run
         gone = ServiceError(410, f"the result of query {rec.id} has expired; run the query again")
         if not rec.result_path:
@@ -341,31 +344,20 @@ class ResultsHandler(QueryHandlerBase):
         fmt = self.pick_format()
         offset = self.page_offset() if fmt == "json" else 0
         max_rows = self.int_arg("max_rows", 1000, 1, MAX_PAGE_ROWS) if fmt == "json" else 0
-        await self.audit(
-            "query.download", rec.dataset, f"result as {fmt}",
-            {"query_id": rec.id, "format": fmt, "owner": rec.username, "offset": offset},
-        )  # fmt: skip
+        chunks, first = await self.first_piece(rec, fmt, offset, max_rows, gone)
         try:
-            if fmt == "json":
-                data = await run(R.page, store, rec.id, offset, max_rows)
-                nxt = data.pop("next_offset")
-                data["next_page_token"] = None if nxt is None else str(nxt)
-                data["id"] = rec.id
-                self.set_header("Content-Type", "application/json; charset=UTF-8")
-                self.finish(R.json_dumps(data))
-                return
-            chunks = R.iter_bytes(store, rec.id) if fmt == "arrow" else R.iter_csv(store, rec.id)
-            first = await run(next, chunks, None)
-        except FileNotFoundError:  # removed between the size check and the read
-            raise gone from None
-        except R.RowTooLarge as e:
-            raise ServiceError(422, str(e)) from None
-        except (pa.ArrowException, OverflowError, ValueError) as e:  # e.g. a list column in CSV
-            raise ServiceError(
-                422,
-                f"this result cannot be written as {fmt} ({type(e).__name__}: "
-                f"{str(e)[:200]}); download it with format=arrow",
-            ) from None
+            await self.audit(
+                "query.download", rec.dataset, f"result as {fmt}",
+                {"query_id": rec.id, "format": fmt, "owner": rec.username, "offset": offset},
+            )  # fmt: skip
+        except BaseException:
+            if chunks is not None:
+                chunks.close()
+            raise
+        if fmt == "json":
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.finish(first)
+            return
         self.set_header("Content-Type", FORMATS[fmt] + ("; charset=UTF-8" if fmt == "csv" else ""))
         if fmt == "arrow":  # the stored stream: its size is known, no chunking
             self.set_header("Content-Length", str(size))
@@ -380,6 +372,30 @@ class ResultsHandler(QueryHandlerBase):
         finally:
             chunks.close()
         self.finish()
+
+    async def first_piece(self, rec: QueryRecord, fmt: str, offset: int, max_rows: int, gone):
+        """(the rest of the answer's pieces, its first piece); a JSON page is one piece (None,
+        the page)."""
+        store, run = self.runner.results, self.app.fort_store.run
+        try:
+            if fmt == "json":
+                data = await run(R.page, store, rec.id, offset, max_rows)
+                nxt = data.pop("next_offset")
+                data["next_page_token"] = None if nxt is None else str(nxt)
+                data["id"] = rec.id
+                return None, R.json_dumps(data)
+            chunks = R.iter_bytes(store, rec.id) if fmt == "arrow" else R.iter_csv(store, rec.id)
+            return chunks, await run(next, chunks, None)
+        except FileNotFoundError:  # removed between the size check and the read
+            raise gone from None
+        except R.RowTooLarge as e:
+            raise ServiceError(422, str(e)) from None
+        except (pa.ArrowException, OverflowError, ValueError) as e:  # e.g. a list column in CSV
+            raise ServiceError(
+                422,
+                f"this result cannot be written as {fmt} ({type(e).__name__}: "
+                f"{str(e)[:200]}); download it with format=arrow",
+            ) from None
 
     async def may_download(self, rec: QueryRecord) -> None:
         """A result is data: its owner must still be granted the dataset now (a membership
