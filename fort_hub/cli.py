@@ -5,6 +5,7 @@ imported only when used, so ``fort-hub check-policy`` stays fast and has no heav
 
 - ``fort-hub check-policy FILE``
 - ``fort-hub audit verify|export|head --db URL``
+- ``fort-hub irsa-trust FILE --oidc-provider ARN [--namespace NS] [--prefix P]``
 - ``fort-hub demo [--reset]``                      (fort_hub.dev.demo)
 - ``fort-hub facebook-standin --port P --identities FILE``   (fort_hub.dev.facebook)
 - ``fort-hub facebook-callback ...``               (fort_hub.dev.facebook)
@@ -46,6 +47,25 @@ def _check_policy(args) -> int:
         f"OK: {len(policy.groups)} groups, {len(policy.datasets)} datasets, "
         f"{len(policy.grants)} grants, {len(policy.profiles)} profiles"
     )
+    return 0
+
+
+def _irsa_trust(args) -> int:
+    """Print, per study role of the policy, the trust policy ``irsa`` mode needs."""
+    from .policy import PolicyError, load_policy
+    from .spawners.identity import irsa_trust_policies
+
+    try:
+        policy = load_policy(args.file)
+        trust = irsa_trust_policies(policy, args.oidc_provider, args.namespace, args.prefix)
+    except PolicyError as e:
+        for err in e.errors:
+            print(err, file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(trust, indent=2, sort_keys=True))
     return 0
 
 
@@ -143,6 +163,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-policy", help="validate a policy file")
     p.add_argument("file")
     p.set_defaults(func=_check_policy)
+
+    t = sub.add_parser(
+        "irsa-trust",
+        help="print each study role's trust policy for irsa mode (role ARN -> policy JSON)",
+    )
+    t.add_argument("file", help="the fort policy file")
+    t.add_argument(
+        "--oidc-provider",
+        required=True,
+        help="the cluster's IAM OIDC provider ARN, "
+        "arn:aws:iam::ACCOUNT:oidc-provider/oidc.eks.REGION.amazonaws.com/id/ID",
+    )
+    t.add_argument("--namespace", default="fort", help="the notebooks' namespace (default fort)")
+    t.add_argument("--prefix", default="fort",
+                   help="the prefix of c.FortKubeSpawner.service_account_name_template "
+                   "(default fort)")  # fmt: skip
+    t.set_defaults(func=_irsa_trust)
 
     a = sub.add_parser("audit", help="verify or export the audit log")
     asub = a.add_subparsers(dest="audit_cmd", required=True)

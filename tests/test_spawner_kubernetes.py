@@ -271,13 +271,13 @@ async def test_group_change_and_expiry_between_spawns(k8s, make, store_url):
     assert k8s.list("pods") == []
 
 
-async def test_irsa_service_account_before_pod_patched_and_deleted(k8s, make, store_url,
-                                                                   policy_path):  # fmt: skip
+async def test_irsa_service_account_before_pod_per_group_and_deleted(k8s, make, store_url,
+                                                                      policy_path):  # fmt: skip
     members = Memberships(shared_store(store_url))
     members.upsert("urls-study", "dave", updated_by="test")
     s = make("dave", {"profile": "python"}, aws_identity_mode="irsa")
     await asyncio.wait_for(s.start(), 30)
-    sa = k8s.get("serviceaccounts", "default", "fort-dave")
+    sa = k8s.get("serviceaccounts", "default", "fort.urls-study.dave")
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == URLS_ARN
     assert sa["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "fort-hub"
     posts = [p for m, p in k8s.requests if m == "POST"]
@@ -285,7 +285,7 @@ async def test_irsa_service_account_before_pod_patched_and_deleted(k8s, make, st
         "/api/v1/namespaces/default/pods"
     )
     (pod,) = k8s.list("pods")
-    assert pod["spec"]["serviceAccountName"] == "fort-dave"
+    assert pod["spec"]["serviceAccountName"] == "fort.urls-study.dave"
     assert pod["spec"]["automountServiceAccountToken"] is True
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert env["AWS_ROLE_ARN"] == URLS_ARN  # the webhook saw the role: no race
@@ -294,33 +294,68 @@ async def test_irsa_service_account_before_pod_patched_and_deleted(k8s, make, st
     )
     (rec,) = audit(store_url, "spawn.start")
     assert rec.details["identity_mode"] == "irsa" and rec.details["role_arn"] == URLS_ARN
+    assert rec.details["service_account"] == "fort.urls-study.dave"
     await s.stop(now=True)
 
-    # the user's group (and so role) changes: the annotation is patched before the next pod
+    # the user's group (and so role) changes: the next pod runs as that group's ServiceAccount
+    # (the trust of the ads-study role admits fort.ads-study.*, never fort.urls-study.*)
     members.remove("urls-study", "dave")
     members.upsert("ads-study", "dave", updated_by="test")
     await asyncio.wait_for(s.start(), 30)
-    assert ("PATCH", "/api/v1/namespaces/default/serviceaccounts/fort-dave") in k8s.requests
-    sa = k8s.get("serviceaccounts", "default", "fort-dave")
+    sa = k8s.get("serviceaccounts", "default", "fort.ads-study.dave")
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == ADS_ARN
     (pod,) = k8s.list("pods")
+    assert pod["spec"]["serviceAccountName"] == "fort.ads-study.dave"
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert env["AWS_ROLE_ARN"] == ADS_ARN
     await s.stop(now=True)
 
-    # no role any more (the group's role left the policy): the annotation is removed
+    # no role any more (the group's role left the policy): no ServiceAccount of fort's, no token
     # (a user in no group at all gets no server: test_no_study_group_...)
     text = policy_path.read_text()
     policy_path.write_text(text.replace(f"    ads-study: {ADS_ARN}\n", ""))
     await asyncio.wait_for(s.start(), 30)
-    sa = k8s.get("serviceaccounts", "default", "fort-dave")
-    assert "eks.amazonaws.com/role-arn" not in sa["metadata"]["annotations"]
+    (pod,) = k8s.list("pods")
+    assert not (pod["spec"].get("serviceAccountName") or "").startswith("fort.")
+    assert not pod["spec"].get("automountServiceAccountToken")
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert "AWS_ROLE_ARN" not in env
     await s.stop(now=True)
 
-    # user deleted: JupyterHub calls delete_forever on the stopped default spawner
+    # user deleted: JupyterHub calls delete_forever on the stopped default spawner; every
+    # ServiceAccount of the user goes, whichever group it was for
     await s.delete_forever()
-    assert k8s.get("serviceaccounts", "default", "fort-dave") is None
-    assert ("DELETE", "/api/v1/namespaces/default/serviceaccounts/fort-dave") in k8s.requests
+    assert k8s.get("serviceaccounts", "default", "fort.urls-study.dave") is None
+    assert k8s.get("serviceaccounts", "default", "fort.ads-study.dave") is None
+
+
+async def test_irsa_server_is_stopped_once_no_group_grants_its_role(k8s, make, store_url):
+    """An irsa pod's token refreshes its role's credentials for as long as the pod runs, so an
+    ended membership must end the server (left alone in stop 26: it ran on until stopped).
+    JupyterHub's own polling (Spawner.start_polling, poll_and_notify) drives it here."""
+    members = Memberships(shared_store(store_url))
+    members.upsert("urls-study", "erin", updated_by="test")
+    s = make("erin", {"profile": "python"}, aws_identity_mode="irsa", poll_interval=1)
+    await asyncio.wait_for(s.start(), 30)
+    stopped = asyncio.Event()
+    s.add_poll_callback(stopped.set)
+    s.start_polling()
+    try:
+        # a change that keeps the role granted keeps the server (ads-study grants another role)
+        members.upsert("ads-study", "erin", updated_by="test")
+        await asyncio.sleep(2.5)
+        assert not stopped.is_set() and len(k8s.list("pods")) == 1
+        assert audit(store_url, "spawn.revoke") == []
+        members.remove("urls-study", "erin")  # what fort-groups does when an admin removes her
+        await asyncio.wait_for(stopped.wait(), 15)  # before: never
+    finally:
+        s.stop_polling()
+    assert k8s.list("pods") == []
+    (revoked,) = audit(store_url, "spawn.revoke")
+    assert revoked.decision == "deny" and URLS_ARN in revoked.reason
+    assert revoked.details["service_account"] == "fort.urls-study.erin"
+    assert [r.details["outcome"] for r in audit(store_url, "spawn.stop")] == ["stopped"]
+    assert await s.poll() is not None
 
 
 def test_a_double_on_a_reused_port_gets_the_spawners_requests(kubeconfig):
@@ -366,7 +401,7 @@ async def test_irsa_waits_until_the_role_is_visible(kubeconfig, policy_path, sto
             (pod,) = k8s.list("pods")
             env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
             reads = k8s.requests.count(
-                ("GET", "/api/v1/namespaces/default/serviceaccounts/fort-alice")
+                ("GET", "/api/v1/namespaces/default/serviceaccounts/fort.urls-study.alice")
             )
             if wait:
                 assert env.get("AWS_ROLE_ARN") == URLS_ARN

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 import time
 from typing import Any
 
@@ -26,18 +27,36 @@ from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from traitlets import Float, Unicode, default, validate
 
+from ..store import StoreError
+from ..store.audit import AuditError
 from .base import FortSpawnerMixin, SpawnDenied, SpawnPlan
-from .identity import IDENTITY_MODES, ROLE_ARN_ANNOTATION, irsa_role
+from .identity import (
+    IDENTITY_MODES,
+    ROLE_ARN_ANNOTATION,
+    SA_PREFIX,
+    irsa_grant,
+    irsa_role_held,
+    service_account_name,
+)
 from .manifests import (
     AWS_CONFIG_ANNOTATION,
     AWS_CONFIG_PATH,
+    IDENTITY_COMPONENT,
+    LABEL_USER,
+    MANAGED_BY,
     aws_config_mount,
     aws_config_volume,
     fort_annotations,
     fort_labels,
+    label_value,
     role_patch,
     service_account_manifest,
 )
+
+#: the only form of ``service_account_name_template``: a DNS label, then the group and the user
+SA_TEMPLATE = re.compile(rf"^({SA_PREFIX})\.\{{group\}}\.\{{username\}}\Z")
+#: the exit status ``poll`` reports for a server stopped because its role is no longer granted
+ROLE_REVOKED = 3
 
 #: settings a profile may override; restored before every spawn, because JupyterHub keeps one
 #: spawner object per server across restarts and kubespawner merges dict overrides into it
@@ -70,9 +89,12 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
           `/etc/fort/aws/config`, `AWS_CONFIG_FILE`) has one profile per role of the user's
           groups with `credential_process = fort-aws-credentials --role NAME`, which asks the
           fort-credentials service with the server's own API token. No IAM role per user.
-        - `irsa`: a per-user ServiceAccount annotated `eks.amazonaws.com/role-arn` with the role
-          of the user's first group that has one. The hub needs the RBAC of
-          the chart `k8s/irsa-rbac`.
+        - `irsa`: a ServiceAccount per user and group (`service_account_name_template`)
+          annotated `eks.amazonaws.com/role-arn` with the role of the user's first group that
+          has one; each study role must trust only its groups' ServiceAccounts (`fort-hub
+          irsa-trust` prints the trust policies). A server whose role no group of the user
+          grants any more is stopped at its next poll (`c.Spawner.poll_interval`). The hub
+          needs the RBAC of the chart `k8s/irsa-rbac`.
 
             c.FortKubeSpawner.aws_identity_mode = "irsa"
         """,
@@ -88,13 +110,28 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
         return proposal["value"]
 
     service_account_name_template = Unicode(
-        "fort-{username}",
-        help="""Name of the per-user ServiceAccount in `irsa` mode. `{username}` is
-        kubespawner's safe slug of the user name (valid as a Kubernetes name).
+        "fort.{group}.{username}",
+        help="""Name of the ServiceAccount of a user and the group whose role it carries, in
+        `irsa` mode: `<prefix>.{group}.{username}`, where `{group}` is the group's name (or a
+        hashed form of it if it is not a DNS label) and `{username}` kubespawner's safe slug
+        of the user name. Only the prefix may change: each study role's trust policy admits
+        `system:serviceaccount:<namespace>:<prefix>.<group>.*` (see `fort-hub irsa-trust`),
+        and neither part holds a dot, so one group's names never match another group's
+        pattern. A user whose groups have no role gets no ServiceAccount of fort's.
 
-            c.FortKubeSpawner.service_account_name_template = "fort-user-{username}"
+            c.FortKubeSpawner.service_account_name_template = "notebook.{group}.{username}"
         """,
     ).tag(config=True)
+
+    @validate("service_account_name_template")
+    def _validate_sa_template(self, proposal):
+        if not SA_TEMPLATE.match(proposal["value"]):
+            raise ValueError(
+                "FortKubeSpawner.service_account_name_template must be <prefix>.{group}."
+                "{username} with a DNS label as the prefix (the study roles' trust policies "
+                f"match <prefix>.<group>.*), not {proposal['value']!r}"
+            )
+        return proposal["value"]
 
     irsa_settle_time = Float(
         1.0,
@@ -151,19 +188,21 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
     def fort_base_tolerations(self) -> list[dict[str, Any]]:
         return list(self._sorted_dict_values(self._fort_base["tolerations"]) or [])
 
-    @property
-    def service_account_name(self) -> str:
-        return self._expand_user_properties(self.service_account_name_template)
-
     def fort_identity_context(self) -> dict[str, Any]:
         if self.aws_identity_mode != "irsa":
             return {}
-        return {"service_account": self.service_account_name}  # templated from the user's name
+        prefix = SA_TEMPLATE.match(self.service_account_name_template).group(1)
+        return {"sa_prefix": prefix, "user_slug": self._expand_user_properties("{username}")}
 
     def fort_identity_details(self, plan: SpawnPlan, policy, context) -> dict[str, Any]:
         if not context:
             return {}
-        return {**context, "role_arn": irsa_role(policy, plan.groups)}
+        grant = irsa_grant(policy, plan.groups)
+        if grant is None:
+            return {"service_account": None, "role_arn": None}
+        group, arn = grant
+        name = service_account_name(context["sa_prefix"], group, context["user_slug"])
+        return {"service_account": name, "role_arn": arn, "role_group": group}
 
     # ----- spawn -------------------------------------------------------------------------------
 
@@ -173,14 +212,15 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
 
     async def load_user_options(self):
         plan = self._fort_plan or await self.fort_prepare()
-        key = (plan.selection.override, self.aws_identity_mode)
+        name = plan.details.get("service_account")
+        key = (plan.selection.override, self.aws_identity_mode, name)
         self._fort_restore(key)
         self._fort_applied = None
         await super().load_user_options()
-        if self.aws_identity_mode == "irsa":
-            self.service_account = self.service_account_name
+        if self.aws_identity_mode == "irsa" and name:  # no role: no ServiceAccount of fort's
+            self.service_account = name
             self.automount_service_account_token = True
-            await self.ensure_service_account(plan.details.get("role_arn"))
+            await self.ensure_service_account(name, plan.details["role_arn"])
         self._fort_applied = (key, {n: _snapshot(getattr(self, n)) for n in OVERRIDABLE})
 
     async def get_pod_manifest(self):
@@ -225,10 +265,11 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
     async def _k8s(self, call, *args, **kwargs):
         return await asyncio.wait_for(call(*args, **kwargs), self.k8s_api_request_timeout)
 
-    async def ensure_service_account(self, role_arn: str | None) -> dict:
-        """Create the user's ServiceAccount or patch its role, then wait until the API serves
-        it with that role (and ``irsa_settle_time`` for the webhook's cache)."""
-        name, ns = self.service_account_name, self.namespace
+    async def ensure_service_account(self, name: str, role_arn: str) -> dict:
+        """Create the user's ServiceAccount *name* (of one group) or patch its role, then wait
+        until the API serves it with that role (and ``irsa_settle_time`` for the webhook's
+        cache)."""
+        ns = self.namespace
         labels = self._build_common_labels({})
         try:
             current = await self._k8s(self.api.read_namespaced_service_account, name, ns)
@@ -274,14 +315,69 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
         return sa.to_dict()
 
     async def delete_forever(self):
-        """On user deletion, also remove the user's ServiceAccount (``irsa`` mode)."""
+        """On user deletion, also remove the user's ServiceAccounts (``irsa`` mode): every one
+        labelled with the user, whichever group it was for."""
         await super().delete_forever()
         if self.aws_identity_mode != "irsa" or self.name:
-            return  # named servers share the user's ServiceAccount
-        name = self.service_account_name
+            return  # named servers share the user's ServiceAccounts
+        selector = ",".join(f"{k}={v}" for k, v in {
+            **MANAGED_BY, "component": IDENTITY_COMPONENT, LABEL_USER: label_value(self.user.name),
+        }.items())  # fmt: skip
+        found = await self._k8s(
+            self.api.list_namespaced_service_account, self.namespace, label_selector=selector
+        )
+        for sa in found.items:
+            name = sa.metadata.name
+            if (sa.metadata.annotations or {}).get(LABEL_USER) != self.user.name:
+                continue  # another user whose name has the same label value
+            try:
+                await self._k8s(self.api.delete_namespaced_service_account, name, self.namespace)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+            self.log.info("Deleted ServiceAccount %s/%s of %s", self.namespace, name,
+                          self.user.name)  # fmt: skip
+
+    # ----- irsa: a role no longer granted ends the server ----------------------------------------
+
+    async def poll(self):
+        """kubespawner's poll; in ``irsa`` mode also stops a running server whose AWS role no
+        group of the user grants any more (a membership ended or expired, or the policy
+        changed), decided from the fort store and the policy now: the pod's token keeps
+        refreshing its credentials for as long as it runs, so only stopping ends them."""
+        status = await super().poll()
+        if status is not None or self.aws_identity_mode != "irsa":
+            return status
+        role = self.fort_running_role()
+        if not role:
+            return None
         try:
-            await self._k8s(self.api.delete_namespaced_service_account, name, self.namespace)
-        except ApiException as e:
-            if e.status != 404:
-                raise
-        self.log.info("Deleted ServiceAccount %s/%s of %s", self.namespace, name, self.user.name)
+            groups = await self.fort_groups(self._policy())
+            held = irsa_role_held(self._policy(), groups, role)
+        except (SpawnDenied, StoreError) as e:  # unknown now: asked again at the next poll
+            self.log.error("could not check the AWS role of %s's server: %s", self.user.name, e)
+            return None
+        if held:
+            return None
+        await self.fort_revoke(role, groups)
+        return ROLE_REVOKED
+
+    def fort_running_role(self) -> str | None:
+        """The IAM role the running server's ServiceAccount carries (from its start's plan, or
+        the state saved for it across a hub restart)."""
+        plan = self._fort_plan
+        details = plan.details if plan else self._audit_base_restored() or {}
+        return details.get("role_arn") if self._fort_running else None
+
+    async def fort_revoke(self, role: str, groups: list[str]) -> None:
+        """Record why, then stop the server (a stop is never blocked by the audit log)."""
+        reason = f"AWS role {role} is no longer granted to any of {groups}: server stopped"
+        self.log.warning("%s's server: %s", self.user.name, reason)
+        plan = self._fort_plan
+        details = {**(plan.details if plan else self._audit_base_restored() or {}),
+                   "outcome": "revoked"}  # fmt: skip
+        try:
+            await self.fort_audit("spawn.revoke", "deny", reason, details)
+        except AuditError as e:
+            self.log.error("could not audit revoking %s's server: %s", self.user.name, e)
+        await self.stop(now=True)
