@@ -64,11 +64,12 @@ def test_a_cancelled_query_counts_what_it_scanned(env_store):
     r = env.post(SLOW)
     assert r.status_code == 202, r.text
     qid = r.json()["id"]
+    engine = env.app.runner.engines["duckdb"]
     deadline = time.monotonic() + 20
-    while env.get(f"queries/{qid}").json()["state"] != "running":  # the scan has begun
+    while qid not in engine._running:  # its worker has been sent the query
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    time.sleep(0.5)  # its worker has read the file (in ms) and joins rows
+    time.sleep(0.5)  # it has read the file (in ms) and joins rows
     gone = requests.delete(env.base + f"queries/{qid}", headers=env.h(), timeout=30)
     assert gone.status_code in (200, 202, 204), gone.text
     q = env.wait(qid)
@@ -145,3 +146,44 @@ def test_athena_counts_a_failed_or_cancelled_executions_scan(state, error, tmp_p
         asyncio.run(engine.run(job, sink))
     assert raised.value.bytes_scanned == 7_340_032  # before: the error carried no scan
     assert raised.value.engine_id == "athena-qid-1"
+
+
+class StoppingAthena(FakeAthena):
+    """Athena stopping a running execution: it reports RUNNING for two more polls after the
+    stop, and its final scan only with CANCELLED."""
+
+    def __init__(self):
+        super().__init__("RUNNING", 1_000)
+        self.polls_left: int | None = None
+
+    def get_query_execution(self, QueryExecutionId):
+        if self.polls_left is not None:
+            self.polls_left -= 1
+            if self.polls_left <= 0:
+                self.state, self.scanned = "CANCELLED", 9_000_000
+        return super().get_query_execution(QueryExecutionId)
+
+    def stop_query_execution(self, **_):
+        self.polls_left = 3
+
+
+def test_athena_counts_a_cancelled_executions_final_scan(tmp_path, monkeypatch):
+    """Review: the cancel was raised at once with the scan of a still-running execution (often
+    0), while Athena goes on scanning until it has stopped it."""
+    engine = AthenaEngine(poll_initial=0.01, poll_max=0.02)
+    fake = StoppingAthena()
+    monkeypatch.setattr(engine, "_client", lambda job, service: fake)
+    job = EngineJob(
+        id="c" * 32, sql="SELECT 1", username="alice", role_arn="arn:aws:iam::1:role/r",
+        dataset=Dataset("x", "athena", tables=("t",), location={"database": "d"}),
+    )  # fmt: skip
+
+    async def go():
+        task = asyncio.ensure_future(engine.run(job, FileSink(str(tmp_path / "c"), 100, 10**6)))
+        await asyncio.sleep(0.1)
+        await engine.cancel(job.id)
+        return await task
+
+    with pytest.raises(QueryCancelled) as raised:
+        asyncio.run(go())
+    assert raised.value.bytes_scanned == 9_000_000

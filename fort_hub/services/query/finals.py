@@ -120,6 +120,8 @@ class QueryFinals:
                 saved, failed = await self._save_final(rec, *final)
             if isinstance(saved, EndedElsewhere):  # its record is the truth for the followers
                 state, errors = saved.state, (saved.error, None)
+            elif saved is not None:  # not recorded: followers get no complete-looking result
+                state, errors = "failed", ("the query's end could not be recorded", None)
             ended = True
         finally:
             if not ended:  # an unexpected error (or shutdown): the downloaders get nothing more

@@ -15,6 +15,7 @@ returns a ``boto3.Session``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -31,6 +32,9 @@ from ....policy.model import Dataset
 from ...credentials.backends import StsBackend, StsError, user_session
 from .base import EngineError, EngineJob, Outcome, QueryCancelled, QueryEngine, ResultSink
 from .errors import plain_athena_error
+
+#: seconds a cancelled execution is polled on, until Athena reports it stopped with its scan
+STOP_WAIT = 5.0
 
 ATHENA_TYPES = {
     "boolean": pa.bool_(), "tinyint": pa.int8(), "smallint": pa.int16(),
@@ -53,6 +57,11 @@ def data_scanned(execution: dict) -> int:
         return max(0, int(value))
     except (TypeError, ValueError):
         return 0
+
+
+def _stop_quietly(athena, qid: str) -> None:
+    with contextlib.suppress(ClientError, BotoCoreError):
+        athena.stop_query_execution(QueryExecutionId=qid)
 
 
 def _aws_message(e: Exception) -> str:
@@ -207,6 +216,8 @@ class AthenaEngine(QueryEngine):
             await asyncio.to_thread(self._fetch, job, athena, qid, output, sink)
             return Outcome(rows=sink.rows, bytes_scanned=scanned, engine_id=qid)
         except (ClientError, BotoCoreError) as e:
+            if qid and scanned is None:  # it may still run (and scan): stop it
+                await asyncio.to_thread(_stop_quietly, athena, qid)
             error = EngineError(f"Athena: {_aws_message(e)}")
             error.bytes_scanned, error.engine_id = scanned, qid
             raise error from None
@@ -234,7 +245,10 @@ class AthenaEngine(QueryEngine):
         return athena.start_query_execution(**params)["QueryExecutionId"]
 
     async def _poll(self, athena, qid: str, job_id: str) -> dict:
-        delay = self.poll_initial
+        """The execution once it SUCCEEDED; raises once it failed or was cancelled, with the
+        bytes it scanned (a cancelled one is polled up to :data:`STOP_WAIT` seconds more, until
+        Athena has stopped it and its final scan is known)."""
+        delay, stopping = self.poll_initial, 0.0
         while True:
             ex = (await asyncio.to_thread(athena.get_query_execution, QueryExecutionId=qid))[
                 "QueryExecution"
@@ -242,7 +256,14 @@ class AthenaEngine(QueryEngine):
             state = ex["Status"]["State"]
             if state == "SUCCEEDED":
                 return ex
-            if state == "CANCELLED" or job_id in self._cancelled:
+            cancelled = job_id in self._cancelled
+            if cancelled and state not in ("CANCELLED", "FAILED"):  # stopping: its final scan
+                stopping = stopping or asyncio.get_running_loop().time() + STOP_WAIT
+                if asyncio.get_running_loop().time() < stopping:  # counts, once Athena has it
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 1.5, self.poll_max)
+                    continue
+            if state == "CANCELLED" or cancelled:
                 error = QueryCancelled("cancelled")
             elif state == "FAILED":
                 reason = f"Athena: {ex['Status'].get('StateChangeReason', 'the query failed')}"

@@ -55,6 +55,8 @@ START_TIMEOUT = 60  # seconds a worker may take to start
 UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgt]?)(i?)b?)?\s*", re.IGNORECASE)
 MIN_WORKER_MEMORY = 768 * 2**20
+#: the most a worker's stated bytes_scanned counts (a usage counter is a 64-bit integer)
+MAX_SCANNED = 2**62
 
 
 def parse_size(text: str) -> int:
@@ -83,10 +85,16 @@ def duckdb_memory_limit(value: str) -> int:
 def reported_bytes(body: dict) -> int | None:
     """The ``bytes_scanned`` a worker's DONE or ERROR body states (None if it states none,
     or nothing a count can be)."""
-    value = body.get("bytes_scanned")
+    value = body.get("bytes_scanned") if isinstance(body, dict) else None
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
+        return min(value, MAX_SCANNED)
     return None
+
+
+def at_least(*figures: int | None) -> int | None:
+    """The largest of the known *figures* (None if none is known)."""
+    known = [f for f in figures if f is not None]
+    return max(known) if known else None
 
 
 def read_since(worker: WorkerProcess, start: int | None) -> int | None:
@@ -325,9 +333,8 @@ class DuckDBEngine(QueryEngine):
         except WorkerGone as e:
             gone = e
             gone.bytes_scanned = read_since(worker, start)  # before it is reaped
-        except EngineError as e:  # the worker did not say what it read (e.g. stopped at a cap)
-            if e.bytes_scanned is None:
-                e.bytes_scanned = read_since(worker, start)
+        except EngineError as e:  # what it read: the worker's figure, and at least the kernel's
+            e.bytes_scanned = at_least(e.bytes_scanned, read_since(worker, start))
             raise
         finally:
             with self._lock:
@@ -374,8 +381,11 @@ class DuckDBEngine(QueryEngine):
                     raise cancelled
                 return Outcome(rows=sink.rows, bytes_scanned=scanned, engine_id="")
             elif kind == W.ERROR:
-                error = worker.json(length)
-                failure = self._failure(worker, error, job, sink)
+                try:
+                    error = worker.json(length)
+                    failure = self._failure(worker, error, job, sink)
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    raise WorkerGone("the query worker sent a malformed frame") from None
                 failure.bytes_scanned = reported_bytes(error)
                 raise failure
             else:

@@ -58,9 +58,10 @@ class WorkerProcess:
         #: set when the worker should not run another query (e.g. it ran out of memory)
         self.retire = False
         self._send_lock = threading.Lock()
+        self._last_read: int | None = None
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self._poll() is None
 
     def wait_ready(self, timeout: float) -> None:
         if self.ready:
@@ -124,27 +125,36 @@ class WorkerProcess:
     def bytes_read(self) -> int | None:
         """The bytes the worker has read from files and pipes so far (``rchar`` of
         ``/proc/<pid>/io``: what a query read, where a killed worker could not say), while it
-        runs or has ended but is not yet reaped; None where that cannot be read (not Linux,
-        reaped)."""
+        runs or has ended but is not yet reaped; once reaped, the last figure read (every
+        reap here reads it first); None where it cannot be read (not Linux)."""
         if self.proc.returncode is not None:  # reaped: the pid may be another process's now
-            return None
+            return self._last_read
         try:
             with open(f"/proc/{self.pid}/io", "rb") as f:
                 for line in f:
                     if line.startswith(b"rchar:"):
-                        return int(line.split()[1])
+                        self._last_read = int(line.split()[1])
+                        break
         except (OSError, ValueError, IndexError):
-            return None
-        return None
+            pass
+        return self._last_read
+
+    def _poll(self) -> int | None:
+        """``Popen.poll``, which reaps an ended worker: :meth:`bytes_read` first."""
+        if self.proc.returncode is None:
+            self.bytes_read()
+        return self.proc.poll()
 
     def kill(self) -> None:
         """SIGKILL (a no-op once it has ended)."""
-        if self.proc.poll() is None:
+        if self._poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
 
     def reap(self, timeout: float = 5) -> int | None:
         """The exit status (negative: the signal that ended it); the pipes are closed."""
+        if self.proc.returncode is None:
+            self.bytes_read()
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
