@@ -4,10 +4,14 @@ event loop) next to a real hub that knows it as an external service, and mint us
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+import shutil
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import requests
 from traitlets.config import Config
@@ -127,6 +131,46 @@ c.JupyterHub.load_roles = c.JupyterHub.load_roles + scopes.load_roles(services=S
 c.JupyterHub.services = c.JupyterHub.services + {entries!r}
 {extra}
 """
+
+
+USERS = ("alice", "bob", "carol", "dave", "admin")
+
+
+@contextlib.contextmanager
+def groups_service_on_hub(
+    work: Path,
+    slot: ServiceSlot | None = None,
+    extra_slots: tuple[ServiceSlot, ...] = (),
+    extra_config: str = "",
+    users: tuple[str, ...] = USERS,
+    configure: Callable[[Config], None] | None = None,
+) -> Iterator[SimpleNamespace]:
+    """fort-groups in this process (passes only when a test asks: ``reconcile_interval`` is an
+    hour) on a real hub with the example policy (copied into *work*) and *users*: a namespace
+    of ``hub``, ``app``, ``svc`` (the :class:`ServiceThread`), ``policy`` and ``slot``.
+    *configure* changes the service's config before it starts."""
+    from fort_hub.services.groups import GroupsService
+    from tests.conftest import EXAMPLE_POLICY
+
+    policy = work / "policy.yaml"
+    shutil.copy(EXAMPLE_POLICY, policy)
+    slot = slot or ServiceSlot(scopes.GROUPS_SERVICE)
+    hub = RunningHub(work / "hub")
+    hub.extra_config = hub_config([slot, *extra_slots], hub.url, extra=extra_config)
+    cfg = slot.config(hub, policy, f"sqlite:///{work / 'fort.sqlite'}")
+    cfg.GroupsService.reconcile_interval = 3600
+    if configure is not None:
+        configure(cfg)
+    app = GroupsService(config=cfg)
+    app.initialize([])
+    svc = ServiceThread(app).start()  # before the hub, which waits for its services
+    try:
+        hub.start()
+        make_users(hub, *users)
+        yield SimpleNamespace(hub=hub, app=app, svc=svc, policy=policy, slot=slot)
+    finally:
+        svc.stop()
+        hub.stop()
 
 
 def make_users(hub: RunningHub, *names: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -15,16 +14,13 @@ from sqlalchemy import text
 from tornado.web import create_signed_value
 
 from fort_hub import scopes
-from fort_hub.services.groups import GroupsService
 from fort_hub.services.groups import admin as admin_page
 from fort_hub.services.groups.admin import FLASH_COOKIE
 from fort_hub.services.groups.reconcile import DRIFT_REASON
 from fort_hub.store.memberships import Memberships
 from tests import browser as web
-from tests.conftest import EXAMPLE_POLICY
 from tests.forged_audit import FORGED_REASON, forge_row, legacy_audit_table
-from tests.fortsvc import ServiceSlot, ServiceThread, StuckPass, hub_config, make_users
-from tests.hubproc import RunningHub
+from tests.fortsvc import USERS, ServiceSlot, StuckPass, groups_service_on_hub
 
 pytestmark = [pytest.mark.hub, pytest.mark.browser]
 
@@ -33,14 +29,10 @@ pytestmark = [pytest.mark.hub, pytest.mark.browser]
 def env(tmp_path_factory):
     if not Path(web.CHROMIUM).exists():
         web.missing(web.CHROMIUM)
-    work = tmp_path_factory.mktemp("groupspage")
-    policy = work / "policy.yaml"
-    shutil.copy(EXAMPLE_POLICY, policy)
     slot = ServiceSlot(
         scopes.GROUPS_SERVICE,
         oauth_scopes=[scopes.GROUPS_ADMIN, scopes.GROUPS_AUDIT, scopes.GROUPS_READ],
     )
-    hub = RunningHub(work / "hub")
     # a membership manager: a current fort admin (store) whose hub scopes let him change
     # memberships but not read the audit log (the fort-admin role goes to 'admin' by name here,
     # not to the admins group, so the manager's admins membership gives him no hub scope)
@@ -51,21 +43,13 @@ def env(tmp_path_factory):
         "    if r['name'] == 'fort-admin':\n"
         "        r.pop('groups', None); r['users'] = ['admin']"
     )
-    hub.extra_config = hub_config([slot], hub.url, extra=manager_role)
-    cfg = slot.config(hub, policy, f"sqlite:///{work / 'fort.sqlite'}")
-    cfg.GroupsService.reconcile_interval = 3600
-    app = GroupsService(config=cfg)
-    app.initialize([])
-    svc = ServiceThread(app).start()  # before the hub, which waits for its services
-    try:
-        hub.start()
-        make_users(hub, "alice", "bob", "carol", "dave", "admin", "manager")
-        Memberships(app.fort_store).upsert("admins", "manager")
-        svc.call(app.reconcile, "test")
-        yield {"hub": hub, "app": app, "svc": svc}
-    finally:
-        svc.stop()
-        hub.stop()
+    with groups_service_on_hub(
+        tmp_path_factory.mktemp("groupspage"), slot=slot, extra_config=manager_role,
+        users=(*USERS, "manager"),
+    ) as e:  # fmt: skip
+        Memberships(e.app.fort_store).upsert("admins", "manager")
+        e.svc.call(e.app.reconcile, "test")
+        yield {"hub": e.hub, "app": e.app, "svc": e.svc}
 
 
 def login(page, env, user):

@@ -7,18 +7,15 @@ and says there is no hub copy."""
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 
 import pytest
 import requests
 
 from fort_hub import scopes
-from fort_hub.services.groups import OWNER_KEY, GroupsService
+from fort_hub.services.groups import OWNER_KEY
 from fort_hub.services.groups.reconcile import COPY_OFF_REASON
 from fort_hub.store.memberships import Memberships
-from tests.conftest import EXAMPLE_POLICY
-from tests.fortsvc import ServiceSlot, ServiceThread, auth, hub_config, make_users, user_token
-from tests.hubproc import RunningHub
+from tests.fortsvc import auth, groups_service_on_hub, user_token
 
 pytestmark = pytest.mark.hub
 UTC = dt.UTC
@@ -26,36 +23,22 @@ UTC = dt.UTC
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    work = tmp_path_factory.mktemp("copyoff")
-    policy = work / "policy.yaml"
-    shutil.copy(EXAMPLE_POLICY, policy)
-    slot = ServiceSlot(scopes.GROUPS_SERVICE)
-    hub = RunningHub(work / "hub")
-    hub.extra_config = hub_config([slot], hub.url)
-    cfg = slot.config(hub, policy, f"sqlite:///{work / 'fort.sqlite'}")
-    cfg.GroupsService.reconcile_interval = 3600
-    cfg.FortSettings.hub_groups = False
-    app = GroupsService(config=cfg)
-    app.initialize([])
-    svc = ServiceThread(app).start()
-    try:
-        hub.start()
-        make_users(hub, "alice", "bob", "carol", "dave", "admin")
+    def copy_off(cfg):
+        cfg.FortSettings.hub_groups = False
+
+    with groups_service_on_hub(tmp_path_factory.mktemp("copyoff"), configure=copy_off) as e:
         # urls-study as fort-groups left it while the copy was on
-        h = hub.admin_headers
-        r = requests.post(hub.api("groups/urls-study"), json={"users": ["alice", "carol"]},
+        h = e.hub.admin_headers
+        r = requests.post(e.hub.api("groups/urls-study"), json={"users": ["alice", "carol"]},
                           headers=h, timeout=30)  # fmt: skip
         assert r.status_code == 201, r.text
-        r = requests.put(hub.api("groups/urls-study/properties"),
+        r = requests.put(e.hub.api("groups/urls-study/properties"),
                          json={OWNER_KEY: {"managed": True}}, headers=h, timeout=30)  # fmt: skip
         assert r.status_code == 200, r.text
         # an empty group nobody marked: with a copy it would be adopted; without, left alone
-        r = requests.post(hub.api("groups/ads-study"), headers=h, timeout=30)
+        r = requests.post(e.hub.api("groups/ads-study"), headers=h, timeout=30)
         assert r.status_code == 201, r.text
-        yield {"hub": hub, "app": app, "svc": svc}
-    finally:
-        svc.stop()
-        hub.stop()
+        yield {"hub": e.hub, "app": e.app, "svc": e.svc}
 
 
 def hub_groups(env) -> dict[str, list[str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import shutil
 import time
 
 import pytest
@@ -13,21 +12,18 @@ import requests
 from sqlalchemy import text
 
 from fort_hub import scopes
-from fort_hub.services.groups import OWNER_KEY, GroupsService
+from fort_hub.services.groups import OWNER_KEY
 from fort_hub.store.memberships import Memberships
-from tests.conftest import EXAMPLE_POLICY
 from tests.forged_audit import FORGED_REASON, forge_row, legacy_audit_table
 from tests.fortsvc import (
     ServiceSlot,
-    ServiceThread,
     auth,
-    hub_config,
+    groups_service_on_hub,
     make_users,
     restore_policy,
     user_token,
     with_policy_group,
 )
-from tests.hubproc import RunningHub
 
 pytestmark = pytest.mark.hub
 ACCESS = scopes.access(scopes.GROUPS_SERVICE)
@@ -36,29 +32,14 @@ UTC = dt.UTC
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    work = tmp_path_factory.mktemp("groupshub")
-    policy = work / "policy.yaml"
-    shutil.copy(EXAMPLE_POLICY, policy)
-    slot = ServiceSlot(scopes.GROUPS_SERVICE)
     query = ServiceSlot(scopes.QUERY_SERVICE, token_only=True)  # asks 'authorize'
-    hub = RunningHub(work / "hub")
-    hub.extra_config = hub_config([slot, query], hub.url)
-    cfg = slot.config(hub, policy, f"sqlite:///{work / 'fort.sqlite'}")
-    cfg.GroupsService.reconcile_interval = 3600
-    app = GroupsService(config=cfg)
-    app.initialize([])
-    svc = ServiceThread(app).start()  # before the hub, which waits for its services
-    try:
-        hub.start()
-        make_users(hub, "alice", "bob", "carol", "dave", "admin")
+    with groups_service_on_hub(tmp_path_factory.mktemp("groupshub"), extra_slots=(query,)) as e:
         # a group fort-groups does not own, with a member: must never be touched
-        r = requests.post(hub.api("groups/other"), json={"users": ["alice"]},
-                          headers=hub.admin_headers, timeout=30)  # fmt: skip
+        r = requests.post(e.hub.api("groups/other"), json={"users": ["alice"]},
+                          headers=e.hub.admin_headers, timeout=30)  # fmt: skip
         assert r.status_code == 201, r.text
-        yield {"hub": hub, "app": app, "svc": svc, "policy": policy, "query": query, "slot": slot}
-    finally:
-        svc.stop()
-        hub.stop()
+        yield {"hub": e.hub, "app": e.app, "svc": e.svc, "policy": e.policy, "query": query,
+               "slot": e.slot}  # fmt: skip
 
 
 def hub_group(env, name) -> dict:
