@@ -23,16 +23,15 @@ from tests.forged_audit import FORGED_REASON, forge_row, legacy_audit_table
 from tests.fortsvc import USERS, ServiceSlot, StuckPass, groups_service_on_hub
 
 pytestmark = [pytest.mark.hub, pytest.mark.browser]
+#: what the admin page's OAuth login asks of the hub
+ADMIN_PAGE_SCOPES = [scopes.GROUPS_ADMIN, scopes.GROUPS_AUDIT, scopes.GROUPS_READ]
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     if not Path(web.CHROMIUM).exists():
         web.missing(web.CHROMIUM)
-    slot = ServiceSlot(
-        scopes.GROUPS_SERVICE,
-        oauth_scopes=[scopes.GROUPS_ADMIN, scopes.GROUPS_AUDIT, scopes.GROUPS_READ],
-    )
+    slot = ServiceSlot(scopes.GROUPS_SERVICE, oauth_scopes=ADMIN_PAGE_SCOPES)
     # a membership manager: a current fort admin (store) whose hub scopes let him change
     # memberships but not read the audit log (the fort-admin role goes to 'admin' by name here,
     # not to the admins group, so the manager's admins membership gives him no hub scope)
@@ -479,3 +478,43 @@ def test_admin_pages_are_accessible_and_in_the_hubs_look(page, env):
         members.remove("ads-study", "dave")
         members.remove("ads-study", "newbie")
         env["svc"].call(app.reconcile, "test")
+
+
+@pytest.fixture(scope="module")
+def copy_off_env(tmp_path_factory):
+    """The same page with ``FortSettings.hub_groups`` off (memberships in the fort store only)."""
+    if not Path(web.CHROMIUM).exists():
+        web.missing(web.CHROMIUM)
+
+    def copy_off(cfg):
+        cfg.FortSettings.hub_groups = False
+
+    slot = ServiceSlot(scopes.GROUPS_SERVICE, oauth_scopes=ADMIN_PAGE_SCOPES)
+    with groups_service_on_hub(
+        tmp_path_factory.mktemp("copyoffpage"), slot=slot, configure=copy_off
+    ) as e:
+        e.svc.call(e.app.reconcile, "test")  # the admin group is still copied: admin's role
+        yield {"hub": e.hub, "app": e.app, "svc": e.svc}
+
+
+def test_with_the_copy_off_the_page_says_store_only_and_still_manages(page, copy_off_env):
+    """Left alone in stop 26 (checked as data only): the page in Chromium with the copy off says
+    each study group is kept in the fort store only, claims no hub membership and shows no
+    drift, and an add still lands in the store, not in a hub group."""
+    env = copy_off_env
+    hub, app = env["hub"], env["app"]
+    login(page, env, "admin")
+    note = page.locator("#group-urls-study .hub-note").inner_text()
+    assert "kept in the fort store only" in note and "hub_groups is off" in note
+    assert page.locator("#group-urls-study .drift").count() == 0
+    in_hub = page.locator("#group-urls-study tr[data-user=alice] td.in-hub").inner_text()
+    assert in_hub.strip() == "—"  # no claim either way about a hub group
+    add(page, "urls-study", "dave", "2031-01-31")
+    assert "dave" in flash(page)
+    assert "dave" in row_text(page, "urls-study", "dave")
+    rows = Memberships(app.fort_store).list(group="urls-study")
+    assert "dave" in {r.username for r in rows}
+    r = requests.get(hub.api("groups/urls-study"), headers=hub.admin_headers, timeout=30)
+    assert r.status_code == 404 or "dave" not in r.json().get("users", []), r.text
+    admins = page.locator("#group-admins .hub-note")
+    assert admins.count() == 0 or "fort store only" not in admins.inner_text()
