@@ -279,6 +279,8 @@ async def test_irsa_service_account_before_pod_per_group_and_deleted(k8s, make, 
     await asyncio.wait_for(s.start(), 30)
     sa = k8s.get("serviceaccounts", "default", "fort.urls-study.dave")
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == URLS_ARN
+    # the token STS accepts lives an hour, not the webhook's default day
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/token-expiration"] == "3600"
     assert sa["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "fort-hub"
     posts = [p for m, p in k8s.requests if m == "POST"]
     assert posts.index("/api/v1/namespaces/default/serviceaccounts") < posts.index(
@@ -343,7 +345,8 @@ async def test_irsa_server_is_stopped_once_no_group_grants_its_role(k8s, make, s
     try:
         # a change that keeps the role granted keeps the server (ads-study grants another role)
         members.upsert("ads-study", "erin", updated_by="test")
-        await asyncio.sleep(2.5)
+        assert await s.poll() is None
+        await asyncio.sleep(1.5)
         assert not stopped.is_set() and len(k8s.list("pods")) == 1
         assert audit(store_url, "spawn.revoke") == []
         members.remove("urls-study", "erin")  # what fort-groups does when an admin removes her
@@ -356,6 +359,21 @@ async def test_irsa_server_is_stopped_once_no_group_grants_its_role(k8s, make, s
     assert revoked.details["service_account"] == "fort.urls-study.erin"
     assert [r.details["outcome"] for r in audit(store_url, "spawn.stop")] == ["stopped"]
     assert await s.poll() is not None
+
+
+async def test_polls_at_once_revoke_an_irsa_server_once(k8s, make, store_url):
+    """Review: the hub polls from several places (its timer, page handlers, User.stop); polls
+    running together each revoked and stopped the server again."""
+    members = Memberships(shared_store(store_url))
+    members.upsert("urls-study", "fay", updated_by="test")
+    s = make("fay", {"profile": "python"}, aws_identity_mode="irsa")
+    await asyncio.wait_for(s.start(), 30)
+    members.remove("urls-study", "fay")
+    statuses = await asyncio.gather(s.poll(), s.poll(), s.poll())
+    assert statuses == [3, 3, 3]
+    assert len(audit(store_url, "spawn.revoke")) == 1
+    assert len(audit(store_url, "spawn.stop")) == 1
+    assert await s.poll() == 3 and k8s.list("pods") == []
 
 
 def test_a_double_on_a_reused_port_gets_the_spawners_requests(kubeconfig):

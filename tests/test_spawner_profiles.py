@@ -284,13 +284,13 @@ def test_fort_labels_and_annotations():
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_service_account_manifest(version):
     sa = service_account_manifest(
-        "fort-alice", "jhub", "alice", "arn:aws:iam::1:role/r", {"a": "b"}
+        "fort.urls-study.alice", "jhub", "alice", "arn:aws:iam::1:role/r", {"a": "b"}, 3600
     )
     assert sa == {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
         "metadata": {
-            "name": "fort-alice",
+            "name": "fort.urls-study.alice",
             "namespace": "jhub",
             "labels": {
                 "a": "b",
@@ -301,6 +301,7 @@ def test_service_account_manifest(version):
             "annotations": {
                 "fort.hub/user": "alice",
                 "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/r",
+                "eks.amazonaws.com/token-expiration": "3600",
             },
         },
     }
@@ -308,7 +309,12 @@ def test_service_account_manifest(version):
     no_role = service_account_manifest("fort-bob", "jhub", "bob", None)
     assert "eks.amazonaws.com/role-arn" not in no_role["metadata"]["annotations"]
     kubernetes_validate.validate(no_role, version, strict=True)
-    assert role_patch(None) == {"metadata": {"annotations": {"eks.amazonaws.com/role-arn": None}}}
+    assert role_patch(None) == {"metadata": {"annotations": {
+        "eks.amazonaws.com/role-arn": None, "eks.amazonaws.com/token-expiration": None,
+    }}}  # fmt: skip
+    assert role_patch("arn:r", 900)["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:r", "eks.amazonaws.com/token-expiration": "900",
+    }  # fmt: skip
 
 
 def test_aws_config_volume_is_downward_api_of_annotation():

@@ -30,6 +30,8 @@ SA_PREFIX = r"[a-z0-9](?:[-a-z0-9]{0,30}[a-z0-9])?"
 
 IDENTITY_MODES = ("vending", "irsa")
 ROLE_ARN_ANNOTATION = "eks.amazonaws.com/role-arn"
+#: seconds the web identity token the EKS webhook mounts is valid (its default: 86400)
+TOKEN_EXPIRATION_ANNOTATION = "eks.amazonaws.com/token-expiration"
 
 
 def aws_config_text(

@@ -25,7 +25,7 @@ from typing import Any
 from kubernetes_asyncio.client import V1EnvVar
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
-from traitlets import Float, Unicode, default, validate
+from traitlets import Float, Integer, Unicode, default, validate
 
 from ..store import StoreError
 from ..store.audit import AuditError
@@ -48,6 +48,7 @@ from .manifests import (
     aws_config_volume,
     fort_annotations,
     fort_labels,
+    identity_annotations,
     label_value,
     role_patch,
     service_account_manifest,
@@ -81,6 +82,9 @@ def _env_name(env) -> str:
 class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
     """KubeSpawner whose profiles, identity and audit follow the fort policy."""
 
+    #: set once poll() found the server's role no longer granted (until the next start)
+    _fort_revoked = False
+
     aws_identity_mode = Unicode(
         "vending",
         help="""How a notebook pod gets AWS credentials: `vending` or `irsa`.
@@ -113,8 +117,8 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
         "fort.{group}.{username}",
         help="""Name of the ServiceAccount of a user and the group whose role it carries, in
         `irsa` mode: `<prefix>.{group}.{username}`, where `{group}` is the group's name (or a
-        hashed form of it if it is not a DNS label) and `{username}` kubespawner's safe slug
-        of the user name. Only the prefix may change: each study role's trust policy admits
+        hashed form of it unless it is a DNS label of at most 40 characters without `--`) and
+        `{username}` kubespawner's "safe" slug of the user name (whatever `slug_scheme` says). Only the prefix may change: each study role's trust policy admits
         `system:serviceaccount:<namespace>:<prefix>.<group>.*` (see `fort-hub irsa-trust`),
         and neither part holds a dot, so one group's names never match another group's
         pattern. A user whose groups have no role gets no ServiceAccount of fort's.
@@ -130,6 +134,27 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
                 "FortKubeSpawner.service_account_name_template must be <prefix>.{group}."
                 "{username} with a DNS label as the prefix (the study roles' trust policies "
                 f"match <prefix>.<group>.*), not {proposal['value']!r}"
+            )
+        return proposal["value"]
+
+    irsa_token_expiration = Integer(
+        3600,
+        help="""Seconds the web identity token of an `irsa` pod is valid
+        (`eks.amazonaws.com/token-expiration` on its ServiceAccount; the EKS webhook's
+        default is 86400). STS never asks whether the pod still runs: a copy of the token taken
+        out of a pod whose server was stopped (a membership ended) can still be exchanged for
+        the role's credentials until it expires. 600 to 86400.
+
+            c.FortKubeSpawner.irsa_token_expiration = 1800
+        """,
+    ).tag(config=True)
+
+    @validate("irsa_token_expiration")
+    def _validate_token_expiration(self, proposal):
+        if not 600 <= proposal["value"] <= 86400:
+            raise ValueError(
+                "FortKubeSpawner.irsa_token_expiration must be 600 to 86400 seconds, not "
+                f"{proposal['value']}"
             )
         return proposal["value"]
 
@@ -192,7 +217,9 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
         if self.aws_identity_mode != "irsa":
             return {}
         prefix = SA_TEMPLATE.match(self.service_account_name_template).group(1)
-        return {"sa_prefix": prefix, "user_slug": self._expand_user_properties("{username}")}
+        # the "safe" slug whatever slug_scheme says: [a-z0-9-] only (no dot), at most 48
+        user = self._expand_user_properties("{username}", slug_scheme="safe")
+        return {"sa_prefix": prefix, "user_slug": user}
 
     def fort_identity_details(self, plan: SpawnPlan, policy, context) -> dict[str, Any]:
         if not context:
@@ -208,6 +235,7 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
 
     async def start(self):
         self._fort_plan = None
+        self._fort_revoked = False
         return await self.fort_run_start(super().start)
 
     async def load_user_options(self):
@@ -271,21 +299,22 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
         cache)."""
         ns = self.namespace
         labels = self._build_common_labels({})
+        want = identity_annotations(role_arn, self.irsa_token_expiration)
         try:
             current = await self._k8s(self.api.read_namespaced_service_account, name, ns)
-            current_arn = (current.metadata.annotations or {}).get(ROLE_ARN_ANNOTATION)
-            changed = current_arn != role_arn
+            have = current.metadata.annotations or {}
+            changed = any(have.get(k) != v for k, v in want.items())
             if changed:
-                self.log.info(
-                    "ServiceAccount %s/%s: role %s -> %s", ns, name, current_arn, role_arn
-                )
-                await self._k8s(
-                    self.api.patch_namespaced_service_account, name, ns, role_patch(role_arn)
-                )
+                self.log.info("ServiceAccount %s/%s: %s -> %s", ns, name,
+                              {k: have.get(k) for k in want}, want)  # fmt: skip
+                patch = role_patch(role_arn, self.irsa_token_expiration)
+                await self._k8s(self.api.patch_namespaced_service_account, name, ns, patch)
         except ApiException as e:
             if e.status != 404:
                 raise SpawnDenied(503, f"Spawn failed: cannot read ServiceAccount {name}") from e
-            manifest = service_account_manifest(name, ns, self.user.name, role_arn, labels)
+            manifest = service_account_manifest(
+                name, ns, self.user.name, role_arn, labels, self.irsa_token_expiration
+            )
             self.log.info("Creating ServiceAccount %s/%s (role %s)", ns, name, role_arn)
             try:
                 await self._k8s(self.api.create_namespaced_service_account, ns, manifest)
@@ -345,6 +374,8 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
         group of the user grants any more (a membership ended or expired, or the policy
         changed), decided from the fort store and the policy now: the pod's token keeps
         refreshing its credentials for as long as it runs, so only stopping ends them."""
+        if self._fort_revoked:  # stopped for its role (or being stopped): stays so until a start
+            return ROLE_REVOKED
         status = await super().poll()
         if status is not None or self.aws_identity_mode != "irsa":
             return status
@@ -357,8 +388,9 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
         except (SpawnDenied, StoreError) as e:  # unknown now: asked again at the next poll
             self.log.error("could not check the AWS role of %s's server: %s", self.user.name, e)
             return None
-        if held:
-            return None
+        if held or self._fort_revoked:  # another poll revoked it meanwhile
+            return ROLE_REVOKED if self._fort_revoked else None
+        self._fort_revoked = True
         await self.fort_revoke(role, groups)
         return ROLE_REVOKED
 

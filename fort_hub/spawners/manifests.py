@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .identity import ROLE_ARN_ANNOTATION
+from .identity import ROLE_ARN_ANNOTATION, TOKEN_EXPIRATION_ANNOTATION
 
 LABEL_USER = "fort.hub/user"
 LABEL_GROUPS = "fort.hub/groups"
@@ -54,19 +54,29 @@ def fort_annotations(username: str, groups: Iterable[str], profile: str) -> dict
     }
 
 
+def identity_annotations(role_arn: str | None, token_expiration: int | None = None) -> dict:
+    """The EKS pod identity webhook's annotations of an ``irsa`` ServiceAccount: the role and
+    the lifetime of the web identity token it mounts (seconds); None values remove them (a
+    merge patch)."""
+    return {
+        ROLE_ARN_ANNOTATION: role_arn or None,
+        TOKEN_EXPIRATION_ANNOTATION: str(token_expiration) if token_expiration else None,
+    }
+
+
 def service_account_manifest(
     name: str,
     namespace: str,
     username: str,
     role_arn: str | None,
     labels: Mapping[str, str] | None = None,
+    token_expiration: int | None = None,
 ) -> dict[str, Any]:
     """The per-user ServiceAccount of ``irsa`` mode. Labelled so a clean-up can select every one
     (``app.kubernetes.io/managed-by=fort-hub,component=fort-user-identity``). Without a role it
     carries no role annotation (no AWS access)."""
-    annotations = {LABEL_USER: username}
-    if role_arn:
-        annotations[ROLE_ARN_ANNOTATION] = role_arn
+    identity = identity_annotations(role_arn, token_expiration)
+    annotations = {LABEL_USER: username, **{k: v for k, v in identity.items() if v}}
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
@@ -84,9 +94,9 @@ def service_account_manifest(
     }
 
 
-def role_patch(role_arn: str | None) -> dict[str, Any]:
-    """Merge patch setting (or, with None, removing) the role annotation."""
-    return {"metadata": {"annotations": {ROLE_ARN_ANNOTATION: role_arn}}}
+def role_patch(role_arn: str | None, token_expiration: int | None = None) -> dict[str, Any]:
+    """Merge patch setting (or, with None, removing) the role and token lifetime annotations."""
+    return {"metadata": {"annotations": identity_annotations(role_arn, token_expiration)}}
 
 
 def aws_config_volume() -> dict[str, Any]:
