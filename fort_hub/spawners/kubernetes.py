@@ -118,7 +118,8 @@ class FortKubeSpawner(FortSpawnerMixin, KubeSpawner):
         help="""Name of the ServiceAccount of a user and the group whose role it carries, in
         `irsa` mode: `<prefix>.{group}.{username}`, where `{group}` is the group's name (or a
         hashed form of it unless it is a DNS label of at most 40 characters without `--`) and
-        `{username}` kubespawner's "safe" slug of the user name (whatever `slug_scheme` says). Only the prefix may change: each study role's trust policy admits
+        `{username}` kubespawner's "safe" slug of the user name (whatever `slug_scheme` says).
+        Only the prefix may change: each study role's trust policy admits
         `system:serviceaccount:<namespace>:<prefix>.<group>.*` (see `fort-hub irsa-trust`),
         and neither part holds a dot, so one group's names never match another group's
         pattern. A user whose groups have no role gets no ServiceAccount of fort's.
