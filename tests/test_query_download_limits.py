@@ -27,14 +27,14 @@ def error_of(r) -> str:
     return r.json()["error"]["message"]
 
 
-def downloads(env, query_id: str) -> list[str]:
-    """The formats of the ``query.download`` records of *query_id* in the audit log."""
+def downloads(env, query_id: str) -> list[tuple[str, str]]:
+    """(format, decision) of the ``query.download`` records of *query_id* in the audit log."""
     store = Store(env.store_url)
     try:
         records = store.audit.query(user="alice", limit=1000)
     finally:
         store.dispose()
-    return [r.details["format"] for r in records
+    return [(r.details["format"], r.decision) for r in records
             if r.action == "query.download" and r.details.get("query_id") == query_id]  # fmt: skip
 
 
@@ -71,9 +71,10 @@ def test_a_row_larger_than_a_json_page_says_to_download_arrow(env):
     assert q["state"] == "succeeded", q
     r = env.get(f"queries/{q['id']}/results?format=json")
     assert r.status_code == 422 and "format=arrow" in error_of(r)
-    assert downloads(env, q["id"]) == []  # nothing was sent: no download recorded (before: json)
+    # nothing was sent: a refusal is recorded (before: an allowed json download)
+    assert downloads(env, q["id"]) == [("json", "deny")]
     assert env.get(f"queries/{q['id']}/results?format=arrow").status_code == 200
-    assert downloads(env, q["id"]) == ["arrow"]
+    assert downloads(env, q["id"]) == [("arrow", "allow"), ("json", "deny")]
 
 
 @pytest.mark.parametrize(("sql", "fmt"), [
@@ -86,7 +87,8 @@ def test_a_result_the_format_cannot_hold_is_a_422_not_a_500(env, sql, fmt):
     r = env.get(f"queries/{q['id']}/results?format={fmt}")
     assert r.status_code == 422, r.text
     assert f"cannot be written as {fmt}" in error_of(r) and "format=arrow" in error_of(r)
-    assert downloads(env, q["id"]) == []  # before: a download recorded that sent nothing
+    # before: an allowed download recorded that sent nothing
+    assert downloads(env, q["id"]) == [(fmt, "deny")]
 
 
 def test_an_enum_column_is_counted_as_written_not_as_its_dictionary(env):

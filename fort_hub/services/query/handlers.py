@@ -331,8 +331,8 @@ class ResultsHandler(QueryHandlerBase):
     async def send_stored(self, rec: QueryRecord) -> None:
         """The stored result, from the result store (whichever replica ran the query). The
         download's audit record is committed once its first piece is built (a result that
-        cannot be written in the format asked is refused, 422, with no download recorded) and
-        before a byte of it is sent (fail closed)."""
+        cannot be written in the format asked is refused, 422, recorded as a denied download)
+        and before a byte of it is sent (fail closed)."""
         store, run = self.runner.results, self.app.fort_store.run
         gone = ServiceError(410, f"the result of query {rec.id} has expired; run the query again")
         if not rec.result_path:
@@ -344,12 +344,16 @@ class ResultsHandler(QueryHandlerBase):
         fmt = self.pick_format()
         offset = self.page_offset() if fmt == "json" else 0
         max_rows = self.int_arg("max_rows", 1000, 1, MAX_PAGE_ROWS) if fmt == "json" else 0
-        chunks, first = await self.first_piece(rec, fmt, offset, max_rows, gone)
+        details = {"query_id": rec.id, "format": fmt, "owner": rec.username, "offset": offset}
         try:
-            await self.audit(
-                "query.download", rec.dataset, f"result as {fmt}",
-                {"query_id": rec.id, "format": fmt, "owner": rec.username, "offset": offset},
-            )  # fmt: skip
+            chunks, first = await self.first_piece(rec, fmt, offset, max_rows, gone)
+        except ServiceError as refusal:  # the format cannot hold it: refused, and audited so
+            if refusal.status == 422:
+                await self.audit("query.download", rec.dataset, refusal.message, details,
+                                 decision="deny")  # fmt: skip
+            raise
+        try:
+            await self.audit("query.download", rec.dataset, f"result as {fmt}", details)
         except BaseException:
             if chunks is not None:
                 chunks.close()
