@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from fort_hub.services.query.app import RESTART_REASON
+from fort_hub.services.query.engines.base import EngineError
 from fort_hub.services.query.engines.duckdb import DuckDBEngine
 from fort_hub.store import Store
 from fort_hub.store.audit import AuditError
@@ -197,17 +198,22 @@ def test_quota_exhaustion_and_reset_with_injected_clock(tmp_path, sqlite_url, ex
 
 
 class ScanningEngine(DuckDBEngine):
-    """DuckDB reporting 600 scanned bytes per query, as Athena reports DataScannedInBytes."""
+    """DuckDB reporting 600 scanned bytes per query, as Athena reports DataScannedInBytes, for
+    a query that ends without a result too (it counts as well)."""
 
     async def run(self, job, sink):
-        outcome = await super().run(job, sink)
+        try:
+            outcome = await super().run(job, sink)
+        except EngineError as e:
+            e.bytes_scanned = 600
+            raise
         outcome.bytes_scanned = 600
         return outcome
 
 
 def test_concurrency_and_bytes_quotas(tmp_path, sqlite_url, example_policy_path):
     text = example_policy_path.read_text().replace(
-        "bytes_scanned_per_day: 100G", "bytes_scanned_per_day: 1000"
+        "bytes_scanned_per_day: 100G", "bytes_scanned_per_day: 2000"
     )
     env = QueryEnv(
         tmp_path, sqlite_url, policy_text=text,
@@ -224,14 +230,14 @@ def test_concurrency_and_bytes_quotas(tmp_path, sqlite_url, example_policy_path)
         assert r.headers["Retry-After"] == "5"  # a slot frees when one of them finishes
         for qid in ids:
             requests_delete(env, qid)
-            env.wait(qid)
-        q = env.run("SELECT 1")  # 600 bytes: under the limit when it starts
+            assert env.wait(qid)["bytes_scanned"] == 600  # a cancelled scan counts too
+        q = env.run("SELECT 1")  # 600 bytes: under the limit when it starts (1800 then)
         assert q["state"] == "succeeded" and q["bytes_scanned"] == 600
-        assert env.run("SELECT 2")["bytes_scanned"] == 600  # 1200 now
+        assert env.run("SELECT 2")["bytes_scanned"] == 600  # 2400 now
         r = env.post("SELECT 3")
         assert r.status_code == 429
         assert "bytes_scanned_per_day" in r.json()["error"]["message"]
-        assert "1200 of 1000" in r.json()["error"]["message"]
+        assert "2400 of 2000" in r.json()["error"]["message"]
     finally:
         env.stop()
 
