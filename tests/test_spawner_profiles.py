@@ -6,7 +6,7 @@ import kubernetes_validate
 import pytest
 
 from fort_hub.policy import parse_policy
-from fort_hub.spawners.identity import aws_config_text, irsa_role
+from fort_hub.spawners.identity import aws_config_text, irsa_grant
 from fort_hub.spawners.manifests import (
     aws_config_mount,
     aws_config_volume,
@@ -241,11 +241,12 @@ def test_aws_config_parses_as_botocore_config(tmp_path):
 
 
 def test_irsa_role_is_first_group_in_policy_order(example_policy):
-    assert irsa_role(example_policy, ["ads-study", "urls-study"]) == (
-        "arn:aws:iam::123456789012:role/fort-urls-study"
+    assert irsa_grant(example_policy, ["ads-study", "urls-study"]) == (
+        "urls-study",
+        "arn:aws:iam::123456789012:role/fort-urls-study",
     )
-    assert irsa_role(example_policy, ["ads-study"]).endswith("fort-ads-study")
-    assert irsa_role(example_policy, []) is None
+    assert irsa_grant(example_policy, ["ads-study"])[1].endswith("fort-ads-study")
+    assert irsa_grant(example_policy, []) is None
 
 
 # ----- manifests --------------------------------------------------------------------------------

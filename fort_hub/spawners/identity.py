@@ -65,12 +65,6 @@ def irsa_grant(policy: Policy, groups: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def irsa_role(policy: Policy, groups: list[str]) -> str | None:
-    """The IAM role ARN of :func:`irsa_grant` (None without one)."""
-    grant = irsa_grant(policy, groups)
-    return grant[1] if grant else None
-
-
 def irsa_role_held(policy: Policy, groups: list[str], role_arn: str) -> bool:
     """Whether a member of *groups* (effective now) is still granted *role_arn* by one of them:
     a running ``irsa`` server whose role no group grants any more is stopped."""
