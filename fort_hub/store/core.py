@@ -8,6 +8,7 @@ import datetime as dt
 import functools
 import logging
 import os
+import time
 import weakref
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, create_engine, event, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InvalidatePoolError, SQLAlchemyError
 
 from . import schema
 
@@ -101,6 +102,40 @@ def _sqlite_engine(url: str, busy_timeout_ms: int) -> Engine:
     return engine
 
 
+#: a pooled PostgreSQL connection left unused for longer than this many seconds is pinged before
+#: it is handed out again (the ``Store(ping_after_idle_s=...)`` default)
+PING_AFTER_IDLE_S = 5.0
+
+
+def _postgresql_engine(url: str, ping_after_idle_s: float) -> Engine:
+    """A pooled PostgreSQL engine that pings a connection only when it has sat idle for
+    *ping_after_idle_s*: SQLAlchemy's ``pool_pre_ping`` pings at every checkout, about 0.1 ms of
+    CPU per transaction (docs/benchmarks.md, Scale, part 9), for connections a busy pool used a
+    moment ago. A connection that fails its ping is replaced and the rest of the pool dropped
+    (as ``pool_pre_ping`` does); one that died within the window fails its transaction
+    (StoreUnavailable: the caller fails closed) and SQLAlchemy drops the pool with it."""
+    engine = create_engine(
+        url, pool_size=5, max_overflow=10, connect_args={"connect_timeout": 5},
+    )  # fmt: skip
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn, record):
+        if record is not None:
+            record.info["fort_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn, record, _proxy):
+        since = record.info.pop("fort_idle_since", None)
+        if since is None or time.monotonic() - since < ping_after_idle_s:
+            return  # new, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as e:
+            raise InvalidatePoolError(f"idle connection failed its ping: {e}") from e
+
+    return engine
+
+
 class Store:
     """The fort store. ``Store("sqlite:///fort.sqlite")`` or
     ``Store("postgresql://fort@db/fort")``.
@@ -111,9 +146,15 @@ class Store:
 
     Every method is synchronous; from tornado handlers use :meth:`run` (a thread pool) so the
     event loop never blocks on the database.
+
+    On PostgreSQL a pooled connection unused for *ping_after_idle_s* seconds is pinged before it
+    is used again, and replaced if the server dropped it (:func:`_postgresql_engine`).
     """
 
-    def __init__(self, url: str, *, create: bool = True, busy_timeout_ms: int = 30_000):
+    def __init__(
+        self, url: str, *, create: bool = True, busy_timeout_ms: int = 30_000,
+        ping_after_idle_s: float = PING_AFTER_IDLE_S,
+    ):  # fmt: skip
         self.url = normalize_url(url)
         self.dialect = make_url(self.url).get_backend_name()
         #: how long a writer waits for another writer's lock (SQLite busy_timeout; PostgreSQL
@@ -122,10 +163,7 @@ class Store:
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(self.url, busy_timeout_ms)
         elif self.dialect == "postgresql":
-            self.engine = create_engine(
-                self.url, pool_pre_ping=True, pool_size=5, max_overflow=10,
-                connect_args={"connect_timeout": 5},
-            )  # fmt: skip
+            self.engine = _postgresql_engine(self.url, ping_after_idle_s)
         else:
             raise StoreError(
                 f"unsupported store URL {redact_url(self.url)!r}: use sqlite or postgresql"
