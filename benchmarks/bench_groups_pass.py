@@ -55,6 +55,7 @@ def start_groups(hub: RunningHub, slot: ServiceSlot, policy: Path, store_url: st
     """fort-groups for *hub* on a thread, running a pass only when asked: (app, thread)."""
     cfg = slot.config(hub, policy, store_url)
     cfg.GroupsService.reconcile_interval = 3600
+    cfg.FortSettings.hub_groups = True  # what is measured: the passes that keep the hub's copy
     app = GroupsService(config=cfg)
     app.initialize([])
     return app, ServiceThread(app).start()

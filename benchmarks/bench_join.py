@@ -53,6 +53,7 @@ c.FacebookOAuthenticator.strip_email_domains = {{"example.org"}}
 c.FacebookOAuthenticator.join_study_groups = {join!r}
 c.FortSettings.policy_file = {str(policy)!r}
 c.FortSettings.store_url = {store_url!r}
+c.FortSettings.hub_groups = True  # the join at sign-in is part of the hub-group copy
 c.JupyterHub.log_level = "WARN"
 """
 

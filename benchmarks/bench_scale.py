@@ -414,7 +414,7 @@ def report(out: dict) -> None:
           f"fort services: {out['services']}; notebook stand-in: "
           f"{'checks tokens (HubAuth)' if out['args']['notebook_auth'] else 'no auth'}; stock "
           f"hub's researchers in a hub group: {'yes' if out['args'].get('stock_groups') else 'no'}; "
-          f"fort hub's: {'no' if out['args'].get('no_hub_groups') else 'yes'}")  # fmt: skip
+          f"fort hub's: {'yes' if out['args'].get('hub_groups') else 'no'}")  # fmt: skip
     for kind, h in out["hubs"].items():
         print(f"\n{kind} hub: {h['completed']} completed, {h['failed']} failed "
               f"({h['spawn_429_retries']} spawn retries after a 429)")  # fmt: skip
@@ -508,9 +508,10 @@ def parse(argv=None):
         "the group, its roles and its shares with every user it looks up, on both hubs alike",
     )  # fmt: skip
     p.add_argument(
-        "--no-hub-groups", action="store_true",
-        help="run fort with FORT_HUB_GROUPS=false (c.FortSettings.hub_groups = False): no copy "
-        "of the study memberships in hub groups, so JupyterHub loads no group with each user",
+        "--hub-groups", action=argparse.BooleanOptionalAction, default=False,
+        help="run fort with FORT_HUB_GROUPS=true (c.FortSettings.hub_groups = True): the study "
+        "memberships copied into hub groups, which JupyterHub loads with each user it looks up; "
+        "--no-hub-groups (the default, as fort's) runs it without the copy",
     )  # fmt: skip
     p.add_argument("--keep", action="store_true", help="keep the work directory (hub logs)")
     return p.parse_args(argv)
@@ -523,7 +524,7 @@ def main(argv=None) -> int:
         raise SystemExit("--replicas must be at least 1")
     stack = Stack(work, args.researchers, args.pod_delay, args.chp_prefix, args.replicas,
                   args.notebook_auth, args.stock_groups,
-                  not args.no_hub_groups)  # fmt: skip
+                  args.hub_groups)  # fmt: skip
     t0 = time.monotonic()
     try:
         stack.start()

@@ -47,6 +47,7 @@ def groups_app(stack, policy: Path, store_url: str) -> GroupsService:
     c.FortServiceApp.service_name = scopes.GROUPS_SERVICE
     c.FortServiceApp.policy_reload_interval = 3600
     c.GroupsService.reconcile_interval = 3600
+    c.FortSettings.hub_groups = True  # the heavier pass: 1,000 hub groups kept in line
     c.HubOAuth.api_token = hub.admin_token
     c.HubOAuth.api_url = hub.hub_api_url
     c.HubOAuth.oauth_client_id = "service-bench-groups"

@@ -263,7 +263,7 @@ class Stack:
     def __init__(
         self, work: Path, n: int, pod_delay: float, chp_prefix: str | None = None,
         replicas: int = 1, notebook_auth: bool = True, stock_groups: bool = False,
-        fort_hub_groups: bool = True,
+        fort_hub_groups: bool = False,
     ):  # fmt: skip
         self.work, self.n, self.pod_delay, self.replicas = work, n, pod_delay, replicas
         self.notebook_auth, self.stock_groups = notebook_auth, stock_groups

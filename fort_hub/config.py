@@ -136,31 +136,34 @@ class FortSettings(LoggingConfigurable):
         return proposal["value"]
 
     hub_groups = Bool(
-        True,
-        help="""Keep a copy of each study's current members in the JupyterHub group of the same
-        name (on by default). fort-groups creates the groups, adds and removes members with
-        each change and at each expiry, and the authenticator adds a new user to their groups
-        at their first sign-in. The copy is what JupyterHub's admin page, group roles,
-        `allowed_groups` and KubeSpawner's `group_overrides` see; fort's own decisions never
-        read it (they read the fort store and the policy).
+        False,
+        help="""Also keep each study's current members in the JupyterHub group of the same name
+        (off by default). Study membership lives in the fort store and the policy, which every
+        fort decision reads; fort-groups' admin page and API manage it.
 
-        Off: study membership lives in the fort store only (fort-groups' admin page and API
-        manage it as before); JupyterHub then loads no study group with each user it looks up,
-        which saves about a tenth of the hub's CPU per researcher (docs/benchmarks.md, Scale,
-        part 8). Only `admin_group` is still copied, since the `fort-admin` role reaches the
-        admins through it; a new admin gets it at fort-groups' next pass, not at sign-in.
-        fort-groups empties the other hub groups it manages (recorded as `groups.remove`, "hub
-        group copy off"), so no copy that nobody maintains keeps granting anything. Set it the
-        same for the hub and every fort service: it defaults to `$FORT_HUB_GROUPS` (`true` or
-        `false`), and the hub passes its value to the services it runs.
+        On: fort-groups creates the hub groups, adds and removes members with each change and
+        at each expiry, and the authenticator adds a new user to their groups at their first
+        sign-in. Turn it on for JupyterHub's own group features: the admin page's groups,
+        group roles, `allowed_groups`, KubeSpawner's `group_overrides`. Those then decide from
+        a copy, kept current by fort-groups but never the authority, and the copy costs the
+        hub about a tenth of its CPU per researcher: JupyterHub loads a user's groups, with
+        their roles and shares, every time it looks the user up (docs/benchmarks.md, Scale,
+        parts 8 and 9).
 
-            c.FortSettings.hub_groups = False
+        Off: only `admin_group` is copied, since the `fort-admin` role reaches the admins
+        through it (a new admin gets it at fort-groups' next pass, not at sign-in); fort-groups
+        empties the other hub groups it manages (recorded as `groups.remove`, "hub group copy
+        off"), so no copy that nobody maintains keeps granting anything. Set it the same for
+        the hub and every fort service: it defaults to `$FORT_HUB_GROUPS` (`true` or `false`),
+        and the hub passes its value to the services it runs.
+
+            c.FortSettings.hub_groups = True
         """,
     ).tag(config=True)
 
     @default("hub_groups")
     def _default_hub_groups(self):
-        return env_bool("FORT_HUB_GROUPS", True)
+        return env_bool("FORT_HUB_GROUPS", False)
 
     def copies_to_hub(self, group: str) -> bool:
         """Whether fort keeps policy group *group*'s members in a hub group: every group, or

@@ -26,8 +26,8 @@ What varies between deployments is read, in order, from the Z2JH chart values un
 ``adminGroup``             ``FORT_ADMIN_GROUP``              group whose members get
                                                              ``fort-admin``
 ``hubGroups``              ``FORT_HUB_GROUPS``               keep study members in hub
-                                                             groups (``true``, the default,
-                                                             or ``false``; also
+                                                             groups too (``false``, the
+                                                             default, or ``true``; also
                                                              ``c.FortSettings.hub_groups``)
 ``trustedAuthenticators``  ``FORT_TRUSTED_AUTHENTICATORS``   authenticator classes other
                                                              than fort's that a hub with fort
@@ -109,7 +109,7 @@ DEFAULTS = {
     "servicesBindHost": ("FORT_SERVICES_BIND_HOST", ""),
     "servicesPort": ("FORT_SERVICES_PORT", "10101"),
     "adminGroup": ("FORT_ADMIN_GROUP", "admins"),
-    "hubGroups": ("FORT_HUB_GROUPS", "true"),
+    "hubGroups": ("FORT_HUB_GROUPS", "false"),
     "trustedAuthenticators": ("FORT_TRUSTED_AUTHENTICATORS", ""),
 }
 
@@ -195,7 +195,7 @@ def service_entries(
     bind_host: str = "",
     env: Mapping[str, str] | None = None,
     python: str | None = None,
-    hub_groups: bool = True,
+    hub_groups: bool = False,
     admin_group: str = "admins",
 ) -> list[dict]:
     """The ``c.JupyterHub.services`` entries of the three fort services (pure). *hub_groups*,

@@ -144,10 +144,13 @@ def groups_service_on_hub(
     extra_config: str = "",
     users: tuple[str, ...] = USERS,
     configure: Callable[[Config], None] | None = None,
+    *,
+    hub_groups: bool,
 ) -> Iterator[SimpleNamespace]:
     """fort-groups in this process (passes only when a test asks: ``reconcile_interval`` is an
     hour) on a real hub with the example policy (copied into *work*) and *users*: a namespace
     of ``hub``, ``app``, ``svc`` (the :class:`ServiceThread`), ``policy`` and ``slot``.
+    *hub_groups*: ``FortSettings.hub_groups`` (whether study groups are copied to the hub);
     *configure* changes the service's config before it starts."""
     from fort_hub.services.groups import GroupsService
     from tests.conftest import EXAMPLE_POLICY
@@ -159,6 +162,7 @@ def groups_service_on_hub(
     hub.extra_config = hub_config([slot, *extra_slots], hub.url, extra=extra_config)
     cfg = slot.config(hub, policy, f"sqlite:///{work / 'fort.sqlite'}")
     cfg.GroupsService.reconcile_interval = 3600
+    cfg.FortSettings.hub_groups = hub_groups
     if configure is not None:
         configure(cfg)
     app = GroupsService(config=cfg)

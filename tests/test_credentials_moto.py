@@ -81,7 +81,8 @@ def env(tmp_path_factory, moto):
         "url": f"http://127.0.0.1:{free_port()}",
         "command": [sys.executable, "-m", "fort_hub.services.groups",
                     "--GroupsService.reconcile_interval=0.5"],
-        "environment": {"FORT_POLICY_FILE": str(policy), "FORT_STORE_URL": store_url},
+        "environment": {"FORT_POLICY_FILE": str(policy), "FORT_STORE_URL": store_url,
+                        "FORT_HUB_GROUPS": "true"},  # the hub copy, which the test reads
     }  # fmt: skip
     hub = RunningHub(work / "hub")
     hub.extra_config = f"""
@@ -200,7 +201,8 @@ def test_direct_calls_are_cached(env):
 
 
 def test_hub_managed_groups_service_reconciles(env):
-    """``python -m fort_hub.services.groups`` started by the hub fills the policy's groups."""
+    """``python -m fort_hub.services.groups`` started by the hub fills the policy's groups (with
+    the hub copy on)."""
     hub = env["hub"]
     deadline = time.monotonic() + 60
     while True:

@@ -37,7 +37,7 @@ def hubdb():
 def auth(store_url, example_policy_path):
     return FacebookOAuthenticator(
         client_id="1", client_secret="s", policy_file=str(example_policy_path),
-        store_url=store_url,
+        store_url=store_url, hub_groups=True,  # the join is part of the hub copy (off by default)
     )  # fmt: skip
 
 
@@ -170,7 +170,7 @@ async def test_a_member_added_meanwhile_is_not_added_twice(auth, hubdb, monkeypa
 
 
 async def test_users_at_hub_start_up_and_a_switched_off_join_are_left_to_fort_groups(
-    auth, hubdb, monkeypatch
+    auth, hubdb, monkeypatch, store_url, example_policy_path
 ):
     calls = []
 
@@ -180,6 +180,12 @@ async def test_users_at_hub_start_up_and_a_switched_off_join_are_left_to_fort_gr
 
     monkeypatch.setattr(hubgroups, "join_study_groups", join)
     bob = new_user(hubdb, "bob")
+    default = FacebookOAuthenticator(
+        client_id="1", client_secret="s", policy_file=str(example_policy_path),
+        store_url=store_url,
+    )  # fmt: skip
+    await default.add_user(bob)  # by default there is no hub copy of study groups to join
+    assert (default.hub_groups, calls) == (False, [])
     await auth.add_user(bob.orm_user)  # JupyterHub's start-up passes its database rows
     auth.join_study_groups = False
     await auth.add_user(bob)

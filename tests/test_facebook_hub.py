@@ -79,6 +79,7 @@ def env(tmp_path_factory):
     c.FacebookOAuthenticator.auth_refresh_age = 2
     c.FortSettings.policy_file = {str(tmp / "policy.yaml")!r}
     c.FortSettings.store_url = {store_url!r}
+    c.FortSettings.hub_groups = True  # the hub copy, which the join at sign-in fills
     c.JupyterHub.services.append({{"name": "fort-data", "api_token": "fort-data-token-0123456789"}})
     """
     hub = RunningHub(

@@ -44,7 +44,7 @@ def env(tmp_path_factory):
     )
     with groups_service_on_hub(
         tmp_path_factory.mktemp("groupspage"), slot=slot, extra_config=manager_role,
-        users=(*USERS, "manager"),
+        users=(*USERS, "manager"), hub_groups=True,
     ) as e:  # fmt: skip
         Memberships(e.app.fort_store).upsert("admins", "manager")
         e.svc.call(e.app.reconcile, "test")
@@ -486,12 +486,9 @@ def copy_off_env(tmp_path_factory):
     if not Path(web.CHROMIUM).exists():
         web.missing(web.CHROMIUM)
 
-    def copy_off(cfg):
-        cfg.FortSettings.hub_groups = False
-
     slot = ServiceSlot(scopes.GROUPS_SERVICE, oauth_scopes=ADMIN_PAGE_SCOPES)
     with groups_service_on_hub(
-        tmp_path_factory.mktemp("copyoffpage"), slot=slot, configure=copy_off
+        tmp_path_factory.mktemp("copyoffpage"), slot=slot, hub_groups=False
     ) as e:
         e.svc.call(e.app.reconcile, "test")  # the admin group is still copied: admin's role
         yield {"hub": e.hub, "app": e.app, "svc": e.svc}
@@ -504,8 +501,11 @@ def test_with_the_copy_off_the_page_says_store_only_and_still_manages(page, copy
     env = copy_off_env
     hub, app = env["hub"], env["app"]
     login(page, env, "admin")
-    note = page.locator("#group-urls-study .hub-note").inner_text()
-    assert "kept in the fort store only" in note and "hub_groups is off" in note
+    note = page.locator("#group-urls-study .hub-note")
+    assert "kept in the fort store only" in note.inner_text()
+    assert "hub_groups is off" in note.inner_text()
+    # the default setting, not a fault: shown as information, not as a warning
+    assert "alert-info" in note.get_attribute("class").split()
     assert page.locator("#group-urls-study .drift").count() == 0
     in_hub = page.locator("#group-urls-study tr[data-user=alice] td.in-hub").inner_text()
     assert in_hub.strip() == "—"  # no claim either way about a hub group

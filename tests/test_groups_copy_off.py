@@ -23,10 +23,7 @@ UTC = dt.UTC
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    def copy_off(cfg):
-        cfg.FortSettings.hub_groups = False
-
-    with groups_service_on_hub(tmp_path_factory.mktemp("copyoff"), configure=copy_off) as e:
+    with groups_service_on_hub(tmp_path_factory.mktemp("copyoff"), hub_groups=False) as e:
         # urls-study as fort-groups left it while the copy was on
         h = e.hub.admin_headers
         r = requests.post(e.hub.api("groups/urls-study"), json={"users": ["alice", "carol"]},

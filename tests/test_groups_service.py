@@ -33,7 +33,9 @@ UTC = dt.UTC
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     query = ServiceSlot(scopes.QUERY_SERVICE, token_only=True)  # asks 'authorize'
-    with groups_service_on_hub(tmp_path_factory.mktemp("groupshub"), extra_slots=(query,)) as e:
+    with groups_service_on_hub(
+        tmp_path_factory.mktemp("groupshub"), extra_slots=(query,), hub_groups=True
+    ) as e:
         # a group fort-groups does not own, with a member: must never be touched
         r = requests.post(e.hub.api("groups/other"), json={"users": ["alice"]},
                           headers=e.hub.admin_headers, timeout=30)  # fmt: skip

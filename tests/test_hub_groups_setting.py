@@ -20,7 +20,7 @@ from tests.test_groups_view import MANAGED, NOW, POLICY, row
 
 
 @pytest.mark.parametrize(("value", "expected"), [
-    ("", True), ("true", True), ("False", False), (" 0 ", False), ("yes", True), ("off", False),
+    ("", False), ("true", True), ("False", False), (" 0 ", False), ("yes", True), ("off", False),
 ])  # fmt: skip
 def test_the_variable_sets_the_default(monkeypatch, value, expected):
     monkeypatch.setenv("FORT_HUB_GROUPS", value)
@@ -34,7 +34,7 @@ def test_a_variable_that_is_not_yes_or_no_is_an_error_naming_it(monkeypatch):
 
 
 def test_with_the_copy_off_only_the_admin_group_is_copied():
-    on, off = FortSettings(), FortSettings(hub_groups=False, admin_group="staff")
+    on, off = FortSettings(hub_groups=True), FortSettings(admin_group="staff")  # off: default
     assert on.copies_to_hub("urls-study") and on.copies_to_hub("staff")
     assert not off.copies_to_hub("urls-study") and off.copies_to_hub("staff")
 
@@ -47,31 +47,31 @@ def test_the_hub_passes_its_setting_to_the_services_it_runs(monkeypatch):
     monkeypatch.setattr(deploy, "_z2jh_get_config", lambda: None)
     monkeypatch.delenv("FORT_HUB_GROUPS", raising=False)
     c = run_snippets(Config(), check=False)
+    assert c.FortSettings.hub_groups is False  # the default: no hub copy
+    assert set(services_env(c).values()) == {"false"}
+    monkeypatch.setenv("FORT_HUB_GROUPS", "true")
+    c = run_snippets(Config(), check=False)
     assert c.FortSettings.hub_groups is True
     assert set(services_env(c).values()) == {"true"}
-    monkeypatch.setenv("FORT_HUB_GROUPS", "false")
-    c = run_snippets(Config(), check=False)
-    assert c.FortSettings.hub_groups is False
-    assert set(services_env(c).values()) == {"false"}
 
 
 def test_the_hubs_own_config_wins_and_reaches_the_services(monkeypatch):
     monkeypatch.setattr(deploy, "_z2jh_get_config", lambda: None)
-    monkeypatch.setenv("FORT_HUB_GROUPS", "true")  # the variable, overridden by hub.config
+    monkeypatch.setenv("FORT_HUB_GROUPS", "false")  # the variable, overridden by hub.config
     c = Config()
-    c.FortSettings.hub_groups = False
+    c.FortSettings.hub_groups = True
     run_snippets(c, check=False)
-    assert c.FortSettings.hub_groups is False
-    assert set(services_env(c).values()) == {"false"}
+    assert c.FortSettings.hub_groups is True
+    assert set(services_env(c).values()) == {"true"}
 
 
-def test_chart_values_turn_the_copy_off(monkeypatch):
-    values = {"custom": {"fort": {"hubGroups": False}}}
+def test_chart_values_turn_the_copy_on(monkeypatch):
+    values = {"custom": {"fort": {"hubGroups": True}}}
     monkeypatch.setitem(sys.modules, "z2jh", z2jh_module(values))
     monkeypatch.setattr(deploy, "_z2jh_get_config", lambda: z2jh_module(values).get_config)
     c = run_snippets(Config(), check=False)
-    assert c.FortSettings.hub_groups is False
-    assert set(services_env(c).values()) == {"false"}
+    assert c.FortSettings.hub_groups is True
+    assert set(services_env(c).values()) == {"true"}
 
 
 def test_a_chart_value_that_is_not_yes_or_no_stops_the_hub_naming_it(monkeypatch):
@@ -122,8 +122,9 @@ def test_a_deployments_own_service_entry_follows_the_hubs_shared_settings(monkey
     monkeypatch.setattr(deploy, "_z2jh_get_config", lambda: None)
     monkeypatch.delenv("FORT_HUB_GROUPS", raising=False)
     c = run_snippets(Config(), check=False)
-    c.JupyterHub.services[0]["environment"]["MINE"] = "kept"
-    c.FortSettings.hub_groups = False
-    run_snippets(c, check=False)
     assert set(services_env(c).values()) == {"false"}
+    c.JupyterHub.services[0]["environment"]["MINE"] = "kept"
+    c.FortSettings.hub_groups = True
+    run_snippets(c, check=False)
+    assert set(services_env(c).values()) == {"true"}
     assert c.JupyterHub.services[0]["environment"]["MINE"] == "kept"

@@ -275,6 +275,7 @@ def groups_stack(tmp_path_factory, pg_schema_url):
             f"c.HubOAuth.api_token = {slot.token!r}",
             f"c.HubOAuth.access_scopes = {{{scopes.access(scopes.GROUPS_SERVICE)!r}}}",
             "c.GroupsService.reconcile_interval = 1",  # both replicas reconcile, often
+            "c.FortSettings.hub_groups = True",  # both replicas keep the hub copy too
         ]
 
     service = ReplicatedService(

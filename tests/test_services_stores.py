@@ -70,7 +70,11 @@ async def test_groups_add_remove_and_describe(example_policy_path, store_url):
     app = make(GroupsService, example_policy_path, store_url)
     exp = dt.datetime.now(UTC) + dt.timedelta(days=3)
     m = await app.add_member("admin", "ads-study", "dave", exp, "rid", "127.0.0.1")
-    assert m["source"] == "api" and m["in_hub_group"] is False  # no hub: reconciliation will
+    assert m["source"] == "api" and m["in_hub_group"] is None  # the default: no hub copy
+    copying = make(GroupsService, example_policy_path, store_url, hub_groups=True)
+    m = await copying.add_member("root", "ads-study", "erin", exp, "rid1", "127.0.0.1")
+    assert m["in_hub_group"] is False  # no hub to copy to: reconciliation will
+    await copying.remove_member("root", "ads-study", "erin", "rid1b", "")
     me = await app.describe_user("dave")
     assert [(g["name"], g["source"]) for g in me["groups"]] == [("ads-study", "api")]
     assert me["roles"] == {"fort-ads-study": "arn:aws:iam::123456789012:role/fort-ads-study"}

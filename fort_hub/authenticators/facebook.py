@@ -127,9 +127,9 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
 
     join_study_groups = Bool(
         True,
-        help="""When the hub creates a user (their first sign-in, or an admin adding them), add
-        them at once to the hub groups of their active study memberships that fort-groups
-        manages, each change recorded in the audit log first (actor `jupyterhub`; if the record
+        help="""With `FortSettings.hub_groups` on: when the hub creates a user (their first
+        sign-in, or an admin adding them), add them at once to the hub groups of their active
+        study memberships that fort-groups manages, each change recorded in the audit log first (actor `jupyterhub`; if the record
         cannot be written, nothing is added). Their first server then starts with its groups
         (KubeSpawner's `group_overrides`, group roles), and fort-groups' next pass has nothing
         to add. Off: fort-groups adds them at its next pass, as before. Decisions never read

@@ -45,6 +45,8 @@ class GroupView:
     members: tuple[MemberView, ...]
     drift: tuple[tuple[str, str], ...]  # (user, cause) for hub members fort does not want
     hub_note: str  # the hub group itself is missing or not managed by fort-groups
+    #: how the page shows *hub_note*: "warning" (something to fix) or "info" (a setting)
+    hub_note_kind: str = "warning"
 
 
 def _member_expiry(policy: Policy, group: str, rows: dict) -> dict[str, tuple]:
@@ -128,7 +130,7 @@ def _store_only(policy: Policy, g, by_key: dict, now: dt.datetime) -> GroupView:
         for user, (exp, source) in sorted(_member_expiry(policy, g.name, by_key).items())
     )
     members = tuple(dataclasses.replace(m, in_hub="—") for m in members)
-    return GroupView(g.name, g.description, members, (), NOT_COPIED)
+    return GroupView(g.name, g.description, members, (), NOT_COPIED, "info")
 
 
 __all__ = [
