@@ -225,7 +225,8 @@ for _path in {snippets!r}:
     )
 
 
-# the stock hub's researchers in one hub group, as fort-groups puts them in urls-study: the way a
+# the stock hub's researchers in one hub group, as fort-groups puts them in urls-study with
+# FORT_HUB_GROUPS=true (bench_scale.py --hub-groups): the way a
 # stock hub gets its users into groups from an OAuth provider (oauthenticator's manage_groups)
 STOCK_GROUPS = """
 g.manage_groups = True

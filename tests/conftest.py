@@ -30,7 +30,14 @@ PG_URL = os.environ.get("FORT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+#: settings a developer's shell may export (a benchmark's, a demo's) that would change what the
+#: tests see as fort's defaults: the session and every process it starts run without them
+SHELL_SETTINGS = ("FORT_HUB_GROUPS", "FORT_ADMIN_GROUP")
+
+
 def pytest_configure(config):
+    for name in SHELL_SETTINGS:
+        os.environ.pop(name, None)
     children.install()
 
 

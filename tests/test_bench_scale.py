@@ -87,7 +87,8 @@ def exec_config(text: str):
 
 def test_stock_groups_put_the_stock_hubs_researchers_in_one_hub_group():
     """``--stock-groups``: oauthenticator's manage_groups gives every stock researcher the hub
-    group urls-study at login (as fort-groups gives the fort hub's); without it, none."""
+    group urls-study at login (as fort-groups gives the fort hub's with ``--hub-groups``); without
+    it, none."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from scale_stack import stock_config
 

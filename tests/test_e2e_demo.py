@@ -273,8 +273,8 @@ def test_readme_audit_commands_work_on_the_demos_store(fort_demo, alice):
     assert out["verify"].startswith("OK")
     assert re.fullmatch(r"\d+:[0-9a-f]{64}\n", out["head"])
     records = [json.loads(ln) for ln in out["export"].splitlines()]
-    # --user: what alice did, and what was done to her (fort-groups adds her to her study's
-    # hub group at its first pass after her sign-in, when that falls inside this module)
+    # --user: what alice did, and what was done to her (records of fort-groups about her, if
+    # any fall inside this module)
     assert records and all(
         r["actor"] == "alice" or is_subject(SimpleNamespace(**r), "alice") for r in records
     ), [(r["actor"], r["action"], r["resource"]) for r in records]

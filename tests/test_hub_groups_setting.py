@@ -89,6 +89,7 @@ def test_a_group_kept_in_the_store_only_shows_its_members_and_says_so():
                         copies=lambda group: group == "other")  # fmt: skip
     study, other = views
     assert study.hub_note == NOT_COPIED and study.drift == ()
+    assert (study.hub_note_kind, other.hub_note_kind) == ("info", "warning")  # a setting, a fault
     assert [(m.user, m.source, m.active, m.in_hub, m.note) for m in study.members] == [
         ("alice", "policy", True, "—", ""),
         ("carol", "policy", True, "—", ""),

@@ -8,7 +8,8 @@ cookie, PKCE, callback, ``refresh_user``); this module overrides named steps onl
 - :meth:`user_info_to_username`, :meth:`build_auth_state_dict`, :meth:`update_auth_model`
   (identity binding), :meth:`check_allowed` (fort study membership),
   :meth:`run_post_auth_hook` (bind + audit, fail closed), :meth:`refresh_user`,
-  :meth:`add_user` (a new hub user joins their study's hub groups at once, :mod:`.hubgroups`).
+  :meth:`add_user` (with ``FortSettings.hub_groups`` on, a new hub user joins their study's hub
+  groups at once, :mod:`.hubgroups`).
 
 The Graph API client is :mod:`.graph`; the callback handler and Meta's deauthorize and
 data-deletion callbacks are in :mod:`.facebook_handlers`.
@@ -129,8 +130,8 @@ class FacebookOAuthenticator(OAuthenticator, GraphAPI, FortSettings):
         True,
         help="""With `FortSettings.hub_groups` on: when the hub creates a user (their first
         sign-in, or an admin adding them), add them at once to the hub groups of their active
-        study memberships that fort-groups manages, each change recorded in the audit log first (actor `jupyterhub`; if the record
-        cannot be written, nothing is added). Their first server then starts with its groups
+        study memberships that fort-groups manages, each change recorded in the audit log
+        first (actor `jupyterhub`; if the record cannot be written, nothing is added). Their first server then starts with its groups
         (KubeSpawner's `group_overrides`, group roles), and fort-groups' next pass has nothing
         to add. Off: fort-groups adds them at its next pass, as before. Decisions never read
         the hub group either way.

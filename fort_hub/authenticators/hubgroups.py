@@ -1,4 +1,5 @@
-"""A new hub user's study groups, joined in the hub at once.
+"""A new hub user's study groups, joined in the hub at once (with ``FortSettings.hub_groups``
+on; off, the default, there is no hub copy of study groups to join).
 
 fort-groups keeps JupyterHub's groups in line with the fort store, but it can add a user only
 once the hub knows them, so before #13 a researcher signing in for the first time joined their

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, create_engine, event, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import InvalidatePoolError, SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, InvalidatePoolError, SQLAlchemyError
 
 from . import schema
 
@@ -110,10 +110,12 @@ PING_AFTER_IDLE_S = 5.0
 def _postgresql_engine(url: str, ping_after_idle_s: float) -> Engine:
     """A pooled PostgreSQL engine that pings a connection only when it has sat idle for
     *ping_after_idle_s*: SQLAlchemy's ``pool_pre_ping`` pings at every checkout, about 0.1 ms of
-    CPU per transaction (docs/benchmarks.md, Scale, part 9), for connections a busy pool used a
-    moment ago. A connection that fails its ping is replaced and the rest of the pool dropped
-    (as ``pool_pre_ping`` does); one that died within the window fails its transaction
-    (StoreUnavailable: the caller fails closed) and SQLAlchemy drops the pool with it."""
+    CPU per transaction (docs/benchmarks.md, Scale, parts 8 and 9), for connections a busy pool
+    used a moment ago. A connection whose ping finds the server gone is replaced and the rest of
+    the pool dropped (as ``pool_pre_ping`` does); any other ping error drops that connection
+    only. After a server restart, the transactions already under way on connections used within
+    the window fail (StoreUnavailable: their callers fail closed) and the first failure drops the
+    pool, so the next ones connect afresh."""
     engine = create_engine(
         url, pool_size=5, max_overflow=10, connect_args={"connect_timeout": 5},
     )  # fmt: skip
@@ -131,7 +133,9 @@ def _postgresql_engine(url: str, ping_after_idle_s: float) -> Engine:
         try:
             engine.dialect.do_ping(dbapi_conn)
         except engine.dialect.loaded_dbapi.Error as e:
-            raise InvalidatePoolError(f"idle connection failed its ping: {e}") from e
+            gone = engine.dialect.is_disconnect(e, dbapi_conn, None)
+            error = InvalidatePoolError if gone else DisconnectionError
+            raise error(f"idle connection failed its ping: {e}") from e
 
     return engine
 

@@ -1,4 +1,5 @@
-"""fort-groups: study groups with expiring membership, kept in JupyterHub groups.
+"""fort-groups: study groups with expiring membership, kept in the fort store (and copied into
+JupyterHub groups with ``FortSettings.hub_groups`` on).
 
 ``python -m fort_hub.services.groups``. See docs/services.md.
 """
@@ -33,7 +34,7 @@ class GroupsService(FortServiceApp):
 
     name = "fort-groups"
     default_service_name = scopes.GROUPS_SERVICE
-    description = "Study groups with expiring membership, reconciled into JupyterHub groups"
+    description = "Study groups with expiring membership, kept in the fort store"
 
     reconcile_interval = Float(
         60.0,
